@@ -1,0 +1,664 @@
+//! `runtimes.toml`: the schema, the built-in defaults, environment overrides and validation.
+//!
+//! Owns everything a runtime resolves to (repo URL, branch, Dockerfile path, platform, image
+//! names, plan). Every refusal names the file, line and column, what is wrong and how to fix it.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// The `runtimes.toml` shipped in the repository, embedded so an installed binary works alone.
+pub const BUILTIN_RUNTIMES_TOML: &str = include_str!("../runtimes.toml");
+
+/// Built-in values used when neither the file nor the environment sets a key.
+pub const BUILTIN_REPO_PREFIX: &str =
+    "https://git.moleculesai.app/molecule-ai/molecule-ai-workspace-template-";
+pub const BUILTIN_BRANCH: &str = "main";
+pub const BUILTIN_DOCKERFILE: &str = "Dockerfile";
+pub const BUILTIN_PLATFORM: &str = "linux/amd64";
+pub const BUILTIN_IMAGE_PREFIX: &str = "molecule-local/workspace-template-";
+pub const BUILTIN_PLAN: &str = "local-build";
+
+static NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9._-]*$").unwrap());
+static ENV_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
+static PLATFORM_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$").unwrap());
+/// One path component of an image repository, per the distribution reference grammar.
+static IMAGE_COMPONENT_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").unwrap());
+static IMAGE_HOST_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9.-]+(:[0-9]+)?$").unwrap());
+
+/// A refusal of the configuration: where, what, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}\n  help: pass --config PATH or set PLANNER_CONFIG")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Env { origin: String, message: String },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (a path, or `<built-in runtimes.toml>`).
+    pub origin: String,
+    pub default_runtime: Option<String>,
+    /// `cache_dir` from the file, if set (flag and env take precedence; see `store`).
+    pub cache_dir: Option<PathBuf>,
+    pub git: GitSettings,
+    pub runtimes: BTreeMap<String, Runtime>,
+}
+
+/// The `[git]` table.
+#[derive(Debug, Clone, Default)]
+pub struct GitSettings {
+    /// Name of the environment variable holding the git host token.
+    pub token_env: Option<String>,
+    pub allow_insecure_http: bool,
+}
+
+/// One allowlisted runtime with every key resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub name: String,
+    pub repo: Url,
+    pub branch: String,
+    pub dockerfile: String,
+    pub platform: String,
+    pub image_prefix: String,
+    pub plan: String,
+}
+
+impl Runtime {
+    /// The image repository, `{image_prefix}{runtime}`.
+    pub fn image_repo(&self) -> String {
+        format!("{}{}", self.image_prefix, self.name)
+    }
+
+    /// The commit-pinned image reference, `{image_prefix}{runtime}:{sha12}`.
+    pub fn pinned_tag(&self, commit: &str) -> String {
+        format!("{}:{}", self.image_repo(), &commit[..commit.len().min(12)])
+    }
+
+    /// The floating `{image_prefix}{runtime}:latest` reference.
+    pub fn latest_tag(&self) -> String {
+        format!("{}:latest", self.image_repo())
+    }
+
+    /// The repository identity used in keys and labels: the URL without credentials.
+    pub fn repo_identity(&self) -> String {
+        crate::mask::display_url(&self.repo)
+    }
+}
+
+/// Values that come from the environment rather than the file.
+#[derive(Debug, Clone, Default)]
+pub struct EnvOverrides {
+    /// `PLANNER_REPO_PREFIX`: replaces `defaults.repo_prefix`.
+    pub repo_prefix: Option<String>,
+}
+
+impl EnvOverrides {
+    pub fn from_env() -> Self {
+        EnvOverrides {
+            repo_prefix: std::env::var("PLANNER_REPO_PREFIX").ok().filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    default_runtime: Option<Spanned<String>>,
+    cache_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    defaults: RawKeys,
+    #[serde(default)]
+    git: RawGit,
+    #[serde(default)]
+    runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    repo_prefix: Option<Spanned<String>>,
+    branch: Option<Spanned<String>>,
+    dockerfile: Option<Spanned<String>>,
+    platform: Option<Spanned<String>>,
+    image_prefix: Option<Spanned<String>>,
+    plan: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    repo: Option<Spanned<String>>,
+    repo_prefix: Option<Spanned<String>>,
+    branch: Option<Spanned<String>>,
+    dockerfile: Option<Spanned<String>>,
+    platform: Option<Spanned<String>>,
+    image_prefix: Option<Spanned<String>>,
+    plan: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGit {
+    token_env: Option<Spanned<String>>,
+    allow_insecure_http: Option<bool>,
+}
+
+/// Turns byte spans into `file:line:column` errors.
+struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+/// Reads and validates a config file. `plan_exists` says whether a plan name is loaded.
+pub fn load(
+    path: &Path,
+    env: &EnvOverrides,
+    plan_exists: &dyn Fn(&str) -> bool,
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string(), env, plan_exists)
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn parse(
+    text: &str,
+    file: &str,
+    env: &EnvOverrides,
+    plan_exists: &dyn Fn(&str) -> bool,
+) -> Result<Config, ConfigError> {
+    let loc = Locator { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        loc.error(span, e.message().trim().to_owned())
+    })?;
+    let git = validate_git(&raw.git, &loc)?;
+    let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
+    let mut runtimes = BTreeMap::new();
+    for (name, entry) in &raw.runtimes {
+        let rt = validate_runtime(name, entry.get_ref(), &defaults, &git, plan_exists, &loc)?;
+        runtimes.insert(rt.name.clone(), rt);
+    }
+    let default_runtime = validate_default_runtime(raw.default_runtime.as_ref(), &runtimes, &loc)?;
+    Ok(Config {
+        origin: file.to_owned(),
+        default_runtime,
+        cache_dir: raw.cache_dir.map(|c| PathBuf::from(c.into_inner())),
+        git,
+        runtimes,
+    })
+}
+
+fn validate_git(raw: &RawGit, loc: &Locator) -> Result<GitSettings, ConfigError> {
+    let token_env = match &raw.token_env {
+        Some(v) if !ENV_RE.is_match(v.get_ref()) => {
+            return Err(loc.error(
+                v.span(),
+                format!(
+                    "invalid git.token_env {:?}: name an environment variable (letters, digits, _), not the token itself",
+                    v.get_ref()
+                ),
+            ));
+        }
+        Some(v) => Some(v.get_ref().clone()),
+        None => None,
+    };
+    Ok(GitSettings {
+        token_env,
+        allow_insecure_http: raw.allow_insecure_http.unwrap_or(false),
+    })
+}
+
+/// A `[defaults]` value with the span it came from (`None` for built-in or env values).
+#[derive(Clone)]
+struct Sourced {
+    value: String,
+    span: Option<Range<usize>>,
+    origin: &'static str,
+}
+
+struct Defaults {
+    repo_prefix: Sourced,
+    branch: Sourced,
+    dockerfile: Sourced,
+    platform: Sourced,
+    image_prefix: Sourced,
+    plan: Sourced,
+}
+
+impl Defaults {
+    fn resolve(raw: &RawKeys, env: &EnvOverrides, loc: &Locator) -> Result<Self, ConfigError> {
+        let pick = |v: &Option<Spanned<String>>, builtin: &str| match v {
+            Some(s) => Sourced {
+                value: s.get_ref().clone(),
+                span: Some(s.span()),
+                origin: "",
+            },
+            None => Sourced {
+                value: builtin.to_owned(),
+                span: None,
+                origin: "built-in default",
+            },
+        };
+        let mut repo_prefix = pick(&raw.repo_prefix, BUILTIN_REPO_PREFIX);
+        if let Some(prefix) = &env.repo_prefix {
+            repo_prefix = Sourced {
+                value: prefix.clone(),
+                span: None,
+                origin: "PLANNER_REPO_PREFIX",
+            };
+        }
+        let defaults = Defaults {
+            repo_prefix,
+            branch: pick(&raw.branch, BUILTIN_BRANCH),
+            dockerfile: pick(&raw.dockerfile, BUILTIN_DOCKERFILE),
+            platform: pick(&raw.platform, BUILTIN_PLATFORM),
+            image_prefix: pick(&raw.image_prefix, BUILTIN_IMAGE_PREFIX),
+            plan: pick(&raw.plan, BUILTIN_PLAN),
+        };
+        let _ = loc;
+        Ok(defaults)
+    }
+}
+
+/// Reports a bad value at its span, or at the runtime's table when it was inherited.
+fn refuse(loc: &Locator, value: &Sourced, table: Range<usize>, message: String) -> ConfigError {
+    match (&value.span, value.origin) {
+        (Some(span), _) => loc.error(span.clone(), message),
+        (None, "PLANNER_REPO_PREFIX") => ConfigError::Env {
+            origin: "PLANNER_REPO_PREFIX".into(),
+            message,
+        },
+        (None, origin) => loc.error(table, format!("{message} (from the {origin})")),
+    }
+}
+
+fn override_or(own: &Option<Spanned<String>>, default: &Sourced) -> Sourced {
+    match own {
+        Some(s) => Sourced {
+            value: s.get_ref().clone(),
+            span: Some(s.span()),
+            origin: "",
+        },
+        None => default.clone(),
+    }
+}
+
+fn validate_runtime(
+    name: &Spanned<String>,
+    raw: &RawRuntime,
+    defaults: &Defaults,
+    git: &GitSettings,
+    plan_exists: &dyn Fn(&str) -> bool,
+    loc: &Locator,
+) -> Result<Runtime, ConfigError> {
+    let rt = name.get_ref();
+    if !NAME_RE.is_match(rt) || rt.len() > 128 {
+        return Err(loc.error(
+            name.span(),
+            format!("invalid runtime name {rt:?}: names must match ^[a-z0-9][a-z0-9._-]*$ (at most 128 characters)"),
+        ));
+    }
+    let table = name.span();
+    let repo = match &raw.repo {
+        Some(r) => Sourced { value: r.get_ref().clone(), span: Some(r.span()), origin: "" },
+        None => {
+            let prefix = override_or(&raw.repo_prefix, &defaults.repo_prefix);
+            Sourced { value: format!("{}{rt}", prefix.value), ..prefix }
+        }
+    };
+    let repo_url = validate_repo_url(&repo.value, git)
+        .map_err(|m| refuse(loc, &repo, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    let branch = override_or(&raw.branch, &defaults.branch);
+    validate_branch(&branch.value)
+        .map_err(|m| refuse(loc, &branch, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    let dockerfile = override_or(&raw.dockerfile, &defaults.dockerfile);
+    let dockerfile_path = validate_dockerfile(&dockerfile.value)
+        .map_err(|m| refuse(loc, &dockerfile, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    let platform = override_or(&raw.platform, &defaults.platform);
+    validate_platform(&platform.value)
+        .map_err(|m| refuse(loc, &platform, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    let image_prefix = override_or(&raw.image_prefix, &defaults.image_prefix);
+    validate_image_repo(&format!("{}{rt}", image_prefix.value))
+        .map_err(|m| refuse(loc, &image_prefix, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    let plan = override_or(&raw.plan, &defaults.plan);
+    if !plan_exists(&plan.value) {
+        let m = format!(
+            "runtime {rt:?}: unknown plan {:?}: add plans/{}.toml (or pass --plans DIR holding it)",
+            plan.value, plan.value
+        );
+        return Err(refuse(loc, &plan, table, m));
+    }
+    Ok(Runtime {
+        name: rt.clone(),
+        repo: repo_url,
+        branch: branch.value,
+        dockerfile: dockerfile_path,
+        platform: platform.value,
+        image_prefix: image_prefix.value,
+        plan: plan.value,
+    })
+}
+
+fn validate_default_runtime(
+    raw: Option<&Spanned<String>>,
+    runtimes: &BTreeMap<String, Runtime>,
+    loc: &Locator,
+) -> Result<Option<String>, ConfigError> {
+    let Some(name) = raw else { return Ok(None) };
+    if runtimes.contains_key(name.get_ref()) {
+        return Ok(Some(name.get_ref().clone()));
+    }
+    let known: Vec<&str> = runtimes.keys().map(String::as_str).collect();
+    Err(loc.error(
+        name.span(),
+        format!(
+            "default_runtime {:?} is not declared under [runtimes]; declared: {}",
+            name.get_ref(),
+            known.join(", ")
+        ),
+    ))
+}
+
+/// Checks a repository URL against the safety rules; returns the parsed URL.
+pub fn validate_repo_url(text: &str, git: &GitSettings) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("invalid repo URL {text:?}: {e}"))?;
+    let shown = crate::mask::display_url(&url);
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "repo URL {shown} carries credentials: remove them and put the token in the environment variable named by [git] token_env"
+        ));
+    }
+    match url.scheme() {
+        "https" | "ssh" | "file" => {}
+        "http" if git.allow_insecure_http => {}
+        "http" => {
+            return Err(format!(
+                "repo URL {shown} uses plain http://, which is refused: use https:// or set [git] allow_insecure_http = true"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "repo URL {shown} has unsupported scheme {other:?}: use https:// (or ssh://, file://)"
+            ));
+        }
+    }
+    if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("repo URL {shown} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("repo URL {shown} must not have a query or fragment"));
+    }
+    if url.path().trim_matches('/').is_empty() {
+        return Err(format!("repo URL {shown} has no repository path"));
+    }
+    Ok(url)
+}
+
+/// Checks a branch name with git's ref-name rules (`git check-ref-format`).
+pub fn validate_branch(branch: &str) -> Result<(), String> {
+    let bad = branch.is_empty()
+        || branch.len() > 255
+        || branch.starts_with(['-', '/', '.'])
+        || branch.ends_with(['/', '.'])
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch.contains("/.")
+        || branch == "@"
+        || branch
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(format!(
+            "invalid branch {branch:?}: not a valid git branch name (see git check-ref-format)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a Dockerfile path: relative, inside the repository, no `..`. Returns it normalised.
+pub fn validate_dockerfile(path: &str) -> Result<String, String> {
+    if path.is_empty() || path.contains('\0') || path.contains('\\') {
+        return Err(format!("invalid dockerfile path {path:?}"));
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "dockerfile path {path:?} is absolute: give a path inside the repository, e.g. \"Dockerfile\""
+        ));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.contains(&"..") {
+        return Err(format!(
+            "dockerfile path {path:?} contains \"..\": it must stay inside the repository"
+        ));
+    }
+    if parts.is_empty() {
+        return Err(format!("dockerfile path {path:?} names no file"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Checks a platform string such as `linux/amd64` or `linux/arm64/v8`.
+pub fn validate_platform(platform: &str) -> Result<(), String> {
+    if PLATFORM_RE.is_match(platform) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid platform {platform:?}: expected os/arch[/variant], e.g. \"linux/amd64\""
+        ))
+    }
+}
+
+/// Checks an image repository name (`[host[:port]/]path`) per Docker's reference grammar.
+pub fn validate_image_repo(repo: &str) -> Result<(), String> {
+    let complaint = || {
+        format!(
+            "image name {repo:?} is not a valid Docker repository name (lowercase letters, digits, and single . _ - between them; / between path parts)"
+        )
+    };
+    if repo.len() > 255 {
+        return Err(complaint());
+    }
+    let mut parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        if !IMAGE_HOST_RE.is_match(parts[0]) {
+            return Err(complaint());
+        }
+        parts.remove(0);
+    }
+    if parts.iter().all(|p| IMAGE_COMPONENT_RE.is_match(p)) {
+        Ok(())
+    } else {
+        Err(complaint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Config {
+        parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| p == "local-build").unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| p == "local-build")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn shipped_config_is_valid_and_lists_nine_runtimes() {
+        let cfg = parse_ok(BUILTIN_RUNTIMES_TOML);
+        let names: Vec<_> = cfg.runtimes.keys().cloned().collect();
+        assert_eq!(
+            names,
+            [
+                "autogen", "claude-code", "codex", "crewai", "deepagents", "gemini-cli", "hermes",
+                "langgraph", "openclaw"
+            ]
+        );
+        assert_eq!(cfg.default_runtime.as_deref(), Some("langgraph"));
+        let lg = &cfg.runtimes["langgraph"];
+        assert_eq!(
+            lg.repo.as_str(),
+            "https://git.moleculesai.app/molecule-ai/molecule-ai-workspace-template-langgraph"
+        );
+        assert_eq!(lg.pinned_tag(&"a".repeat(40)), "molecule-local/workspace-template-langgraph:aaaaaaaaaaaa");
+    }
+
+    #[test]
+    fn per_runtime_overrides_win_over_defaults() {
+        let cfg = parse_ok(
+            "[defaults]\nrepo_prefix = \"https://h.example/org/t-\"\nbranch = \"main\"\n\
+             [runtimes.a]\n[runtimes.custom]\nrepo = \"https://git.example.com/org/custom\"\nbranch = \"release\"\n",
+        );
+        assert_eq!(cfg.runtimes["a"].repo.as_str(), "https://h.example/org/t-a");
+        assert_eq!(cfg.runtimes["custom"].repo.as_str(), "https://git.example.com/org/custom");
+        assert_eq!(cfg.runtimes["custom"].branch, "release");
+        assert_eq!(cfg.runtimes["a"].branch, "main");
+    }
+
+    #[test]
+    fn env_repo_prefix_replaces_the_file_default() {
+        let env = EnvOverrides { repo_prefix: Some("https://mirror.example/x-".into()) };
+        let cfg = parse(
+            "[defaults]\nrepo_prefix = \"https://h.example/org/t-\"\n[runtimes.a]\n",
+            "f.toml",
+            &env,
+            &|_| true,
+        )
+        .unwrap();
+        assert_eq!(cfg.runtimes["a"].repo.as_str(), "https://mirror.example/x-a");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_line_and_column() {
+        let err = parse_err("[runtimes.a]\nbrnach = \"main\"\n");
+        assert!(err.starts_with("runtimes.toml:2:1: "), "{err}");
+        assert!(err.contains("brnach"), "{err}");
+    }
+
+    #[test]
+    fn bad_runtime_name_is_refused() {
+        let err = parse_err("\n[runtimes.Bad_Name]\n");
+        assert!(err.starts_with("runtimes.toml:2:"), "{err}");
+        assert!(err.contains("invalid runtime name \"Bad_Name\""), "{err}");
+    }
+
+    #[test]
+    fn dockerfile_escapes_are_refused() {
+        let err = parse_err("[runtimes.a]\ndockerfile = \"../etc/passwd\"\n");
+        assert!(err.starts_with("runtimes.toml:2:14: "), "{err}");
+        assert!(err.contains("\"..\""), "{err}");
+        let err = parse_err("[runtimes.a]\ndockerfile = \"/Dockerfile\"\n");
+        assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        let err = parse_err("[runtimes.a]\nrepo = \"http://h.example/x\"\n");
+        assert!(err.contains("allow_insecure_http"), "{err}");
+        let err = parse_err("[runtimes.a]\nrepo = \"https://u:zz9secret@h.example/x\"\n");
+        assert!(err.contains("carries credentials") && !err.contains("zz9secret"), "{err}");
+        let err = parse_err("[runtimes.a]\nrepo = \"ftp://h.example/x\"\n");
+        assert!(err.contains("unsupported scheme"), "{err}");
+        let err = parse_err("[runtimes.a]\nrepo = \"not a url\"\n");
+        assert!(err.contains("invalid repo URL"), "{err}");
+        let ok = parse(
+            "[git]\nallow_insecure_http = true\n[runtimes.a]\nrepo = \"http://127.0.0.1:9/x\"\n",
+            "f",
+            &EnvOverrides::default(),
+            &|_| true,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn bad_platform_branch_plan_and_default_are_refused() {
+        assert!(parse_err("[runtimes.a]\nplatform = \"amd64\"\n").contains("invalid platform"));
+        assert!(parse_err("[runtimes.a]\nbranch = \"a..b\"\n").contains("invalid branch"));
+        assert!(parse_err("[runtimes.a]\nplan = \"nope\"\n").contains("unknown plan \"nope\""));
+        let err = parse_err("default_runtime = \"zz\"\n[runtimes.a]\n");
+        assert!(err.contains("declared: a"), "{err}");
+    }
+
+    #[test]
+    fn inherited_bad_value_points_at_the_runtime() {
+        let err = parse_err("[defaults]\nimage_prefix = \"Bad/\"\n[runtimes.a]\n");
+        assert!(err.starts_with("runtimes.toml:2:16"), "{err}");
+        let err = parse(
+            "[runtimes.a]\n",
+            "f",
+            &EnvOverrides { repo_prefix: Some("http://x/".into()) },
+            &|_| true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("PLANNER_REPO_PREFIX: "), "{err}");
+    }
+
+    #[test]
+    fn image_repo_grammar() {
+        assert!(validate_image_repo("molecule-local/workspace-template-claude-code").is_ok());
+        assert!(validate_image_repo("localhost:5000/a/b").is_ok());
+        assert!(validate_image_repo("UPPER/x").is_err());
+        assert!(validate_image_repo("a//b").is_err());
+        assert!(validate_image_repo("a/b-").is_err());
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,316 @@
+//! Loading `plans/*.toml`: the embedded plans, `--plans DIR` overrides, and validation
+//! (unknown kind, missing need, duplicate id, cycle, wrong inputs) with file, line and step named.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::step::StepKind;
+use crate::config::line_column;
+
+/// Plans shipped in `plans/`, embedded in the binary.
+pub const BUILTIN_PLANS: &[(&str, &str)] = &[
+    ("local-build", include_str!("../../plans/local-build.toml")),
+    ("build-only", include_str!("../../plans/build-only.toml")),
+];
+
+/// A refused plan: which file, where, which step, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot read plans directory {dir}: {source}\n  help: --plans takes a directory of NAME.toml files")]
+    Dir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A validated plan: steps in file order, needs as indices into `steps`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub origin: String,
+    pub description: Option<String>,
+    pub steps: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanStep {
+    pub id: String,
+    pub kind: StepKind,
+    pub needs: Vec<usize>,
+    pub params: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// Steps that no other step needs: the goals of the plan.
+    pub fn goals(&self) -> Vec<usize> {
+        (0..self.steps.len())
+            .filter(|i| !self.steps.iter().any(|s| s.needs.contains(i)))
+            .collect()
+    }
+}
+
+/// All loaded plans by name.
+#[derive(Debug, Clone, Default)]
+pub struct PlanSet {
+    pub plans: BTreeMap<String, Plan>,
+}
+
+impl PlanSet {
+    /// The embedded plans, then every `*.toml` of `dir` (adding or overriding by file stem).
+    pub fn load(dir: Option<&Path>) -> Result<PlanSet, PlanError> {
+        let mut set = PlanSet::default();
+        for (name, text) in BUILTIN_PLANS {
+            let plan = parse_plan(name, &format!("<built-in plans/{name}.toml>"), text)?;
+            set.plans.insert(plan.name.clone(), plan);
+        }
+        if let Some(dir) = dir {
+            set.load_dir(dir)?;
+        }
+        Ok(set)
+    }
+
+    fn load_dir(&mut self, dir: &Path) -> Result<(), PlanError> {
+        let dir_err = |source| PlanError::Dir { dir: dir.display().to_string(), source };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(dir_err)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| PlanError::Dir {
+                dir: file.clone(),
+                source,
+            })?;
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let plan = parse_plan(name, &file, &text)?;
+            self.plans.insert(plan.name.clone(), plan);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Plan> {
+        self.plans.get(name)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    description: Option<String>,
+    steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    needs: Vec<Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, message: String) -> PlanError {
+        let (line, column) = line_column(self.text, span.start);
+        PlanError::Invalid { file: self.file.to_owned(), line, column, message }
+    }
+}
+
+/// Parses and validates one plan file.
+pub fn parse_plan(name: &str, file: &str, text: &str) -> Result<Plan, PlanError> {
+    let cx = Ctx { file, text };
+    if !crate::config::validate_dockerfile(name).is_ok_and(|n| n == name) || name.contains('/') {
+        return Err(cx.err(0..0, format!("invalid plan name {name:?} (from the file name)")));
+    }
+    let raw: RawPlan = toml::from_str(text)
+        .map_err(|e| cx.err(e.span().unwrap_or(0..0), e.message().trim().to_owned()))?;
+    if raw.steps.get_ref().is_empty() {
+        return Err(cx.err(raw.steps.span(), format!("plan {name:?} has no steps")));
+    }
+    let ids = index_ids(raw.steps.get_ref(), &cx)?;
+    let mut steps = Vec::new();
+    for raw_step in raw.steps.get_ref() {
+        steps.push(validate_step(raw_step, &ids, &cx)?);
+    }
+    check_inputs(&steps, raw.steps.get_ref(), &cx)?;
+    check_acyclic(&steps, raw.steps.get_ref(), &cx)?;
+    Ok(Plan { name: name.to_owned(), origin: file.to_owned(), description: raw.description, steps })
+}
+
+fn index_ids(steps: &[Spanned<RawStep>], cx: &Ctx) -> Result<HashMap<String, usize>, PlanError> {
+    let mut ids = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let id = &step.get_ref().id;
+        if id.get_ref().is_empty() {
+            return Err(cx.err(id.span(), "step id must not be empty".into()));
+        }
+        if ids.insert(id.get_ref().clone(), i).is_some() {
+            return Err(cx.err(id.span(), format!("duplicate step id {:?}", id.get_ref())));
+        }
+    }
+    Ok(ids)
+}
+
+fn validate_step(
+    raw: &Spanned<RawStep>,
+    ids: &HashMap<String, usize>,
+    cx: &Ctx,
+) -> Result<PlanStep, PlanError> {
+    let step = raw.get_ref();
+    let id = step.id.get_ref();
+    let kind = StepKind::from_name(step.kind.get_ref()).ok_or_else(|| {
+        let known: Vec<_> = StepKind::ALL.iter().map(|k| k.name()).collect();
+        let message = format!(
+            "step {id:?}: unknown kind {:?}; built-in kinds: {}",
+            step.kind.get_ref(),
+            known.join(", ")
+        );
+        cx.err(step.kind.span(), message)
+    })?;
+    let mut needs = Vec::new();
+    for need in &step.needs {
+        let idx = ids.get(need.get_ref()).copied().ok_or_else(|| {
+            let message = format!("step {id:?} needs {:?}, which this plan does not declare", need.get_ref());
+            cx.err(need.span(), message)
+        })?;
+        needs.push(idx);
+    }
+    let mut params = BTreeMap::new();
+    for (key, value) in &step.params {
+        if !kind.params().contains(&key.get_ref().as_str()) {
+            let message = format!(
+                "step {id:?}: kind {kind} does not take parameter {:?} (accepted: {})",
+                key.get_ref(),
+                if kind.params().is_empty() { "none".to_owned() } else { kind.params().join(", ") }
+            );
+            return Err(cx.err(key.span(), message));
+        }
+        params.insert(key.get_ref().clone(), value.get_ref().clone());
+    }
+    Ok(PlanStep { id: id.clone(), kind, needs, params })
+}
+
+/// Each kind consumes exactly one step of its input kind (resolve-head consumes nothing).
+fn check_inputs(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Result<(), PlanError> {
+    for (step, raw) in steps.iter().zip(raw) {
+        let inputs = step.needs.iter().filter(|&&n| Some(steps[n].kind) == step.kind.input_kind());
+        let count = inputs.count();
+        let ok = match step.kind.input_kind() {
+            None => step.needs.is_empty(),
+            Some(_) => count == 1,
+        };
+        if !ok {
+            let message = match step.kind.input_kind() {
+                None => format!("step {:?}: kind {} takes no needs", step.id, step.kind),
+                Some(input) => format!(
+                    "step {:?}: kind {} needs exactly one step of kind {input} (found {count})",
+                    step.id, step.kind
+                ),
+            };
+            return Err(cx.err(raw.span(), message));
+        }
+    }
+    Ok(())
+}
+
+fn check_acyclic(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Result<(), PlanError> {
+    let mut g = petgraph::graph::DiGraph::<usize, ()>::new();
+    let nodes: Vec<_> = (0..steps.len()).map(|i| g.add_node(i)).collect();
+    for (i, step) in steps.iter().enumerate() {
+        for &n in &step.needs {
+            g.add_edge(nodes[n], nodes[i], ());
+        }
+    }
+    petgraph::algo::toposort(&g, None).map(|_| ()).map_err(|cycle| {
+        let i = g[cycle.node_id()];
+        cx.err(raw[i].span(), format!("step {:?} is part of a needs cycle", steps[i].id))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse_plan("p", "plans/p.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn builtin_plans_load() {
+        let set = PlanSet::load(None).unwrap();
+        let plan = set.get("local-build").unwrap();
+        let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds, ["resolve-head", "clone", "verify-dockerfile", "build", "tag-latest"]);
+        assert_eq!(plan.goals(), vec![4]);
+        assert_eq!(set.get("build-only").unwrap().goals(), vec![3]);
+    }
+
+    #[test]
+    fn unknown_kind_is_refused_with_step_and_line() {
+        let e = err("[[steps]]\nid = \"a\"\nkind = \"resolve\"\n");
+        assert!(e.starts_with("plans/p.toml:3:8: step \"a\": unknown kind \"resolve\""), "{e}");
+    }
+
+    #[test]
+    fn missing_need_is_refused() {
+        let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n[[steps]]\nid = \"c\"\nkind = \"clone\"\nneeds = [\"nope\"]\n");
+        assert!(e.contains("plans/p.toml:7:") && e.contains("needs \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn duplicate_id_is_refused() {
+        let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n[[steps]]\nid = \"r\"\nkind = \"clone\"\n");
+        assert!(e.contains(":5:") && e.contains("duplicate step id \"r\""), "{e}");
+    }
+
+    #[test]
+    fn cycle_is_refused() {
+        let text = "[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n\
+            [[steps]]\nid = \"c\"\nkind = \"clone\"\nneeds = [\"r\", \"v\"]\n\
+            [[steps]]\nid = \"v\"\nkind = \"verify-dockerfile\"\nneeds = [\"c\"]\n";
+        let e = err(text);
+        assert!(e.contains("needs cycle"), "{e}");
+    }
+
+    #[test]
+    fn wrong_inputs_and_params_are_refused() {
+        let e = err("[[steps]]\nid = \"b\"\nkind = \"build\"\n");
+        assert!(e.contains("needs exactly one step of kind verify-dockerfile"), "{e}");
+        let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\nparams = { depth = \"1\" }\n");
+        assert!(e.contains("does not take parameter \"depth\""), "{e}");
+        let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\nextra = 1\n");
+        assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+
+    #[test]
+    fn plans_dir_overrides_and_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n",
+        )
+        .unwrap();
+        let set = PlanSet::load(Some(dir.path())).unwrap();
+        assert!(set.get("mine").is_some() && set.get("local-build").is_some());
+    }
+}
