@@ -38,7 +38,9 @@ static IMAGE_HOST_RE: LazyLock<Regex> =
 /// A refusal of the configuration: where, what, and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}\n  help: pass --config PATH or set PLANNER_CONFIG")]
+    #[error(
+        "cannot read config {path}: {source}\n  help: pass --config PATH or set PLANNER_CONFIG"
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -119,7 +121,9 @@ pub struct EnvOverrides {
 impl EnvOverrides {
     pub fn from_env() -> Self {
         EnvOverrides {
-            repo_prefix: std::env::var("PLANNER_REPO_PREFIX").ok().filter(|s| !s.is_empty()),
+            repo_prefix: std::env::var("PLANNER_REPO_PREFIX")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -348,10 +352,17 @@ fn validate_runtime(
     }
     let table = name.span();
     let repo = match &raw.repo {
-        Some(r) => Sourced { value: r.get_ref().clone(), span: Some(r.span()), origin: "" },
+        Some(r) => Sourced {
+            value: r.get_ref().clone(),
+            span: Some(r.span()),
+            origin: "",
+        },
         None => {
             let prefix = override_or(&raw.repo_prefix, &defaults.repo_prefix);
-            Sourced { value: format!("{}{rt}", prefix.value), ..prefix }
+            Sourced {
+                value: format!("{}{rt}", prefix.value),
+                ..prefix
+            }
         }
     };
     let repo_url = validate_repo_url(&repo.value, git)
@@ -360,14 +371,32 @@ fn validate_runtime(
     validate_branch(&branch.value)
         .map_err(|m| refuse(loc, &branch, table.clone(), format!("runtime {rt:?}: {m}")))?;
     let dockerfile = override_or(&raw.dockerfile, &defaults.dockerfile);
-    let dockerfile_path = validate_dockerfile(&dockerfile.value)
-        .map_err(|m| refuse(loc, &dockerfile, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    let dockerfile_path = validate_dockerfile(&dockerfile.value).map_err(|m| {
+        refuse(
+            loc,
+            &dockerfile,
+            table.clone(),
+            format!("runtime {rt:?}: {m}"),
+        )
+    })?;
     let platform = override_or(&raw.platform, &defaults.platform);
-    validate_platform(&platform.value)
-        .map_err(|m| refuse(loc, &platform, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    validate_platform(&platform.value).map_err(|m| {
+        refuse(
+            loc,
+            &platform,
+            table.clone(),
+            format!("runtime {rt:?}: {m}"),
+        )
+    })?;
     let image_prefix = override_or(&raw.image_prefix, &defaults.image_prefix);
-    validate_image_repo(&format!("{}{rt}", image_prefix.value))
-        .map_err(|m| refuse(loc, &image_prefix, table.clone(), format!("runtime {rt:?}: {m}")))?;
+    validate_image_repo(&format!("{}{rt}", image_prefix.value)).map_err(|m| {
+        refuse(
+            loc,
+            &image_prefix,
+            table.clone(),
+            format!("runtime {rt:?}: {m}"),
+        )
+    })?;
     let plan = override_or(&raw.plan, &defaults.plan);
     if !plan_exists(&plan.value) {
         let m = format!(
@@ -434,7 +463,9 @@ pub fn validate_repo_url(text: &str, git: &GitSettings) -> Result<Url, String> {
         return Err(format!("repo URL {shown} has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("repo URL {shown} must not have a query or fragment"));
+        return Err(format!(
+            "repo URL {shown} must not have a query or fragment"
+        ));
     }
     if url.path().trim_matches('/').is_empty() {
         return Err(format!("repo URL {shown} has no repository path"));
@@ -475,7 +506,10 @@ pub fn validate_dockerfile(path: &str) -> Result<String, String> {
             "dockerfile path {path:?} is absolute: give a path inside the repository, e.g. \"Dockerfile\""
         ));
     }
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if parts.contains(&"..") {
         return Err(format!(
             "dockerfile path {path:?} contains \"..\": it must stay inside the repository"
@@ -527,13 +561,18 @@ mod tests {
     use super::*;
 
     fn parse_ok(text: &str) -> Config {
-        parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| p == "local-build").unwrap()
+        parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| {
+            p == "local-build"
+        })
+        .unwrap()
     }
 
     fn parse_err(text: &str) -> String {
-        parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| p == "local-build")
-            .unwrap_err()
-            .to_string()
+        parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| {
+            p == "local-build"
+        })
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
@@ -543,8 +582,15 @@ mod tests {
         assert_eq!(
             names,
             [
-                "autogen", "claude-code", "codex", "crewai", "deepagents", "gemini-cli", "hermes",
-                "langgraph", "openclaw"
+                "autogen",
+                "claude-code",
+                "codex",
+                "crewai",
+                "deepagents",
+                "gemini-cli",
+                "hermes",
+                "langgraph",
+                "openclaw"
             ]
         );
         assert_eq!(cfg.default_runtime.as_deref(), Some("langgraph"));
@@ -553,7 +599,10 @@ mod tests {
             lg.repo.as_str(),
             "https://git.moleculesai.app/molecule-ai/molecule-ai-workspace-template-langgraph"
         );
-        assert_eq!(lg.pinned_tag(&"a".repeat(40)), "molecule-local/workspace-template-langgraph:aaaaaaaaaaaa");
+        assert_eq!(
+            lg.pinned_tag(&"a".repeat(40)),
+            "molecule-local/workspace-template-langgraph:aaaaaaaaaaaa"
+        );
     }
 
     #[test]
@@ -563,14 +612,19 @@ mod tests {
              [runtimes.a]\n[runtimes.custom]\nrepo = \"https://git.example.com/org/custom\"\nbranch = \"release\"\n",
         );
         assert_eq!(cfg.runtimes["a"].repo.as_str(), "https://h.example/org/t-a");
-        assert_eq!(cfg.runtimes["custom"].repo.as_str(), "https://git.example.com/org/custom");
+        assert_eq!(
+            cfg.runtimes["custom"].repo.as_str(),
+            "https://git.example.com/org/custom"
+        );
         assert_eq!(cfg.runtimes["custom"].branch, "release");
         assert_eq!(cfg.runtimes["a"].branch, "main");
     }
 
     #[test]
     fn env_repo_prefix_replaces_the_file_default() {
-        let env = EnvOverrides { repo_prefix: Some("https://mirror.example/x-".into()) };
+        let env = EnvOverrides {
+            repo_prefix: Some("https://mirror.example/x-".into()),
+        };
         let cfg = parse(
             "[defaults]\nrepo_prefix = \"https://h.example/org/t-\"\n[runtimes.a]\n",
             "f.toml",
@@ -578,7 +632,10 @@ mod tests {
             &|_| true,
         )
         .unwrap();
-        assert_eq!(cfg.runtimes["a"].repo.as_str(), "https://mirror.example/x-a");
+        assert_eq!(
+            cfg.runtimes["a"].repo.as_str(),
+            "https://mirror.example/x-a"
+        );
     }
 
     #[test]
@@ -609,7 +666,10 @@ mod tests {
         let err = parse_err("[runtimes.a]\nrepo = \"http://h.example/x\"\n");
         assert!(err.contains("allow_insecure_http"), "{err}");
         let err = parse_err("[runtimes.a]\nrepo = \"https://u:zz9secret@h.example/x\"\n");
-        assert!(err.contains("carries credentials") && !err.contains("zz9secret"), "{err}");
+        assert!(
+            err.contains("carries credentials") && !err.contains("zz9secret"),
+            "{err}"
+        );
         let err = parse_err("[runtimes.a]\nrepo = \"ftp://h.example/x\"\n");
         assert!(err.contains("unsupported scheme"), "{err}");
         let err = parse_err("[runtimes.a]\nrepo = \"not a url\"\n");
@@ -639,7 +699,9 @@ mod tests {
         let err = parse(
             "[runtimes.a]\n",
             "f",
-            &EnvOverrides { repo_prefix: Some("http://x/".into()) },
+            &EnvOverrides {
+                repo_prefix: Some("http://x/".into()),
+            },
             &|_| true,
         )
         .unwrap_err()

@@ -1,1 +1,282 @@
-//! Demand-driven decisions.
+//! Demand-driven decisions: which steps run, which are skipped, and why.
+//!
+//! Starting from the goals, a step runs only if its output is needed and not materialized;
+//! only then are its needs needed. Materialization is asked of a [`World`] (the real one
+//! checks the Docker engine and the cache dir), so `plan`, `ensure --dry-run` and `ensure`
+//! share this one function and cannot disagree.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+
+use super::graph::{Graph, Node, NodeId};
+use super::step::StepKind;
+use crate::error::StepError;
+use crate::key::{Key, keys_for};
+
+/// What a step's decision is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Skip,
+    Run,
+    Blocked,
+    Failed,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Skip => "skip",
+            Status::Run => "run",
+            Status::Blocked => "blocked",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// A decision with the reason a user reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub status: Status,
+    pub reason: String,
+}
+
+impl Decision {
+    fn new(status: Status, reason: impl Into<String>) -> Self {
+        Decision {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A step's output, whether just produced or found materialized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Commit(String),
+    Checkout(PathBuf),
+    Verified {
+        checkout: PathBuf,
+        dockerfile_blake3: String,
+    },
+    Image {
+        id: String,
+    },
+    Tagged {
+        id: String,
+    },
+}
+
+/// What the world says about a step's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Present { output: Output, reason: String },
+    Missing { reason: String },
+}
+
+/// The answer of a resolve-head step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub commit: String,
+    /// The commit recorded by the previous run, if any.
+    pub previous: Option<String>,
+    /// Whether this came from the network (`Run`) or a record (`--offline`, `Skip`).
+    pub status: Status,
+    pub reason: String,
+}
+
+/// Everything a probe may need to know about its step.
+pub struct ProbeRequest<'a> {
+    pub graph: &'a Graph,
+    pub id: NodeId,
+    pub node: &'a Node,
+    pub key: &'a Key,
+    pub commit: &'a str,
+    pub previous_commit: Option<&'a str>,
+    /// The probed output of the step's input need, when it is materialized.
+    pub input: Option<&'a Output>,
+}
+
+/// The side of the world decisions look at. Implemented for real in `exec::world`.
+pub trait World: Sync {
+    fn probe(&self, req: ProbeRequest<'_>)
+    -> impl Future<Output = Result<Probe, StepError>> + Send;
+}
+
+/// The decided graph: a decision, a key (when known) and known outputs per node.
+#[derive(Debug, Default)]
+pub struct Decided {
+    pub decisions: HashMap<NodeId, Decision>,
+    pub keys: HashMap<NodeId, Key>,
+    pub outputs: HashMap<NodeId, Output>,
+    pub commits: HashMap<NodeId, String>,
+}
+
+/// Decides every node, given the resolve-head answers (`Err` holds the masked error text).
+pub async fn decide<W: World>(
+    graph: &Graph,
+    resolutions: &HashMap<NodeId, Result<Resolved, String>>,
+    world: &W,
+) -> Decided {
+    let mut d = Decided::default();
+    let mut previous = HashMap::new();
+    for (&id, res) in resolutions {
+        let decision = match res {
+            Ok(r) => {
+                d.commits.insert(id, r.commit.clone());
+                d.outputs.insert(id, Output::Commit(r.commit.clone()));
+                if let Some(p) = &r.previous {
+                    previous.insert(id, p.clone());
+                }
+                Decision::new(r.status, r.reason.clone())
+            }
+            Err(e) => Decision::new(Status::Failed, e.clone()),
+        };
+        d.decisions.insert(id, decision);
+    }
+    d.keys = keys_for(graph, &d.commits);
+    let mut walk = Walk {
+        graph,
+        world,
+        d,
+        previous,
+        needed: graph.goals().iter().copied().collect(),
+        why_not: HashMap::new(),
+        probed: HashMap::new(),
+    };
+    for &id in graph.order().iter().rev() {
+        walk.visit(id).await;
+    }
+    walk.block_dependents_of_failures();
+    walk.d
+}
+
+struct Walk<'a, W> {
+    graph: &'a Graph,
+    world: &'a W,
+    d: Decided,
+    previous: HashMap<NodeId, String>,
+    needed: HashSet<NodeId>,
+    why_not: HashMap<NodeId, String>,
+    probed: HashMap<NodeId, Probe>,
+}
+
+impl<W: World> Walk<'_, W> {
+    async fn visit(&mut self, id: NodeId) {
+        let node = self.graph.node(id);
+        if node.kind == StepKind::ResolveHead {
+            return;
+        }
+        let Some(root) = self.graph.resolve_of(id) else {
+            return;
+        };
+        if !self.d.commits.contains_key(&root) {
+            let reason = format!("{} failed", self.graph.node(root).display_id());
+            self.d
+                .decisions
+                .insert(id, Decision::new(Status::Blocked, reason));
+            return;
+        }
+        if !self.needed.contains(&id) {
+            let why = self
+                .why_not
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| "no goal needs it".into());
+            self.d.decisions.insert(
+                id,
+                Decision::new(Status::Skip, format!("not needed: {why}")),
+            );
+            return;
+        }
+        let probe = self.probe(id, root).await;
+        let decision = match probe {
+            Ok(Probe::Present { output, reason }) => {
+                self.d.outputs.insert(id, output);
+                for need in self.graph.needs(id) {
+                    self.why_not
+                        .entry(need)
+                        .or_insert_with(|| format!("{} is materialized", node.step_id));
+                }
+                Decision::new(Status::Skip, reason)
+            }
+            Ok(Probe::Missing { reason }) => {
+                self.needed.extend(self.graph.needs(id));
+                Decision::new(Status::Run, reason)
+            }
+            Err(e) => Decision::new(
+                Status::Failed,
+                crate::mask::mask(&e.to_string()).into_owned(),
+            ),
+        };
+        self.d.decisions.insert(id, decision);
+    }
+
+    /// Probes `id` (memoised), first probing its input when the probe needs that output.
+    async fn probe(&mut self, id: NodeId, root: NodeId) -> Result<Probe, StepError> {
+        let node = self.graph.node(id);
+        let input = node
+            .kind
+            .input_kind()
+            .and_then(|k| self.graph.need_of_kind(id, k));
+        if let (StepKind::TagLatest, Some(input)) = (node.kind, input)
+            && !self.probed.contains_key(&input)
+            && let Ok(p) = self.probe_one(input, root, None).await
+        {
+            self.probed.insert(input, p);
+        }
+        if let Some(p) = self.probed.get(&id) {
+            return Ok(p.clone());
+        }
+        let input_output = input.and_then(|i| match self.probed.get(&i) {
+            Some(Probe::Present { output, .. }) => Some(output.clone()),
+            _ => None,
+        });
+        self.probe_one(id, root, input_output.as_ref()).await
+    }
+
+    async fn probe_one(
+        &self,
+        id: NodeId,
+        root: NodeId,
+        input: Option<&Output>,
+    ) -> Result<Probe, StepError> {
+        let req = ProbeRequest {
+            graph: self.graph,
+            id,
+            node: self.graph.node(id),
+            key: &self.d.keys[&id],
+            commit: &self.d.commits[&root],
+            previous_commit: self.previous.get(&root).map(String::as_str),
+            input,
+        };
+        self.world.probe(req).await
+    }
+
+    /// A step that would run but whose need failed is blocked.
+    fn block_dependents_of_failures(&mut self) {
+        for &id in self.graph.order() {
+            let failed_need = self.graph.needs(id).into_iter().find(|n| {
+                matches!(
+                    self.d.decisions.get(n).map(|d| d.status),
+                    Some(Status::Failed | Status::Blocked)
+                )
+            });
+            let runs = self
+                .d
+                .decisions
+                .get(&id)
+                .is_some_and(|d| d.status == Status::Run);
+            if let (Some(n), true) = (failed_need, runs) {
+                let reason = format!(
+                    "needs {}, which cannot run",
+                    self.graph.node(n).display_id()
+                );
+                self.d
+                    .decisions
+                    .insert(id, Decision::new(Status::Blocked, reason));
+            }
+        }
+    }
+}

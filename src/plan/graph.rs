@@ -59,7 +59,9 @@ impl Graph {
     pub fn compile(runtimes: &[Arc<Runtime>], plans: &PlanSet) -> Graph {
         let mut builder = Builder::default();
         for rt in runtimes {
-            let plan = plans.get(&rt.plan).expect("config validation checks plan names");
+            let plan = plans
+                .get(&rt.plan)
+                .expect("config validation checks plan names");
             builder.add_request(rt, plan);
         }
         builder.seal()
@@ -151,7 +153,12 @@ impl Builder {
         }
     }
 
-    fn node_for(&mut self, identity: blake3::Hash, step: &super::PlanStep, rt: &Arc<Runtime>) -> NodeId {
+    fn node_for(
+        &mut self,
+        identity: blake3::Hash,
+        step: &super::PlanStep,
+        rt: &Arc<Runtime>,
+    ) -> NodeId {
         if let Some(&id) = self.by_identity.get(&identity) {
             let node = &mut self.g[id];
             if !node.runtimes.iter().any(|r| r.name == rt.name) {
@@ -172,13 +179,20 @@ impl Builder {
 
     fn seal(self) -> Graph {
         let order = petgraph::algo::toposort(&self.g, None).expect("plans are acyclic");
-        Graph { g: self.g, order, goals: self.goals }
+        Graph {
+            g: self.g,
+            order,
+            goals: self.goals,
+        }
     }
 }
 
 /// The NodeId recorded for plan step `n` (steps are pushed in `plan_order`).
 fn ids_at(ids: &[NodeId], plan: &Plan, n: usize) -> NodeId {
-    let pos = plan_order(plan).iter().position(|&i| i == n).expect("need visited first");
+    let pos = plan_order(plan)
+        .iter()
+        .position(|&i| i == n)
+        .expect("need visited first");
     ids[pos]
 }
 
@@ -241,8 +255,14 @@ mod tests {
 
     fn graph_for(toml: &str, names: &[&str]) -> Graph {
         let plans = PlanSet::load(None).unwrap();
-        let cfg = parse(toml, "t.toml", &EnvOverrides::default(), &|p| plans.get(p).is_some()).unwrap();
-        let rts: Vec<_> = names.iter().map(|n| Arc::new(cfg.runtimes[*n].clone())).collect();
+        let cfg = parse(toml, "t.toml", &EnvOverrides::default(), &|p| {
+            plans.get(p).is_some()
+        })
+        .unwrap();
+        let rts: Vec<_> = names
+            .iter()
+            .map(|n| Arc::new(cfg.runtimes[*n].clone()))
+            .collect();
         Graph::compile(&rts, &plans)
     }
 
@@ -259,8 +279,16 @@ mod tests {
     fn runtimes_on_one_repo_share_everything_but_tag_latest() {
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 6, "resolve, clone, verify, build shared; two tag-latest");
-        let build = g.order().iter().find(|&&n| g.node(n).kind == StepKind::Build).unwrap();
+        assert_eq!(
+            g.len(),
+            6,
+            "resolve, clone, verify, build shared; two tag-latest"
+        );
+        let build = g
+            .order()
+            .iter()
+            .find(|&&n| g.node(n).kind == StepKind::Build)
+            .unwrap();
         assert_eq!(g.node(*build).runtime_names(), ["a", "b"]);
         assert_eq!(g.goals().len(), 2);
     }

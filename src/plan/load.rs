@@ -26,7 +26,9 @@ pub enum PlanError {
         column: usize,
         message: String,
     },
-    #[error("cannot read plans directory {dir}: {source}\n  help: --plans takes a directory of NAME.toml files")]
+    #[error(
+        "cannot read plans directory {dir}: {source}\n  help: --plans takes a directory of NAME.toml files"
+    )]
     Dir {
         dir: String,
         #[source]
@@ -81,7 +83,10 @@ impl PlanSet {
     }
 
     fn load_dir(&mut self, dir: &Path) -> Result<(), PlanError> {
-        let dir_err = |source| PlanError::Dir { dir: dir.display().to_string(), source };
+        let dir_err = |source| PlanError::Dir {
+            dir: dir.display().to_string(),
+            source,
+        };
         let mut paths: Vec<_> = std::fs::read_dir(dir)
             .map_err(dir_err)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -94,7 +99,10 @@ impl PlanSet {
                 dir: file.clone(),
                 source,
             })?;
-            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let plan = parse_plan(name, &file, &text)?;
             self.plans.insert(plan.name.clone(), plan);
         }
@@ -132,7 +140,12 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&self, span: std::ops::Range<usize>, message: String) -> PlanError {
         let (line, column) = line_column(self.text, span.start);
-        PlanError::Invalid { file: self.file.to_owned(), line, column, message }
+        PlanError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message,
+        }
     }
 }
 
@@ -140,7 +153,10 @@ impl Ctx<'_> {
 pub fn parse_plan(name: &str, file: &str, text: &str) -> Result<Plan, PlanError> {
     let cx = Ctx { file, text };
     if !crate::config::validate_dockerfile(name).is_ok_and(|n| n == name) || name.contains('/') {
-        return Err(cx.err(0..0, format!("invalid plan name {name:?} (from the file name)")));
+        return Err(cx.err(
+            0..0,
+            format!("invalid plan name {name:?} (from the file name)"),
+        ));
     }
     let raw: RawPlan = toml::from_str(text)
         .map_err(|e| cx.err(e.span().unwrap_or(0..0), e.message().trim().to_owned()))?;
@@ -154,7 +170,12 @@ pub fn parse_plan(name: &str, file: &str, text: &str) -> Result<Plan, PlanError>
     }
     check_inputs(&steps, raw.steps.get_ref(), &cx)?;
     check_acyclic(&steps, raw.steps.get_ref(), &cx)?;
-    Ok(Plan { name: name.to_owned(), origin: file.to_owned(), description: raw.description, steps })
+    Ok(Plan {
+        name: name.to_owned(),
+        origin: file.to_owned(),
+        description: raw.description,
+        steps,
+    })
 }
 
 fn index_ids(steps: &[Spanned<RawStep>], cx: &Ctx) -> Result<HashMap<String, usize>, PlanError> {
@@ -190,7 +211,10 @@ fn validate_step(
     let mut needs = Vec::new();
     for need in &step.needs {
         let idx = ids.get(need.get_ref()).copied().ok_or_else(|| {
-            let message = format!("step {id:?} needs {:?}, which this plan does not declare", need.get_ref());
+            let message = format!(
+                "step {id:?} needs {:?}, which this plan does not declare",
+                need.get_ref()
+            );
             cx.err(need.span(), message)
         })?;
         needs.push(idx);
@@ -201,19 +225,31 @@ fn validate_step(
             let message = format!(
                 "step {id:?}: kind {kind} does not take parameter {:?} (accepted: {})",
                 key.get_ref(),
-                if kind.params().is_empty() { "none".to_owned() } else { kind.params().join(", ") }
+                if kind.params().is_empty() {
+                    "none".to_owned()
+                } else {
+                    kind.params().join(", ")
+                }
             );
             return Err(cx.err(key.span(), message));
         }
         params.insert(key.get_ref().clone(), value.get_ref().clone());
     }
-    Ok(PlanStep { id: id.clone(), kind, needs, params })
+    Ok(PlanStep {
+        id: id.clone(),
+        kind,
+        needs,
+        params,
+    })
 }
 
 /// Each kind consumes exactly one step of its input kind (resolve-head consumes nothing).
 fn check_inputs(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Result<(), PlanError> {
     for (step, raw) in steps.iter().zip(raw) {
-        let inputs = step.needs.iter().filter(|&&n| Some(steps[n].kind) == step.kind.input_kind());
+        let inputs = step
+            .needs
+            .iter()
+            .filter(|&&n| Some(steps[n].kind) == step.kind.input_kind());
         let count = inputs.count();
         let ok = match step.kind.input_kind() {
             None => step.needs.is_empty(),
@@ -241,10 +277,15 @@ fn check_acyclic(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Resu
             g.add_edge(nodes[n], nodes[i], ());
         }
     }
-    petgraph::algo::toposort(&g, None).map(|_| ()).map_err(|cycle| {
-        let i = g[cycle.node_id()];
-        cx.err(raw[i].span(), format!("step {:?} is part of a needs cycle", steps[i].id))
-    })
+    petgraph::algo::toposort(&g, None)
+        .map(|_| ())
+        .map_err(|cycle| {
+            let i = g[cycle.node_id()];
+            cx.err(
+                raw[i].span(),
+                format!("step {:?} is part of a needs cycle", steps[i].id),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -252,7 +293,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        parse_plan("p", "plans/p.toml", text).unwrap_err().to_string()
+        parse_plan("p", "plans/p.toml", text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -260,7 +303,16 @@ mod tests {
         let set = PlanSet::load(None).unwrap();
         let plan = set.get("local-build").unwrap();
         let kinds: Vec<_> = plan.steps.iter().map(|s| s.kind.name()).collect();
-        assert_eq!(kinds, ["resolve-head", "clone", "verify-dockerfile", "build", "tag-latest"]);
+        assert_eq!(
+            kinds,
+            [
+                "resolve-head",
+                "clone",
+                "verify-dockerfile",
+                "build",
+                "tag-latest"
+            ]
+        );
         assert_eq!(plan.goals(), vec![4]);
         assert_eq!(set.get("build-only").unwrap().goals(), vec![3]);
     }
@@ -268,19 +320,32 @@ mod tests {
     #[test]
     fn unknown_kind_is_refused_with_step_and_line() {
         let e = err("[[steps]]\nid = \"a\"\nkind = \"resolve\"\n");
-        assert!(e.starts_with("plans/p.toml:3:8: step \"a\": unknown kind \"resolve\""), "{e}");
+        assert!(
+            e.starts_with("plans/p.toml:3:8: step \"a\": unknown kind \"resolve\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_need_is_refused() {
-        let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n[[steps]]\nid = \"c\"\nkind = \"clone\"\nneeds = [\"nope\"]\n");
-        assert!(e.contains("plans/p.toml:7:") && e.contains("needs \"nope\""), "{e}");
+        let e = err(
+            "[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n[[steps]]\nid = \"c\"\nkind = \"clone\"\nneeds = [\"nope\"]\n",
+        );
+        assert!(
+            e.contains("plans/p.toml:7:") && e.contains("needs \"nope\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicate_id_is_refused() {
-        let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n[[steps]]\nid = \"r\"\nkind = \"clone\"\n");
-        assert!(e.contains(":5:") && e.contains("duplicate step id \"r\""), "{e}");
+        let e = err(
+            "[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n[[steps]]\nid = \"r\"\nkind = \"clone\"\n",
+        );
+        assert!(
+            e.contains(":5:") && e.contains("duplicate step id \"r\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -295,7 +360,10 @@ mod tests {
     #[test]
     fn wrong_inputs_and_params_are_refused() {
         let e = err("[[steps]]\nid = \"b\"\nkind = \"build\"\n");
-        assert!(e.contains("needs exactly one step of kind verify-dockerfile"), "{e}");
+        assert!(
+            e.contains("needs exactly one step of kind verify-dockerfile"),
+            "{e}"
+        );
         let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\nparams = { depth = \"1\" }\n");
         assert!(e.contains("does not take parameter \"depth\""), "{e}");
         let e = err("[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\nextra = 1\n");

@@ -5,7 +5,7 @@ pub mod graph;
 pub mod load;
 pub mod step;
 
-// decide re-exports below
+pub use decide::{Decided, Decision, Output, Probe, ProbeRequest, Resolved, Status, World};
 pub use graph::{Graph, Node, NodeId};
 pub use load::{Plan, PlanSet, PlanStep};
 pub use step::StepKind;

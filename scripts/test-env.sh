@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Sourced by scripts/test.sh and the benchmarks: makes sure a Docker engine answers, and exports
+# DOCKER_HOST for it. On a machine with no engine it installs Debian's docker.io (and
+# busybox-static for the base image) and starts a private dockerd on a unix socket under
+# $PLANNER_ENGINE_DIR (default /tmp/planner-engine) with its own data and exec roots, no bridge
+# and no iptables. No registry is reachable, so the base image the tests build FROM is made by
+# `docker import` of a busybox-static rootfs.
+set -euo pipefail
+
+PLANNER_ENGINE_DIR=${PLANNER_ENGINE_DIR:-/tmp/planner-engine}
+BASE_IMAGE=planner-test/busybox:latest
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v docker >/dev/null || missing+=(docker.io)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+  command -v git >/dev/null || missing+=(git)
+  command -v dot >/dev/null || missing+=(graphviz)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "test-env: installing ${missing[*]}" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+engine_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+start_private_engine() {
+  mkdir -p "$PLANNER_ENGINE_DIR"
+  export DOCKER_HOST="unix://$PLANNER_ENGINE_DIR/docker.sock"
+  if engine_answers; then return; fi
+  echo "test-env: starting a private dockerd at $DOCKER_HOST" >&2
+  as_root dockerd --host "$DOCKER_HOST" --data-root "$PLANNER_ENGINE_DIR/data" \
+    --exec-root "$PLANNER_ENGINE_DIR/exec" --pidfile "$PLANNER_ENGINE_DIR/docker.pid" \
+    --bridge none --iptables=false --ip-masq=false >"$PLANNER_ENGINE_DIR/dockerd.log" 2>&1 &
+  PLANNER_STARTED_ENGINE=$!
+  export PLANNER_STARTED_ENGINE
+  for _ in $(seq 1 60); do
+    if engine_answers; then return; fi
+    sleep 0.5
+  done
+  echo "test-env: dockerd did not come up; its log:" >&2
+  tail -n 40 "$PLANNER_ENGINE_DIR/dockerd.log" >&2
+  exit 1
+}
+
+make_base_image() {
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then return; fi
+  local rootfs
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/bin" "$rootfs/tmp"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for applet in sh cat echo ls cp mkdir true sleep; do ln -s busybox "$rootfs/bin/$applet"; done
+  tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+  echo "test-env: imported $BASE_IMAGE" >&2
+}
+
+stop_private_engine() {
+  if [ -n "${PLANNER_STARTED_ENGINE:-}" ]; then
+    as_root kill "$PLANNER_STARTED_ENGINE" 2>/dev/null || true
+    wait "$PLANNER_STARTED_ENGINE" 2>/dev/null || true
+  fi
+}
+
+install_packages
+# Use the engine DOCKER_HOST (or the default socket) names if it answers; else start our own.
+if ! engine_answers; then start_private_engine; fi
+make_base_image

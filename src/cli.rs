@@ -1,0 +1,225 @@
+//! The command line: clap definitions, and the mapping of results to output and exit codes
+//! (0 all ensured; 1 some runtime failed or the environment is unusable; 2 usage or
+//! configuration error; 130 interrupted).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, AppError, Globals};
+use crate::exec;
+use crate::mask::mask;
+use crate::report::{plain, plan as plan_report, summary};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir is unusable);
+2 usage or configuration error; 130 interrupted.
+
+Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, DOCKER_HOST, and the
+token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
+
+/// Build container images for allowlisted runtime template repos, pinned to the commit, never twice.
+#[derive(Debug, Parser)]
+#[command(name = "planner", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// runtimes.toml to use [default: $PLANNER_CONFIG, else ./runtimes.toml, else the built-in one]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Cache dir for checkouts, records and locks [default: $PLANNER_CACHE_DIR, else config cache_dir, else ~/.cache/planner]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Directory of extra plans (NAME.toml); they add to or override the built-in plans
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plans: Option<PathBuf>,
+    /// Print build output too
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what `ensure` would do and why, without writing anything (no clone, build, tag or record)
+    #[command(
+        after_help = "Examples:\n  planner plan --all\n  planner plan codex --format json\n  planner plan --all --format dot | dot -Tsvg > plan.svg\n  planner plan --all --offline   # use the last recorded branch heads, no network"
+    )]
+    Plan(PlanArgs),
+    /// Make sure each runtime's image exists for its branch HEAD: clone, build and tag only what is missing
+    #[command(
+        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all`"
+    )]
+    Ensure(EnsureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Runtimes to act on [default: default_runtime from runtimes.toml]
+    #[arg(value_name = "RUNTIME", conflicts_with = "all")]
+    pub runtimes: Vec<String>,
+    /// Act on every runtime in runtimes.toml
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Do not ask the git host: use the branch heads recorded by the last run
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// At most N clones and builds at once [default: CPUs, at most 4]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// Print the plan instead of running it (same as `planner plan`)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stop at the first failure instead of finishing the other runtimes
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Dot,
+}
+
+/// Parses arguments, runs the command, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(&AppError::Environment(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            code = run(cli) => code,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("planner: interrupted; running steps cancelled, temporary files removed");
+                ExitCode::from(130)
+            }
+        }
+    })
+}
+
+fn init_tracing(verbose: bool) {
+    let default = if verbose {
+        "planner=debug"
+    } else {
+        "planner=warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANNER_LOG")
+        .unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+fn fail(e: &AppError) -> ExitCode {
+    eprintln!("planner: error: {}", mask(&e.to_string()));
+    ExitCode::from(e.exit_code())
+}
+
+fn verbosity(cli: &Cli) -> plain::Verbosity {
+    match (cli.quiet, cli.verbose) {
+        (true, _) => plain::Verbosity::Quiet,
+        (_, true) => plain::Verbosity::Verbose,
+        _ => plain::Verbosity::Normal,
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let globals = Globals {
+        config: cli.config.clone(),
+        cache_dir: cli.cache_dir.clone(),
+        plans: cli.plans.clone(),
+    };
+    let result = match &cli.command {
+        Command::Plan(args) => cmd_plan(&globals, &args.selection, args.format, args.offline).await,
+        Command::Ensure(args) if args.dry_run => {
+            cmd_plan(&globals, &args.selection, Format::Text, false).await
+        }
+        Command::Ensure(args) => cmd_ensure(&globals, args, verbosity(&cli)).await,
+    };
+    result.unwrap_or_else(|e| fail(&e))
+}
+
+async fn cmd_plan(
+    globals: &Globals,
+    sel: &Selection,
+    format: Format,
+    offline: bool,
+) -> Result<ExitCode, AppError> {
+    let loaded = app::load(globals)?;
+    let runtimes = app::select(&loaded.config, &sel.runtimes, sel.all)?;
+    let planned = app::plan(&loaded, &runtimes, offline).await?;
+    let rows = plan_report::rows(&planned.graph, &planned.decided);
+    let text = match format {
+        Format::Text => plan_report::text(&rows),
+        Format::Json => plan_report::json(&rows) + "\n",
+        Format::Dot => plan_report::dot(&rows),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(mask(&text).as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_ensure(
+    globals: &Globals,
+    args: &EnsureArgs,
+    verbosity: plain::Verbosity,
+) -> Result<ExitCode, AppError> {
+    let loaded = app::load(globals)?;
+    let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
+    let jobs = args.jobs.map_or_else(default_jobs, usize::from);
+    let opts = exec::Options {
+        jobs,
+        fail_fast: args.fail_fast,
+    };
+    let sink = plain::stderr_sink(verbosity, app::name_width(&runtimes));
+    let ensured = app::ensure(&loaded, &runtimes, &opts, &sink).await?;
+    if verbosity != plain::Verbosity::Quiet {
+        eprint!(
+            "\n{}",
+            mask(&summary::table(&ensured.summary, ensured.elapsed))
+        );
+    }
+    Ok(if ensured.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4)
+}

@@ -1,0 +1,7 @@
+//! Docker: the engine through bollard ([`engine`]), the streamed build context
+//! ([`context`]) and `.dockerignore` semantics ([`ignore`]).
+pub mod context;
+pub mod engine;
+pub mod ignore;
+
+pub use engine::{DockerError, Engine, ImageInfo};

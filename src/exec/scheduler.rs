@@ -1,0 +1,400 @@
+//! The scheduler: runs the `Run` steps of a decided graph in dependency order.
+//!
+//! A step starts when all its needs have their outputs. Clones and builds share a `--jobs`
+//! semaphore; other steps are cheap and unbounded. Before running, a step takes its key's
+//! lock and asks the world again: if another process produced the output meanwhile, the
+//! step is skipped ("someone beat us to it"). A failed step blocks its dependents; other
+//! runtimes go on unless `fail_fast`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
+
+use super::{Effects, Event, RunRequest, Sink, StepRef};
+use crate::mask::mask;
+use crate::plan::{Decided, Graph, NodeId, Output, Probe, ProbeRequest, Status, StepKind};
+
+/// Scheduling options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// At most this many clones and builds at once.
+    pub jobs: usize,
+    /// Stop starting steps and cancel running ones at the first failure.
+    pub fail_fast: bool,
+}
+
+/// How each step ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Final status per node: `Skip` (was materialized), `Run` (ran and succeeded), `Failed`, `Blocked`.
+    pub status: HashMap<NodeId, Status>,
+    /// The reason or error text per node.
+    pub detail: HashMap<NodeId, String>,
+    pub outputs: HashMap<NodeId, Output>,
+    /// Steps that ran (not skipped on re-check), in completion order.
+    pub ran: Vec<NodeId>,
+}
+
+/// Runs the decided graph. Emits an event for every transition.
+pub async fn run<E: Effects>(
+    graph: &Graph,
+    decided: &Decided,
+    effects: &E,
+    opts: &Options,
+    sink: &Sink,
+) -> Outcome {
+    let jobs = Semaphore::new(opts.jobs.max(1));
+    let mut s = Sched::new(graph, decided, effects, opts, sink, &jobs);
+    s.announce_static();
+    s.drive().await;
+    s.out
+}
+
+struct Sched<'a, E> {
+    graph: &'a Graph,
+    decided: &'a Decided,
+    effects: &'a E,
+    opts: &'a Options,
+    sink: &'a Sink,
+    jobs: &'a Semaphore,
+    waiting_on: HashMap<NodeId, usize>,
+    ready: VecDeque<NodeId>,
+    cancelled: bool,
+    out: Outcome,
+}
+
+type Done = (NodeId, Duration, Result<(Output, Option<String>), String>);
+
+impl<'a, E: Effects> Sched<'a, E> {
+    fn new(
+        graph: &'a Graph,
+        decided: &'a Decided,
+        effects: &'a E,
+        opts: &'a Options,
+        sink: &'a Sink,
+        jobs: &'a Semaphore,
+    ) -> Self {
+        let mut s = Sched {
+            graph,
+            decided,
+            effects,
+            opts,
+            sink,
+            jobs,
+            waiting_on: HashMap::new(),
+            ready: VecDeque::new(),
+            cancelled: false,
+            out: Outcome {
+                outputs: decided.outputs.clone(),
+                ..Default::default()
+            },
+        };
+        for &id in graph.order() {
+            if s.runnable(id) {
+                let n = graph
+                    .needs(id)
+                    .into_iter()
+                    .filter(|&n| s.runnable(n))
+                    .count();
+                s.waiting_on.insert(id, n);
+                if n == 0 {
+                    s.ready.push_back(id);
+                }
+            }
+        }
+        s
+    }
+
+    /// Whether the scheduler runs `id`: decided `Run`, and not a resolve-head (those were
+    /// answered by [`super::resolve_all`] before deciding).
+    fn runnable(&self, id: NodeId) -> bool {
+        self.graph.node(id).kind != StepKind::ResolveHead && self.status_of(id) == Status::Run
+    }
+
+    fn status_of(&self, id: NodeId) -> Status {
+        self.decided
+            .decisions
+            .get(&id)
+            .map_or(Status::Blocked, |d| d.status)
+    }
+
+    fn step_ref(&self, id: NodeId) -> StepRef {
+        StepRef::new(self.graph, id, self.decided.keys.get(&id))
+    }
+
+    /// Reports the steps decided as skipped, blocked or failed before anything runs.
+    fn announce_static(&mut self) {
+        for &id in self.graph.order() {
+            let Some(d) = self.decided.decisions.get(&id) else {
+                continue;
+            };
+            if self.graph.node(id).kind == StepKind::ResolveHead {
+                self.out.status.insert(
+                    id,
+                    if d.status == Status::Failed {
+                        Status::Failed
+                    } else {
+                        Status::Skip
+                    },
+                );
+                self.out.detail.insert(id, d.reason.clone());
+                continue;
+            }
+            let step = self.step_ref(id);
+            let event = match d.status {
+                Status::Skip => Event::Skipped {
+                    step,
+                    reason: d.reason.clone(),
+                },
+                Status::Blocked => Event::Blocked {
+                    step,
+                    reason: d.reason.clone(),
+                },
+                Status::Failed => Event::Failed {
+                    step,
+                    duration: Duration::ZERO,
+                    error: d.reason.clone(),
+                },
+                Status::Run => continue,
+            };
+            (self.sink)(&event);
+            self.out.status.insert(id, d.status);
+            self.out.detail.insert(id, d.reason.clone());
+        }
+    }
+
+    async fn drive(&mut self) {
+        let mut running = FuturesUnordered::new();
+        loop {
+            while let Some(id) = self.ready.pop_front() {
+                if self.cancelled {
+                    self.block(id, "cancelled by --fail-fast".into());
+                    continue;
+                }
+                let input = self.input_of(id);
+                running.push(run_step(
+                    self.graph,
+                    self.decided,
+                    self.effects,
+                    self.sink,
+                    self.jobs,
+                    id,
+                    input,
+                ));
+            }
+            let Some(done) = running.next().await else {
+                break;
+            };
+            self.finish(done);
+            if self.cancelled && !running.is_empty() {
+                drop(running);
+                running = FuturesUnordered::new();
+                self.block_unfinished();
+            }
+        }
+        self.block_unfinished();
+    }
+
+    fn input_of(&self, id: NodeId) -> Option<Output> {
+        let kind = self.graph.node(id).kind.input_kind()?;
+        let need = self.graph.need_of_kind(id, kind)?;
+        self.out.outputs.get(&need).cloned()
+    }
+
+    fn finish(&mut self, (id, duration, result): Done) {
+        let step = self.step_ref(id);
+        match result {
+            Ok((output, skipped)) => {
+                match skipped {
+                    Some(reason) => {
+                        (self.sink)(&Event::Skipped {
+                            step,
+                            reason: reason.clone(),
+                        });
+                        self.out.status.insert(id, Status::Skip);
+                        self.out.detail.insert(id, reason);
+                    }
+                    None => {
+                        (self.sink)(&Event::Finished {
+                            step,
+                            duration,
+                            detail: describe(&output),
+                        });
+                        self.out.status.insert(id, Status::Run);
+                        self.out.ran.push(id);
+                    }
+                }
+                self.out.outputs.insert(id, output);
+                self.release_dependents(id);
+            }
+            Err(error) => {
+                (self.sink)(&Event::Failed {
+                    step,
+                    duration,
+                    error: error.clone(),
+                });
+                self.out.status.insert(id, Status::Failed);
+                self.out.detail.insert(id, error);
+                self.cancelled |= self.opts.fail_fast;
+                self.block_dependents(id);
+            }
+        }
+    }
+
+    fn release_dependents(&mut self, id: NodeId) {
+        for dep in self.graph.dependents(id) {
+            if let Some(n) = self.waiting_on.get_mut(&dep) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ready.push_back(dep);
+                }
+            }
+        }
+    }
+
+    fn block_dependents(&mut self, id: NodeId) {
+        let name = self.graph.node(id).display_id();
+        for dep in self.graph.dependents(id) {
+            if self.waiting_on.contains_key(&dep) && !self.out.status.contains_key(&dep) {
+                self.block(dep, format!("needs {name}, which failed"));
+                self.block_dependents(dep);
+            }
+        }
+    }
+
+    fn block(&mut self, id: NodeId, reason: String) {
+        self.waiting_on.remove(&id);
+        (self.sink)(&Event::Blocked {
+            step: self.step_ref(id),
+            reason: reason.clone(),
+        });
+        self.out.status.insert(id, Status::Blocked);
+        self.out.detail.insert(id, reason);
+    }
+
+    /// After cancellation: everything that was to run and has not ended is blocked.
+    fn block_unfinished(&mut self) {
+        let unfinished: Vec<NodeId> = self
+            .graph
+            .order()
+            .iter()
+            .copied()
+            .filter(|id| self.waiting_on.contains_key(id) && !self.out.status.contains_key(id))
+            .collect();
+        for id in unfinished {
+            self.block(id, "cancelled by --fail-fast".into());
+        }
+    }
+}
+
+/// A short description of an output for the finished line.
+fn describe(output: &Output) -> String {
+    match output {
+        Output::Commit(c) => c[..12.min(c.len())].to_owned(),
+        Output::Checkout(p) => format!("checked out into {}", p.display()),
+        Output::Verified {
+            dockerfile_blake3, ..
+        } => format!(
+            "Dockerfile blake3 {}",
+            &dockerfile_blake3[..12.min(dockerfile_blake3.len())]
+        ),
+        Output::Image { id } | Output::Tagged { id } => short_id(id),
+    }
+}
+
+/// `sha256:0123…` → the first 12 hex digits.
+pub fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex[..12.min(hex.len())].to_owned()
+}
+
+/// Locks, re-checks, and runs one step. `Ok((output, Some(reason)))` when the re-check found it done.
+async fn run_step<E: Effects>(
+    graph: &Graph,
+    decided: &Decided,
+    effects: &E,
+    sink: &Sink,
+    jobs: &Semaphore,
+    id: NodeId,
+    input: Option<Output>,
+) -> Done {
+    let started = Instant::now();
+    let result = lock_check_run(graph, decided, effects, sink, jobs, id, input).await;
+    (
+        id,
+        started.elapsed(),
+        result.map_err(|e| mask(&e.to_string()).into_owned()),
+    )
+}
+
+async fn lock_check_run<E: Effects>(
+    graph: &Graph,
+    decided: &Decided,
+    effects: &E,
+    sink: &Sink,
+    jobs: &Semaphore,
+    id: NodeId,
+    input: Option<Output>,
+) -> Result<(Output, Option<String>), crate::error::StepError> {
+    let node = graph.node(id);
+    let key = &decided.keys[&id];
+    let root = graph
+        .resolve_of(id)
+        .expect("every step descends from a resolve-head");
+    let commit = &decided.commits[&root];
+    let step = StepRef::new(graph, id, Some(key));
+    let _permit = match node.kind {
+        StepKind::Clone | StepKind::Build => {
+            Some(jobs.acquire().await.expect("semaphore is never closed"))
+        }
+        _ => None,
+    };
+    let on_wait = || {
+        sink(&Event::Waiting {
+            step: step.clone(),
+            reason: "another planner process holds this step's lock".into(),
+        })
+    };
+    let _lock = effects.lock(key, &on_wait).await?;
+    let probe = effects
+        .probe(ProbeRequest {
+            graph,
+            id,
+            node,
+            key,
+            commit,
+            previous_commit: None,
+            input: input.as_ref(),
+        })
+        .await?;
+    let reason = match probe {
+        // Moving a tag is idempotent and cheap: it always runs once decided, so the dry run
+        // stays exact even when a rebuild reproduces the image ID :latest already names.
+        Probe::Present { reason, .. } if node.kind == StepKind::TagLatest => reason,
+        Probe::Present { output, reason } => {
+            return Ok((
+                output,
+                Some(format!("done meanwhile by another process: {reason}")),
+            ));
+        }
+        Probe::Missing { reason } => reason,
+    };
+    sink(&Event::Started {
+        step: step.clone(),
+        reason,
+    });
+    let output = effects
+        .run(RunRequest {
+            node,
+            key,
+            commit,
+            input,
+            step,
+            sink,
+        })
+        .await?;
+    Ok((output, None))
+}

@@ -1,0 +1,309 @@
+//! Unit tests of `decide` and the scheduler against an in-memory world.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::config::{EnvOverrides, parse};
+use crate::plan::{Decided, PlanSet, Probe, ProbeRequest, Status, decide::decide};
+
+/// An in-memory world: which keys are materialized, which kinds fail, what ran.
+#[derive(Default)]
+struct Fake {
+    present: Mutex<HashSet<Key>>,
+    /// Keys that become present when their lock is taken (another process finished them).
+    appear_on_lock: Mutex<HashSet<Key>>,
+    fail_runtime: Option<(String, StepKind)>,
+    ran: Mutex<Vec<(String, StepKind)>>,
+    commit: String,
+}
+
+fn output_for(kind: StepKind) -> Output {
+    match kind {
+        StepKind::ResolveHead => Output::Commit("c".repeat(40)),
+        StepKind::Clone => Output::Checkout("/co".into()),
+        StepKind::VerifyDockerfile => Output::Verified {
+            checkout: "/co".into(),
+            dockerfile_blake3: "b".repeat(64),
+        },
+        StepKind::Build => Output::Image {
+            id: "sha256:1".into(),
+        },
+        StepKind::TagLatest => Output::Tagged {
+            id: "sha256:1".into(),
+        },
+    }
+}
+
+impl World for Fake {
+    async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
+        Ok(if self.present.lock().unwrap().contains(req.key) {
+            Probe::Present {
+                output: output_for(req.node.kind),
+                reason: "present".into(),
+            }
+        } else {
+            Probe::Missing {
+                reason: "missing".into(),
+            }
+        })
+    }
+}
+
+impl Effects for Fake {
+    type Lock = ();
+    async fn resolve(
+        &self,
+        _node: &Node,
+        _key: &Key,
+        _offline: bool,
+    ) -> Result<Resolved, StepError> {
+        Ok(Resolved {
+            commit: self.commit.clone(),
+            previous: None,
+            status: Status::Run,
+            reason: "resolved".into(),
+        })
+    }
+    async fn lock(&self, key: &Key, _on_wait: &(dyn Fn() + Sync)) -> Result<(), StepError> {
+        if self.appear_on_lock.lock().unwrap().contains(key) {
+            self.present.lock().unwrap().insert(key.clone());
+        }
+        Ok(())
+    }
+    async fn run(&self, req: RunRequest<'_>) -> Result<Output, StepError> {
+        let rt = req.node.runtime().name.clone();
+        if self.fail_runtime.as_ref() == Some(&(rt.clone(), req.node.kind)) {
+            return Err(StepError::Internal("boom".into()));
+        }
+        assert!(
+            req.node.kind == StepKind::Clone || req.input.is_some(),
+            "inputs are passed to {:?}",
+            req.node.kind
+        );
+        self.ran.lock().unwrap().push((rt, req.node.kind));
+        self.present.lock().unwrap().insert(req.key.clone());
+        Ok(output_for(req.node.kind))
+    }
+}
+
+fn graph(toml: &str, names: &[&str]) -> Graph {
+    let plans = PlanSet::load(None).unwrap();
+    let cfg = parse(toml, "t.toml", &EnvOverrides::default(), &|p| {
+        plans.get(p).is_some()
+    })
+    .unwrap();
+    let rts: Vec<_> = names
+        .iter()
+        .map(|n| Arc::new(cfg.runtimes[*n].clone()))
+        .collect();
+    Graph::compile(&rts, &plans)
+}
+
+const TWO: &str =
+    "[runtimes.a]\nrepo = \"https://h.example/a\"\n[runtimes.b]\nrepo = \"https://h.example/b\"\n";
+
+async fn decided(g: &Graph, world: &Fake) -> Decided {
+    let res = resolve_all(g, world, false, 4, &event::null_sink()).await;
+    decide(g, &res, world).await
+}
+
+fn statuses(g: &Graph, d: &Decided, kind: StepKind) -> Vec<Status> {
+    g.order()
+        .iter()
+        .filter(|&&n| g.node(n).kind == kind)
+        .map(|n| d.decisions[n].status)
+        .collect()
+}
+
+fn key_of(g: &Graph, d: &Decided, rt: &str, kind: StepKind) -> Key {
+    let id = g
+        .order()
+        .iter()
+        .find(|&&n| g.node(n).kind == kind && g.node(n).runtime().name == rt)
+        .unwrap();
+    d.keys[id].clone()
+}
+
+fn opts(fail_fast: bool) -> Options {
+    Options { jobs: 2, fail_fast }
+}
+
+#[tokio::test]
+async fn cold_graph_runs_every_step_in_dependency_order() {
+    let g = graph(TWO, &["a", "b"]);
+    let world = Fake {
+        commit: "c".repeat(40),
+        ..Default::default()
+    };
+    let d = decided(&g, &world).await;
+    assert_eq!(
+        statuses(&g, &d, StepKind::Build),
+        [Status::Run, Status::Run]
+    );
+    let out = run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    let ran = world.ran.lock().unwrap().clone();
+    assert_eq!(ran.len(), 8);
+    for rt in ["a", "b"] {
+        let order: Vec<_> = ran
+            .iter()
+            .filter(|(r, _)| r == rt)
+            .map(|(_, k)| *k)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                StepKind::Clone,
+                StepKind::VerifyDockerfile,
+                StepKind::Build,
+                StepKind::TagLatest
+            ]
+        );
+    }
+    assert!(
+        out.status
+            .values()
+            .all(|s| matches!(s, Status::Run | Status::Skip))
+    );
+}
+
+#[tokio::test]
+async fn a_present_build_makes_clone_and_verify_unneeded() {
+    let g = graph(TWO, &["a", "b"]);
+    let world = Fake {
+        commit: "c".repeat(40),
+        ..Default::default()
+    };
+    let d0 = decided(&g, &world).await;
+    world
+        .present
+        .lock()
+        .unwrap()
+        .insert(key_of(&g, &d0, "a", StepKind::Build));
+    let d = decided(&g, &world).await;
+    let a = |k| {
+        d.decisions[g
+            .order()
+            .iter()
+            .find(|&&n| g.node(n).kind == k && g.node(n).runtime().name == "a")
+            .unwrap()]
+        .clone()
+    };
+    assert_eq!(a(StepKind::Build).status, Status::Skip);
+    assert_eq!(a(StepKind::Clone).status, Status::Skip);
+    assert!(
+        a(StepKind::Clone).reason.starts_with("not needed"),
+        "{:?}",
+        a(StepKind::Clone)
+    );
+    assert_eq!(a(StepKind::TagLatest).status, Status::Run);
+    run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    let ran = world.ran.lock().unwrap().clone();
+    assert!(ran.contains(&("a".into(), StepKind::TagLatest)));
+    assert!(
+        !ran.contains(&("a".into(), StepKind::Clone))
+            && !ran.contains(&("a".into(), StepKind::Build))
+    );
+}
+
+#[tokio::test]
+async fn a_failure_blocks_its_dependents_and_the_other_runtime_finishes() {
+    let g = graph(TWO, &["a", "b"]);
+    let world = Fake {
+        commit: "c".repeat(40),
+        fail_runtime: Some(("a".into(), StepKind::Clone)),
+        ..Default::default()
+    };
+    let d = decided(&g, &world).await;
+    let out = run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    let of = |rt: &str, k| {
+        out.status[g
+            .order()
+            .iter()
+            .find(|&&n| g.node(n).kind == k && g.node(n).runtime().name == rt)
+            .unwrap()]
+    };
+    assert_eq!(of("a", StepKind::Clone), Status::Failed);
+    assert_eq!(of("a", StepKind::TagLatest), Status::Blocked);
+    assert_eq!(of("b", StepKind::TagLatest), Status::Run);
+}
+
+#[tokio::test]
+async fn fail_fast_stops_the_rest() {
+    let g = graph(TWO, &["a", "b"]);
+    let world = Fake {
+        commit: "c".repeat(40),
+        fail_runtime: Some(("a".into(), StepKind::Clone)),
+        ..Default::default()
+    };
+    let d = decided(&g, &world).await;
+    let out = run(
+        &g,
+        &d,
+        &world,
+        &Options {
+            jobs: 1,
+            fail_fast: true,
+        },
+        &event::null_sink(),
+    )
+    .await;
+    let b_tag = g
+        .order()
+        .iter()
+        .find(|&&n| g.node(n).kind == StepKind::TagLatest && g.node(n).runtime().name == "b")
+        .unwrap();
+    assert_eq!(out.status[b_tag], Status::Blocked);
+}
+
+#[tokio::test]
+async fn work_finished_by_another_process_is_skipped_after_the_lock() {
+    let g = graph(TWO, &["a"]);
+    let world = Fake {
+        commit: "c".repeat(40),
+        ..Default::default()
+    };
+    let d = decided(&g, &world).await;
+    world
+        .appear_on_lock
+        .lock()
+        .unwrap()
+        .insert(key_of(&g, &d, "a", StepKind::Clone));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink: Sink = {
+        let e = events.clone();
+        Arc::new(move |ev: &Event| e.lock().unwrap().push(ev.clone()))
+    };
+    run(&g, &d, &world, &opts(false), &sink).await;
+    assert!(
+        !world
+            .ran
+            .lock()
+            .unwrap()
+            .contains(&("a".into(), StepKind::Clone))
+    );
+    let skipped = events.lock().unwrap().iter().any(|e| matches!(e, Event::Skipped { step, reason } if step.kind == StepKind::Clone && reason.starts_with("done meanwhile")));
+    assert!(skipped);
+}
+
+#[tokio::test]
+async fn shared_steps_run_once_for_two_runtimes() {
+    let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\n";
+    let g = graph(toml, &["a", "b"]);
+    let world = Fake {
+        commit: "c".repeat(40),
+        ..Default::default()
+    };
+    let d = decided(&g, &world).await;
+    run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    let ran = world.ran.lock().unwrap().clone();
+    let count = |k| ran.iter().filter(|(_, kind)| *kind == k).count();
+    assert_eq!(
+        (
+            count(StepKind::Clone),
+            count(StepKind::Build),
+            count(StepKind::TagLatest)
+        ),
+        (1, 1, 2)
+    );
+}

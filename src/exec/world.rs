@@ -1,0 +1,537 @@
+//! The real world: the git host, the Docker engine and the cache dir.
+//!
+//! Probes ask the engine and the filesystem (records only say what saves work); runs do the
+//! work and commit the step's record as soon as it succeeds.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{Effects, Event, RunRequest};
+use crate::config::Runtime;
+use crate::docker::Engine;
+use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
+use crate::error::StepError;
+use crate::git::{self, GitAuth};
+use crate::key::{self, KEY_FORMAT, Key};
+use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind, World};
+use crate::store::{self, CheckoutState, Record, Store};
+
+/// Largest Dockerfile planner accepts.
+pub const DOCKERFILE_CAP: u64 = 1024 * 1024;
+
+/// The real side effects. `read_only` worlds (for `plan`) never write.
+pub struct RealWorld {
+    pub store: Store,
+    pub engine: Engine,
+    pub http: reqwest::Client,
+    pub auth: GitAuth,
+    pub read_only: bool,
+}
+
+fn sha12(commit: &str) -> &str {
+    &commit[..12.min(commit.len())]
+}
+
+impl RealWorld {
+    fn record(
+        &self,
+        kind: StepKind,
+        key: &Key,
+        node: &Node,
+        fill: impl FnOnce(&mut Record),
+    ) -> Result<(), StepError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut rec = Record {
+            schema: store::RECORD_SCHEMA,
+            kind: kind.name().into(),
+            key: key.clone(),
+            runtimes: node.runtime_names(),
+            repo: node.runtime().repo_identity(),
+            branch: None,
+            commit: None,
+            dockerfile_blake3: None,
+            image_id: None,
+            finished_at: store::now_secs(),
+        };
+        fill(&mut rec);
+        Ok(self.store.write_record(&rec)?)
+    }
+
+    async fn probe_clone(&self, node: &Node, commit: &str) -> Probe {
+        let repo = node.runtime().repo_identity();
+        match self.store.checkout_state(&repo, commit) {
+            CheckoutState::Present(path) => Probe::Present {
+                output: Output::Checkout(path),
+                reason: format!("checkout of {} cached", sha12(commit)),
+            },
+            CheckoutState::Missing => Probe::Missing {
+                reason: format!("no checkout of {} yet", sha12(commit)),
+            },
+            CheckoutState::Corrupt(why) => Probe::Missing {
+                reason: format!("cached checkout unusable ({why}); checking out again"),
+            },
+        }
+    }
+
+    async fn probe_verify(&self, node: &Node, key: &Key, commit: &str) -> Probe {
+        let repo = node.runtime().repo_identity();
+        let CheckoutState::Present(checkout) = self.store.checkout_state(&repo, commit) else {
+            return Probe::Missing {
+                reason: format!("no checkout of {} to verify", sha12(commit)),
+            };
+        };
+        match self
+            .store
+            .read_record(key)
+            .and_then(|r| r.dockerfile_blake3)
+        {
+            Some(b3) => Probe::Present {
+                reason: format!(
+                    "{} verified (blake3 {})",
+                    node.runtime().dockerfile,
+                    &b3[..12.min(b3.len())]
+                ),
+                output: Output::Verified {
+                    checkout,
+                    dockerfile_blake3: b3,
+                },
+            },
+            None => Probe::Missing {
+                reason: format!("{} not verified yet", node.runtime().dockerfile),
+            },
+        }
+    }
+
+    async fn probe_build(&self, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
+        let inputs = key::build_inputs(req.node, req.commit);
+        let mut found: Option<(String, String)> = None;
+        let mut missing = Vec::new();
+        for rt in &req.node.runtimes {
+            let tag = rt.pinned_tag(req.commit);
+            match self.engine.inspect(&tag).await? {
+                Some(info) => match label_mismatch(&info, req.key, &inputs) {
+                    None => found = Some((tag, info.id)),
+                    Some(why) => {
+                        return Ok(Probe::Missing {
+                            reason: format!("image {tag} is stale: {why}"),
+                        });
+                    }
+                },
+                None => missing.push((rt, tag)),
+            }
+        }
+        Ok(match (found, missing.is_empty()) {
+            (Some((tag, id)), true) => Probe::Present {
+                output: Output::Image { id },
+                reason: format!("image {tag} present (key matches)"),
+            },
+            (Some((tag, _)), false) => {
+                let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();
+                Probe::Missing {
+                    reason: format!("image present as {tag}; tagging {}", tags.join(", ")),
+                }
+            }
+            (None, _) => match self
+                .existing_image(&latest_tags(req.node), req.key, &inputs)
+                .await?
+            {
+                Some((tag, _)) => Probe::Missing {
+                    reason: format!("image present as {tag}; tagging {}", missing[0].1),
+                },
+                None => Probe::Missing {
+                    reason: self
+                        .why_no_image(req, &missing[0].0.clone(), &missing[0].1)
+                        .await?,
+                },
+            },
+        })
+    }
+
+    /// Explains a missing image: a new commit, a pruned image, or a first build.
+    async fn why_no_image(
+        &self,
+        req: &ProbeRequest<'_>,
+        rt: &Runtime,
+        tag: &str,
+    ) -> Result<String, StepError> {
+        let latest = self.engine.inspect(&rt.latest_tag()).await?;
+        let old = latest
+            .as_ref()
+            .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned())
+            .or_else(|| req.previous_commit.map(str::to_owned))
+            .filter(|old| old != req.commit);
+        if let Some(old) = old {
+            return Ok(format!(
+                "new commit {} (was {})",
+                sha12(req.commit),
+                sha12(&old)
+            ));
+        }
+        if self.store.read_record(req.key).is_some() {
+            return Ok(format!("image {tag} missing (pruned?)"));
+        }
+        Ok(format!("image {tag} not built yet"))
+    }
+
+    async fn probe_tag(&self, node: &Node, input: Option<&Output>) -> Result<Probe, StepError> {
+        let latest = node.runtime().latest_tag();
+        let Some(Output::Image { id }) = input else {
+            return Ok(Probe::Missing {
+                reason: format!("{latest} follows the image being built"),
+            });
+        };
+        Ok(match self.engine.inspect(&latest).await? {
+            Some(info) if &info.id == id => Probe::Present {
+                output: Output::Tagged { id: id.clone() },
+                reason: format!("{latest} already names {}", super::scheduler::short_id(id)),
+            },
+            Some(info) => Probe::Missing {
+                reason: format!(
+                    "{latest} names {}; moving it to {}",
+                    super::scheduler::short_id(&info.id),
+                    super::scheduler::short_id(id)
+                ),
+            },
+            None => Probe::Missing {
+                reason: format!("{latest} missing"),
+            },
+        })
+    }
+
+    async fn run_clone(&self, req: &RunRequest<'_>) -> Result<Output, StepError> {
+        let rt = req.node.runtime();
+        let repo = rt.repo_identity();
+        self.store.clean_stale_temps(req.key)?;
+        if let CheckoutState::Corrupt(_) = self.store.checkout_state(&repo, req.commit) {
+            self.store.remove_checkout(&repo, req.commit)?;
+        }
+        let tmp = self.store.temp_dir(req.key)?;
+        git::cli::checkout(&rt.repo, &rt.branch, req.commit, tmp.path(), &self.auth).await?;
+        let dest = self.store.checkout_path(&repo, req.commit);
+        self.store.commit_dir(tmp.path(), &dest)?;
+        let _ = tmp.keep();
+        self.record(StepKind::Clone, req.key, req.node, |r| {
+            r.commit = Some(req.commit.to_owned())
+        })?;
+        Ok(Output::Checkout(dest))
+    }
+
+    async fn run_verify(&self, req: &RunRequest<'_>) -> Result<Output, StepError> {
+        let checkout = match &req.input {
+            Some(Output::Checkout(p)) => p.clone(),
+            _ => {
+                return Err(StepError::Internal(
+                    "verify-dockerfile ran without a checkout".into(),
+                ));
+            }
+        };
+        let rt = req.node.runtime();
+        let b3 = hash_dockerfile(&checkout, rt, req.commit)?;
+        self.record(StepKind::VerifyDockerfile, req.key, req.node, |r| {
+            r.commit = Some(req.commit.to_owned());
+            r.dockerfile_blake3 = Some(b3.clone());
+        })?;
+        Ok(Output::Verified {
+            checkout,
+            dockerfile_blake3: b3,
+        })
+    }
+
+    async fn run_build(&self, req: &RunRequest<'_>) -> Result<Output, StepError> {
+        let Some(Output::Verified {
+            checkout,
+            dockerfile_blake3,
+        }) = &req.input
+        else {
+            return Err(StepError::Internal(
+                "build ran without a verified Dockerfile".into(),
+            ));
+        };
+        let inputs = key::build_inputs(req.node, req.commit);
+        let tags: Vec<String> = req
+            .node
+            .runtimes
+            .iter()
+            .map(|rt| rt.pinned_tag(req.commit))
+            .collect();
+        let candidates: Vec<String> = tags.iter().cloned().chain(latest_tags(req.node)).collect();
+        let id = match self.existing_image(&candidates, req.key, &inputs).await? {
+            Some((_, id)) => id,
+            None => {
+                let build = build_request(req, checkout, dockerfile_blake3, &inputs, &tags[0]);
+                let sink = req.sink.clone();
+                let step = req.step.clone();
+                let on_line = move |line: &str| {
+                    sink(&Event::Output {
+                        step: step.clone(),
+                        line: crate::mask::mask(line).into_owned(),
+                    })
+                };
+                self.engine.build(&build, on_line).await?
+            }
+        };
+        for tag in &tags {
+            if self.engine.inspect(tag).await?.is_none_or(|i| i.id != id) {
+                self.engine.tag(&id, tag).await?;
+            }
+        }
+        self.record(StepKind::Build, req.key, req.node, |r| {
+            r.commit = Some(req.commit.to_owned());
+            r.dockerfile_blake3 = Some(dockerfile_blake3.clone());
+            r.image_id = Some(id.clone());
+        })?;
+        Ok(Output::Image { id })
+    }
+
+    /// An image already carrying the key under one of `tags` (another runtime built it, or
+    /// only the pinned tag was removed): `(tag, image ID)`.
+    async fn existing_image(
+        &self,
+        tags: &[String],
+        key: &Key,
+        inputs: &key::BuildInputs,
+    ) -> Result<Option<(String, String)>, StepError> {
+        for tag in tags {
+            if let Some(info) = self.engine.inspect(tag).await?
+                && label_mismatch(&info, key, inputs).is_none()
+            {
+                return Ok(Some((tag.clone(), info.id)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn run_tag(&self, req: &RunRequest<'_>) -> Result<Output, StepError> {
+        let Some(Output::Image { id }) = &req.input else {
+            return Err(StepError::Internal(
+                "tag-latest ran without an image".into(),
+            ));
+        };
+        let latest = req.node.runtime().latest_tag();
+        if self
+            .engine
+            .inspect(&latest)
+            .await?
+            .is_none_or(|i| &i.id != id)
+        {
+            self.engine.tag(id, &latest).await?;
+        }
+        self.record(StepKind::TagLatest, req.key, req.node, |r| {
+            r.commit = Some(req.commit.to_owned());
+            r.image_id = Some(id.clone());
+        })?;
+        Ok(Output::Tagged { id: id.clone() })
+    }
+}
+
+fn latest_tags(node: &Node) -> Vec<String> {
+    node.runtimes.iter().map(|rt| rt.latest_tag()).collect()
+}
+
+fn build_request(
+    req: &RunRequest<'_>,
+    checkout: &Path,
+    b3: &str,
+    inputs: &key::BuildInputs,
+    tag: &str,
+) -> BuildRequest {
+    let rt = req.node.runtime();
+    let labels = HashMap::from([
+        (eng::LABEL_KEY.to_owned(), req.key.to_string()),
+        (eng::LABEL_KEY_FORMAT.to_owned(), KEY_FORMAT.to_owned()),
+        (eng::LABEL_REPO.to_owned(), inputs.repo.clone()),
+        (eng::LABEL_DOCKERFILE.to_owned(), inputs.dockerfile.clone()),
+        (eng::LABEL_DOCKERFILE_BLAKE3.to_owned(), b3.to_owned()),
+        (eng::LABEL_PLATFORM.to_owned(), inputs.platform.clone()),
+        (
+            eng::LABEL_PARAMS.to_owned(),
+            serde_json::to_string(&inputs.params).expect("string map"),
+        ),
+        (eng::LABEL_REVISION.to_owned(), req.commit.to_owned()),
+        (eng::LABEL_SOURCE.to_owned(), inputs.repo.clone()),
+    ]);
+    BuildRequest {
+        context_dir: checkout.to_owned(),
+        dockerfile: rt.dockerfile.clone(),
+        tag: tag.to_owned(),
+        platform: rt.platform.clone(),
+        target: req.node.params.get("target").cloned(),
+        labels,
+        repo: inputs.repo.clone(),
+        commit: req.commit.to_owned(),
+    }
+}
+
+/// Why an image's labels do not prove it is the output of `key`; `None` when they do.
+/// The key is recomputed from the labels, so a copied key label alone is not trusted.
+pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &key::BuildInputs) -> Option<String> {
+    let l = &info.labels;
+    let Some(label_key) = l.get(eng::LABEL_KEY) else {
+        return Some("it was not built by planner (no key label)".into());
+    };
+    let from_labels = key::BuildInputs {
+        repo: l.get(eng::LABEL_REPO).cloned().unwrap_or_default(),
+        commit: l.get(eng::LABEL_REVISION).cloned().unwrap_or_default(),
+        dockerfile: l.get(eng::LABEL_DOCKERFILE).cloned().unwrap_or_default(),
+        platform: l.get(eng::LABEL_PLATFORM).cloned().unwrap_or_default(),
+        params: l
+            .get(eng::LABEL_PARAMS)
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default(),
+    };
+    if label_key == key.as_str() && key::build_key(&from_labels) == *key {
+        return None;
+    }
+    let diffs = [
+        ("repo", &from_labels.repo, &expected.repo),
+        ("commit", &from_labels.commit, &expected.commit),
+        ("dockerfile", &from_labels.dockerfile, &expected.dockerfile),
+        ("platform", &from_labels.platform, &expected.platform),
+    ];
+    let changed: Vec<String> = diffs
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(n, a, b)| format!("{n} {a} -> {b}"))
+        .collect();
+    if !changed.is_empty() {
+        return Some(format!("key changed: {}", changed.join(", ")));
+    }
+    if from_labels.params != expected.params {
+        return Some("key changed: step params".into());
+    }
+    Some(
+        if l.get(eng::LABEL_KEY_FORMAT).map(String::as_str) != Some(KEY_FORMAT) {
+            format!(
+                "key format changed ({} -> {KEY_FORMAT})",
+                l.get(eng::LABEL_KEY_FORMAT).map_or("none", String::as_str)
+            )
+        } else {
+            "its labels do not match its key label".into()
+        },
+    )
+}
+
+/// Checks the Dockerfile is a regular file inside the checkout, within the cap; returns its blake3.
+pub fn hash_dockerfile(checkout: &Path, rt: &Runtime, commit: &str) -> Result<String, StepError> {
+    let fail = |what: String| {
+        StepError::Dockerfile(format!(
+            "Dockerfile {} {what} in {} at commit {commit}\n  help: fix the template repository, or set `dockerfile` for runtime {:?} in runtimes.toml",
+            rt.dockerfile,
+            rt.repo_identity(),
+            rt.name
+        ))
+    };
+    let path: PathBuf = checkout.join(&rt.dockerfile);
+    let root = checkout
+        .canonicalize()
+        .map_err(|e| fail(format!("cannot be checked ({e})")))?;
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(fail("not found".into())),
+        Err(e) => return Err(fail(format!("cannot be read ({e})"))),
+    };
+    if !real.starts_with(&root) || real.starts_with(root.join(".git")) {
+        return Err(fail("is a symlink pointing outside the repository".into()));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| fail(format!("cannot be read ({e})")))?;
+    if !meta.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    if meta.len() > DOCKERFILE_CAP {
+        return Err(fail(format!(
+            "is {} bytes, over the {} byte limit",
+            meta.len(),
+            DOCKERFILE_CAP
+        )));
+    }
+    let bytes = std::fs::read(&real).map_err(|e| fail(format!("cannot be read ({e})")))?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(fail("is empty".into()));
+    }
+    Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+impl World for RealWorld {
+    async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
+        match req.node.kind {
+            StepKind::ResolveHead => Err(StepError::Internal("resolve-head is not probed".into())),
+            StepKind::Clone => Ok(self.probe_clone(req.node, req.commit).await),
+            StepKind::VerifyDockerfile => {
+                Ok(self.probe_verify(req.node, req.key, req.commit).await)
+            }
+            StepKind::Build => self.probe_build(&req).await,
+            StepKind::TagLatest => self.probe_tag(req.node, req.input).await,
+        }
+    }
+}
+
+impl Effects for RealWorld {
+    type Lock = Option<store::KeyLock>;
+
+    async fn resolve(&self, node: &Node, key: &Key, offline: bool) -> Result<Resolved, StepError> {
+        let rt = node.runtime();
+        let previous = self.store.read_record(key).and_then(|r| r.commit);
+        if offline {
+            return match previous {
+                Some(c) => Ok(Resolved {
+                    reason: format!("offline: last recorded {} is {}", rt.branch, sha12(&c)),
+                    commit: c.clone(),
+                    previous: Some(c),
+                    status: Status::Skip,
+                }),
+                None => Err(StepError::Offline(format!(
+                    "offline and no recorded answer for branch {:?} of {}\n  help: run `planner ensure` (or `planner plan` without --offline) once with network access",
+                    rt.branch,
+                    rt.repo_identity()
+                ))),
+            };
+        }
+        let commit =
+            git::resolve_head(&self.http, &rt.repo, &rt.branch, &rt.name, &self.auth).await?;
+        let reason = match &previous {
+            Some(p) if *p != commit => format!("new commit {} (was {})", sha12(&commit), sha12(p)),
+            Some(_) => format!("{} still at {}", rt.branch, sha12(&commit)),
+            None => format!("{} is at {}", rt.branch, sha12(&commit)),
+        };
+        self.record(StepKind::ResolveHead, key, node, |r| {
+            r.branch = Some(rt.branch.clone());
+            r.commit = Some(commit.clone());
+        })?;
+        Ok(Resolved {
+            commit,
+            previous,
+            status: Status::Run,
+            reason,
+        })
+    }
+
+    async fn lock(&self, key: &Key, on_wait: &(dyn Fn() + Sync)) -> Result<Self::Lock, StepError> {
+        if self.read_only {
+            return Ok(None);
+        }
+        if let Some(lock) = self.store.try_lock(key)? {
+            return Ok(Some(lock));
+        }
+        on_wait();
+        let store = self.store.clone();
+        let key = key.clone();
+        let lock = tokio::task::spawn_blocking(move || store.lock_blocking(&key))
+            .await
+            .map_err(|e| StepError::Internal(format!("lock task: {e}")))??;
+        Ok(Some(lock))
+    }
+
+    async fn run(&self, req: RunRequest<'_>) -> Result<Output, StepError> {
+        match req.node.kind {
+            StepKind::ResolveHead => Err(StepError::Internal(
+                "resolve-head runs in the resolve phase".into(),
+            )),
+            StepKind::Clone => self.run_clone(&req).await,
+            StepKind::VerifyDockerfile => self.run_verify(&req).await,
+            StepKind::Build => self.run_build(&req).await,
+            StepKind::TagLatest => self.run_tag(&req).await,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Git transport: resolving a branch HEAD (smart-HTTP with reqwest, or `git ls-remote` for
+//! `file://` and `ssh://`) and checking out one commit with the git CLI.
+//!
+//! Credentials: the token is sent as HTTP basic auth only to the repository's own host, is
+//! passed to git through its environment (never on a command line), and is masked in errors.
+pub mod cli;
+pub mod error;
+pub mod pktline;
+pub mod smart_http;
+
+pub use error::GitError;
+
+use url::Url;
+
+/// Credentials for the git host, and where they came from (for error hints).
+#[derive(Clone, Default)]
+pub struct GitAuth {
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitAuth")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_env", &self.token_env)
+            .finish()
+    }
+}
+
+impl GitAuth {
+    /// Reads the token from the named environment variable and registers it for masking.
+    pub fn from_env(token_env: Option<&str>) -> GitAuth {
+        let token = token_env
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            crate::mask::register_secret(t);
+        }
+        GitAuth {
+            token,
+            token_env: token_env.map(str::to_owned),
+        }
+    }
+
+    pub fn auth_refused(&self, url: &Url, status: u16) -> GitError {
+        GitError::AuthRefused {
+            url: crate::mask::display_url(url),
+            status,
+            hint: error::auth_hint(self.token_env.as_deref(), self.token.is_some()),
+        }
+    }
+}
+
+/// Resolves `branch` of `url` to a commit id, choosing the transport by scheme.
+pub async fn resolve_head(
+    http: &reqwest::Client,
+    url: &Url,
+    branch: &str,
+    runtime: &str,
+    auth: &GitAuth,
+) -> Result<String, GitError> {
+    match url.scheme() {
+        "http" | "https" => smart_http::resolve_head(http, url, branch, runtime, auth).await,
+        _ => cli::ls_remote(url, branch, auth).await,
+    }
+}

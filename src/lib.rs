@@ -1,0 +1,20 @@
+//! planner: build container images for allowlisted runtime template repositories, pinned to
+//! the commit, never twice.
+//!
+//! The flow, as data walks through it:
+//! [`config`] (runtimes.toml) and [`plan::load`] (plans/*.toml) → [`plan::graph`] (one
+//! deduplicated DAG) → [`key`] (content addresses) → [`plan::decide`] (skip/run, with reasons)
+//! → [`exec`] (scheduler, locks, the real world) → [`report`] (text, JSON, DOT, progress lines).
+//! Side effects live in [`git`], [`docker`] and [`store`]; [`mask`] hides the token everywhere.
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod error;
+pub mod exec;
+pub mod git;
+pub mod key;
+pub mod mask;
+pub mod plan;
+pub mod report;
+pub mod store;
