@@ -430,8 +430,7 @@ fn failures_name_the_cause_and_exit_1_while_other_runtimes_finish() {
     env.git.create_repo("nodockerfile", &[("README", b"x")]);
     env.git
         .create_repo("badsyntax", &[("Dockerfile", b"FROMM nothing\n")]);
-    let escape = env.git.create_repo("escape", &[("README", b"x")]);
-    let _ = escape;
+    env.git.create_repo("escape", &[("README", b"x")]);
     env.git
         .add_symlink("escape", "main", "Dockerfile", "/etc/passwd");
     let config = env.runtime("good", "good")
@@ -440,9 +439,8 @@ fn failures_name_the_cause_and_exit_1_while_other_runtimes_finish() {
         + &env.runtime("bad", "badsyntax")
         + &env.runtime("esc", "escape")
         + "[runtimes.down]\nrepo = \"http://127.0.0.1:1/x\"\n"
-        + &env
-            .runtime("nobranch", "good")
-            .replace("\n", "\nbranch = \"nope\"\n");
+        + &env.runtime("nobranch", "good")
+        + "branch = \"nope\"\n";
     env.config(&config);
     let run = env.planner(&["ensure", "--all"]);
     assert_eq!(run.code, 1, "{}", run.all());

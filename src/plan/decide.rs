@@ -179,6 +179,13 @@ impl<W: World> Walk<'_, W> {
             return;
         }
         if !self.needed.contains(&id) {
+            if let Some(Probe::Present { output, reason }) = self.probed.get(&id).cloned() {
+                self.d.outputs.insert(id, output);
+                self.d
+                    .decisions
+                    .insert(id, Decision::new(Status::Skip, reason));
+                return;
+            }
             let why = self
                 .why_not
                 .get(&id)
