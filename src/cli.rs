@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, AppError, Globals};
@@ -111,9 +112,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            return fail(&AppError::Environment(format!(
-                "cannot start the async runtime: {e}"
-            )));
+            return fail(&anyhow::Error::new(e).context("cannot start the async runtime"));
         }
     };
     runtime.block_on(async {
@@ -142,9 +141,15 @@ fn init_tracing(verbose: bool) {
         .try_init();
 }
 
-fn fail(e: &AppError) -> ExitCode {
-    eprintln!("planner: error: {}", mask(&e.to_string()));
-    ExitCode::from(e.exit_code())
+/// Prints the error chain (masked) and maps it to an exit code: an [`AppError`] anywhere in
+/// the chain decides it; anything else (I/O at the edges) is 1.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("planner: error: {}", mask(&format!("{e:#}")));
+    let code = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<AppError>())
+        .map_or(1, AppError::exit_code);
+    ExitCode::from(code)
 }
 
 fn verbosity(cli: &Cli) -> plain::Verbosity {
@@ -176,7 +181,7 @@ async fn cmd_plan(
     sel: &Selection,
     format: Format,
     offline: bool,
-) -> Result<ExitCode, AppError> {
+) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &sel.runtimes, sel.all)?;
     let planned = app::plan(&loaded, &runtimes, offline).await?;
@@ -186,8 +191,7 @@ async fn cmd_plan(
         Format::Json => plan_report::json(&rows) + "\n",
         Format::Dot => plan_report::dot(&rows),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(mask(&text).as_bytes());
+    write_stdout(&mask(&text)).context("cannot write the plan to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -195,7 +199,7 @@ async fn cmd_ensure(
     globals: &Globals,
     args: &EnsureArgs,
     verbosity: plain::Verbosity,
-) -> Result<ExitCode, AppError> {
+) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
     let jobs = args.jobs.map_or_else(default_jobs, usize::from);
@@ -216,6 +220,15 @@ async fn cmd_ensure(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Writes to stdout; a closed pipe (`planner plan | head`) is not an error.
+fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn default_jobs() -> usize {

@@ -14,7 +14,9 @@ for tpl in "$here"/templates/*/; do
   cp -r "$tpl". "$work/"
   git -C "$work" init -q -b main
   git -C "$work" add -A
-  git -C "$work" -c user.name=demo -c user.email=demo@example.invalid commit -q -m "template $name"
+  # Fixed dates make the commit SHA reproducible: rerunning the demo finds its images warm.
+  GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z" \
+    git -C "$work" -c user.name=demo -c user.email=demo@example.invalid commit -q -m "template $name"
   rm -rf "$repos/$name"
   mkdir -p "$repos"
   git clone -q --bare "$work" "$repos/$name"
