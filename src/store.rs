@@ -5,6 +5,8 @@
 //! checkouts/<repo-slug>-<hash8>/<commit>/   complete checkouts (renamed into place when done)
 //! records/<key>.json                        one record per finished step, written atomically
 //! locks/<key>.lock                          per-key cross-process locks (released by the OS on exit)
+//! locks/run.lock                            the run lock: exclusive for whole-run commands
+//!                                           (`ensure --all`, `gc`), shared for `ensure NAME…`
 //! tmp/<key>.<random>/                       work in progress; removed by whoever next holds the key's lock
 //! ```
 //! Records are hints that save work; the engine and the filesystem are the truth.
@@ -67,6 +69,24 @@ pub enum CheckoutState {
     Missing,
     /// Something is at the path but it is not a checkout of the commit.
     Corrupt(String),
+}
+
+/// How a command holds the run lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunLockMode {
+    /// Runs of named runtimes may overlap each other (per-key locks keep them correct).
+    Shared,
+    /// Whole-run commands (`ensure --all`, `gc`) run alone.
+    Exclusive,
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path, "open lock file"))
 }
 
 /// A held per-key lock; dropping it (or the process dying) releases it.
@@ -176,18 +196,44 @@ impl Store {
         }
     }
 
+    /// Tries the run lock in `mode`; `None` when another process holds it in a conflicting mode.
+    pub fn try_run_lock(&self, mode: RunLockMode) -> Result<Option<KeyLock>, StoreError> {
+        let path = self.run_lock_path();
+        let file = open_lock_file(&path)?;
+        let res = match mode {
+            RunLockMode::Shared => file.try_lock_shared(),
+            RunLockMode::Exclusive => file.try_lock(),
+        };
+        match res {
+            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path, "lock")(e)),
+        }
+    }
+
+    /// Takes the run lock in `mode`, blocking until it is free. Call from a blocking context.
+    pub fn run_lock_blocking(&self, mode: RunLockMode) -> Result<KeyLock, StoreError> {
+        let path = self.run_lock_path();
+        let file = open_lock_file(&path)?;
+        match mode {
+            RunLockMode::Shared => file.lock_shared(),
+            RunLockMode::Exclusive => file.lock(),
+        }
+        .map_err(io_err(&path, "lock"))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// The run lock's path (named in "waiting for another run" messages).
+    pub fn run_lock_path(&self) -> PathBuf {
+        self.root.join("locks").join("run.lock")
+    }
+
     fn lock_path(&self, key: &Key) -> PathBuf {
         self.root.join("locks").join(format!("{key}.lock"))
     }
 
     fn open_lock(&self, key: &Key) -> Result<File, StoreError> {
-        let path = self.lock_path(key);
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path, "open lock file"))
+        open_lock_file(&self.lock_path(key))
     }
 
     /// A fresh temp dir for work on `key`. Hold the key's lock while using it.

@@ -61,7 +61,11 @@ fn cold_ensure_builds_and_tags_then_warm_ensure_does_nothing() {
         );
         assert_eq!(warm.count(step, "skipped"), 1, "{}", warm.all());
     }
-    assert!(warm.stderr.contains("(key matches)"), "{}", warm.all());
+    assert!(
+        warm.stderr.contains("present, key matches"),
+        "{}",
+        warm.all()
+    );
     assert_eq!(env.image_id(&pinned), Some(id));
 }
 
@@ -239,7 +243,7 @@ fn three_concurrent_processes_fetch_and_build_each_key_once() {
     env.config(&(env.runtime("a", "tpl-a") + &env.runtime("b", "tpl-b")));
     let children: Vec<_> = (0..3)
         .map(|_| {
-            env.command(&["ensure", "--all"])
+            env.command(&["ensure", "a", "b"])
                 .stderr(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()

@@ -125,7 +125,7 @@ impl RealWorld {
         Ok(match (found, missing.is_empty()) {
             (Some((tag, id)), true) => Probe::Present {
                 output: Output::Image { id },
-                reason: format!("image {tag} present (key matches)"),
+                reason: format!("image {tag} present, key matches"),
             },
             (Some((tag, _)), false) => {
                 let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();

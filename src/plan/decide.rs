@@ -200,12 +200,7 @@ impl<W: World> Walk<'_, W> {
         let probe = self.probe(id, root).await;
         let decision = match probe {
             Ok(Probe::Present { output, reason }) => {
-                self.d.outputs.insert(id, output);
-                for need in self.graph.needs(id) {
-                    self.why_not
-                        .entry(need)
-                        .or_insert_with(|| format!("{} is materialized", node.step_id));
-                }
+                self.materialized(id, output);
                 Decision::new(Status::Skip, reason)
             }
             Ok(Probe::Missing { reason }) => {
@@ -218,6 +213,17 @@ impl<W: World> Walk<'_, W> {
             ),
         };
         self.d.decisions.insert(id, decision);
+    }
+
+    /// Records a materialized output; its needs are then not needed on its account.
+    fn materialized(&mut self, id: NodeId, output: Output) {
+        self.d.outputs.insert(id, output);
+        let step_id = &self.graph.node(id).step_id;
+        for need in self.graph.needs(id) {
+            self.why_not
+                .entry(need)
+                .or_insert_with(|| format!("{step_id} is materialized"));
+        }
     }
 
     /// Probes `id` (memoised), first probing its input when the probe needs that output.

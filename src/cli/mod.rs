@@ -1,6 +1,9 @@
 //! The command line: clap definitions, and the mapping of results to output and exit codes
 //! (0 all ensured; 1 some runtime failed or the environment is unusable; 2 usage or
-//! configuration error; 130 interrupted).
+//! configuration error; 75 another run holds the run lock and `--no-wait` was given;
+//! 130 interrupted). `ops` holds the `status` and `gc` commands.
+
+mod ops;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,7 +19,7 @@ use crate::report::{plain, plan as plan_report, summary};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir is unusable);
-2 usage or configuration error; 130 interrupted.
+2 usage or configuration error; 75 another run holds the run lock (--no-wait); 130 interrupted.
 
 Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, DOCKER_HOST, and the
 token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
@@ -56,6 +59,57 @@ pub enum Command {
         after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all`"
     )]
     Ensure(EnsureArgs),
+    /// Show per runtime the last resolved commit, its image, `:latest` and the checkout cache (no network unless --refresh)
+    #[command(
+        after_help = "Examples:\n  planner status\n  planner status codex --json\n  planner status --refresh        # ask the git host for the branch heads first"
+    )]
+    Status(StatusArgs),
+    /// Remove old images and checkouts that planner built: keep the newest N commits per runtime and what :latest names
+    #[command(
+        after_help = "Examples:\n  planner gc --dry-run           # what would be removed, and how much it frees\n  planner gc --keep 1\n\nOnly images carrying planner's labels are ever removed."
+    )]
+    Gc(GcArgs),
+    /// Print a shell completion script (e.g. `planner completions bash > /etc/bash_completion.d/planner`)
+    #[command(
+        after_help = "Examples:\n  planner completions bash > ~/.local/share/bash-completion/completions/planner\n  planner completions zsh > \"${fpath[1]}/_planner\"\n  planner completions fish > ~/.config/fish/completions/planner.fish"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Runtimes to show [default: all of them]
+    #[arg(value_name = "RUNTIME")]
+    pub runtimes: Vec<String>,
+    /// Print JSON (one object) instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Ask the git host for each branch HEAD instead of using the last recorded one
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep the newest N commits of each runtime (plus whatever :latest names)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
+    /// Print what would be removed and how much it frees; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON (one object) instead of lines
+    #[arg(long)]
+    pub json: bool,
+    /// If another planner run holds the run lock, exit 75 at once instead of waiting
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write a completion script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +147,25 @@ pub struct EnsureArgs {
     /// Stop at the first failure instead of finishing the other runtimes
     #[arg(long)]
     pub fail_fast: bool,
+    /// Print NDJSON events on stdout (one object per line; the last is the summary)
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display on stderr [default: tty when stderr is a terminal, else plain]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub progress: Option<Progress>,
+    /// If another planner run holds the run lock, exit 75 at once instead of waiting
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// Live display, one line per runtime (indicatif)
+    Tty,
+    /// One line per step transition, no escape codes
+    Plain,
+    /// Nothing but errors
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +245,9 @@ async fn run(cli: Cli) -> ExitCode {
             cmd_plan(&globals, &args.selection, Format::Text, false).await
         }
         Command::Ensure(args) => cmd_ensure(&globals, args, verbosity(&cli)).await,
+        Command::Status(args) => ops::cmd_status(&globals, args).await,
+        Command::Gc(args) => ops::cmd_gc(&globals, args, verbosity(&cli)).await,
+        Command::Completions(args) => cmd_completions(args),
     };
     result.unwrap_or_else(|e| fail(&e))
 }
@@ -222,8 +298,16 @@ async fn cmd_ensure(
     })
 }
 
+fn cmd_completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "planner", &mut out);
+    write_stdout(&String::from_utf8_lossy(&out)).context("cannot write the completion script")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Writes to stdout; a closed pipe (`planner plan | head`) is not an error.
-fn write_stdout(text: &str) -> std::io::Result<()> {
+pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
