@@ -11,7 +11,7 @@ use crate::exec::{self, Sink, world::RealWorld};
 use crate::git::{GitAuth, smart_http};
 use crate::plan::{Decided, Graph, PlanSet, decide::decide};
 use crate::report::summary::{RuntimeSummary, summarize};
-use crate::store::Store;
+use crate::store::{KeyLock, RunLockMode, Store};
 
 /// Errors of the whole command, by exit code.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,9 @@ pub enum AppError {
     /// The environment is not usable (engine down, cache dir unwritable): exit 1.
     #[error("{0}")]
     Environment(String),
+    /// Another run holds the run lock and the caller would not wait: exit 75 (EX_TEMPFAIL).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl AppError {
@@ -29,6 +32,7 @@ impl AppError {
         match self {
             AppError::Usage(_) => 2,
             AppError::Environment(_) => 1,
+            AppError::Busy(_) => 75,
         }
     }
 }
@@ -165,6 +169,34 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
         auth: GitAuth::from_env(loaded.config.git.token_env.as_deref()),
         read_only,
     })
+}
+
+/// Takes the run lock of the cache dir in `mode`. If another run holds it: with `no_wait`,
+/// fails at once with [`AppError::Busy`]; else calls `on_wait` with the lock's path and
+/// waits. The OS releases the lock when the process ends, however it ends.
+pub async fn run_lock(
+    loaded: &Loaded,
+    mode: RunLockMode,
+    no_wait: bool,
+    on_wait: impl FnOnce(&Path),
+) -> Result<KeyLock, AppError> {
+    let store = Store::open(&loaded.cache_dir).map_err(|e| AppError::Environment(e.to_string()))?;
+    let env_err = |e: crate::store::StoreError| AppError::Environment(e.to_string());
+    if let Some(lock) = store.try_run_lock(mode).map_err(env_err)? {
+        return Ok(lock);
+    }
+    let path = store.run_lock_path();
+    if no_wait {
+        return Err(AppError::Busy(format!(
+            "another planner run holds the run lock {}\n  help: wait for it, or run without --no-wait to queue behind it",
+            path.display()
+        )));
+    }
+    on_wait(&path);
+    tokio::task::spawn_blocking(move || store.run_lock_blocking(mode))
+        .await
+        .map_err(|e| AppError::Environment(format!("waiting for the run lock: {e}")))?
+        .map_err(env_err)
 }
 
 /// How many resolve-heads run at once.

@@ -8,6 +8,7 @@ mod ops;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -15,7 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{self, AppError, Globals};
 use crate::exec;
 use crate::mask::mask;
-use crate::report::{plain, plan as plan_report, summary};
+use crate::report::{self, json, plain, plan as plan_report, summary, tty};
+use crate::store::RunLockMode;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir is unusable);
@@ -164,7 +166,7 @@ pub enum Progress {
     Tty,
     /// One line per step transition, no escape codes
     Plain,
-    /// Nothing but errors
+    /// Nothing but errors (no summary table either)
     None,
 }
 
@@ -278,24 +280,91 @@ async fn cmd_ensure(
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
-    let jobs = args.jobs.map_or_else(default_jobs, usize::from);
+    let mode = if args.selection.all {
+        RunLockMode::Exclusive
+    } else {
+        RunLockMode::Shared
+    };
+    let _run_lock = app::run_lock(&loaded, mode, args.no_wait, |path| {
+        eprintln!(
+            "planner: waiting for another planner run to finish (run lock {}; --no-wait exits 75 instead)",
+            path.display()
+        )
+    })
+    .await?;
     let opts = exec::Options {
-        jobs,
+        jobs: args.jobs.map_or_else(default_jobs, usize::from),
         fail_fast: args.fail_fast,
     };
-    let sink = plain::stderr_sink(verbosity, app::name_width(&runtimes));
-    let ensured = app::ensure(&loaded, &runtimes, &opts, &sink).await?;
-    if verbosity != plain::Verbosity::Quiet {
-        eprint!(
-            "\n{}",
-            mask(&summary::table(&ensured.summary, ensured.elapsed))
-        );
-    }
+    let names: Vec<String> = runtimes.iter().map(|r| r.name.clone()).collect();
+    let out = Output::new(args, verbosity, &names);
+    let ensured = app::ensure(&loaded, &runtimes, &opts, &out.sink).await?;
+    out.finish(&ensured);
     Ok(if ensured.failed() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Where `ensure`'s events go: a progress renderer on stderr and, with `--json`, NDJSON on stdout.
+struct Output {
+    sink: exec::Sink,
+    tty: Option<Arc<tty::Display>>,
+    json: Option<Arc<Mutex<json::Counts>>>,
+    /// Whether the summary table goes to stderr (not with -q or --progress none).
+    table: bool,
+}
+
+impl Output {
+    fn new(args: &EnsureArgs, verbosity: plain::Verbosity, names: &[String]) -> Output {
+        let progress = match (args.progress, verbosity) {
+            (_, plain::Verbosity::Quiet) => Progress::Plain,
+            (Some(p), _) => p,
+            (None, _) if tty::usable() => Progress::Tty,
+            (None, _) => Progress::Plain,
+        };
+        let width = names.iter().map(String::len).max().unwrap_or(0);
+        let mut sinks = Vec::new();
+        let mut tty = None;
+        match progress {
+            Progress::Tty => {
+                let display = tty::Display::new(names, verbosity);
+                sinks.push(display.sink());
+                tty = Some(display);
+            }
+            Progress::Plain => sinks.push(plain::stderr_sink(verbosity, width)),
+            Progress::None => sinks.push(plain::stderr_sink(plain::Verbosity::Quiet, width)),
+        }
+        let mut counts = None;
+        if args.json {
+            let (sink, c) = json::stdout_sink(verbosity == plain::Verbosity::Verbose);
+            sinks.push(sink);
+            counts = Some(c);
+        }
+        Output {
+            sink: report::fan_out(sinks),
+            tty,
+            json: counts,
+            table: verbosity != plain::Verbosity::Quiet && progress != Progress::None,
+        }
+    }
+
+    fn finish(&self, ensured: &app::Ensured) {
+        if let Some(display) = &self.tty {
+            display.finish();
+        }
+        if self.table {
+            eprint!(
+                "\n{}",
+                mask(&summary::table(&ensured.summary, ensured.elapsed))
+            );
+        }
+        if let Some(counts) = &self.json {
+            let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+            json::emit(&json::summary(&ensured.summary, &counts, ensured.elapsed));
+        }
+    }
 }
 
 fn cmd_completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {

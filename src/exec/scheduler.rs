@@ -36,6 +36,8 @@ pub struct Outcome {
     pub outputs: HashMap<NodeId, Output>,
     /// Steps that ran (not skipped on re-check), in completion order.
     pub ran: Vec<NodeId>,
+    /// How long each step that ran (or failed) took, lock wait included.
+    pub durations: HashMap<NodeId, Duration>,
 }
 
 /// Runs the decided graph. Emits an event for every transition.
@@ -206,6 +208,7 @@ impl<'a, E: Effects> Sched<'a, E> {
 
     fn finish(&mut self, (id, duration, result): Done) {
         let step = self.step_ref(id);
+        self.out.durations.insert(id, duration);
         match result {
             Ok((output, skipped)) => {
                 match skipped {

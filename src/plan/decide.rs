@@ -180,7 +180,7 @@ impl<W: World> Walk<'_, W> {
         }
         if !self.needed.contains(&id) {
             if let Some(Probe::Present { output, reason }) = self.probed.get(&id).cloned() {
-                self.d.outputs.insert(id, output);
+                self.materialized(id, output);
                 self.d
                     .decisions
                     .insert(id, Decision::new(Status::Skip, reason));
@@ -191,6 +191,9 @@ impl<W: World> Walk<'_, W> {
                 .get(&id)
                 .cloned()
                 .unwrap_or_else(|| "no goal needs it".into());
+            for need in self.graph.needs(id) {
+                self.why_not.entry(need).or_insert_with(|| why.clone());
+            }
             self.d.decisions.insert(
                 id,
                 Decision::new(Status::Skip, format!("not needed: {why}")),

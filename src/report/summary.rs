@@ -15,6 +15,8 @@ pub struct RuntimeSummary {
     /// Step kinds that ran for this runtime (shared steps count for every runtime).
     pub ran: Vec<String>,
     pub error: Option<String>,
+    /// Time spent in this runtime's steps (shared steps count for each runtime).
+    pub duration: std::time::Duration,
 }
 
 /// Summarises the outcome per requested runtime, in request order.
@@ -65,6 +67,7 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
         .filter(|id| outcome.ran.contains(id))
         .map(|id| graph.node(*id).kind.name().to_owned())
         .collect();
+    let duration = mine.iter().filter_map(|id| outcome.durations.get(id)).sum();
     RuntimeSummary {
         runtime: rt.to_owned(),
         status: if error.is_none() { "ensured" } else { "failed" },
@@ -72,6 +75,7 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
         image,
         ran,
         error,
+        duration,
     }
 }
 
@@ -83,9 +87,15 @@ pub fn table(rows: &[RuntimeSummary], elapsed: std::time::Duration) -> String {
         .max()
         .unwrap_or(7)
         .max(7);
+    let iw = rows
+        .iter()
+        .filter_map(|r| r.image.as_ref().map(String::len))
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!(
-        "{:<w$}  {:<7}  {:<12}  {:<50}  RAN\n",
-        "RUNTIME", "STATUS", "COMMIT", "IMAGE"
+        "{:<w$}  {:<7}  {:<12}  {:<iw$}  {:>7}  RAN\n",
+        "RUNTIME", "STATUS", "COMMIT", "IMAGE", "TIME"
     );
     for r in rows {
         let commit = r.commit.as_deref().map_or("-", |c| &c[..12.min(c.len())]);
@@ -95,11 +105,16 @@ pub fn table(rows: &[RuntimeSummary], elapsed: std::time::Duration) -> String {
             r.ran.join(",")
         };
         out.push_str(&format!(
-            "{:<w$}  {:<7}  {commit:<12}  {:<50}  {ran}\n",
+            "{:<w$}  {:<7}  {commit:<12}  {:<iw$}  {:>6.1}s  {ran}\n",
             r.runtime,
             r.status,
-            r.image.as_deref().unwrap_or("-")
+            r.image.as_deref().unwrap_or("-"),
+            r.duration.as_secs_f64()
         ));
+        if let Some(e) = &r.error {
+            let first = e.lines().next().unwrap_or_default();
+            out.push_str(&format!("{:<w$}  error: {first}\n", ""));
+        }
     }
     let failed = rows.iter().filter(|r| r.status == "failed").count();
     out.push_str(&format!(

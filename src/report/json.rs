@@ -1,0 +1,223 @@
+//! NDJSON events for machines (`ensure --json`): one object per line on stdout, flushed per
+//! line, the last one the summary. The schema is stable and documented in the README:
+//!
+//! ```text
+//! {"event":"step_skipped","runtime","step","key","reason"}
+//! {"event":"step_started","runtime","step","key","reason"}
+//! {"event":"step_finished","runtime","step","key","duration_ms"}
+//! {"event":"step_failed","runtime","step","key","duration_ms","error"}
+//! {"event":"step_blocked","runtime","step","key","reason"}
+//! {"event":"step_waiting","runtime","step","key","reason"}
+//! {"event":"step_output","runtime","step","key","line"}            (only with -v)
+//! {"event":"summary","ensured","failed","skipped_steps","ran_steps","duration_ms","runtimes":[…]}
+//! ```
+//!
+//! A step shared by several runtimes gives one line per runtime. Every string is masked.
+//! `skipped_steps` and `ran_steps` count distinct steps, resolve-head (which always runs) not
+//! included, so a warm run reports `"ran_steps":0`.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::summary::RuntimeSummary;
+use crate::exec::{Event, Sink, StepRef};
+use crate::mask::mask;
+
+/// Version of the event schema, bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Counts of distinct steps, kept while events stream by, for the summary line.
+#[derive(Debug, Default)]
+pub struct Counts {
+    skipped: HashSet<(String, String)>,
+    ran: HashSet<(String, String)>,
+}
+
+impl Counts {
+    fn note(&mut self, event: &Event) {
+        let id = |s: &StepRef| {
+            let key = s.key.as_ref().map_or_else(String::new, |k| k.to_string());
+            (s.step_id.clone(), key + &s.runtimes.join(","))
+        };
+        match event {
+            // resolve-head runs every time; counting it would hide a no-op run.
+            Event::Skipped { step, .. } | Event::Finished { step, .. }
+                if step.kind == crate::plan::StepKind::ResolveHead => {}
+            Event::Skipped { step, .. } => {
+                self.skipped.insert(id(step));
+            }
+            Event::Finished { step, .. } => {
+                self.ran.insert(id(step));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The JSON objects for one event (one per runtime sharing the step); empty when hidden.
+pub fn objects(event: &Event, verbose: bool) -> Vec<Value> {
+    let (name, step, extra) = match event {
+        Event::Skipped { step, reason } => ("step_skipped", step, json!({ "reason": reason })),
+        Event::Started { step, reason } => ("step_started", step, json!({ "reason": reason })),
+        Event::Finished { step, duration, .. } => (
+            "step_finished",
+            step,
+            json!({ "duration_ms": millis(*duration) }),
+        ),
+        Event::Failed {
+            step,
+            duration,
+            error,
+        } => (
+            "step_failed",
+            step,
+            json!({ "duration_ms": millis(*duration), "error": error }),
+        ),
+        Event::Blocked { step, reason } => ("step_blocked", step, json!({ "reason": reason })),
+        Event::Waiting { step, reason } => ("step_waiting", step, json!({ "reason": reason })),
+        Event::Output { step, line } if verbose => ("step_output", step, json!({ "line": line })),
+        Event::Output { .. } => return Vec::new(),
+    };
+    step.runtimes
+        .iter()
+        .map(|rt| {
+            let mut obj = json!({
+                "event": name,
+                "runtime": rt,
+                "step": step.kind.name(),
+                "key": step.key.as_ref().map(|k| k.to_string()),
+            });
+            if let (Value::Object(o), Value::Object(e)) = (&mut obj, &extra) {
+                o.extend(e.clone());
+            }
+            masked(obj)
+        })
+        .collect()
+}
+
+/// The summary line.
+pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> Value {
+    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let runtimes: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "runtime": r.runtime,
+                "status": r.status,
+                "commit": r.commit,
+                "image": r.image,
+                "error": r.error,
+            })
+        })
+        .collect();
+    masked(json!({
+        "event": "summary",
+        "schema_version": SCHEMA_VERSION,
+        "ensured": rows.len() - failed,
+        "failed": failed,
+        "skipped_steps": counts.skipped.len(),
+        "ran_steps": counts.ran.len(),
+        "duration_ms": millis(elapsed),
+        "runtimes": runtimes,
+    }))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Masks every string in `v` (tokens must not reach a log, whatever field they hide in).
+fn masked(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(mask(&s).into_owned()),
+        Value::Array(a) => Value::Array(a.into_iter().map(masked).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, masked(v))).collect()),
+        other => other,
+    }
+}
+
+/// Writes one line to stdout and flushes (a consumer tailing the stream sees it at once).
+/// A closed pipe is ignored: the run goes on and the exit code still tells the truth.
+pub fn emit(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+}
+
+/// A sink printing NDJSON events, and the counts the summary line needs.
+pub fn stdout_sink(verbose: bool) -> (Sink, Arc<Mutex<Counts>>) {
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let c = counts.clone();
+    let sink: Sink = Arc::new(move |event| {
+        if let Ok(mut c) = c.lock() {
+            c.note(event);
+        }
+        for obj in objects(event, verbose) {
+            emit(&obj);
+        }
+    });
+    (sink, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::StepKind;
+
+    fn step(runtimes: &[&str]) -> StepRef {
+        StepRef {
+            runtimes: runtimes.iter().map(|s| s.to_string()).collect(),
+            kind: StepKind::Build,
+            step_id: "build".into(),
+            key: None,
+        }
+    }
+
+    #[test]
+    fn failed_event_has_the_documented_fields_and_is_masked() {
+        let e = Event::Failed {
+            step: step(&["codex"]),
+            duration: Duration::from_millis(1234),
+            error: "GET https://user:sekrit@h.example/x failed".into(),
+        };
+        let objs = objects(&e, false);
+        assert_eq!(objs.len(), 1);
+        let o = objs[0].as_object().unwrap();
+        let mut keys: Vec<_> = o.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["duration_ms", "error", "event", "key", "runtime", "step"]
+        );
+        assert_eq!(o["event"], "step_failed");
+        assert_eq!(o["duration_ms"], 1234);
+        assert!(!o["error"].as_str().unwrap().contains("sekrit"));
+    }
+
+    #[test]
+    fn shared_steps_give_one_line_per_runtime_but_count_once() {
+        let e = Event::Skipped {
+            step: step(&["a", "b"]),
+            reason: "present".into(),
+        };
+        let objs = objects(&e, false);
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[1]["runtime"], "b");
+        let mut counts = Counts::default();
+        counts.note(&e);
+        assert_eq!(counts.skipped.len(), 1);
+    }
+
+    #[test]
+    fn output_lines_only_when_verbose() {
+        let e = Event::Output {
+            step: step(&["a"]),
+            line: "Step 1/2".into(),
+        };
+        assert!(objects(&e, false).is_empty());
+        assert_eq!(objects(&e, true)[0]["line"], "Step 1/2");
+    }
+}

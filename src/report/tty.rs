@@ -1,0 +1,276 @@
+//! The live display for a terminal: one indicatif line per runtime showing its current step,
+//! that step's elapsed time and, during a build, the Dockerfile step (`Step 3/7`) or the last
+//! build line. Failures (and, with `-v`, build output) are printed above the lines. Colours
+//! follow `NO_COLOR` / `CLICOLOR` (through `console`); `TERM=dumb` gets the plain renderer.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::plain::Verbosity;
+use crate::exec::{Event, Sink, StepRef};
+use crate::mask::mask;
+
+/// Whether a live display makes sense: stderr is a terminal that can move the cursor.
+pub fn usable() -> bool {
+    std::io::stderr().is_terminal() && std::env::var("TERM").is_ok_and(|t| t != "dumb")
+}
+
+/// The display: a line per runtime, in request order.
+pub struct Display {
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    /// Per runtime: the steps that ran or were skipped so far (shown when the runtime ends).
+    state: Mutex<HashMap<String, RuntimeState>>,
+    verbosity: Verbosity,
+}
+
+#[derive(Default)]
+struct RuntimeState {
+    ran: Vec<&'static str>,
+    skipped: usize,
+    failed: bool,
+    /// The last Dockerfile step marker seen in the build output (`Step 3/7`).
+    dockerfile_step: Option<String>,
+}
+
+impl Display {
+    /// Creates the display with one line per runtime, drawing on stderr.
+    pub fn new(runtimes: &[String], verbosity: Verbosity) -> Arc<Display> {
+        Self::with_target(runtimes, verbosity, ProgressDrawTarget::stderr_with_hz(10))
+    }
+
+    fn with_target(
+        runtimes: &[String],
+        verbosity: Verbosity,
+        target: ProgressDrawTarget,
+    ) -> Arc<Display> {
+        let multi = MultiProgress::with_draw_target(target);
+        let width = runtimes.iter().map(String::len).max().unwrap_or(0);
+        let style = ProgressStyle::with_template(&format!(
+            "{{spinner:.cyan}} {{prefix:<{width}.bold}}  {{wide_msg}} {{elapsed:>4.dim}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars = runtimes
+            .iter()
+            .map(|rt| {
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                bar.set_prefix(rt.clone());
+                bar.set_message("waiting");
+                bar.enable_steady_tick(Duration::from_millis(100));
+                (rt.clone(), bar)
+            })
+            .collect();
+        Arc::new(Display {
+            multi,
+            bars,
+            state: Mutex::new(HashMap::new()),
+            verbosity,
+        })
+    }
+
+    /// A sink updating the display.
+    pub fn sink(self: &Arc<Self>) -> Sink {
+        let me = self.clone();
+        Arc::new(move |event| me.on_event(event))
+    }
+
+    fn on_event(&self, event: &Event) {
+        let step = step_of(event);
+        for rt in &step.runtimes {
+            let Some(bar) = self.bars.get(rt) else {
+                continue;
+            };
+            self.update(rt, bar, step, event);
+        }
+        match event {
+            Event::Failed { step, error, .. } => self.above(&format!(
+                "{} {} FAILED: {}",
+                step.runtimes.join(","),
+                step.kind.name(),
+                error.replace('\n', "\n    ")
+            )),
+            Event::Output { step, line } if self.verbosity == Verbosity::Verbose => {
+                self.above(&format!("{} | {line}", step.runtimes.join(",")))
+            }
+            _ => {}
+        }
+    }
+
+    fn update(&self, rt: &str, bar: &ProgressBar, step: &StepRef, event: &Event) {
+        let kind = step.kind.name();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = state.entry(rt.to_owned()).or_default();
+        match event {
+            Event::Started { reason, .. } => {
+                bar.reset_elapsed();
+                st.dockerfile_step = None;
+                bar.set_message(mask(&format!("{kind}: {reason}")).into_owned());
+            }
+            Event::Waiting { reason, .. } => {
+                bar.set_message(mask(&format!("{kind}: waiting ({reason})")).into_owned())
+            }
+            Event::Output { line, .. } => {
+                let text = build_progress(&mut st.dockerfile_step, line);
+                bar.set_message(mask(&format!("{kind}: {text}")).into_owned())
+            }
+            Event::Skipped { .. } => {
+                st.skipped += 1;
+                bar.set_message(format!("{kind}: skipped"));
+            }
+            Event::Finished { .. } => {
+                if step.kind != crate::plan::StepKind::ResolveHead {
+                    st.ran.push(kind);
+                }
+                bar.set_message(format!("{kind}: done"));
+            }
+            Event::Failed { .. } => {
+                st.failed = true;
+                bar.abandon_with_message(format!("{kind}: FAILED"));
+            }
+            Event::Blocked { .. } if !st.failed => {
+                st.failed = true;
+                bar.abandon_with_message(format!("{kind}: blocked"));
+            }
+            Event::Blocked { .. } => {}
+        }
+    }
+
+    fn above(&self, text: &str) {
+        let _ = self.multi.println(mask(text));
+    }
+
+    /// Ends every line with what happened to its runtime, before the summary is printed.
+    pub fn finish(&self) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (rt, bar) in &self.bars {
+            if bar.is_finished() {
+                continue;
+            }
+            let msg = match state.get(rt) {
+                Some(s) if !s.ran.is_empty() => format!("ensured: ran {}", s.ran.join(", ")),
+                Some(s) => format!("ensured: nothing to do ({} steps skipped)", s.skipped),
+                None => "not started".to_owned(),
+            };
+            bar.finish_with_message(msg);
+        }
+    }
+}
+
+fn step_of(event: &Event) -> &StepRef {
+    match event {
+        Event::Skipped { step, .. }
+        | Event::Started { step, .. }
+        | Event::Finished { step, .. }
+        | Event::Failed { step, .. }
+        | Event::Blocked { step, .. }
+        | Event::Waiting { step, .. }
+        | Event::Output { step, .. } => step,
+    }
+}
+
+/// What to show of a build output line: the Dockerfile step (`Step 3/7`) and the last line.
+fn build_progress(dockerfile_step: &mut Option<String>, line: &str) -> String {
+    let line = line.trim();
+    if let Some(rest) = line.strip_prefix("Step ")
+        && let Some(n) = rest.split_whitespace().next()
+    {
+        *dockerfile_step = Some(format!("Step {n}"));
+    }
+    let mut short: String = line.chars().take(80).collect();
+    if short.len() < line.len() {
+        short.push('…');
+    }
+    match dockerfile_step {
+        Some(s) if !line.starts_with("Step ") => format!("{s} · {short}"),
+        _ => short,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::StepKind;
+    use indicatif::InMemoryTerm;
+
+    fn step(rt: &str, kind: StepKind) -> StepRef {
+        StepRef {
+            runtimes: vec![rt.into()],
+            kind,
+            step_id: kind.name().into(),
+            key: None,
+        }
+    }
+
+    fn display() -> (Arc<Display>, InMemoryTerm) {
+        let term = InMemoryTerm::new(10, 100);
+        let d = Display::with_target(
+            &["alpha".into(), "beta".into()],
+            Verbosity::Normal,
+            ProgressDrawTarget::term_like(Box::new(term.clone())),
+        );
+        (d, term)
+    }
+
+    #[test]
+    fn each_runtime_line_shows_its_current_step_and_build_progress() {
+        let (d, term) = display();
+        let sink = d.sink();
+        sink(&Event::Started {
+            step: step("alpha", StepKind::Build),
+            reason: "image missing".into(),
+        });
+        sink(&Event::Output {
+            step: step("alpha", StepKind::Build),
+            line: "Step 3/7 : RUN make".into(),
+        });
+        sink(&Event::Output {
+            step: step("alpha", StepKind::Build),
+            line: " ---> Running in 0123".into(),
+        });
+        sink(&Event::Skipped {
+            step: step("beta", StepKind::Build),
+            reason: "present".into(),
+        });
+        d.multi.set_move_cursor(false);
+        for bar in d.bars.values() {
+            bar.tick();
+        }
+        let screen = term.contents();
+        assert!(
+            screen.contains("build: Step 3/7 · ---> Running in 0123"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("beta") && screen.contains("build: skipped"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn finish_says_what_ran_and_failures_are_printed_above() {
+        let (d, term) = display();
+        let sink = d.sink();
+        sink(&Event::Finished {
+            step: step("alpha", StepKind::Build),
+            duration: Duration::from_secs(1),
+            detail: "x".into(),
+        });
+        sink(&Event::Failed {
+            step: step("beta", StepKind::Clone),
+            duration: Duration::ZERO,
+            error: "repository not found".into(),
+        });
+        d.finish();
+        let screen = term.contents();
+        assert!(screen.contains("ensured: ran build"), "{screen}");
+        assert!(
+            screen.contains("beta clone FAILED: repository not found"),
+            "{screen}"
+        );
+        assert!(screen.contains("clone: FAILED"), "{screen}");
+    }
+}
