@@ -19,6 +19,9 @@ install_packages() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v git >/dev/null || missing+=(git)
   command -v dot >/dev/null || missing+=(graphviz)
+  command -v jq >/dev/null || missing+=(jq)
+  command -v script >/dev/null || missing+=(bsdutils)
+  command -v flock >/dev/null || missing+=(util-linux)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "test-env: installing ${missing[*]}" >&2
     as_root apt-get update -qq

@@ -339,3 +339,42 @@ fn completions_are_printed_for_each_shell() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn the_nightly_wrapper_keeps_the_ndjson_log_and_alerts_on_failures() {
+    let env = Env::new("uxnightly");
+    env.template("tpl");
+    env.config(&(env.runtime("ok", "tpl") + &env.runtime("gone", "not-there")));
+    let logs = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_planner"))
+        .parent()
+        .unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/nightly/prewarm.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("PATH", path)
+        .env("PLANNER_CONFIG", env.dir.path().join("runtimes.toml"))
+        .env("PLANNER_CACHE_DIR", env.cache.path())
+        .env("PLANNER_LOG_DIR", logs.path())
+        .output()
+        .unwrap();
+    let run = Run::from_output(out);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("1 runtime(s) failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("  gone: "),
+        "names the runtime: {}",
+        run.stderr
+    );
+    let log = std::fs::read_dir(logs.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "summary");
+    assert_eq!(last["ensured"], 1);
+}
