@@ -321,6 +321,81 @@ fn kill_9_at_any_moment_then_rerun_is_correct() {
     }
 }
 
+/// Reads `child`'s stderr until a line contains `needle`; returns everything read.
+fn read_until(child: &mut std::process::Child, needle: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let err = child.stderr.take().unwrap();
+    let mut reader = BufReader::new(err);
+    let mut seen = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains(needle) {
+            break;
+        }
+        line.clear();
+    }
+    // Keep draining in the background so the child never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    seen
+}
+
+#[test]
+fn ctrl_c_cancels_the_build_cleans_up_and_exits_130() {
+    let env = Env::new("sigint");
+    let slow = format!(
+        "FROM {}\nCOPY . /src\nRUN sleep 20 && cat /src/hello.txt > /hello\n",
+        harness::BASE_IMAGE
+    );
+    let sha = env.git.create_repo(
+        "tpl",
+        &[("Dockerfile", slow.as_bytes()), ("hello.txt", b"hi\n")],
+    );
+    env.config(&env.runtime("s", "tpl"));
+    let mut child = env
+        .command(&["ensure", "s"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = read_until(&mut child, "build              started");
+    assert!(seen.contains("build              started"), "{seen}");
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "the 20 s build is abandoned, not awaited"
+    );
+    assert_eq!(
+        env.image_id(&env.image("s", &sha)),
+        None,
+        "no image from a cancelled build"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(env.cache_path().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "temp dirs removed: {tmp:?}");
+    // The completed clone was kept: the rerun goes straight to the build.
+    let fetches = env.git.fetch_count("tpl");
+    let plan = env.planner(&["plan", "s"]);
+    assert!(
+        plan.stdout.contains("Dockerfile verified"),
+        "{}",
+        plan.all()
+    );
+    assert_eq!(env.git.fetch_count("tpl"), fetches);
+}
+
 #[test]
 fn dockerignore_is_applied_with_docker_semantics() {
     let env = Env::new("ignore");
