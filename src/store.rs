@@ -71,6 +71,23 @@ pub enum CheckoutState {
     Corrupt(String),
 }
 
+/// Removes a temp dir left by a killed process. A `git` child of that process may outlive it
+/// for a moment and still be writing there, so removal is retried; if it still fails, the dir
+/// is left for `planner gc` (the new work uses a fresh temp dir, so nothing depends on it).
+fn remove_stale_dir(path: &Path) -> bool {
+    for attempt in 0..5 {
+        match fs::remove_dir_all(path) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) if attempt == 4 => {
+                tracing::warn!("could not remove stale temp dir {}: {e}", path.display());
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
 /// How a command holds the run lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunLockMode {
@@ -178,6 +195,22 @@ impl Store {
         write_atomic(&path, &bytes)
     }
 
+    /// Rewrites a record that restates what its file already says but the time (a warm run's
+    /// resolve-head): atomically like [`Store::write_record`] (temp file, rename), but without
+    /// the fsyncs, which were a third of a warm `ensure`'s CPU time. A power cut can lose only
+    /// this refresh; records are hints, and a lost one is treated as missing.
+    pub fn refresh_record(&self, record: &Record) -> Result<(), StoreError> {
+        let path = self.record_path(&record.key);
+        let dir = path.parent().expect("record paths have parents");
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir, "create temp file"))?;
+        tmp.write_all(&bytes).map_err(io_err(&path, "write"))?;
+        tmp.persist(&path)
+            .map_err(|e| io_err(&path, "rename into place")(e.error))?;
+        Ok(())
+    }
+
     /// Takes the per-key lock, blocking until it is free. Call from a blocking context.
     pub fn lock_blocking(&self, key: &Key) -> Result<KeyLock, StoreError> {
         let file = self.open_lock(key)?;
@@ -254,9 +287,9 @@ impl Store {
             .map_err(io_err(&tmp, "list temp dirs"))?
             .flatten()
         {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let path = entry.path();
-                fs::remove_dir_all(&path).map_err(io_err(&path, "remove stale temp dir"))?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix)
+                && remove_stale_dir(&entry.path())
+            {
                 removed += 1;
             }
         }
@@ -330,6 +363,206 @@ pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+// ---------------------------------------------------------------------------------------
+// Inspection and removal, for `planner status` and `planner gc`. Listing never writes; the
+// removals expect the caller to hold the run lock exclusively and the entry's key lock.
+// ---------------------------------------------------------------------------------------
+
+/// A file in `records/`, parsed if it is a valid record for the key its name says.
+#[derive(Debug, Clone)]
+pub struct RecordFile {
+    pub path: PathBuf,
+    /// Disk usage of the file.
+    pub bytes: u64,
+    /// The key the file name claims (`<key>.json`), if the name parses.
+    pub name_key: Option<Key>,
+    /// The record, when the file is readable, well formed, schema [`RECORD_SCHEMA`] and its
+    /// key matches the name; `None` means malformed.
+    pub record: Option<Record>,
+}
+
+/// A directory under `checkouts/<repo-slug>-<hash8>/`.
+#[derive(Debug, Clone)]
+pub struct CheckoutDir {
+    pub commit: String,
+    pub path: PathBuf,
+    /// Last modification of the directory (when it was checked out), if known.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// An entry of `tmp/`.
+#[derive(Debug, Clone)]
+pub struct TempEntry {
+    pub path: PathBuf,
+    /// The key its name starts with (`<key>.<random>`); `None` for names planner does not make.
+    pub key: Option<Key>,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl Store {
+    /// Every `records/*.json` file, valid or not. A missing records dir is empty.
+    pub fn list_records(&self) -> Result<Vec<RecordFile>, StoreError> {
+        let dir = self.root.join("records");
+        let mut out = Vec::new();
+        for entry in read_dir_or_empty(&dir)? {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let name_key = Key::parse(stem);
+            let record = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+                .filter(|r| r.schema == RECORD_SCHEMA && Some(&r.key) == name_key.as_ref());
+            out.push(RecordFile {
+                bytes: disk_usage(&path),
+                path,
+                name_key,
+                record,
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The checkout directories of `repo`, one per commit-named entry (40 or 64 hex digits).
+    pub fn list_checkouts(&self, repo: &str) -> Result<Vec<CheckoutDir>, StoreError> {
+        let dir = self.root.join("checkouts").join(repo_dir_name(repo));
+        let mut out = Vec::new();
+        for entry in read_dir_or_empty(&dir)? {
+            let commit = entry.file_name().to_string_lossy().into_owned();
+            let is_commit = matches!(commit.len(), 40 | 64)
+                && commit
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !is_commit {
+                continue;
+            }
+            out.push(CheckoutDir {
+                path: entry.path(),
+                modified: fs::symlink_metadata(entry.path())
+                    .and_then(|m| m.modified())
+                    .ok(),
+                commit,
+            });
+        }
+        out.sort_by(|a, b| a.commit.cmp(&b.commit));
+        Ok(out)
+    }
+
+    /// Every entry of `tmp/`. A missing tmp dir is empty.
+    pub fn list_temps(&self) -> Result<Vec<TempEntry>, StoreError> {
+        let dir = self.root.join("tmp");
+        let mut out = Vec::new();
+        for entry in read_dir_or_empty(&dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let key = name.split_once('.').and_then(|(k, _)| Key::parse(k));
+            out.push(TempEntry {
+                path: entry.path(),
+                key,
+                modified: fs::symlink_metadata(entry.path())
+                    .and_then(|m| m.modified())
+                    .ok(),
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Whether another process holds `key`'s lock, without creating the lock file (a key
+    /// nobody ever locked has none). For dry runs; real removals take the lock instead.
+    pub fn is_locked(&self, key: &Key) -> Result<bool, StoreError> {
+        let path = self.lock_path(key);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&path, "open lock file")(e)),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(false),
+            Err(fs::TryLockError::WouldBlock) => Ok(true),
+            Err(fs::TryLockError::Error(e)) => Err(io_err(&path, "lock")(e)),
+        }
+    }
+
+    /// Removes the checkout of `commit` of `repo`: first renamed into `tmp/<key>.gc-…` (so a
+    /// crash leaves a stale temp dir, never a half-deleted checkout), then deleted.
+    /// Hold the clone key's lock (`key`).
+    pub fn discard_checkout(&self, repo: &str, commit: &str, key: &Key) -> Result<(), StoreError> {
+        let path = self.checkout_path(repo, commit);
+        let tmp = self.root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp, "create directory"))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let doomed = tmp.join(format!("{key}.gc-{}-{nanos}", std::process::id()));
+        match fs::rename(&path, &doomed) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&path, "move checkout out of the cache")(e)),
+            Ok(()) => {}
+        }
+        if let Some(parent) = path.parent() {
+            sync_dir(parent);
+        }
+        fs::remove_dir_all(&doomed).map_err(io_err(&doomed, "remove checkout"))
+    }
+
+    /// Removes an entry of `tmp/` (a stale temp dir). Hold its key's lock.
+    pub fn remove_temp(&self, path: &Path) -> Result<(), StoreError> {
+        let removed = match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+            _ => fs::remove_file(path),
+        };
+        match removed {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(path, "remove stale temp dir")(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a record file (an orphan or malformed record).
+    pub fn remove_record_file(&self, path: &Path) -> Result<(), StoreError> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, "remove record")(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn read_dir_or_empty(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(dir, "list directory")(e)),
+    }
+}
+
+/// Disk usage of `path` in bytes, like `du`: allocated blocks of every file, directory and
+/// symlink below it, never following symlinks. Unreadable entries count as 0.
+pub fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir()
+            && let Ok(entries) = fs::read_dir(&p)
+        {
+            stack.extend(entries.flatten().map(|e| e.path()));
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -422,5 +655,107 @@ mod tests {
         let a = repo_dir_name("https://h.example/org/tpl-a.git");
         assert!(a.starts_with("tpl-a-"), "{a}");
         assert_ne!(a, repo_dir_name("https://other.example/org/tpl-a.git"));
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use crate::key::clone_key;
+
+    #[test]
+    fn records_are_listed_with_malformed_ones_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let good = clone_key("r", &"a".repeat(40));
+        store
+            .write_record(&Record {
+                schema: RECORD_SCHEMA,
+                kind: "clone".into(),
+                key: good.clone(),
+                runtimes: vec!["a".into()],
+                repo: "r".into(),
+                branch: None,
+                commit: Some("a".repeat(40)),
+                dockerfile_blake3: None,
+                image_id: None,
+                finished_at: 1,
+            })
+            .unwrap();
+        let bad = clone_key("r", &"b".repeat(40));
+        fs::write(store.record_path(&bad), b"{not json").unwrap();
+        fs::write(dir.path().join("records/notakey.json"), b"{}").unwrap();
+        let list = store.list_records().unwrap();
+        assert_eq!(list.len(), 3);
+        let by_key = |k: &Key| {
+            list.iter()
+                .find(|f| f.name_key.as_ref() == Some(k))
+                .unwrap()
+        };
+        assert!(by_key(&good).record.is_some() && by_key(&good).bytes > 0);
+        assert!(by_key(&bad).record.is_none());
+        assert!(
+            list.iter()
+                .any(|f| f.name_key.is_none() && f.record.is_none())
+        );
+    }
+
+    #[test]
+    fn checkouts_and_temps_are_listed_and_discarded_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let commit = "c".repeat(40);
+        let path = store.checkout_path("r", &commit);
+        fs::create_dir_all(path.join(".git")).unwrap();
+        fs::write(path.join(".git/HEAD"), &commit).unwrap();
+        fs::create_dir_all(path.parent().unwrap().join("not-a-commit")).unwrap();
+        let listed = store.list_checkouts("r").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].commit, commit);
+        assert!(disk_usage(&path) > 0);
+
+        let key = clone_key("r", &commit);
+        let _lock = store.try_lock(&key).unwrap().unwrap();
+        store.discard_checkout("r", &commit, &key).unwrap();
+        assert_eq!(store.checkout_state("r", &commit), CheckoutState::Missing);
+        assert!(
+            store.list_temps().unwrap().is_empty(),
+            "nothing left in tmp"
+        );
+        store.discard_checkout("r", &commit, &key).unwrap();
+
+        let t = store.temp_dir(&key).unwrap().keep();
+        fs::create_dir(dir.path().join("tmp/stray")).unwrap();
+        let temps = store.list_temps().unwrap();
+        assert_eq!(temps.len(), 2);
+        assert!(
+            temps
+                .iter()
+                .any(|e| e.path == t && e.key.as_ref() == Some(&key))
+        );
+        assert!(temps.iter().any(|e| e.key.is_none()));
+        store.remove_temp(&t).unwrap();
+        assert!(!t.exists());
+    }
+
+    #[test]
+    fn is_locked_probes_without_creating_lock_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", "x");
+        assert!(!store.is_locked(&key).unwrap());
+        assert!(!store.lock_path(&key).exists(), "probe creates nothing");
+        let held = store.try_lock(&key).unwrap().unwrap();
+        assert!(store.is_locked(&key).unwrap());
+        drop(held);
+        assert!(!store.is_locked(&key).unwrap());
+    }
+
+    #[test]
+    fn listing_a_missing_cache_dir_is_empty() {
+        let store = Store::read_only(Path::new("/nonexistent/planner-cache"));
+        assert!(store.list_records().unwrap().is_empty());
+        assert!(store.list_temps().unwrap().is_empty());
+        assert!(store.list_checkouts("r").unwrap().is_empty());
     }
 }

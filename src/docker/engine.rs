@@ -2,10 +2,11 @@
 //! negotiated), image inspection, tagging, and builds from a streamed context.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
+use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
 
 /// Labels planner puts on every image it builds, so the image describes itself.
@@ -77,6 +78,31 @@ pub struct BuildRequest {
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
+    known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
+}
+
+/// Above this many references, [`Engine::prefetched`] lists images once instead of inspecting
+/// each: a listing costs dockerd about as much as 20–40 inspects (and grows with the images it
+/// holds), an inspect stays cheap.
+pub const LIST_ABOVE: usize = 64;
+/// Inspects [`Engine::prefetched`] has in flight at once.
+const PREFETCH_CONCURRENCY: usize = 16;
+
+/// Whether a listing filtered by `reference={prefix}*` for `prefixes` answers for `reference`:
+/// a `repo:tag` under one of the prefixes with nothing after it but a name and a tag (what the
+/// pattern's `*` matches), spelled as the engine lists it. References the engine would rewrite
+/// (`docker.io/…`, `library/…`) are left to a live inspect.
+fn listing_covers(prefixes: &[String], reference: &str) -> bool {
+    let rewritten = ["docker.io/", "index.docker.io/", "library/"]
+        .iter()
+        .any(|p| reference.starts_with(p));
+    !rewritten
+        && prefixes.iter().any(|p| {
+            reference
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.contains(':') && !rest.contains(['/', '@']))
+        })
 }
 
 /// The engine address planner uses, as the user would name it.
@@ -99,6 +125,34 @@ impl Engine {
             detail,
             env: env.clone(),
         };
+        #[cfg(unix)]
+        if let Some(path) = host.strip_prefix("unix://") {
+            // Negotiate from the ping's `Api-Version` header, as the docker CLI does: bollard's
+            // negotiation asks `GET /version`, for which dockerd runs `runc --version` and
+            // `docker-init --version` (~10 ms, a sixth of a warm `ensure`).
+            let path = path.to_owned();
+            let ping = tokio::task::spawn_blocking(move || ping_api_version(&path));
+            let version = match tokio::time::timeout(PING_TIMEOUT, ping).await {
+                Err(_) => Err(format!("no answer within {}s", PING_TIMEOUT.as_secs())),
+                Ok(Err(e)) => Err(format!("ping: {e}")),
+                Ok(Ok(answer)) => answer.map_err(|e| e.to_string()),
+            }
+            .map_err(unreachable)?;
+            if let Some(server) = version {
+                let version = if server < *bollard::API_DEFAULT_VERSION {
+                    server
+                } else {
+                    *bollard::API_DEFAULT_VERSION
+                };
+                let docker = Docker::connect_with_unix(&host, BUILD_TIMEOUT.as_secs(), &version)
+                    .map_err(|e| unreachable(e.to_string()))?;
+                return Ok(Engine {
+                    docker,
+                    host,
+                    known: None,
+                });
+            }
+        }
         let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
         let docker = docker.with_timeout(BUILD_TIMEOUT);
         match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
@@ -115,15 +169,148 @@ impl Engine {
             .await
             .map_err(|_| unreachable("version negotiation timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(Engine { docker, host })
+        Ok(Engine {
+            docker,
+            host,
+            known: None,
+        })
     }
 
     pub fn host(&self) -> &str {
         &self.host
     }
 
+    /// A view of this engine that has asked about `references` all at once and answers
+    /// [`inspect`](Engine::inspect) of them from memory (anything else live). Deciding a graph
+    /// asks about two or three tags per runtime, one after the other (the same tag up to three
+    /// times): this asks each once, `:latest` first, taking the tags an answer names for
+    /// answers too (a warm runtime then costs one round trip), or, above [`LIST_ABOVE`]
+    /// references, lists the tags under `image_prefixes` in one call. A reference whose answer
+    /// failed is left to a live inspect, which then reports the error. The answers are a
+    /// snapshot: for deciding, never for the re-check after a step's lock.
+    pub async fn prefetched(&self, references: Vec<String>, image_prefixes: Vec<String>) -> Engine {
+        let mut references = references;
+        references.sort();
+        references.dedup();
+        let mut known = HashMap::with_capacity(references.len());
+        if references.len() > LIST_ABOVE {
+            let mut prefixes = image_prefixes;
+            prefixes.sort();
+            prefixes.dedup();
+            if let Ok(tags) = self.list_tags(&prefixes).await {
+                for reference in references {
+                    if listing_covers(&prefixes, &reference) {
+                        let answer = tags.get(&reference).cloned();
+                        known.insert(reference, answer);
+                    }
+                }
+            }
+        } else {
+            // `:latest` first: in the steady state its image also carries the pinned tag, and an
+            // inspect names every tag of its image, so one round trip answers both (dockerd
+            // answers inspects one at a time, ~0.5 ms each, so round trips are what counts).
+            let (first, then): (Vec<String>, Vec<String>) = references
+                .iter()
+                .cloned()
+                .partition(|r| r.ends_with(":latest"));
+            for round in [first, then] {
+                let round: Vec<String> = round
+                    .into_iter()
+                    .filter(|r| !known.contains_key(r))
+                    .collect();
+                let answers: Vec<_> = futures_util::stream::iter(round)
+                    .map(|reference| async move {
+                        let answer = self.inspect_live(&reference).await;
+                        (reference, answer)
+                    })
+                    .buffer_unordered(PREFETCH_CONCURRENCY)
+                    .collect()
+                    .await;
+                for (reference, answer) in answers {
+                    let Ok(answer) = answer else { continue };
+                    if let Some((info, tags)) = &answer {
+                        for tag in tags {
+                            if tag != &reference && references.binary_search(tag).is_ok() {
+                                known.insert(tag.clone(), Some(info.clone()));
+                            }
+                        }
+                    }
+                    known.insert(reference, answer.map(|(info, _)| info));
+                }
+            }
+        }
+        Engine {
+            known: Some(Arc::new(known)),
+            ..self.clone()
+        }
+    }
+
+    /// Every `repo:tag` under `prefixes`, in one call.
+    async fn list_tags(
+        &self,
+        prefixes: &[String],
+    ) -> Result<HashMap<String, ImageInfo>, DockerError> {
+        let patterns: Vec<String> = prefixes.iter().map(|p| format!("{p}*")).collect();
+        let options = bollard::query_parameters::ListImagesOptions {
+            filters: Some(HashMap::from([("reference".to_owned(), patterns)])),
+            ..Default::default()
+        };
+        let call = self.docker.list_images(Some(options));
+        let images = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Err(_) => return Err(api("list images", "under the image prefixes", "timed out")),
+            Ok(Err(e)) => {
+                return Err(api(
+                    "list images",
+                    "under the image prefixes",
+                    &e.to_string(),
+                ));
+            }
+            Ok(Ok(images)) => images,
+        };
+        let mut tags = HashMap::new();
+        for image in images {
+            let info = ImageInfo {
+                id: image.id,
+                labels: image.labels,
+            };
+            for tag in image.repo_tags {
+                if tag != "<none>:<none>" {
+                    tags.insert(tag, info.clone());
+                }
+            }
+        }
+        Ok(tags)
+    }
+
     /// Inspects an image reference or ID; `None` when the engine has no such image.
     pub async fn inspect(&self, reference: &str) -> Result<Option<ImageInfo>, DockerError> {
+        if let Some(answer) = self.known.as_ref().and_then(|k| k.get(reference)) {
+            return Ok(answer.clone());
+        }
+        Ok(self.inspect_live(reference).await?.map(|(info, _)| info))
+    }
+
+    /// Asks the engine: the image and every `repo:tag` naming it.
+    async fn inspect_live(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(ImageInfo, Vec<String>)>, DockerError> {
+        Ok(self.inspect_raw(reference).await?.map(|image| {
+            (
+                ImageInfo {
+                    id: image.id.unwrap_or_default(),
+                    labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
+                },
+                image.repo_tags.unwrap_or_default(),
+            )
+        }))
+    }
+
+    /// The engine's full inspect answer, with a time limit; `None` for a 404.
+    async fn inspect_raw(
+        &self,
+        reference: &str,
+    ) -> Result<Option<bollard::models::ImageInspect>, DockerError> {
         let call = self.docker.inspect_image(reference);
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Err(_) => Err(api("inspect", reference, "timed out")),
@@ -131,10 +318,7 @@ impl Engine {
                 status_code: 404, ..
             })) => Ok(None),
             Ok(Err(e)) => Err(api("inspect", reference, &e.to_string())),
-            Ok(Ok(image)) => Ok(Some(ImageInfo {
-                id: image.id.unwrap_or_default(),
-                labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
-            })),
+            Ok(Ok(image)) => Ok(Some(image)),
         }
     }
 
@@ -238,6 +422,50 @@ fn build_failed(req: &BuildRequest, detail: String, tail: &Tail) -> DockerError 
     }
 }
 
+/// `GET /_ping` on the engine's unix socket: the API version its `Api-Version` header names
+/// (`None` when there is no such header). An error when the engine does not answer 200.
+#[cfg(unix)]
+fn ping_api_version(socket: &str) -> std::io::Result<Option<ClientVersion>> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(PING_TIMEOUT))?;
+    stream.set_write_timeout(Some(PING_TIMEOUT))?;
+    stream.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    parse_ping_head(&String::from_utf8_lossy(&head))
+}
+
+/// The status line must say 200; returns the `Api-Version` header as a version.
+fn parse_ping_head(head: &str) -> std::io::Result<Option<ClientVersion>> {
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    if !(status.starts_with("HTTP/1.") && status.split(' ').nth(1) == Some("200")) {
+        return Err(std::io::Error::other(format!(
+            "unexpected answer to GET /_ping: {:?}",
+            status.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("api-version"))
+        .and_then(|(_, v)| {
+            let (major, minor) = v.trim().split_once('.')?;
+            Some(ClientVersion {
+                major_version: major.parse().ok()?,
+                minor_version: minor.parse().ok()?,
+            })
+        }))
+}
+
 fn api(what: &str, reference: &str, detail: &str) -> DockerError {
     DockerError::Api {
         what: format!("{what} {reference}"),
@@ -253,9 +481,251 @@ pub fn split_reference(reference: &str) -> (&str, &str) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Listing and removal, for `planner status` and `planner gc`.
+// ---------------------------------------------------------------------------------------
+
+/// An image as listed by the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageEntry {
+    pub id: String,
+    /// `repo:tag` references (never `<none>:<none>`).
+    pub repo_tags: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: i64,
+    /// Total size including layers shared with other images.
+    pub size: u64,
+    /// Bytes no other image shares, when the engine reports it (API ≥ 1.42).
+    pub unique_size: Option<u64>,
+}
+
+/// What removing one image reference did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// The reference is gone; the image was deleted too when `deleted` (it had no other).
+    Removed { deleted: bool },
+    /// The engine refused: a container uses the image (the message names it).
+    InUse(String),
+    /// No such reference (already gone).
+    Missing,
+}
+
+impl Engine {
+    /// Images (not intermediate layers) carrying `label`, whatever its value.
+    pub async fn list_images_with_label(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ImageEntry>, DockerError> {
+        let options = bollard::query_parameters::ListImagesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![label.to_owned()],
+            )])),
+            shared_size: true,
+            ..Default::default()
+        };
+        let call = self.docker.list_images(Some(options));
+        let images = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Err(_) => return Err(api("list images with label", label, "timed out")),
+            Ok(Err(e)) => return Err(api("list images with label", label, &e.to_string())),
+            Ok(Ok(images)) => images,
+        };
+        Ok(images
+            .into_iter()
+            .map(|i| ImageEntry {
+                id: i.id,
+                repo_tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels,
+                created: i.created,
+                size: u64::try_from(i.size).unwrap_or(0),
+                unique_size: (i.shared_size >= 0)
+                    .then(|| u64::try_from(i.size - i.shared_size).unwrap_or(0)),
+            })
+            .collect())
+    }
+
+    /// Bytes each image holds that no other image shares (what deleting it alone frees), by
+    /// image ID, from the engine's disk usage report (`docker system df -v`). For engines
+    /// whose image list does not report shared sizes (API < 1.42).
+    pub async fn unique_image_sizes(&self) -> Result<HashMap<String, u64>, DockerError> {
+        let call = self
+            .docker
+            .df(None::<bollard::query_parameters::DataUsageOptions>);
+        let usage = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Err(_) => return Err(api("disk usage", "of images", "timed out")),
+            Ok(Err(e)) => return Err(api("disk usage", "of images", &e.to_string())),
+            Ok(Ok(usage)) => usage,
+        };
+        Ok(usage
+            .images
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| {
+                let unique = i.size - i.shared_size.max(0);
+                (i.id, u64::try_from(unique).unwrap_or(0))
+            })
+            .collect())
+    }
+
+    /// The creation time of an image as the engine states it (RFC 3339, nanoseconds), or
+    /// `None` when there is no such image.
+    pub async fn image_created(&self, reference: &str) -> Result<Option<String>, DockerError> {
+        Ok(self.inspect_raw(reference).await?.and_then(|i| i.created))
+    }
+
+    /// Containers (running or not) by the ID of the image they use: their names.
+    pub async fn containers_by_image(&self) -> Result<HashMap<String, Vec<String>>, DockerError> {
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let call = self.docker.list_containers(Some(options));
+        let containers = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Err(_) => return Err(api("list containers", "(all)", "timed out")),
+            Ok(Err(e)) => return Err(api("list containers", "(all)", &e.to_string())),
+            Ok(Ok(c)) => c,
+        };
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for c in containers {
+            let Some(image) = c.image_id else { continue };
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .or(c.id.map(|id| id[..12.min(id.len())].to_owned()))
+                .unwrap_or_default();
+            out.entry(image).or_default().push(name);
+        }
+        Ok(out)
+    }
+
+    /// Removes one reference (`repo:tag`) without force: the engine deletes the image only
+    /// when no other reference is left, and refuses (409) when a container uses it.
+    pub async fn remove_reference(&self, reference: &str) -> Result<RemoveOutcome, DockerError> {
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+        };
+        let call = self.docker.remove_image(reference, Some(options), None);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Err(_) => Err(api("remove", reference, "timed out")),
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => Ok(RemoveOutcome::Missing),
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            })) => Ok(RemoveOutcome::InUse(message)),
+            Ok(Err(e)) => Err(api("remove", reference, &e.to_string())),
+            Ok(Ok(items)) => Ok(RemoveOutcome::Removed {
+                deleted: items.iter().any(|i| i.deleted.is_some()),
+            }),
+        }
+    }
+}
+
+/// Parses an RFC 3339 time as the engine writes it (`2024-05-01T12:34:56.123456789Z`, or
+/// with a `±HH:MM` offset) into nanoseconds since the Unix epoch.
+pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: i128 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = &text[start..i];
+        if frac.is_empty() {
+            return None;
+        }
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = digits.parse().ok()?;
+    }
+    let offset_secs: i64 = match &text[i..] {
+        "Z" | "z" => 0,
+        rest if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
+            let h = num(i + 1..i + 3)?;
+            let m = num(i + 4..i + 6)?;
+            let sign = if &rest[..1] == "-" { -1 } else { 1 };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
+    Some(i128::from(secs) * 1_000_000_000 + nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ping_heads_give_the_api_version() {
+        let v = parse_ping_head("HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nOstype: linux\r\n\r\nOK")
+            .unwrap()
+            .unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        assert!(
+            parse_ping_head("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_ping_head("HTTP/1.1 500 Internal Server Error\r\n\r\n").is_err());
+        assert!(parse_ping_head("").is_err());
+    }
+
+    #[test]
+    fn listings_cover_only_tags_they_can_answer() {
+        let prefixes = [
+            "planner-bench/warm-".to_owned(),
+            "localhost:5000/org/".to_owned(),
+        ];
+        let covers = |r: &str| listing_covers(&prefixes, r);
+        assert!(covers("planner-bench/warm-codex:latest"));
+        assert!(covers("planner-bench/warm-codex:0123456789ab"));
+        assert!(covers("localhost:5000/org/codex:latest"));
+        assert!(!covers("planner-bench/other:latest"));
+        assert!(!covers("planner-bench/warm-codex"), "no tag");
+        assert!(
+            !covers("planner-bench/warm-x/y:latest"),
+            "the pattern's * stops at /"
+        );
+        assert!(!covers("sha256:0123"));
+        let hub = ["docker.io/org/".to_owned()];
+        assert!(
+            !listing_covers(&hub, "docker.io/org/codex:latest"),
+            "listed as org/codex"
+        );
+    }
 
     #[test]
     fn references_split_at_the_tag_not_the_port() {
@@ -268,5 +738,24 @@ mod tests {
             split_reference("localhost:5000/a/b"),
             ("localhost:5000/a/b", "latest")
         );
+    }
+
+    #[test]
+    fn rfc3339_times_parse_to_nanoseconds() {
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_nanos("2026-11-23T10:50:51.897481778Z"),
+            Some(1_795_431_051_897_481_778)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos("2026-11-23T11:50:51.5+01:00"),
+            Some(1_795_431_051_500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_nanos("2000-02-29T00:00:00Z"),
+            Some(951_782_400 * 1_000_000_000)
+        );
+        assert!(parse_rfc3339_nanos("yesterday").is_none());
+        assert!(parse_rfc3339_nanos("2026-13-01T00:00:00Z").is_none());
     }
 }

@@ -1,0 +1,220 @@
+//! `planner status`: per runtime, the last resolved commit, its pinned image, `:latest` and the
+//! checkout cache. Reads the cache dir and asks the engine; never writes, and never asks the git
+//! host unless told to refresh (then read only, like `plan`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use crate::config::Runtime;
+use crate::docker::DockerError;
+use crate::docker::engine::{self as eng, Engine};
+use crate::git::{self, GitAuth};
+use crate::key;
+use crate::store::{self, CheckoutState, Store};
+
+/// Version of the `status --json` document.
+pub const STATUS_SCHEMA: u32 = 1;
+
+/// Where the commits come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heads {
+    /// The resolve-head records the last `ensure` wrote (no network).
+    Recorded,
+    /// Ask the git host now (read only; nothing is recorded).
+    Refresh,
+}
+
+/// One runtime's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeStatus {
+    pub runtime: String,
+    pub branch: String,
+    /// The repository identity (URL without credentials).
+    pub repo: String,
+    /// The last resolved commit (or the one just resolved with [`Heads::Refresh`]).
+    pub commit: Option<String>,
+    /// When that commit was resolved, seconds since the Unix epoch.
+    pub resolved_at: Option<u64>,
+    /// Why the commit is unknown, when asking the git host failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub image: ImageStatus,
+    pub latest: LatestStatus,
+    pub checkout: CheckoutStatus,
+}
+
+/// The commit-pinned image `{image_prefix}{runtime}:{sha12}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImageStatus {
+    /// `None` when no commit is known.
+    pub tag: Option<String>,
+    pub present: bool,
+    pub id: Option<String>,
+}
+
+/// `{image_prefix}{runtime}:latest`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LatestStatus {
+    pub tag: String,
+    pub present: bool,
+    pub id: Option<String>,
+    /// The commit `:latest` was built from (its revision label), when planner built it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Whether `:latest` names the pinned image of `commit`; `None` when either is unknown.
+    pub matches_commit: Option<bool>,
+}
+
+/// The checkout of the commit in the cache dir.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckoutStatus {
+    pub present: bool,
+    /// Where it is (or would be); `None` when no commit is known.
+    pub path: Option<PathBuf>,
+    /// Disk usage when present.
+    pub bytes: Option<u64>,
+    /// Why a directory at the path is not a usable checkout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The `status --json` document.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport<'a> {
+    pub schema_version: u32,
+    pub runtimes: &'a [RuntimeStatus],
+}
+
+/// How many git hosts are asked at once with [`Heads::Refresh`].
+const REFRESH_CONCURRENCY: usize = 16;
+
+/// The state of each runtime, in order. `store` should be read only; nothing is written.
+/// Engine failures fail the whole call; a failed refresh only marks that runtime.
+pub async fn status(
+    engine: &Engine,
+    store: &Store,
+    runtimes: &[Arc<Runtime>],
+    heads: Heads,
+    auth: &GitAuth,
+) -> Result<Vec<RuntimeStatus>, DockerError> {
+    let commits: Vec<(Option<String>, Option<u64>, Option<String>)> = match heads {
+        Heads::Recorded => runtimes
+            .iter()
+            .map(|rt| {
+                let rec = store.read_record(&key::resolve_key(&rt.repo_identity(), &rt.branch));
+                match rec.and_then(|r| r.commit.map(|c| (c, r.finished_at))) {
+                    Some((c, at)) => (Some(c), Some(at), None),
+                    None => (None, None, None),
+                }
+            })
+            .collect(),
+        Heads::Refresh => {
+            let http = git::smart_http::client();
+            futures_util::stream::iter(runtimes.iter().map(|rt| {
+                let http = &http;
+                async move {
+                    match git::resolve_head(http, &rt.repo, &rt.branch, &rt.name, auth).await {
+                        Ok(c) => (Some(c), Some(store::now_secs()), None),
+                        Err(e) => (None, None, Some(e.to_string())),
+                    }
+                }
+            }))
+            .buffered(REFRESH_CONCURRENCY)
+            .collect()
+            .await
+        }
+    };
+    let mut out = Vec::with_capacity(runtimes.len());
+    for (rt, (commit, resolved_at, error)) in runtimes.iter().zip(commits) {
+        out.push(runtime_status(engine, store, rt, commit, resolved_at, error).await?);
+    }
+    Ok(out)
+}
+
+async fn runtime_status(
+    engine: &Engine,
+    store: &Store,
+    rt: &Runtime,
+    commit: Option<String>,
+    resolved_at: Option<u64>,
+    error: Option<String>,
+) -> Result<RuntimeStatus, DockerError> {
+    let repo = rt.repo_identity();
+    let pinned = match &commit {
+        Some(c) => {
+            let tag = rt.pinned_tag(c);
+            let info = engine.inspect(&tag).await?;
+            ImageStatus {
+                tag: Some(tag),
+                present: info.is_some(),
+                id: info.map(|i| i.id),
+            }
+        }
+        None => ImageStatus {
+            tag: None,
+            present: false,
+            id: None,
+        },
+    };
+    let latest_tag = rt.latest_tag();
+    let latest_info = engine.inspect(&latest_tag).await?;
+    let latest_commit = latest_info
+        .as_ref()
+        .filter(|i| i.labels.contains_key(eng::LABEL_KEY))
+        .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned());
+    let matches_commit = match (&latest_info, &commit) {
+        (Some(info), Some(c)) => Some(
+            pinned.id.as_deref() == Some(info.id.as_str())
+                || (pinned.id.is_none() && latest_commit.as_deref() == Some(c.as_str())),
+        ),
+        _ => None,
+    };
+    let latest = LatestStatus {
+        tag: latest_tag,
+        present: latest_info.is_some(),
+        id: latest_info.map(|i| i.id),
+        commit: latest_commit,
+        matches_commit,
+    };
+    let checkout = match &commit {
+        None => CheckoutStatus {
+            present: false,
+            path: None,
+            bytes: None,
+            problem: None,
+        },
+        Some(c) => match store.checkout_state(&repo, c) {
+            CheckoutState::Present(path) => CheckoutStatus {
+                present: true,
+                bytes: Some(store::disk_usage(&path)),
+                path: Some(path),
+                problem: None,
+            },
+            CheckoutState::Missing => CheckoutStatus {
+                present: false,
+                path: Some(store.checkout_path(&repo, c)),
+                bytes: None,
+                problem: None,
+            },
+            CheckoutState::Corrupt(why) => CheckoutStatus {
+                present: false,
+                path: Some(store.checkout_path(&repo, c)),
+                bytes: None,
+                problem: Some(why),
+            },
+        },
+    };
+    Ok(RuntimeStatus {
+        runtime: rt.name.clone(),
+        branch: rt.branch.clone(),
+        repo,
+        commit,
+        resolved_at,
+        error,
+        image: pinned,
+        latest,
+        checkout,
+    })
+}
