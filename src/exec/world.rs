@@ -28,6 +28,36 @@ pub struct RealWorld {
     pub read_only: bool,
 }
 
+impl RealWorld {
+    /// This world with an engine view that has already asked about every tag deciding
+    /// `graph` probes (each runtime's pinned tag at its resolved commit, and `:latest`), all at
+    /// once ([`Engine::prefetched`]): for deciding a whole graph. Never for the scheduler,
+    /// whose re-check after a lock must see the engine as it is.
+    pub async fn for_deciding(
+        &self,
+        graph: &crate::plan::Graph,
+        resolutions: &HashMap<crate::plan::NodeId, Result<Resolved, String>>,
+    ) -> RealWorld {
+        let mut references = Vec::new();
+        let mut prefixes = Vec::new();
+        for (&id, resolved) in resolutions {
+            let Ok(resolved) = resolved else { continue };
+            for rt in &graph.node(id).runtimes {
+                references.push(rt.pinned_tag(&resolved.commit));
+                references.push(rt.latest_tag());
+                prefixes.push(rt.image_prefix.clone());
+            }
+        }
+        RealWorld {
+            store: self.store.clone(),
+            engine: self.engine.prefetched(references, prefixes).await,
+            http: self.http.clone(),
+            auth: self.auth.clone(),
+            read_only: self.read_only,
+        }
+    }
+}
+
 fn sha12(commit: &str) -> &str {
     &commit[..12.min(commit.len())]
 }
@@ -35,6 +65,19 @@ fn sha12(commit: &str) -> &str {
 impl RealWorld {
     fn record(
         &self,
+        kind: StepKind,
+        key: &Key,
+        node: &Node,
+        fill: impl FnOnce(&mut Record),
+    ) -> Result<(), StepError> {
+        self.record_with(true, kind, key, node, fill)
+    }
+
+    /// Writes a step's record; not `durable` when it restates what the record already says
+    /// but the time (see [`Store::refresh_record`]).
+    fn record_with(
+        &self,
+        durable: bool,
         kind: StepKind,
         key: &Key,
         node: &Node,
@@ -56,7 +99,11 @@ impl RealWorld {
             finished_at: store::now_secs(),
         };
         fill(&mut rec);
-        Ok(self.store.write_record(&rec)?)
+        if durable {
+            Ok(self.store.write_record(&rec)?)
+        } else {
+            Ok(self.store.refresh_record(&rec)?)
+        }
     }
 
     async fn probe_clone(&self, node: &Node, commit: &str) -> Probe {
@@ -495,7 +542,9 @@ impl Effects for RealWorld {
             Some(_) => format!("{} still at {}", rt.branch, sha12(&commit)),
             None => format!("{} is at {}", rt.branch, sha12(&commit)),
         };
-        self.record(StepKind::ResolveHead, key, node, |r| {
+        // A warm run finds every branch where it was: only the time is new, so no fsync.
+        let changed = previous.as_deref() != Some(commit.as_str());
+        self.record_with(changed, StepKind::ResolveHead, key, node, |r| {
             r.branch = Some(rt.branch.clone());
             r.commit = Some(commit.clone());
         })?;

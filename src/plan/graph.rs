@@ -4,7 +4,7 @@
 //! it reads, and the identities of its needs. Two runtimes whose plans reach an identical step
 //! (same repo, branch, Dockerfile, platform…) share one node, so the work is done once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use petgraph::Direction;
@@ -93,9 +93,13 @@ impl Graph {
         v
     }
 
-    /// The need of `id` whose kind is `kind`, if any.
+    /// The need of `id` whose kind is `kind`, if any (the first in [`Graph::needs`] order).
     pub fn need_of_kind(&self, id: NodeId, kind: StepKind) -> Option<NodeId> {
-        self.needs(id).into_iter().find(|&n| self.g[n].kind == kind)
+        // No `needs()` Vec: this runs for every hop of every `resolve_of`.
+        self.g
+            .neighbors_directed(id, Direction::Incoming)
+            .filter(|&n| self.g[n].kind == kind)
+            .min()
     }
 
     /// The resolve-head node this node's work descends from.
@@ -132,22 +136,30 @@ struct Builder {
     g: DiGraph<Node, ()>,
     by_identity: HashMap<blake3::Hash, NodeId>,
     goals: Vec<NodeId>,
+    /// The same goals, for dedupe in O(1) (a `Vec::contains` made compiling quadratic).
+    goal_set: HashSet<NodeId>,
 }
 
 impl Builder {
     fn add_request(&mut self, rt: &Arc<Runtime>, plan: &Plan) {
-        let mut ids: Vec<NodeId> = Vec::with_capacity(plan.steps.len());
+        // The node of each plan step, by step index.
+        let mut ids: Vec<Option<NodeId>> = vec![None; plan.steps.len()];
+        let goals = plan.goals();
         // Plans are validated acyclic; visit in an order where needs come first.
         for i in plan_order(plan) {
             let step = &plan.steps[i];
-            let need_ids: Vec<NodeId> = step.needs.iter().map(|&n| ids_at(&ids, plan, n)).collect();
+            let need_ids: Vec<NodeId> = step
+                .needs
+                .iter()
+                .map(|&n| ids[n].expect("need visited first"))
+                .collect();
             let identity = identity(step.kind, rt, &step.params, &need_ids, &self.g);
             let id = self.node_for(identity, step, rt);
             for need in need_ids {
                 self.g.update_edge(need, id, ());
             }
-            ids.push(id);
-            if plan.goals().contains(&i) && !self.goals.contains(&id) {
+            ids[i] = Some(id);
+            if goals.contains(&i) && self.goal_set.insert(id) {
                 self.goals.push(id);
             }
         }
@@ -185,15 +197,6 @@ impl Builder {
             goals: self.goals,
         }
     }
-}
-
-/// The NodeId recorded for plan step `n` (steps are pushed in `plan_order`).
-fn ids_at(ids: &[NodeId], plan: &Plan, n: usize) -> NodeId {
-    let pos = plan_order(plan)
-        .iter()
-        .position(|&i| i == n)
-        .expect("need visited first");
-    ids[pos]
 }
 
 /// Plan step indices ordered so that needs come before the steps that need them.

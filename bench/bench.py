@@ -1,0 +1,962 @@
+#!/usr/bin/env python3
+"""planner benchmarks. Run through bench/run.sh (which builds planner, makes sure a Docker
+engine and the base image exist, and calls this); see BENCHMARKS.md for what each measures.
+
+Every comparison runs its two sides alternately (A B, B A, A B, ...) in the same run and
+reports medians and the median of the per-pair ratios, because the machines are noisy.
+Nothing here is a test: a missed target is reported, never asserted.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import glob
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLANNER = os.path.join(ROOT, "target", "release", "planner")
+TOOL = os.path.join(ROOT, "target", "release", "examples", "bench_tool")
+BASE_IMAGE = "planner-test/busybox:latest"
+IMAGE_NS = "planner-bench/"
+# The nine runtimes of the origin provisioner (runtimes.toml).
+NINE = ["autogen", "claude-code", "codex", "crewai", "deepagents", "gemini-cli", "hermes",
+        "langgraph", "openclaw"]
+FIXED_DATE = "2026-01-01T00:00:00Z"
+MB = 1024 * 1024
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(args, check=True, capture=True, env=None, cwd=None, input=None):
+    p = subprocess.run(args, capture_output=capture, text=True, env=env, cwd=cwd, input=input)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{args!r} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PLANNER_") and not k.startswith("GIT_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["DOCKER_BUILDKIT"] = "0"  # the docker CLI side uses the legacy builder, as planner does
+    env.update(extra or {})
+    return env
+
+
+ENV = clean_env()
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def fmt_ms(s):
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def fmt_s(s):
+    return f"{s:.2f} s" if s >= 1 else f"{s * 1000:.0f} ms"
+
+
+def spread(xs):
+    """min–max, to show the noise next to a median."""
+    return f"{fmt_ms(min(xs))}–{fmt_ms(max(xs))}"
+
+
+def timed(args, env=ENV, stdin=None):
+    """Wall time of one process (spawn to exit) and its completed process."""
+    t0 = time.perf_counter()
+    p = subprocess.run(args, capture_output=True, text=True, env=env, stdin=stdin)
+    return time.perf_counter() - t0, p
+
+
+def cpu_time(args, env=ENV):
+    """User + system CPU seconds of one process (and the children it waited for)."""
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed_rss(args, env=ENV):
+    """Wall time and peak RSS (KiB, the kernel's ru_maxrss, as `/usr/bin/time -v` prints it)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *args],
+                           capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        text = open(out.name).read().strip().splitlines()
+        rss = int(text[-1]) if text and text[-1].isdigit() else -1
+    return wall, rss, p
+
+
+def alternate(n, a, b):
+    """Runs a() and b() n times each, alternating which goes first; returns both lists."""
+    ta, tb = [], []
+    for i in range(n):
+        if i % 2 == 0:
+            ta.append(a())
+            tb.append(b())
+        else:
+            tb.append(b())
+            ta.append(a())
+    return ta, tb
+
+
+def pair_ratio(num, den):
+    return median([x / y for x, y in zip(num, den)])
+
+
+# ---- the engine ---------------------------------------------------------------------------
+
+
+def docker_socket():
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        raise RuntimeError(f"the benchmarks need a unix-socket DOCKER_HOST, not {host}")
+    return host[len("unix://"):]
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("docker")
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def engine_get(path):
+    conn = UnixHTTPConnection(docker_socket())
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, body
+
+
+def bench_images():
+    out = sh(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], env=ENV).stdout
+    return [l for l in out.splitlines() if l.startswith(IMAGE_NS)]
+
+
+def remove_images(prefix):
+    refs = [r for r in bench_images() if r.startswith(prefix)]
+    if refs:
+        sh(["docker", "image", "rm", "-f", *refs], env=ENV)
+
+
+def image_id(ref):
+    p = sh(["docker", "image", "inspect", "--format", "{{.Id}}", ref], check=False, env=ENV)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+# ---- the git host -------------------------------------------------------------------------
+
+
+class GitHost:
+    """examples/bench_tool.rs `serve`: tests/support/git_server.rs on 127.0.0.1."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([TOOL, "serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=ENV)
+        self.root = self.proc.stdout.readline().split(" ", 1)[1].strip()
+        self.url = self.proc.stdout.readline().split(" ", 1)[1].strip()
+        self.lock = threading.Lock()
+        self.scratch = tempfile.mkdtemp(prefix="planner-bench-git-")
+
+    def _cmd(self, cmd):
+        with self.lock:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+            lines = []
+            while True:
+                line = self.proc.stdout.readline()
+                if not line or line.strip() == "end":
+                    return lines
+                lines.append(line.split())
+
+    def requests(self):
+        """[(method, path, git command, status)] since the last clear."""
+        return [tuple(l[1:5]) for l in self._cmd("log") if l and l[0] == "req"]
+
+    def clear(self):
+        self._cmd("clear")
+
+    def counts(self, command):
+        """Requests per repo whose git command is `command` (`ls-refs`, `fetch`)."""
+        out = {}
+        for _, path, cmd, _ in self.requests():
+            if cmd == command:
+                repo = path.strip("/").split("/")[0]
+                out[repo] = out.get(repo, 0) + 1
+        return out
+
+    def create_repo(self, name, src_dir, big=False):
+        """A bare repo `name` whose main branch is one commit of src_dir; returns its sha."""
+        bare = os.path.join(self.root, f"{name}.git")
+        git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@planner.invalid",
+               "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"]
+        if big:
+            # Random payloads: no compression, no delta search (it would only cost time).
+            git += ["-c", "core.compression=0", "-c", "pack.compression=0",
+                    "-c", "core.bigFileThreshold=1m"]
+        sh(git + ["init", "-q", "--bare", bare], env=ENV)
+        if big:
+            for k, v in [("core.compression", "0"), ("pack.compression", "0"),
+                         ("core.bigFileThreshold", "1m")]:
+                sh(["git", "--git-dir", bare, "config", k, v], env=ENV)
+        work = os.path.join(self.scratch, name)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(src_dir, work, symlinks=True)
+        env = clean_env({"GIT_AUTHOR_DATE": FIXED_DATE, "GIT_COMMITTER_DATE": FIXED_DATE})
+        sh(git + ["init", "-q", "-b", "main"], cwd=work, env=env)
+        sh(git + ["add", "-A"], cwd=work, env=env)
+        sh(git + ["commit", "-q", "-m", f"template {name}"], cwd=work, env=env)
+        sh(git + ["push", "-q", bare, "HEAD:refs/heads/main"], cwd=work, env=env)
+        sha = sh(git + ["rev-parse", "HEAD"], cwd=work, env=env).stdout.strip()
+        shutil.rmtree(work, ignore_errors=True)
+        return sha
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def pkt(s):
+    return f"{len(s) + 4:04x}{s}"
+
+
+def ls_refs(url, branch="main"):
+    """One protocol v2 ls-refs round trip, as planner's resolve-head does it."""
+    u = url.split("://", 1)[1]
+    hostport, path = u.split("/", 1)
+    host, port = hostport.split(":")
+    body = (pkt("command=ls-refs\n") + "0001" + pkt(f"ref-prefix refs/heads/{branch}\n")
+            + "0000").encode()
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", f"/{path}/git-upload-pack", body=body, headers={
+        "Content-Type": "application/x-git-upload-pack-request",
+        "Accept": "application/x-git-upload-pack-result",
+        "Git-Protocol": "version=2"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status != 200 or b"refs/heads/" not in data:
+        raise RuntimeError(f"ls-refs {url}: {resp.status} {data[:200]!r}")
+    return data[4:44].decode()
+
+
+# ---- fixtures -----------------------------------------------------------------------------
+
+
+class Work:
+    def __init__(self):
+        base = os.environ.get("BENCH_TMPDIR") or None
+        self.dir = tempfile.mkdtemp(prefix="planner-bench-", dir=base)
+
+    def path(self, *parts):
+        p = os.path.join(self.dir, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_tree(root, files):
+    for rel, data in files.items():
+        p = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def write_config(path, repo_prefix, image_prefix, runtimes):
+    lines = ["[defaults]", f'repo_prefix = "{repo_prefix}"', f'image_prefix = "{image_prefix}"',
+             'platform = "linux/amd64"', "", "[git]", "allow_insecure_http = true", ""]
+    lines += [f"[runtimes.{name}]" for name in runtimes]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# Another planner binary to compare with, side by side (`--baseline`), e.g. a build of the
+# commit before a change.
+BASELINE = None
+
+
+def planner(cfg, cache, *args, binary=None):
+    return [binary or PLANNER, "--config", cfg, "--cache-dir", cache, *args]
+
+
+def ensure_ok(cmd, what):
+    p = sh(cmd, check=False, env=ENV)
+    if p.returncode != 0:
+        raise RuntimeError(f"{what}: planner exited {p.returncode}\n{p.stderr[-4000:]}")
+    return p
+
+
+def progress_lines(stderr, step, what):
+    """Plain progress lines `<runtime>  <step>  <what> ...`."""
+    out = []
+    for line in stderr.splitlines():
+        cols = line.split()
+        if len(cols) >= 3 and cols[1] == step and cols[2] == what:
+            out.append(line)
+    return out
+
+
+# ---- 1. warm no-op ensure -----------------------------------------------------------------
+
+SHELL_LOOP = r"""#!/usr/bin/env bash
+# The origin's warm path, per runtime and sequentially: ask the git host for the branch,
+# check the pinned image exists, point :latest at it.
+set -euo pipefail
+for rt in {runtimes}; do
+  sha=$(git ls-remote "{url}tpl-$rt" refs/heads/main | cut -f1)
+  docker image inspect "{prefix}$rt:${{sha:0:12}}" >/dev/null
+  docker tag "{prefix}$rt:${{sha:0:12}}" "{prefix}$rt:latest"
+done
+"""
+
+
+def floor_once(urls, latest_refs):
+    """The lower bound, measured in-process: every runtime's ls-refs round trip in parallel,
+    each followed by one engine call (inspect of its :latest)."""
+    def one(i):
+        ls_refs(urls[i])
+        status, _ = engine_get(f"/v1.41/images/{latest_refs[i]}/json")
+        if status != 200:
+            raise RuntimeError(f"inspect {latest_refs[i]}: {status}")
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        list(pool.map(one, range(len(urls))))
+    return time.perf_counter() - t0
+
+
+def bench_warm(ctx, runs):
+    git, work = ctx["git"], ctx["work"]
+    prefix = IMAGE_NS + "warm-"
+    remove_images(prefix)
+    for rt in NINE:
+        src = work.path("warm-src", rt, "x")
+        src = os.path.dirname(src)
+        write_tree(src, {"Dockerfile": f"FROM scratch\nCOPY hello.txt /hello.txt\n",
+                         "hello.txt": f"hello from {rt}\n"})
+        git.create_repo(f"tpl-{rt}", src)
+    cfg, cache = work.path("warm", "runtimes.toml"), work.path("warm", "cache")
+    write_config(cfg, f"{git.url}tpl-", prefix, NINE)
+    log("1. warm: cold ensure of the nine runtimes (setup, not measured)")
+    ensure_ok(planner(cfg, cache, "ensure", "--all"), "cold ensure")
+    # The warm run does nothing: no step starts, no fetch.
+    git.clear()
+    p = ensure_ok(planner(cfg, cache, "ensure", "--all"), "warm ensure")
+    started = [l for l in p.stderr.splitlines() if " started" in l]
+    fetches = git.counts("fetch")
+    lsrefs = git.counts("ls-refs")
+    script = work.path("warm", "origin-warm.sh")
+    with open(script, "w") as f:
+        f.write(SHELL_LOOP.format(runtimes=" ".join(NINE), url=git.url, prefix=prefix))
+    sh(["bash", script], env=ENV)  # warm it up once (and check it works)
+    a_cmd = planner(cfg, cache, "-q", "ensure", "--all")
+    b_cmd = ["bash", script]
+    for _ in range(2):  # warm-up: page cache, engine, server threads
+        timed(a_cmd)
+
+    def a():
+        t, p = timed(a_cmd)
+        if p.returncode != 0:
+            raise RuntimeError(f"planner warm ensure failed: {p.stderr}")
+        return t
+
+    def b():
+        t, p = timed(b_cmd)
+        if p.returncode != 0:
+            raise RuntimeError(f"shell loop failed: {p.stderr}")
+        return t
+
+    log(f"1. warm: {runs} alternating pairs planner / shell loop")
+    ta, tb = alternate(runs, a, b)
+    urls = [f"{git.url}tpl-{rt}" for rt in NINE]
+    latest = [f"{prefix}{rt}:latest" for rt in NINE]
+    for _ in range(2):
+        floor_once(urls, latest)
+    log(f"1. warm: {runs} alternating pairs planner / in-process floor")
+    ta2, tf = alternate(runs, a, lambda: floor_once(urls, latest))
+    base, ta3 = [], []
+    if BASELINE:
+        b_cmd2 = planner(cfg, cache, "-q", "ensure", "--all", binary=BASELINE)
+        log(f"1. warm: {runs} alternating pairs planner / baseline {BASELINE}")
+        ta3, base = alternate(runs, a, lambda: timed(b_cmd2)[0])
+    # Components of the floor, and of the shell loop.
+    sha = ls_refs(urls[0])
+    pinned0 = f"{prefix}{NINE[0]}:{sha[:12]}"
+    parts = {
+        "git ls-remote": [timed(["git", "ls-remote", urls[0], "refs/heads/main"])[0]
+                          for _ in range(max(runs, 5))],
+        "docker image inspect": [timed(["docker", "image", "inspect", pinned0])[0]
+                                 for _ in range(max(runs, 5))],
+        "docker tag": [timed(["docker", "tag", pinned0, latest[0]])[0]
+                       for _ in range(max(runs, 5))],
+    }
+    one_ls = median([timed_call(lambda: ls_refs(urls[0])) for _ in range(max(runs, 5))])
+    one_inspect = median([timed_call(lambda: engine_get(f"/v1.41/images/{latest[0]}/json"))
+                          for _ in range(max(runs, 5))])
+    cpu = median([cpu_time(a_cmd) for _ in range(max(runs, 5))])
+    # Process startup alone: planner --version.
+    startup = median([timed([PLANNER, "--version"])[0] for _ in range(max(runs, 5))])
+    res = {
+        "runs": runs, "planner": ta, "shell": tb, "planner2": ta2, "floor": tf,
+        "one_ls_refs": one_ls, "one_inspect": one_inspect, "startup": startup, "cpu": cpu,
+        "warm_started_steps": len(started), "warm_fetches": sum(fetches.values()),
+        "warm_ls_refs": sum(lsrefs.values()),
+        "baseline": base, "planner3": ta3,
+        "shell_parts": {k: median(v) for k, v in parts.items()},
+    }
+    ctx["warm"] = {"cfg": cfg, "cache": cache}
+    return res
+
+
+def timed_call(f):
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def report_warm(r):
+    a, b = median(r["planner"]), median(r["shell"])
+    speedup = pair_ratio(r["shell"], r["planner"])
+    a2, fl = median(r["planner2"]), median(r["floor"])
+    vs_floor = pair_ratio(r["planner2"], r["floor"])
+    ok_speed = "met" if speedup >= 20 else "**missed**"
+    ok_wall = "met" if a < 0.060 else "**missed**"
+    return f"""| | median | spread (min–max) | runs |
+|---|---|---|---|
+| planner `ensure --all` (warm, nine runtimes) | **{fmt_ms(a)}** | {spread(r['planner'])} | {r['runs']} |
+| origin's shell loop (`git ls-remote`, `docker image inspect`, `docker tag`) | {fmt_ms(b)} | {spread(r['shell'])} | {r['runs']} |
+| floor: nine ls-refs round trips in parallel, each + one engine inspect (in-process, Python) | {fmt_ms(fl)} | {spread(r['floor'])} | {r['runs']} |
+
+| figure | value | target | |
+|---|---|---|---|
+| speed-up vs the shell loop (median of per-pair ratios) | **{speedup:.1f}x** | ≥ 20x | {ok_speed} |
+| planner wall, nine runtimes | **{fmt_ms(a)}** | < 60 ms | {ok_wall} |
+| planner / floor (second alternation: planner {fmt_ms(a2)} vs floor {fmt_ms(fl)}) | {vs_floor:.2f}x | — | |
+| ceiling on this host: shell loop / floor | {b / fl:.1f}x | | |
+
+Components: one ls-refs round trip alone {fmt_ms(r['one_ls_refs'])}; one engine inspect alone
+{fmt_ms(r['one_inspect'])}; `planner --version` (process start and exit) {fmt_ms(r['startup'])};
+CPU time of one warm `ensure --all` (user + system) {fmt_ms(r['cpu'])}.
+The shell loop's parts, each alone: {', '.join(f'`{k}` {fmt_ms(v)}' for k, v in r['shell_parts'].items())}.
+Check: the warm run started {r['warm_started_steps']} steps and made {r['warm_fetches']} fetches
+({r['warm_ls_refs']} ls-refs requests, one per runtime).
+""" + baseline_row(r["planner3"], r["baseline"])
+
+
+def baseline_row(new, old):
+    if not old:
+        return ""
+    return f"""
+Before/after (alternated in the same run): baseline `{BASELINE}` {fmt_ms(median(old))}
+({spread(old)}), this build {fmt_ms(median(new))} ({spread(new)}): **{pair_ratio(old, new):.2f}x** faster.
+"""
+
+
+# ---- 2. scale of planning -----------------------------------------------------------------
+
+
+def bench_scale(ctx, sizes, runs):
+    work = ctx["work"]
+    res = []
+    for n in sizes:
+        names = [f"rt{i:05d}" for i in range(n)]
+        cfg, cache = work.path(f"scale-{n}", "runtimes.toml"), work.path(f"scale-{n}", "cache")
+        # Repos on a port nothing listens on: --offline never asks the git host.
+        write_config(cfg, "http://127.0.0.1:9/scale-", IMAGE_NS + "scale-", names)
+        sh([TOOL, "seed-records", cfg, cache, "5" * 40], env=ENV)
+        cmd = planner(cfg, cache, "plan", "--all", "--offline", "--format", "json")
+        p = ensure_ok(cmd, f"plan of {n}")
+        doc = json.loads(p.stdout)
+        statuses = {}
+        for s in doc["steps"]:
+            statuses[s["status"]] = statuses.get(s["status"], 0) + 1
+        timed_rss(cmd)  # warm-up
+        log(f"2. scale: {n} runtimes, {runs} runs")
+        walls, rsss = [], []
+        for _ in range(runs):
+            w, rss, p = timed_rss(cmd)
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr)
+            walls.append(w)
+            rsss.append(rss)
+        row = {"n": n, "walls": walls, "rss": rsss, "steps": len(doc["steps"]),
+               "statuses": statuses, "bytes": len(p.stdout)}
+        if BASELINE:
+            old_cmd = planner(cfg, cache, "plan", "--all", "--offline", "--format", "json",
+                              binary=BASELINE)
+            k = 1 if n >= 10000 else min(runs, 3)
+            log(f"2. scale: {n} runtimes, {k} alternating pairs with the baseline")
+            new, old = alternate(k, lambda: timed_rss(cmd), lambda: timed_rss(old_cmd))
+            row["pairs"] = ([w for w, _, _ in new], [w for w, _, _ in old],
+                            [m for _, m, _ in old])
+        res.append(row)
+    return res
+
+
+def report_scale(res):
+    rows = []
+    prev = None
+    for r in res:
+        w, rss = median(r["walls"]), median(r["rss"]) / 1024
+        growth = ""
+        if prev:
+            tw = w / median(prev["walls"])
+            tr = (median(r["rss"]) / median(prev["rss"]))
+            k = r["n"] / prev["n"]
+            growth = f"time x{tw:.1f}, memory x{tr:.1f} for x{k:.0f} runtimes (time ∝ n^{math.log(tw, k):.2f})"
+        statuses = ", ".join(f"{v} {k}" for k, v in sorted(r["statuses"].items()))
+        rows.append(f"| {r['n']:,} | {r['steps']:,} ({statuses}) | **{fmt_ms(w)}** | {spread(r['walls'])} | **{rss:.1f} MiB** | {r['bytes'] / MB:.1f} MiB | {growth} |")
+        prev = r
+    last = res[-1]
+    w, rss = median(last["walls"]), median(last["rss"]) / 1024
+    verdict = ""
+    if last["n"] >= 10000:
+        verdict = (f"\nAt {last['n']:,} runtimes: {fmt_ms(w)} (target < 1 s: "
+                   f"{'met' if w < 1 else '**missed**'}), {rss:.1f} MiB peak RSS (target < 200 MB: "
+                   f"{'met' if rss * MB < 200e6 else '**missed**'}).\n")
+    before = ""
+    if any("pairs" in r for r in res):
+        before = (f"\nBefore/after (alternated in the same run; baseline `{BASELINE}`):\n\n"
+                  "| runtimes | baseline wall | baseline peak RSS | this build wall | faster by |\n"
+                  "|---|---|---|---|---|\n")
+        for r in res:
+            new, old, old_rss = r["pairs"]
+            before += (f"| {r['n']:,} | {fmt_ms(median(old))} | {median(old_rss) / 1024:.1f} MiB | "
+                       f"{fmt_ms(median(new))} | {pair_ratio(old, new):.1f}x |\n")
+    return ("| runtimes | steps in the plan | wall (median) | spread | peak RSS (median) | JSON out | growth from the previous row |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + verdict + before)
+
+
+# ---- 3. cold build overhead ---------------------------------------------------------------
+
+BUILD_DOCKERFILE = f"""FROM {BASE_IMAGE}
+COPY . /src
+RUN cat /src/hello.txt > /hello && ls -lR /src > /listing
+"""
+
+
+def context_files(n_files, size, seed):
+    """Deterministic pseudo-random text files (so contexts compress and diff like code)."""
+    import random
+    rnd = random.Random(seed)
+    words = ["def", "return", "import", "class", "self", "value", "None", "for", "in", "if"]
+    files = {}
+    for i in range(n_files):
+        parts, total = [], 0
+        while total < size:
+            w = rnd.choice(words) + (" " if rnd.random() < 0.85 else "\n")
+            parts.append(w)
+            total += len(w)
+        files[f"pkg/m{i // 50:02d}/f{i:04d}.py"] = "".join(parts)
+    return files
+
+
+def bench_build(ctx, runs):
+    git, work = ctx["git"], ctx["work"]
+    prefix = IMAGE_NS + "build-"
+    remove_images(prefix)
+    src = os.path.dirname(work.path("build-src", "x"))
+    files = context_files(400, 10 * 1024, 3)
+    files.update({"Dockerfile": BUILD_DOCKERFILE, "hello.txt": "hello from build\n",
+                  ".dockerignore": ".git\n"})
+    write_tree(src, files)
+    sha = git.create_repo("tpl-build", src)
+    cfg, cache = work.path("build", "runtimes.toml"), work.path("build", "cache")
+    write_config(cfg, f"{git.url}tpl-", prefix, ["build"])
+    log("3. build: first ensure (clone, verify, build; not measured)")
+    ensure_ok(planner(cfg, cache, "ensure", "build"), "first ensure")
+    pinned, latest = f"{prefix}build:{sha[:12]}", f"{prefix}build:latest"
+    labels = json.loads(sh(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}",
+                            pinned], env=ENV).stdout)
+    checkout = glob.glob(os.path.join(cache, "checkouts", "*", sha))[0]
+    ctx_bytes = sum(len(v.encode()) for v in files.values())
+    cli_tag = f"{prefix}cli:run"
+    cli_cmd = ["docker", "build", "--no-cache", "--force-rm", "--platform", "linux/amd64",
+               "-q", "-f", os.path.join(checkout, "Dockerfile"), "-t", cli_tag]
+    for k, v in sorted(labels.items()):
+        cli_cmd += ["--label", f"{k}={v}"]
+    cli_cmd.append(checkout)
+    p_cmd = planner(cfg, cache, "-v", "ensure", "build")
+
+    def reset():
+        remove_images(prefix)
+        if image_id(pinned) or image_id(cli_tag):
+            raise RuntimeError("images survived removal")
+
+    step_times, cached = [], [0]
+
+    def a():
+        reset()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(p_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, env=ENV)
+        started = done = None
+        text = []
+        for line in proc.stderr:
+            now = time.perf_counter()
+            text.append(line)
+            cols = line.split()
+            if len(cols) >= 3 and cols[1] == "build":
+                if cols[2] == "started":
+                    started = now
+                elif cols[2] == "done":
+                    done = now
+        rc = proc.wait()
+        wall = time.perf_counter() - t0
+        out = "".join(text)
+        if rc != 0 or started is None or done is None:
+            raise RuntimeError(f"planner build run failed ({rc}):\n{out[-3000:]}")
+        if "Using cache" in out:
+            cached[0] += 1
+        step_times.append(done - started)
+        return wall
+
+    def b():
+        reset()
+        t, p = timed(cli_cmd)
+        if p.returncode != 0:
+            raise RuntimeError(f"docker build failed:\n{p.stderr[-3000:]}")
+        return t
+
+    a(), b()  # warm-up pair
+    step_times.clear()
+    log(f"3. build: {runs} alternating pairs planner ensure / docker build --no-cache")
+    ta, tb = alternate(runs, a, b)
+    reset()
+    return {"runs": runs, "planner": ta, "docker": tb, "step": step_times, "cached": cached[0],
+            "files": len(files), "bytes": ctx_bytes, "labels": len(labels)}
+
+
+def report_build(r):
+    a, b, s = median(r["planner"]), median(r["docker"]), median(r["step"])
+    ratio = pair_ratio(r["planner"], r["docker"])
+    sratio = pair_ratio(r["step"], r["docker"])
+    ok = "met" if ratio <= 1.05 else "**missed**"
+    return f"""Context: {r['files']} files, {r['bytes'] / MB:.1f} MiB; Dockerfile `FROM {BASE_IMAGE}`, `COPY . /src`, one `RUN`; {r['labels']} labels on both sides.
+
+| | median | spread (min–max) | runs |
+|---|---|---|---|
+| `planner ensure` (resolve, probe, build, tag, records) — whole process | **{fmt_s(a)}** | {spread(r['planner'])} | {r['runs']} |
+| planner's build step alone (`build started` → `build done` lines) | {fmt_s(s)} | {spread(r['step'])} | {r['runs']} |
+| `docker build --no-cache` (legacy builder, same context, Dockerfile and labels) | **{fmt_s(b)}** | {spread(r['docker'])} | {r['runs']} |
+
+| figure | value | target | |
+|---|---|---|---|
+| whole `planner ensure` / `docker build` (median of per-pair ratios) | **{ratio:.3f}x** | ≤ 1.05x | {ok} |
+| build step alone / `docker build` | {sratio:.3f}x | — | |
+
+Layer cache: every run starts with the images removed (which removes their intermediate
+layers, the legacy builder's only cache); planner builds logged "Using cache" in
+{r['cached']} of {r['runs']} runs.
+"""
+
+
+# ---- 4. streaming context -----------------------------------------------------------------
+
+
+def bench_context(ctx, sizes_mb, runs):
+    git, work = ctx["git"], ctx["work"]
+    prefix = IMAGE_NS + "ctx-"
+    remove_images(prefix)
+    names = [f"c{s}" for s in sizes_mb]
+    shas = {}
+    for size, name in zip(sizes_mb, names):
+        src = os.path.dirname(work.path(f"ctx-src-{name}", "x"))
+        write_tree(src, {"Dockerfile": "FROM scratch\nCOPY Dockerfile /Dockerfile\n",
+                         ".dockerignore": ".git\n"})
+        # Files of 10 MiB random bytes (the largest), plus 1,000 small files.
+        left = size * MB
+        i = 0
+        while left > 0:
+            n = min(left, 10 * MB)
+            with open(os.path.join(src, f"blob{i:03d}.bin"), "wb") as f:
+                f.write(os.urandom(n))
+            left -= n
+            i += 1
+        small = {f"small/d{j // 100:02d}/s{j:04d}.txt": f"small file {j}\n" * 4 for j in range(1000)}
+        write_tree(src, small)
+        log(f"4. context: creating the {size} MiB template repo")
+        shas[name] = git.create_repo(f"tpl-{name}", src, big=True)
+        shutil.rmtree(src, ignore_errors=True)
+    cfg, cache = work.path("ctx", "runtimes.toml"), work.path("ctx", "cache")
+    write_config(cfg, f"{git.url}tpl-", prefix, names)
+    log("4. context: first ensure (clone, verify, build; not measured)")
+    ensure_ok(planner(cfg, cache, "ensure", "--all"), "first ensure")
+    res = []
+    for size, name in zip(sizes_mb, names):
+        walls, rss = [], []
+        sent = []
+        for _ in range(runs):
+            remove_images(prefix + name)
+            # The context walker's debug line says what it sent (`bytes: N` in its stats).
+            env = clean_env({"PLANNER_LOG": "planner::docker::context=debug"})
+            w, m, p = timed_rss(planner(cfg, cache, "ensure", name), env=env)
+            if p.returncode != 0 or not progress_lines(p.stderr, "build", "done"):
+                raise RuntimeError(f"ensure {name} did not build:\n{p.stderr[-3000:]}")
+            found = re.search(r"bytes: (\d+)", p.stderr)
+            sent.append(int(found.group(1)) if found else -1)
+            walls.append(w)
+            rss.append(m)
+        res.append({"mb": size, "walls": walls, "rss": rss, "sent": max(sent)})
+        log(f"4. context: {size} MiB: {median(rss) / 1024:.1f} MiB peak RSS")
+    # Baseline: the same binary doing a warm no-op (no context at all).
+    base = [timed_rss(planner(cfg, cache, "ensure", names[0]))[1] for _ in range(runs)]
+    remove_images(prefix)
+    return {"sizes": res, "base": base, "runs": runs}
+
+
+def report_context(r):
+    rows = []
+    for s in r["sizes"]:
+        rss = median(s["rss"]) / 1024
+        w = median(s["walls"])
+        sent = f"{s['sent'] / MB:.1f} MiB" if s["sent"] >= 0 else "?"
+        rows.append(f"| {s['mb']} MiB (+1,000 small files) | {sent} | **{rss:.1f} MiB** | {min(s['rss']) / 1024:.1f}–{max(s['rss']) / 1024:.1f} MiB | {fmt_s(w)} | {s['sent'] / MB / w:.0f} MiB/s |")
+    base = median(r["base"]) / 1024
+    worst = max(median(s["rss"]) for s in r["sizes"]) / 1024
+    first, last = median(r["sizes"][0]["rss"]) / 1024, median(r["sizes"][-1]["rss"]) / 1024
+    ok = "met" if worst < 64 else "**missed**"
+    return f"""| context | sent to the engine (file bytes) | peak RSS (median) | spread | `ensure` wall (build + tag) | throughput |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + f"""
+| (baseline: warm no-op `ensure`, no context sent) | 0 | {base:.1f} MiB | | | |
+
+Largest peak RSS {worst:.1f} MiB (target < 64 MB: {ok}); {r['sizes'][-1]['mb']} MiB vs
+{r['sizes'][0]['mb']} MiB context: {last - first:+.1f} MiB. {r['runs']} runs per size.
+"""
+
+
+# ---- 5. parallel cold prewarm -------------------------------------------------------------
+
+COLD_DOCKERFILE = f"""FROM {BASE_IMAGE}
+COPY . /src
+RUN cat /src/hello.txt > /hello && ls -lR /src > /listing
+"""
+
+
+def bench_cold(ctx, runs):
+    git, work = ctx["git"], ctx["work"]
+    prefix = IMAGE_NS + "cold-"
+    remove_images(prefix)
+    for i, rt in enumerate(NINE):
+        src = os.path.dirname(work.path("cold-src", rt, "x"))
+        files = context_files(100, 8 * 1024, 100 + i)
+        files.update({"Dockerfile": COLD_DOCKERFILE, "hello.txt": f"hello from {rt}\n"})
+        write_tree(src, files)
+        git.create_repo(f"cold-{rt}", src)
+    cfg = work.path("cold", "runtimes.toml")
+    write_config(cfg, f"{git.url}cold-", prefix, NINE)
+    checks = []
+
+    def run(jobs):
+        remove_images(prefix)
+        cache = work.path("cold", f"cache-{len(checks)}", "x")
+        cache = os.path.dirname(cache)
+        git.clear()
+        t, p = timed(planner(cfg, cache, "-v", "ensure", "--all", "--jobs", str(jobs)))
+        if p.returncode != 0:
+            raise RuntimeError(f"cold ensure --jobs {jobs} failed:\n{p.stderr[-3000:]}")
+        fetch, lsr = git.counts("fetch"), git.counts("ls-refs")
+        checks.append({
+            "jobs": jobs,
+            "clones": len(progress_lines(p.stderr, "clone", "done")),
+            "builds": len(progress_lines(p.stderr, "build", "done")),
+            "tags": len(progress_lines(p.stderr, "tag-latest", "done")),
+            "fetch_max": max(fetch.values() or [0]), "fetch_repos": len(fetch),
+            "lsrefs_max": max(lsr.values() or [0]), "cached": p.stderr.count("Using cache"),
+        })
+        shutil.rmtree(cache, ignore_errors=True)
+        return t
+
+    run(4)  # warm-up (page cache, base image layers)
+    checks.clear()
+    log(f"5. cold: {runs} alternating pairs --jobs 1 / --jobs 4")
+    t1, t4 = alternate(runs, lambda: run(1), lambda: run(4))
+    # Two processes at once on one cold cache dir: each key is still fetched and built once.
+    remove_images(prefix)
+    cache = os.path.dirname(work.path("cold", "cache-concurrent", "x"))
+    git.clear()
+    # Named runtimes, not --all: the run lock is then shared and both processes work at once,
+    # kept apart only by the per-key locks and the re-check after taking one.
+    cmd = planner(cfg, cache, "-v", "ensure", *NINE, "--jobs", "4")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=ENV) for _ in range(2)]
+    outs = [pr.communicate()[1] for pr in procs]
+    fetch = git.counts("fetch")
+    concurrent_check = {
+        "rcs": [pr.returncode for pr in procs],
+        "builds": sum(len(progress_lines(o, "build", "done")) for o in outs),
+        "clones": sum(len(progress_lines(o, "clone", "done")) for o in outs),
+        "fetch_max": max(fetch.values() or [0]), "fetch_repos": len(fetch),
+        "per_process": [len(progress_lines(o, "build", "done")) for o in outs],
+        "waited": sum(o.count(" waiting (") for o in outs),
+        "meanwhile": sum(o.count("done meanwhile by another process") for o in outs),
+    }
+    remove_images(prefix)
+    return {"runs": runs, "j1": t1, "j4": t4, "checks": checks, "concurrent": concurrent_check}
+
+
+def report_cold(r):
+    a, b = median(r["j1"]), median(r["j4"])
+    speed = pair_ratio(r["j1"], r["j4"])
+    ok = all(c["clones"] == 9 and c["builds"] == 9 and c["tags"] == 9 and c["fetch_max"] == 1
+             and c["fetch_repos"] == 9 and c["lsrefs_max"] == 1 and c["cached"] == 0
+             for c in r["checks"])
+    cc = r["concurrent"]
+    cc_ok = cc["rcs"] == [0, 0] and cc["builds"] == 9 and cc["clones"] == 9 and cc["fetch_max"] == 1
+    rows = "\n".join(
+        f"| --jobs {c['jobs']} | {c['clones']} | {c['builds']} | {c['tags']} | {c['fetch_repos']} repos, ≤ {c['fetch_max']} each | ≤ {c['lsrefs_max']} per repo | {c['cached']} |"
+        for c in r["checks"])
+    return f"""Nine cold runtimes (empty cache dir, no images): clone, verify, build (`FROM {BASE_IMAGE}`, `COPY`, one `RUN`), tag.
+
+| | median | spread (min–max) | runs |
+|---|---|---|---|
+| `ensure --all --jobs 1` | **{fmt_s(a)}** | {spread(r['j1'])} | {r['runs']} |
+| `ensure --all --jobs 4` | **{fmt_s(b)}** | {spread(r['j4'])} | {r['runs']} |
+| speed-up, jobs 4 over jobs 1 (median of per-pair ratios) | **{speed:.2f}x** | | |
+
+Work done per run (from planner's progress lines and the git server's request log):
+
+| run | clones | builds | `:latest` tags | fetches | ls-refs | "Using cache" |
+|---|---|---|---|---|---|---|
+{rows}
+
+Identical work done twice: {'never' if ok else '**yes — see the table**'}. Two `ensure <the nine names> --jobs 4`
+processes started together on one cold cache dir: exit codes {cc['rcs']}, {cc['clones']} clones
+and {cc['builds']} builds in total, {cc['fetch_repos']} repos fetched, at most {cc['fetch_max']}
+time each ({'each key done once' if cc_ok else '**duplicated work**'}). Builds per process:
+{cc['per_process']}; steps that waited for the other process's lock: {cc['waited']}; steps
+found done by the other process once their lock was free: {cc['meanwhile']}.
+"""
+
+
+# ---- the report ---------------------------------------------------------------------------
+
+
+def machine():
+    cpu = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = "?"
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal"):
+            mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    dv = sh(["docker", "version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"],
+            env=ENV, check=False).stdout.strip()
+    gv = sh(["git", "--version"], env=ENV).stdout.strip()
+    rv = sh(["rustc", "--version"], env=ENV, check=False).stdout.strip()
+    rev = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], env=ENV, check=False).stdout.strip()
+    dirty = sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], env=ENV,
+               check=False).stdout.strip()
+    info = sh(["docker", "info", "--format", "{{.Driver}} storage, {{.CgroupDriver}} cgroups"],
+              env=ENV, check=False).stdout.strip()
+    return [
+        ("CPU", f"{os.cpu_count()} × {cpu}"),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("Docker engine", f"{dv}, {info}"),
+        ("git", gv),
+        ("rustc", rv),
+        ("planner", f"{rev}{' + uncommitted changes' if dirty else ''}, `cargo build --release`"),
+        ("load average at start", " ".join(open("/proc/loadavg").read().split()[:3])),
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer runs, smaller 2nd size for 4")
+    ap.add_argument("--only", default="1,2,3,4,5", help="comma-separated benchmark numbers")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.md"))
+    ap.add_argument("--command", default="bench/run.sh")
+    ap.add_argument("--baseline", help="another planner binary to compare with in 1 and 2")
+    ap.add_argument("--update-doc", action="store_true",
+                    help="also replace the generated part of BENCHMARKS.md with these results")
+    args = ap.parse_args()
+    global BASELINE
+    BASELINE = args.baseline
+    only = {int(x) for x in args.only.split(",") if x}
+    q = args.quick
+    started = time.time()
+    mach = machine()
+    ctx = {"git": GitHost(), "work": Work()}
+    sections = []
+    try:
+        if 1 in only:
+            sections.append(("1. Warm no-op ensure of the nine runtimes",
+                             report_warm(bench_warm(ctx, 7 if q else 21))))
+        if 2 in only:
+            sections.append(("2. Scale of planning: `plan --all --offline --format json`",
+                             report_scale(bench_scale(ctx, [100, 1000, 10000], 3 if q else 7))))
+        if 3 in only:
+            sections.append(("3. Cold build overhead: planner's build vs `docker build`",
+                             report_build(bench_build(ctx, 4 if q else 12))))
+        if 4 in only:
+            sections.append(("4. Streaming build context: planner's peak RSS",
+                             report_context(bench_context(ctx, [50, 500], 1 if q else 3))))
+        if 5 in only:
+            sections.append(("5. Parallel cold prewarm: `--jobs 1` vs `--jobs 4`",
+                             report_cold(bench_cold(ctx, 2 if q else 5))))
+    finally:
+        ctx["git"].close()
+        ctx["work"].close()
+        for ref in bench_images():
+            sh(["docker", "image", "rm", "-f", ref], env=ENV, check=False)
+    took = time.time() - started
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != {1, 2, 3, 4, 5} else "")
+    cmd += f" --baseline {args.baseline}" if args.baseline else ""
+    out = [f"Produced by `{cmd}` on {when} in {took / 60:.1f} min.", "",
+           "| machine | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in mach]
+    for title, body in sections:
+        out += ["", f"### {title}", "", body.rstrip()]
+    text = "\n".join(out) + "\n"
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+    log(f"results written to {os.path.relpath(args.out, ROOT)}")
+    if args.update_doc:
+        doc = os.path.join(ROOT, "BENCHMARKS.md")
+        begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+        old = open(doc).read()
+        head, rest = old.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with open(doc, "w") as f:
+            f.write(f"{head}{begin}\n{text}{end}{tail}")
+        log("BENCHMARKS.md updated")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+//! Helpers for the benchmarks in `bench/` (run them with `bench/run.sh`; see BENCHMARKS.md).
+//!
+//! ```text
+//! bench_tool serve
+//!     Starts the test git smart-HTTP server (tests/support/git_server.rs: `git http-backend`
+//!     behind a std-only HTTP server on 127.0.0.1) and prints `root <GIT_PROJECT_ROOT>` and
+//!     `url <base URL>`. Bare repos created under the root (`<root>/<name>.git`) are served at
+//!     `<url><name>`. Then reads commands on stdin, one per line:
+//!       log    prints `req <method> <path> <git command or -> <status>` per request since the
+//!              last `clear`, then `end`
+//!       clear  forgets the requests seen so far
+//!     and stops (removing the root) at end of input.
+//! bench_tool seed-records <runtimes.toml> <cache-dir> <commit>
+//!     Writes, for every runtime of the config, the resolve-head record an `ensure` would have
+//!     left (branch HEAD = <commit>), so that `plan --offline` has an answer for each. Records
+//!     are written without fsync (it is a fixture, not planner's store).
+//! ```
+#[allow(dead_code)]
+#[path = "../tests/support/git_server.rs"]
+mod git_server;
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use planner::config::{self, EnvOverrides};
+use planner::key;
+use planner::plan::PlanSet;
+use planner::store::{RECORD_SCHEMA, Record, now_secs};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["serve"] => serve(),
+        ["seed-records", cfg, cache, commit] => seed(Path::new(cfg), Path::new(cache), commit),
+        _ => {
+            eprintln!(
+                "usage: bench_tool serve | bench_tool seed-records <runtimes.toml> <cache-dir> <commit>"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let server = git_server::GitServer::start();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "root {}", server.root().display());
+    let _ = writeln!(out, "url {}", server.base_url());
+    let _ = out.flush();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match line.trim() {
+            "log" => {
+                for r in server.requests() {
+                    let _ = writeln!(
+                        out,
+                        "req {} {} {} {}",
+                        r.method,
+                        r.path,
+                        r.command.as_deref().unwrap_or("-"),
+                        r.status
+                    );
+                }
+                let _ = writeln!(out, "end");
+            }
+            "clear" => {
+                server.clear_log();
+                let _ = writeln!(out, "end");
+            }
+            "" => {}
+            other => {
+                let _ = writeln!(out, "error unknown command {other:?}");
+            }
+        }
+        let _ = out.flush();
+    }
+    ExitCode::SUCCESS
+}
+
+fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
+    let plans = match PlanSet::load(None) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bench_tool: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let exists = |name: &str| plans.get(name).is_some();
+    let config = match config::load(cfg, &EnvOverrides::default(), &exists) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench_tool: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let records = cache.join("records");
+    if let Err(e) = std::fs::create_dir_all(&records) {
+        eprintln!("bench_tool: create {}: {e}", records.display());
+        return ExitCode::FAILURE;
+    }
+    for rt in config.runtimes.values() {
+        let repo = rt.repo_identity();
+        let rec = Record {
+            schema: RECORD_SCHEMA,
+            kind: "resolve-head".into(),
+            key: key::resolve_key(&repo, &rt.branch),
+            runtimes: vec![rt.name.clone()],
+            repo,
+            branch: Some(rt.branch.clone()),
+            commit: Some(commit.to_owned()),
+            dockerfile_blake3: None,
+            image_id: None,
+            finished_at: now_secs(),
+        };
+        let path = records.join(format!("{}.json", rec.key));
+        let bytes = serde_json::to_vec_pretty(&rec).expect("records serialize");
+        if let Err(e) = std::fs::write(&path, bytes) {
+            eprintln!("bench_tool: write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("seeded {}", config.runtimes.len());
+    ExitCode::SUCCESS
+}
