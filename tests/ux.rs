@@ -109,6 +109,18 @@ fn json_events_follow_the_schema_and_the_summary_counts_them() {
     assert_eq!(summary["ran_steps"], 0, "{}", warm.stdout);
     assert_eq!(summary["skipped_steps"], 5);
     assert_eq!(distinct(&objs, "step_skipped").len(), 5);
+
+    // --dry-run --json is the plan's JSON (one object), and agrees: nothing but resolves to run.
+    let dry = env.planner(&["ensure", "--all", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    let plan: Value = serde_json::from_str(&dry.stdout).expect("one JSON object");
+    let to_run: Vec<&Value> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "run" && s["step"] != "resolve-head")
+        .collect();
+    assert!(to_run.is_empty(), "{}", dry.stdout);
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make sure each runtime's image exists for its branch HEAD: clone, build and tag only what is missing
     #[command(
-        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all`"
+        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all` (with --json: `plan --format json`)\n  planner ensure --all --json --no-wait -q > prewarm.ndjson   # a nightly job: events + summary, exit 75 if busy"
     )]
     Ensure(EnsureArgs),
     /// Show per runtime the last resolved commit, its image, `:latest` and the checkout cache (no network unless --refresh)
@@ -143,7 +143,7 @@ pub struct EnsureArgs {
     /// At most N clones and builds at once [default: CPUs, at most 4]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
-    /// Print the plan instead of running it (same as `planner plan`)
+    /// Print the plan instead of running it (same as `planner plan`; with --json, its JSON)
     #[arg(long)]
     pub dry_run: bool,
     /// Stop at the first failure instead of finishing the other runtimes
@@ -244,7 +244,12 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Plan(args) => cmd_plan(&globals, &args.selection, args.format, args.offline).await,
         Command::Ensure(args) if args.dry_run => {
-            cmd_plan(&globals, &args.selection, Format::Text, false).await
+            let format = if args.json {
+                Format::Json
+            } else {
+                Format::Text
+            };
+            cmd_plan(&globals, &args.selection, format, false).await
         }
         Command::Ensure(args) => cmd_ensure(&globals, args, verbosity(&cli)).await,
         Command::Status(args) => ops::cmd_status(&globals, args).await,
