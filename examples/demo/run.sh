@@ -6,6 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$root/scripts/test-env.sh"
+trap stop_private_engine EXIT   # only stops an engine this script started
 
 repos="$here/.repos"
 for tpl in "$here"/templates/*/; do
