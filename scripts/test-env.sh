@@ -64,7 +64,10 @@ make_base_image() {
 
 stop_private_engine() {
   if [ -n "${PLANNER_STARTED_ENGINE:-}" ]; then
-    as_root kill "$PLANNER_STARTED_ENGINE" 2>/dev/null || true
+    # $PLANNER_STARTED_ENGINE is the subshell that runs dockerd; dockerd's own pid is in its pidfile.
+    local pid
+    pid=$(cat "$PLANNER_ENGINE_DIR/docker.pid" 2>/dev/null || true)
+    if [ -n "$pid" ]; then as_root kill "$pid" 2>/dev/null || true; fi
     wait "$PLANNER_STARTED_ENGINE" 2>/dev/null || true
   fi
 }
