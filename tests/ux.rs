@@ -237,7 +237,7 @@ fn a_terminal_gets_a_live_display_that_respects_no_color_and_dumb() {
     assert!(screen.contains("\x1b[36m"), "coloured spinner");
     assert!(screen.contains("build: "), "current step shown: {screen:?}");
     assert!(
-        screen.contains("ensured: ran"),
+        screen.contains("ensured in ") && screen.contains("s: ran clone"),
         "final line per runtime: {screen:?}"
     );
     assert!(screen.contains("RUNTIME"), "summary table");

@@ -22,6 +22,8 @@ pub fn usable() -> bool {
 /// The display: a line per runtime, in request order.
 pub struct Display {
     multi: MultiProgress,
+    /// The style of an ended line: no spinner, no per-step elapsed time.
+    done_style: ProgressStyle,
     bars: HashMap<String, ProgressBar>,
     /// Per runtime: the steps that ran or were skipped so far (shown when the runtime ends).
     state: Mutex<HashMap<String, RuntimeState>>,
@@ -35,6 +37,8 @@ struct RuntimeState {
     failed: bool,
     /// The last Dockerfile step marker seen in the build output (`Step 3/7`).
     dockerfile_step: Option<String>,
+    /// Time spent in the runtime's steps that ran.
+    busy: Duration,
 }
 
 impl Display {
@@ -64,8 +68,12 @@ impl Display {
                 (rt.clone(), bar)
             })
             .collect();
+        let done_style =
+            ProgressStyle::with_template(&format!("  {{prefix:<{width}.bold}}  {{wide_msg}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
         Arc::new(Display {
             multi,
+            done_style,
             bars,
             state: Mutex::new(HashMap::new()),
             verbosity,
@@ -121,7 +129,8 @@ impl Display {
                 st.skipped += 1;
                 bar.set_message(format!("{kind}: skipped"));
             }
-            Event::Finished { .. } => {
+            Event::Finished { duration, .. } => {
+                st.busy += *duration;
                 if step.kind != crate::plan::StepKind::ResolveHead {
                     st.ran.push(kind);
                 }
@@ -151,10 +160,15 @@ impl Display {
                 continue;
             }
             let msg = match state.get(rt) {
-                Some(s) if !s.ran.is_empty() => format!("ensured: ran {}", s.ran.join(", ")),
+                Some(s) if !s.ran.is_empty() => format!(
+                    "ensured in {:.1}s: ran {}",
+                    s.busy.as_secs_f64(),
+                    s.ran.join(", ")
+                ),
                 Some(s) => format!("ensured: nothing to do ({} steps skipped)", s.skipped),
                 None => "not started".to_owned(),
             };
+            bar.set_style(self.done_style.clone());
             bar.finish_with_message(msg);
         }
     }
@@ -266,7 +280,7 @@ mod tests {
         });
         d.finish();
         let screen = term.contents();
-        assert!(screen.contains("ensured: ran build"), "{screen}");
+        assert!(screen.contains("ensured in 1.0s: ran build"), "{screen}");
         assert!(
             screen.contains("beta clone FAILED: repository not found"),
             "{screen}"
