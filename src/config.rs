@@ -350,8 +350,44 @@ fn validate_runtime(
             format!("invalid runtime name {rt:?}: names must match ^[a-z0-9][a-z0-9._-]*$ (at most 128 characters)"),
         ));
     }
-    let table = name.span();
-    let repo = match &raw.repo {
+    // A refusal points at where the value came from (the runtime's table, [defaults], the env).
+    let refused = |value: &Sourced, m: String| {
+        refuse(loc, value, name.span(), format!("runtime {rt:?}: {m}"))
+    };
+    let repo = repo_of(rt, raw, defaults);
+    let repo_url = validate_repo_url(&repo.value, git).map_err(|m| refused(&repo, m))?;
+    let branch = override_or(&raw.branch, &defaults.branch);
+    validate_branch(&branch.value).map_err(|m| refused(&branch, m))?;
+    let dockerfile = override_or(&raw.dockerfile, &defaults.dockerfile);
+    let dockerfile_path =
+        validate_dockerfile(&dockerfile.value).map_err(|m| refused(&dockerfile, m))?;
+    let platform = override_or(&raw.platform, &defaults.platform);
+    validate_platform(&platform.value).map_err(|m| refused(&platform, m))?;
+    let image_prefix = override_or(&raw.image_prefix, &defaults.image_prefix);
+    validate_image_repo(&format!("{}{rt}", image_prefix.value))
+        .map_err(|m| refused(&image_prefix, m))?;
+    let plan = override_or(&raw.plan, &defaults.plan);
+    if !plan_exists(&plan.value) {
+        let m = format!(
+            "unknown plan {:?}: add plans/{}.toml (or pass --plans DIR holding it)",
+            plan.value, plan.value
+        );
+        return Err(refused(&plan, m));
+    }
+    Ok(Runtime {
+        name: rt.clone(),
+        repo: repo_url,
+        branch: branch.value,
+        dockerfile: dockerfile_path,
+        platform: platform.value,
+        image_prefix: image_prefix.value,
+        plan: plan.value,
+    })
+}
+
+/// The runtime's repository: its own `repo`, else its (or the default) `repo_prefix` + name.
+fn repo_of(rt: &str, raw: &RawRuntime, defaults: &Defaults) -> Sourced {
+    match &raw.repo {
         Some(r) => Sourced {
             value: r.get_ref().clone(),
             span: Some(r.span()),
@@ -364,56 +400,7 @@ fn validate_runtime(
                 ..prefix
             }
         }
-    };
-    let repo_url = validate_repo_url(&repo.value, git)
-        .map_err(|m| refuse(loc, &repo, table.clone(), format!("runtime {rt:?}: {m}")))?;
-    let branch = override_or(&raw.branch, &defaults.branch);
-    validate_branch(&branch.value)
-        .map_err(|m| refuse(loc, &branch, table.clone(), format!("runtime {rt:?}: {m}")))?;
-    let dockerfile = override_or(&raw.dockerfile, &defaults.dockerfile);
-    let dockerfile_path = validate_dockerfile(&dockerfile.value).map_err(|m| {
-        refuse(
-            loc,
-            &dockerfile,
-            table.clone(),
-            format!("runtime {rt:?}: {m}"),
-        )
-    })?;
-    let platform = override_or(&raw.platform, &defaults.platform);
-    validate_platform(&platform.value).map_err(|m| {
-        refuse(
-            loc,
-            &platform,
-            table.clone(),
-            format!("runtime {rt:?}: {m}"),
-        )
-    })?;
-    let image_prefix = override_or(&raw.image_prefix, &defaults.image_prefix);
-    validate_image_repo(&format!("{}{rt}", image_prefix.value)).map_err(|m| {
-        refuse(
-            loc,
-            &image_prefix,
-            table.clone(),
-            format!("runtime {rt:?}: {m}"),
-        )
-    })?;
-    let plan = override_or(&raw.plan, &defaults.plan);
-    if !plan_exists(&plan.value) {
-        let m = format!(
-            "runtime {rt:?}: unknown plan {:?}: add plans/{}.toml (or pass --plans DIR holding it)",
-            plan.value, plan.value
-        );
-        return Err(refuse(loc, &plan, table, m));
     }
-    Ok(Runtime {
-        name: rt.clone(),
-        repo: repo_url,
-        branch: branch.value,
-        dockerfile: dockerfile_path,
-        platform: platform.value,
-        image_prefix: image_prefix.value,
-        plan: plan.value,
-    })
 }
 
 fn validate_default_runtime(
