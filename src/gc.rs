@@ -46,6 +46,7 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
+    /// The kind as written in reports: `image`, `checkout`, `temp-dir`, `record`.
     pub fn name(self) -> &'static str {
         match self {
             ItemKind::Image => "image",
@@ -69,6 +70,7 @@ pub enum ItemStatus {
 }
 
 impl ItemStatus {
+    /// The status as written in `--json`: `would-remove`, `removed`, `skipped`, `failed`.
     pub fn name(&self) -> &'static str {
         match self {
             ItemStatus::Planned => "would-remove",
@@ -153,6 +155,7 @@ impl GcPlan {
         self.counted().filter(|i| i.kind == kind).count()
     }
 
+    /// How many items could not be removed.
     pub fn failed(&self) -> usize {
         self.items
             .iter()
@@ -160,6 +163,7 @@ impl GcPlan {
             .count()
     }
 
+    /// How many items were left in place.
     pub fn skipped(&self) -> usize {
         self.items
             .iter()
@@ -167,6 +171,7 @@ impl GcPlan {
             .count()
     }
 
+    /// The items that were (or would be) removed.
     fn counted(&self) -> impl Iterator<Item = &GcItem> {
         self.items
             .iter()
@@ -174,6 +179,7 @@ impl GcPlan {
     }
 }
 
+/// The first 12 characters of a commit, as in pinned tags.
 fn sha12(commit: &str) -> &str {
     &commit[..12.min(commit.len())]
 }
@@ -223,39 +229,54 @@ struct CommitArtifacts {
 
 const NANOS: i128 = 1_000_000_000;
 
+/// `t` in nanoseconds since the epoch (0 before it).
 fn system_nanos(t: std::time::SystemTime) -> i128 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
 }
 
 /// Decides what to keep and what to remove. Writes nothing.
+///
+/// Lists planner's images, the containers and the records; then, per repository, decides which
+/// commits each runtime keeps and which pinned tags and checkouts go; then adds stale temp dirs
+/// and orphan records.
 pub async fn plan(
     engine: &Engine,
     store: &Store,
     runtimes: &[Arc<Runtime>],
     keep: usize,
 ) -> Result<GcPlan, GcError> {
-    let keep = keep.max(1);
+    let mut planner = Planner::survey(engine, store, runtimes, keep.max(1)).await?;
+    for (repo, group) in &by_repo(runtimes) {
+        planner.plan_repo(repo, group).await?;
+    }
+    planner.into_plan().await
+}
+
+/// Runtimes grouped by repository (they share checkouts).
+fn by_repo(runtimes: &[Arc<Runtime>]) -> BTreeMap<String, Vec<Arc<Runtime>>> {
+    let mut repos: BTreeMap<String, Vec<Arc<Runtime>>> = BTreeMap::new();
+    for rt in runtimes {
+        repos
+            .entry(rt.repo_identity())
+            .or_default()
+            .push(Arc::clone(rt));
+    }
+    repos
+}
+
+/// Planner's images by ID: those whose labels prove planner built them.
+async fn own_images(
+    engine: &Engine,
+    runtimes: &[Arc<Runtime>],
+) -> Result<BTreeMap<String, OwnImage>, DockerError> {
     let image_repos: BTreeSet<String> = runtimes.iter().map(|r| r.image_repo()).collect();
-    let mut own: BTreeMap<String, OwnImage> = BTreeMap::new();
+    let mut own = BTreeMap::new();
     for entry in engine.list_images_with_label(eng::LABEL_KEY).await? {
         let Some((key, commit)) = own_labels(&entry.labels) else {
             continue;
         };
-        // Precise creation times only matter for ranking this config's images.
-        let ours = entry
-            .repo_tags
-            .iter()
-            .any(|t| image_repos.contains(eng::split_reference(t).0));
-        let precise = if ours {
-            engine
-                .image_created(&entry.id)
-                .await?
-                .and_then(|c| eng::parse_rfc3339_nanos(&c))
-        } else {
-            None
-        };
-        let created = precise.unwrap_or(i128::from(entry.created) * NANOS);
+        let created = created_nanos(engine, &entry, &image_repos).await?;
         own.insert(
             entry.id.clone(),
             OwnImage {
@@ -266,165 +287,350 @@ pub async fn plan(
             },
         );
     }
-    let containers = engine.containers_by_image().await?;
-    let records = store.list_records()?;
+    Ok(own)
+}
 
-    // Runtimes grouped by repository (they share checkouts).
-    let mut repos: BTreeMap<String, Vec<Arc<Runtime>>> = BTreeMap::new();
-    for rt in runtimes {
-        repos
-            .entry(rt.repo_identity())
-            .or_default()
-            .push(Arc::clone(rt));
+/// When `entry` was created, in nanoseconds since the epoch. Precise creation times only
+/// matter for ranking this config's images (tagged in `image_repos`), so only those are asked
+/// of the engine; the others get the listing's seconds.
+async fn created_nanos(
+    engine: &Engine,
+    entry: &ImageEntry,
+    image_repos: &BTreeSet<String>,
+) -> Result<i128, DockerError> {
+    let ours = entry
+        .repo_tags
+        .iter()
+        .any(|t| image_repos.contains(eng::split_reference(t).0));
+    let precise = if ours {
+        engine
+            .image_created(&entry.id)
+            .await?
+            .and_then(|c| eng::parse_rfc3339_nanos(&c))
+    } else {
+        None
+    };
+    Ok(precise.unwrap_or(i128::from(entry.created) * NANOS))
+}
+
+/// The pinned tags gc removes from one image, the runtimes they belong to, and their commit.
+#[derive(Debug, Default)]
+struct Untag {
+    tags: BTreeSet<String>,
+    runtimes: BTreeSet<String>,
+    commit: String,
+}
+
+/// The state [`plan`] builds up: what the engine and the cache dir hold, and the decisions
+/// made so far.
+struct Planner<'a> {
+    engine: &'a Engine,
+    store: &'a Store,
+    keep: usize,
+    own: BTreeMap<String, OwnImage>,
+    /// Image ID -> names of the containers using it.
+    containers: HashMap<String, Vec<String>>,
+    records: Vec<store::RecordFile>,
+    kept: Vec<KeptCommit>,
+    /// Image ID -> what gc removes from it.
+    untag: BTreeMap<String, Untag>,
+    /// Checkout items, in repository order.
+    checkouts: Vec<GcItem>,
+}
+
+impl<'a> Planner<'a> {
+    /// Lists planner's images, the containers using images, and the records.
+    async fn survey(
+        engine: &'a Engine,
+        store: &'a Store,
+        runtimes: &[Arc<Runtime>],
+        keep: usize,
+    ) -> Result<Self, GcError> {
+        let own = own_images(engine, runtimes).await?;
+        let containers = engine.containers_by_image().await?;
+        let records = store.list_records()?;
+        Ok(Planner {
+            engine,
+            store,
+            keep,
+            own,
+            containers,
+            records,
+            kept: Vec::new(),
+            untag: BTreeMap::new(),
+            checkouts: Vec::new(),
+        })
     }
-    let mut kept = Vec::new();
-    // image ID -> (tags to remove, runtimes, commit)
-    let mut untag: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>, String)> = BTreeMap::new();
-    let mut checkout_list = Vec::new();
 
-    for (repo, group) in &repos {
-        let checkouts = store.list_checkouts(repo)?;
+    /// Decides for the runtimes of one repository (`group`): the commits each keeps, the
+    /// pinned tags that go, then the checkouts no runtime keeps.
+    async fn plan_repo(&mut self, repo: &str, group: &[Arc<Runtime>]) -> Result<(), GcError> {
+        let checkouts = self.store.list_checkouts(repo)?;
         let mut keep_checkouts: BTreeSet<String> = BTreeSet::new();
         for rt in group {
-            let latest = engine.inspect(&rt.latest_tag()).await?;
-            let latest_id = latest.as_ref().map(|i| i.id.clone());
-            let latest_commit = latest
-                .as_ref()
-                .and_then(|i| own_labels(&i.labels))
-                .map(|(_, c)| c);
-            let commits = artifacts(rt, repo, group.len(), &own, &checkouts, &records);
-            let mut ranked: Vec<(&String, &CommitArtifacts)> = commits.iter().collect();
-            ranked.sort_by(|a, b| b.1.seen.cmp(&a.1.seen).then(b.0.cmp(a.0)));
-            for (rank, (commit, arts)) in ranked.iter().enumerate() {
-                let newest = (rank < keep).then_some(rank + 1);
-                let is_latest = latest_commit.as_deref() == Some(commit.as_str());
-                if newest.is_some() || is_latest {
-                    keep_checkouts.insert((*commit).clone());
-                    kept.push(KeptCommit {
-                        runtime: rt.name.clone(),
-                        commit: (*commit).clone(),
-                        newest,
-                        latest: is_latest,
-                        image: arts.images.first().map(|(_, t)| t.clone()),
-                        checkout: arts.checkout.clone(),
-                    });
-                    continue;
-                }
-                for (id, tag) in &arts.images {
-                    if Some(id) == latest_id.as_ref() {
-                        continue;
-                    }
-                    let e = untag.entry(id.clone()).or_default();
-                    e.0.insert(tag.clone());
-                    e.1.insert(rt.name.clone());
-                    e.2 = (*commit).clone();
-                }
-            }
-            if let Some(c) = latest_commit {
-                keep_checkouts.insert(c);
-            }
+            let commits = self.plan_runtime(rt, repo, group.len(), &checkouts).await?;
+            keep_checkouts.extend(commits);
         }
         let names: Vec<String> = group.iter().map(|r| r.name.clone()).collect();
         for co in &checkouts {
             if keep_checkouts.contains(&co.commit) {
                 continue;
             }
-            let key = key::clone_key(repo, &co.commit);
-            let status = if store.is_locked(&key)? {
-                ItemStatus::Skipped(format!(
-                    "another planner process holds its lock (key {})",
-                    key.short()
-                ))
+            self.checkouts
+                .push(checkout_item(self.store, repo, &names, co)?);
+        }
+        Ok(())
+    }
+
+    /// Ranks `rt`'s commits newest first; keeps the newest `keep` and the one `:latest` names,
+    /// and marks the other commits' pinned tags for removal. Returns the commits whose
+    /// checkouts stay.
+    async fn plan_runtime(
+        &mut self,
+        rt: &Runtime,
+        repo: &str,
+        runtimes_on_repo: usize,
+        checkouts: &[CheckoutDir],
+    ) -> Result<Vec<String>, GcError> {
+        let latest = self.engine.inspect(&rt.latest_tag()).await?;
+        let latest_id = latest.as_ref().map(|i| i.id.clone());
+        let latest_commit = latest
+            .as_ref()
+            .and_then(|i| own_labels(&i.labels))
+            .map(|(_, c)| c);
+        let commits = artifacts(
+            rt,
+            repo,
+            runtimes_on_repo,
+            &self.own,
+            checkouts,
+            &self.records,
+        );
+        let mut keep_checkouts = Vec::new();
+        for (rank, (commit, arts)) in newest_first(&commits).into_iter().enumerate() {
+            let newest = (rank < self.keep).then_some(rank + 1);
+            let is_latest = latest_commit.as_deref() == Some(commit.as_str());
+            if newest.is_some() || is_latest {
+                keep_checkouts.push(commit.clone());
+                self.kept
+                    .push(kept_commit(rt, commit, arts, newest, is_latest));
             } else {
-                ItemStatus::Planned
-            };
-            checkout_list.push(GcItem {
-                kind: ItemKind::Checkout,
-                runtimes: names.clone(),
-                tags: Vec::new(),
-                image_id: None,
-                path: Some(co.path.clone()),
-                commit: Some(co.commit.clone()),
-                repo: Some(repo.clone()),
-                key: Some(key),
-                bytes: store::disk_usage(&co.path),
-                deletes_image: false,
-                reason: format!("commit {} is not kept", sha12(&co.commit)),
-                status,
-                after: Vec::new(),
-            });
+                self.untag_commit(rt, commit, arts, latest_id.as_deref());
+            }
+        }
+        keep_checkouts.extend(latest_commit);
+        Ok(keep_checkouts)
+    }
+
+    /// Marks the pinned tags of a commit `rt` does not keep for removal, except on the image
+    /// `:latest` names (`latest_id`).
+    fn untag_commit(
+        &mut self,
+        rt: &Runtime,
+        commit: &str,
+        arts: &CommitArtifacts,
+        latest_id: Option<&str>,
+    ) {
+        for (id, tag) in &arts.images {
+            if Some(id.as_str()) == latest_id {
+                continue;
+            }
+            let e = self.untag.entry(id.clone()).or_default();
+            e.tags.insert(tag.clone());
+            e.runtimes.insert(rt.name.clone());
+            e.commit = commit.to_owned();
         }
     }
 
-    // Images: one item per image, with every pinned tag gc removes from it.
-    let unique_sizes = if untag.keys().any(|id| own[id].entry.unique_size.is_none()) {
-        engine.unique_image_sizes().await?
-    } else {
-        HashMap::new()
-    };
-    let mut items = Vec::new();
-    for (id, (tags, rts, commit)) in untag {
-        let img = &own[&id];
-        let remaining: Vec<&String> = img
+    /// The plan: image items, checkout items, temp dir items, then orphan records; the kept
+    /// commits by runtime, newest first.
+    async fn into_plan(mut self) -> Result<GcPlan, GcError> {
+        let mut items = self.image_items().await?;
+        let removals = PlannedRemovals::new(&items, &self.checkouts);
+        items.append(&mut self.checkouts);
+        items.extend(temp_dir_items(self.store)?);
+        let records = std::mem::take(&mut self.records);
+        items.extend(self.record_items(records, &removals));
+        self.kept.sort_by(|a, b| {
+            (&a.runtime, a.newest.unwrap_or(usize::MAX))
+                .cmp(&(&b.runtime, b.newest.unwrap_or(usize::MAX)))
+        });
+        Ok(GcPlan {
+            keep: self.keep,
+            dry_run: true,
+            kept: self.kept,
+            items,
+        })
+    }
+
+    /// One item per image, with every pinned tag gc removes from it. Asks the engine for
+    /// unique sizes only when the listing lacks one.
+    async fn image_items(&mut self) -> Result<Vec<GcItem>, DockerError> {
+        let untag = std::mem::take(&mut self.untag);
+        let unique_sizes = if untag
+            .keys()
+            .any(|id| self.own[id].entry.unique_size.is_none())
+        {
+            self.engine.unique_image_sizes().await?
+        } else {
+            HashMap::new()
+        };
+        Ok(untag
+            .into_iter()
+            .map(|(id, u)| self.image_item(id, u, &unique_sizes))
+            .collect())
+    }
+
+    /// The item removing `u.tags` from image `id`: it deletes the image when no other tag is
+    /// left (then a container using it makes it skipped), otherwise it frees nothing.
+    fn image_item(&self, id: String, u: Untag, unique_sizes: &HashMap<String, u64>) -> GcItem {
+        let img = &self.own[&id];
+        let remaining: Vec<&str> = img
             .entry
             .repo_tags
             .iter()
-            .filter(|t| !tags.contains(*t))
+            .filter(|t| !u.tags.contains(*t))
+            .map(String::as_str)
             .collect();
         let deletes = remaining.is_empty();
-        let mut reason = format!("commit {} is not kept", sha12(&commit));
+        let mut reason = format!("commit {} is not kept", sha12(&u.commit));
         if !deletes {
-            let rest: Vec<&str> = remaining.iter().map(|s| s.as_str()).collect();
             reason.push_str(&format!(
                 "; the image stays, still tagged {}",
-                rest.join(", ")
+                remaining.join(", ")
             ));
         }
-        let status = match containers.get(&id) {
+        let status = match self.containers.get(&id) {
             Some(names) if deletes => ItemStatus::Skipped(format!(
                 "used by container {}; planner never force-removes (remove the container first)",
                 names.join(", ")
             )),
             _ => ItemStatus::Planned,
         };
-        items.push(GcItem {
-            kind: ItemKind::Image,
-            runtimes: rts.into_iter().collect(),
-            tags: tags.into_iter().collect(),
-            bytes: if deletes {
-                img.entry
-                    .unique_size
-                    .or_else(|| unique_sizes.get(&id).copied())
-                    .unwrap_or(img.entry.size)
-            } else {
-                0
-            },
+        let bytes = if deletes {
+            img.entry
+                .unique_size
+                .or_else(|| unique_sizes.get(&id).copied())
+                .unwrap_or(img.entry.size)
+        } else {
+            0
+        };
+        GcItem {
+            runtimes: u.runtimes.into_iter().collect(),
+            tags: u.tags.into_iter().collect(),
+            bytes,
             image_id: Some(id),
-            path: None,
-            commit: Some(commit),
-            repo: None,
+            commit: Some(u.commit),
             key: Some(img.key.clone()),
             deletes_image: deletes,
-            reason,
-            status,
-            after: Vec::new(),
-        });
+            ..new_item(ItemKind::Image, reason, status)
+        }
     }
-    // Images that go away with their last tag, and checkouts, by what records refer to.
-    let deleted_images: HashMap<String, usize> = items
-        .iter()
-        .enumerate()
-        .filter(|(_, it)| it.deletes_image && it.status == ItemStatus::Planned)
-        .filter_map(|(i, it)| it.image_id.clone().map(|id| (id, i)))
-        .collect();
-    let removed_checkouts: HashMap<(String, String), usize> = checkout_list
-        .iter()
-        .enumerate()
-        .filter(|(_, it)| it.status == ItemStatus::Planned)
-        .filter_map(|(j, it)| Some(((it.repo.clone()?, it.commit.clone()?), items.len() + j)))
-        .collect();
-    items.append(&mut checkout_list);
 
+    /// One item per orphan record (see [`record_orphan`]), malformed ones included.
+    fn record_items(
+        &self,
+        records: Vec<store::RecordFile>,
+        removals: &PlannedRemovals,
+    ) -> Vec<GcItem> {
+        let images_by_key: HashMap<&Key, Vec<&String>> =
+            self.own.values().fold(HashMap::new(), |mut m, img| {
+                m.entry(&img.key).or_default().push(&img.entry.id);
+                m
+            });
+        let mut items = Vec::new();
+        for file in records {
+            let orphan = match &file.record {
+                None => Some((
+                    "malformed: not a valid record for its name".to_owned(),
+                    vec![],
+                )),
+                Some(rec) => record_orphan(rec, self.store, &self.own, &images_by_key, removals),
+            };
+            if let Some((reason, after)) = orphan {
+                items.push(record_item(file, reason, after));
+            }
+        }
+        items
+    }
+}
+
+/// `rt`'s commits, newest evidence first (ties: the greater commit first).
+fn newest_first(commits: &BTreeMap<String, CommitArtifacts>) -> Vec<(&String, &CommitArtifacts)> {
+    let mut ranked: Vec<(&String, &CommitArtifacts)> = commits.iter().collect();
+    ranked.sort_by(|a, b| b.1.seen.cmp(&a.1.seen).then(b.0.cmp(a.0)));
+    ranked
+}
+
+/// What gc keeps of `commit` for `rt`, and why (`newest` rank, `:latest`).
+fn kept_commit(
+    rt: &Runtime,
+    commit: &str,
+    arts: &CommitArtifacts,
+    newest: Option<usize>,
+    latest: bool,
+) -> KeptCommit {
+    KeptCommit {
+        runtime: rt.name.clone(),
+        commit: commit.to_owned(),
+        newest,
+        latest,
+        image: arts.images.first().map(|(_, t)| t.clone()),
+        checkout: arts.checkout.clone(),
+    }
+}
+
+/// An item of `kind` with only its reason and status; the caller fills in the rest.
+fn new_item(kind: ItemKind, reason: String, status: ItemStatus) -> GcItem {
+    GcItem {
+        kind,
+        runtimes: Vec::new(),
+        tags: Vec::new(),
+        image_id: None,
+        path: None,
+        commit: None,
+        repo: None,
+        key: None,
+        bytes: 0,
+        deletes_image: false,
+        reason,
+        status,
+        after: Vec::new(),
+    }
+}
+
+/// The item removing checkout `co` of `repo` (shared by the runtimes `names`); skipped while
+/// another process holds its clone key's lock.
+fn checkout_item(
+    store: &Store,
+    repo: &str,
+    names: &[String],
+    co: &CheckoutDir,
+) -> Result<GcItem, StoreError> {
+    let key = key::clone_key(repo, &co.commit);
+    let status = if store.is_locked(&key)? {
+        ItemStatus::Skipped(format!(
+            "another planner process holds its lock (key {})",
+            key.short()
+        ))
+    } else {
+        ItemStatus::Planned
+    };
+    let reason = format!("commit {} is not kept", sha12(&co.commit));
+    Ok(GcItem {
+        runtimes: names.to_vec(),
+        path: Some(co.path.clone()),
+        commit: Some(co.commit.clone()),
+        repo: Some(repo.to_owned()),
+        key: Some(key),
+        bytes: store::disk_usage(&co.path),
+        ..new_item(ItemKind::Checkout, reason, status)
+    })
+}
+
+/// One item per temp dir left with a key; skipped while a process holds that key's lock.
+fn temp_dir_items(store: &Store) -> Result<Vec<GcItem>, StoreError> {
+    let mut items = Vec::new();
     for tmp in store.list_temps()? {
         let Some(key) = tmp.key else { continue };
         let status = if store.is_locked(&key)? {
@@ -435,73 +641,60 @@ pub async fn plan(
         } else {
             ItemStatus::Planned
         };
+        let reason = "left by an interrupted run (no process holds its key lock)".into();
         items.push(GcItem {
-            kind: ItemKind::TempDir,
-            runtimes: Vec::new(),
-            tags: Vec::new(),
-            image_id: None,
             bytes: store::disk_usage(&tmp.path),
             path: Some(tmp.path),
-            commit: None,
-            repo: None,
             key: Some(key),
-            deletes_image: false,
-            reason: "left by an interrupted run (no process holds its key lock)".into(),
-            status,
-            after: Vec::new(),
+            ..new_item(ItemKind::TempDir, reason, status)
         });
     }
+    Ok(items)
+}
 
-    let images_by_key: HashMap<&Key, Vec<&String>> =
-        own.values().fold(HashMap::new(), |mut m, img| {
-            m.entry(&img.key).or_default().push(&img.entry.id);
-            m
-        });
-    for file in records {
-        let orphan = match &file.record {
-            None => Some((
-                "malformed: not a valid record for its name".to_owned(),
-                vec![],
-            )),
-            Some(rec) => record_orphan(
-                rec,
-                store,
-                &own,
-                &images_by_key,
-                &removed_checkouts,
-                &deleted_images,
-            ),
-        };
-        let Some((reason, after)) = orphan else {
-            continue;
-        };
-        let rec = file.record.as_ref();
-        items.push(GcItem {
-            kind: ItemKind::Record,
-            runtimes: rec.map(|r| r.runtimes.clone()).unwrap_or_default(),
-            tags: Vec::new(),
-            image_id: rec.and_then(|r| r.image_id.clone()),
-            path: Some(file.path),
-            commit: rec.and_then(|r| r.commit.clone()),
-            repo: rec.map(|r| r.repo.clone()),
-            key: file.name_key,
-            bytes: file.bytes,
-            deletes_image: false,
-            reason,
-            status: ItemStatus::Planned,
-            after,
-        });
+/// The item removing record `file`, an orphan for `reason` once the items `after` are gone.
+fn record_item(file: store::RecordFile, reason: String, after: Vec<usize>) -> GcItem {
+    let rec = file.record.as_ref();
+    GcItem {
+        runtimes: rec.map(|r| r.runtimes.clone()).unwrap_or_default(),
+        image_id: rec.and_then(|r| r.image_id.clone()),
+        path: Some(file.path),
+        commit: rec.and_then(|r| r.commit.clone()),
+        repo: rec.map(|r| r.repo.clone()),
+        key: file.name_key,
+        bytes: file.bytes,
+        after,
+        ..new_item(ItemKind::Record, reason, ItemStatus::Planned)
     }
-    kept.sort_by(|a, b| {
-        (&a.runtime, a.newest.unwrap_or(usize::MAX))
-            .cmp(&(&b.runtime, b.newest.unwrap_or(usize::MAX)))
-    });
-    Ok(GcPlan {
-        keep,
-        dry_run: true,
-        kept,
-        items,
-    })
+}
+
+/// The planned removals that make records orphans, each by its item index: images that go
+/// away with their last tag, and checkouts (by repository and commit).
+struct PlannedRemovals {
+    images: HashMap<String, usize>,
+    checkouts: HashMap<(String, String), usize>,
+}
+
+impl PlannedRemovals {
+    /// From the image items and the checkout items that follow them.
+    fn new(images: &[GcItem], checkouts: &[GcItem]) -> Self {
+        let images_map = images
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.deletes_image && it.status == ItemStatus::Planned)
+            .filter_map(|(i, it)| it.image_id.clone().map(|id| (id, i)))
+            .collect();
+        let checkouts_map = checkouts
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.status == ItemStatus::Planned)
+            .filter_map(|(j, it)| Some(((it.repo.clone()?, it.commit.clone()?), images.len() + j)))
+            .collect();
+        PlannedRemovals {
+            images: images_map,
+            checkouts: checkouts_map,
+        }
+    }
 }
 
 /// The commits of `rt` that have an artifact (a pinned image or a checkout), with the newest
@@ -514,35 +707,8 @@ fn artifacts(
     checkouts: &[CheckoutDir],
     records: &[store::RecordFile],
 ) -> BTreeMap<String, CommitArtifacts> {
-    let image_repo = rt.image_repo();
-    let mut out: BTreeMap<String, CommitArtifacts> = BTreeMap::new();
-    for img in own.values() {
-        for tag in &img.entry.repo_tags {
-            let (name, t) = eng::split_reference(tag);
-            if name == image_repo && t == sha12(&img.commit) && tag == &rt.pinned_tag(&img.commit) {
-                let a = out.entry(img.commit.clone()).or_default();
-                a.seen = a.seen.max(img.created);
-                a.images.push((img.entry.id.clone(), tag.clone()));
-            }
-        }
-    }
-    // Which commits of the repo records attribute to some runtime, and to this one.
-    let mut attributed: BTreeSet<&str> = BTreeSet::new();
-    let mut mine: BTreeSet<&str> = BTreeSet::new();
-    for rec in records.iter().filter_map(|f| f.record.as_ref()) {
-        if rec.repo != repo {
-            continue;
-        }
-        let Some(c) = rec.commit.as_deref() else {
-            continue;
-        };
-        attributed.insert(c);
-        let is_mine = rec.runtimes.contains(&rt.name)
-            && (rec.kind != "resolve-head" || rec.branch.as_deref() == Some(rt.branch.as_str()));
-        if is_mine {
-            mine.insert(c);
-        }
-    }
+    let mut out = pinned_images(rt, own);
+    let (attributed, mine) = record_commits(rt, repo, records);
     for co in checkouts {
         let belongs = out.contains_key(&co.commit)
             || mine.contains(co.commit.as_str())
@@ -568,59 +734,131 @@ fn artifacts(
     out
 }
 
+/// The commits of `rt`'s pinned images among planner's, with those images (ID, pinned tag)
+/// and the newest creation time.
+fn pinned_images(
+    rt: &Runtime,
+    own: &BTreeMap<String, OwnImage>,
+) -> BTreeMap<String, CommitArtifacts> {
+    let image_repo = rt.image_repo();
+    let mut out: BTreeMap<String, CommitArtifacts> = BTreeMap::new();
+    for img in own.values() {
+        for tag in &img.entry.repo_tags {
+            let (name, t) = eng::split_reference(tag);
+            if name == image_repo && t == sha12(&img.commit) && tag == &rt.pinned_tag(&img.commit) {
+                let a = out.entry(img.commit.clone()).or_default();
+                a.seen = a.seen.max(img.created);
+                a.images.push((img.entry.id.clone(), tag.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Which commits of `repo` the records attribute to some runtime, and which to `rt` (a
+/// resolve-head record only counts for `rt` when it is of `rt`'s branch).
+fn record_commits<'r>(
+    rt: &Runtime,
+    repo: &str,
+    records: &'r [store::RecordFile],
+) -> (BTreeSet<&'r str>, BTreeSet<&'r str>) {
+    let mut attributed: BTreeSet<&str> = BTreeSet::new();
+    let mut mine: BTreeSet<&str> = BTreeSet::new();
+    for rec in records.iter().filter_map(|f| f.record.as_ref()) {
+        if rec.repo != repo {
+            continue;
+        }
+        let Some(c) = rec.commit.as_deref() else {
+            continue;
+        };
+        attributed.insert(c);
+        let is_mine = rec.runtimes.contains(&rt.name)
+            && (rec.kind != "resolve-head" || rec.branch.as_deref() == Some(rt.branch.as_str()));
+        if is_mine {
+            mine.insert(c);
+        }
+    }
+    (attributed, mine)
+}
+
 /// Why a well-formed record is an orphan, and after which removals; `None` to keep it.
 fn record_orphan(
     rec: &store::Record,
     store: &Store,
     own: &BTreeMap<String, OwnImage>,
     images_by_key: &HashMap<&Key, Vec<&String>>,
-    removed_checkouts: &HashMap<(String, String), usize>,
-    deleted_images: &HashMap<String, usize>,
+    removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
     match rec.kind.as_str() {
-        "clone" | "verify-dockerfile" => {
-            let Some(commit) = &rec.commit else {
-                return Some(("malformed: no commit".into(), vec![]));
-            };
-            if !matches!(
-                store.checkout_state(&rec.repo, commit),
-                CheckoutState::Present(_)
-            ) {
-                return Some((format!("its checkout of {} is gone", sha12(commit)), vec![]));
-            }
-            removed_checkouts
-                .get(&(rec.repo.clone(), commit.clone()))
-                .map(|&i| {
-                    (
-                        format!("its checkout of {} is removed", sha12(commit)),
-                        vec![i],
-                    )
-                })
-        }
-        "build" => {
-            let ids = images_by_key.get(&rec.key).cloned().unwrap_or_default();
-            if ids.is_empty() {
-                return Some(("its image is gone".into(), vec![]));
-            }
-            let after: Option<Vec<usize>> = ids
-                .iter()
-                .map(|id| deleted_images.get(*id).copied())
-                .collect();
-            after.map(|a| ("its image is removed".into(), a))
-        }
-        "tag-latest" => {
-            let Some(id) = &rec.image_id else {
-                return Some(("malformed: no image id".into(), vec![]));
-            };
-            if !own.contains_key(id) {
-                return Some(("its image is gone".into(), vec![]));
-            }
-            deleted_images
-                .get(id)
-                .map(|&i| ("its image is removed".into(), vec![i]))
-        }
+        "clone" | "verify-dockerfile" => checkout_record_orphan(rec, store, removals),
+        "build" => build_record_orphan(rec, images_by_key, removals),
+        "tag-latest" => latest_record_orphan(rec, own, removals),
         _ => None,
     }
+}
+
+/// A clone or verify-dockerfile record is an orphan when its checkout is gone, or after the
+/// checkout's removal in this run.
+fn checkout_record_orphan(
+    rec: &store::Record,
+    store: &Store,
+    removals: &PlannedRemovals,
+) -> Option<(String, Vec<usize>)> {
+    let Some(commit) = &rec.commit else {
+        return Some(("malformed: no commit".into(), vec![]));
+    };
+    if !matches!(
+        store.checkout_state(&rec.repo, commit),
+        CheckoutState::Present(_)
+    ) {
+        return Some((format!("its checkout of {} is gone", sha12(commit)), vec![]));
+    }
+    removals
+        .checkouts
+        .get(&(rec.repo.clone(), commit.clone()))
+        .map(|&i| {
+            (
+                format!("its checkout of {} is removed", sha12(commit)),
+                vec![i],
+            )
+        })
+}
+
+/// A build record is an orphan when no image carries its key, or after every image that does
+/// is deleted in this run.
+fn build_record_orphan(
+    rec: &store::Record,
+    images_by_key: &HashMap<&Key, Vec<&String>>,
+    removals: &PlannedRemovals,
+) -> Option<(String, Vec<usize>)> {
+    let ids = images_by_key.get(&rec.key).cloned().unwrap_or_default();
+    if ids.is_empty() {
+        return Some(("its image is gone".into(), vec![]));
+    }
+    let after: Option<Vec<usize>> = ids
+        .iter()
+        .map(|id| removals.images.get(*id).copied())
+        .collect();
+    after.map(|a| ("its image is removed".into(), a))
+}
+
+/// A tag-latest record is an orphan when its image is gone, or after that image is deleted in
+/// this run.
+fn latest_record_orphan(
+    rec: &store::Record,
+    own: &BTreeMap<String, OwnImage>,
+    removals: &PlannedRemovals,
+) -> Option<(String, Vec<usize>)> {
+    let Some(id) = &rec.image_id else {
+        return Some(("malformed: no image id".into(), vec![]));
+    };
+    if !own.contains_key(id) {
+        return Some(("its image is gone".into(), vec![]));
+    }
+    removals
+        .images
+        .get(id)
+        .map(|&i| ("its image is removed".into(), vec![i]))
 }
 
 /// Carries out a plan: removes every planned item, in order (images, checkouts, temp dirs,
@@ -656,6 +894,9 @@ pub async fn execute(engine: &Engine, store: &Store, plan: &mut GcPlan) {
     }
 }
 
+/// Removes an image item's pinned tags by reference, never by force: skipped when a tag now
+/// names another image or the engine refuses (in use). Corrects `deletes_image` and `bytes` to
+/// what happened.
 async fn remove_image(engine: &Engine, item: &mut GcItem) -> ItemStatus {
     let id = item.image_id.clone().unwrap_or_default();
     let mut deleted = false;
@@ -701,6 +942,7 @@ async fn remove_image(engine: &Engine, item: &mut GcItem) -> ItemStatus {
     ItemStatus::Removed
 }
 
+/// Removes a checkout or temp dir while holding its key lock (skipped when the lock is held).
 fn remove_locked(store: &Store, item: &GcItem) -> ItemStatus {
     let (Some(key), Some(path)) = (&item.key, &item.path) else {
         return ItemStatus::Skipped("no key or path".into());

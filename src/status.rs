@@ -99,122 +99,168 @@ pub async fn status(
     heads: Heads,
     auth: &GitAuth,
 ) -> Result<Vec<RuntimeStatus>, DockerError> {
-    let commits: Vec<(Option<String>, Option<u64>, Option<String>)> = match heads {
-        Heads::Recorded => runtimes
-            .iter()
-            .map(|rt| {
-                let rec = store.read_record(&key::resolve_key(&rt.repo_identity(), &rt.branch));
-                match rec.and_then(|r| r.commit.map(|c| (c, r.finished_at))) {
-                    Some((c, at)) => (Some(c), Some(at), None),
-                    None => (None, None, None),
-                }
-            })
-            .collect(),
-        Heads::Refresh => {
-            let http = git::smart_http::client();
-            futures_util::stream::iter(runtimes.iter().map(|rt| {
-                let http = &http;
-                async move {
-                    match git::resolve_head(http, &rt.repo, &rt.branch, &rt.name, auth).await {
-                        Ok(c) => (Some(c), Some(store::now_secs()), None),
-                        Err(e) => (None, None, Some(e.to_string())),
-                    }
-                }
-            }))
-            .buffered(REFRESH_CONCURRENCY)
-            .collect()
-            .await
-        }
+    let heads = match heads {
+        Heads::Recorded => recorded_heads(store, runtimes),
+        Heads::Refresh => refreshed_heads(runtimes, auth).await,
     };
     let mut out = Vec::with_capacity(runtimes.len());
-    for (rt, (commit, resolved_at, error)) in runtimes.iter().zip(commits) {
-        out.push(runtime_status(engine, store, rt, commit, resolved_at, error).await?);
+    for (rt, head) in runtimes.iter().zip(heads) {
+        out.push(runtime_status(engine, store, rt, head).await?);
     }
     Ok(out)
 }
 
+/// A runtime's commit as known to `status`, or why it is unknown.
+struct Head {
+    commit: Option<String>,
+    /// When `commit` was resolved, seconds since the Unix epoch.
+    resolved_at: Option<u64>,
+    /// Why asking the git host failed.
+    error: Option<String>,
+}
+
+/// Each runtime's commit from the resolve-head record the last `ensure` wrote (no network).
+fn recorded_heads(store: &Store, runtimes: &[Arc<Runtime>]) -> Vec<Head> {
+    runtimes
+        .iter()
+        .map(|rt| {
+            let rec = store.read_record(&key::resolve_key(&rt.repo_identity(), &rt.branch));
+            let (commit, resolved_at) = match rec.and_then(|r| r.commit.map(|c| (c, r.finished_at)))
+            {
+                Some((c, at)) => (Some(c), Some(at)),
+                None => (None, None),
+            };
+            Head {
+                commit,
+                resolved_at,
+                error: None,
+            }
+        })
+        .collect()
+}
+
+/// Each runtime's commit asked of the git host now, [`REFRESH_CONCURRENCY`] at a time (read
+/// only; nothing is recorded). A failure marks only its runtime.
+async fn refreshed_heads(runtimes: &[Arc<Runtime>], auth: &GitAuth) -> Vec<Head> {
+    let http = git::smart_http::client();
+    futures_util::stream::iter(runtimes.iter().map(|rt| {
+        let http = &http;
+        async move {
+            match git::resolve_head(http, &rt.repo, &rt.branch, &rt.name, auth).await {
+                Ok(c) => Head {
+                    commit: Some(c),
+                    resolved_at: Some(store::now_secs()),
+                    error: None,
+                },
+                Err(e) => Head {
+                    commit: None,
+                    resolved_at: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        }
+    }))
+    .buffered(REFRESH_CONCURRENCY)
+    .collect()
+    .await
+}
+
+/// One runtime's state: its pinned image, `:latest` and checkout for `head`'s commit.
 async fn runtime_status(
     engine: &Engine,
     store: &Store,
     rt: &Runtime,
-    commit: Option<String>,
-    resolved_at: Option<u64>,
-    error: Option<String>,
+    head: Head,
 ) -> Result<RuntimeStatus, DockerError> {
     let repo = rt.repo_identity();
-    let pinned = match &commit {
-        Some(c) => {
-            let tag = rt.pinned_tag(c);
-            let info = engine.inspect(&tag).await?;
-            ImageStatus {
-                tag: Some(tag),
-                present: info.is_some(),
-                id: info.map(|i| i.id),
-            }
-        }
-        None => ImageStatus {
-            tag: None,
-            present: false,
-            id: None,
-        },
-    };
-    let latest_tag = rt.latest_tag();
-    let latest_info = engine.inspect(&latest_tag).await?;
-    let latest_commit = latest_info
-        .as_ref()
-        .filter(|i| i.labels.contains_key(eng::LABEL_KEY))
-        .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned());
-    let matches_commit = match (&latest_info, &commit) {
-        (Some(info), Some(c)) => Some(
-            pinned.id.as_deref() == Some(info.id.as_str())
-                || (pinned.id.is_none() && latest_commit.as_deref() == Some(c.as_str())),
-        ),
-        _ => None,
-    };
-    let latest = LatestStatus {
-        tag: latest_tag,
-        present: latest_info.is_some(),
-        id: latest_info.map(|i| i.id),
-        commit: latest_commit,
-        matches_commit,
-    };
-    let checkout = match &commit {
-        None => CheckoutStatus {
-            present: false,
-            path: None,
-            bytes: None,
-            problem: None,
-        },
-        Some(c) => match store.checkout_state(&repo, c) {
-            CheckoutState::Present(path) => CheckoutStatus {
-                present: true,
-                bytes: Some(store::disk_usage(&path)),
-                path: Some(path),
-                problem: None,
-            },
-            CheckoutState::Missing => CheckoutStatus {
-                present: false,
-                path: Some(store.checkout_path(&repo, c)),
-                bytes: None,
-                problem: None,
-            },
-            CheckoutState::Corrupt(why) => CheckoutStatus {
-                present: false,
-                path: Some(store.checkout_path(&repo, c)),
-                bytes: None,
-                problem: Some(why),
-            },
-        },
-    };
+    let commit = head.commit.as_deref();
+    let image = pinned_status(engine, rt, commit).await?;
+    let latest = latest_status(engine, rt, commit, &image).await?;
+    let checkout = checkout_status(store, &repo, commit);
     Ok(RuntimeStatus {
         runtime: rt.name.clone(),
         branch: rt.branch.clone(),
         repo,
-        commit,
-        resolved_at,
-        error,
-        image: pinned,
+        commit: head.commit,
+        resolved_at: head.resolved_at,
+        error: head.error,
+        image,
         latest,
         checkout,
     })
+}
+
+/// The pinned image of `commit`, when a commit is known.
+async fn pinned_status(
+    engine: &Engine,
+    rt: &Runtime,
+    commit: Option<&str>,
+) -> Result<ImageStatus, DockerError> {
+    let Some(c) = commit else {
+        return Ok(ImageStatus {
+            tag: None,
+            present: false,
+            id: None,
+        });
+    };
+    let tag = rt.pinned_tag(c);
+    let info = engine.inspect(&tag).await?;
+    Ok(ImageStatus {
+        tag: Some(tag),
+        present: info.is_some(),
+        id: info.map(|i| i.id),
+    })
+}
+
+/// `:latest`, the commit planner built it from (its revision label) and whether it names the
+/// pinned image of `commit` (or, with no pinned image, was built from `commit`).
+async fn latest_status(
+    engine: &Engine,
+    rt: &Runtime,
+    commit: Option<&str>,
+    pinned: &ImageStatus,
+) -> Result<LatestStatus, DockerError> {
+    let tag = rt.latest_tag();
+    let info = engine.inspect(&tag).await?;
+    let latest_commit = info
+        .as_ref()
+        .filter(|i| i.labels.contains_key(eng::LABEL_KEY))
+        .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned());
+    let matches_commit = match (&info, commit) {
+        (Some(info), Some(c)) => Some(
+            pinned.id.as_deref() == Some(info.id.as_str())
+                || (pinned.id.is_none() && latest_commit.as_deref() == Some(c)),
+        ),
+        _ => None,
+    };
+    Ok(LatestStatus {
+        tag,
+        present: info.is_some(),
+        id: info.map(|i| i.id),
+        commit: latest_commit,
+        matches_commit,
+    })
+}
+
+/// The checkout of `commit` of `repo` in the cache dir, when a commit is known.
+fn checkout_status(store: &Store, repo: &str, commit: Option<&str>) -> CheckoutStatus {
+    let absent = |path, problem| CheckoutStatus {
+        present: false,
+        path,
+        bytes: None,
+        problem,
+    };
+    let Some(c) = commit else {
+        return absent(None, None);
+    };
+    match store.checkout_state(repo, c) {
+        CheckoutState::Present(path) => CheckoutStatus {
+            present: true,
+            bytes: Some(store::disk_usage(&path)),
+            path: Some(path),
+            problem: None,
+        },
+        CheckoutState::Missing => absent(Some(store.checkout_path(repo, c)), None),
+        CheckoutState::Corrupt(why) => absent(Some(store.checkout_path(repo, c)), Some(why)),
+    }
 }

@@ -9,22 +9,24 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::{GcArgs, StatusArgs, write_stdout};
-use crate::app::{self, AppError, Globals};
+use crate::app::{self, AppError, Globals, Loaded};
 use crate::docker::Engine;
 use crate::exec::scheduler::short_id;
-use crate::gc::{self, GcItem, GcPlan, ItemKind, ItemStatus};
+use crate::gc::{self, GcItem, GcPlan, ItemKind, ItemStatus, KeptCommit};
 use crate::git::GitAuth;
 use crate::mask::mask;
 use crate::report::plain;
-use crate::status::{self, Heads, RuntimeStatus, StatusReport};
-use crate::store::{self, RunLockMode, Store};
+use crate::status::{self, CheckoutStatus, Heads, LatestStatus, RuntimeStatus, StatusReport};
+use crate::store::{self, KeyLock, RunLockMode, Store};
 
+/// Connects to the Docker engine; failing is an environment error (exit 1).
 async fn connect() -> anyhow::Result<Engine> {
     Ok(Engine::connect()
         .await
         .map_err(|e| AppError::Environment(e.to_string()))?)
 }
 
+/// `planner status`: prints each selected runtime's state. Exits 1 when a refresh failed.
 pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &args.runtimes, args.runtimes.is_empty())?;
@@ -58,6 +60,8 @@ pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<
     })
 }
 
+/// `planner gc`: plans, removes (unless `--dry-run`) and reports. Exits 1 when a removal
+/// failed.
 pub async fn cmd_gc(
     globals: &Globals,
     args: &GcArgs,
@@ -66,21 +70,7 @@ pub async fn cmd_gc(
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &[], true)?;
     let engine = connect().await?;
-    // The dry run writes nothing (not even a lock file) and so takes no lock.
-    let (store, _run_lock) = if args.dry_run {
-        (Store::read_only(&loaded.cache_dir), None)
-    } else {
-        let lock = app::run_lock(&loaded, RunLockMode::Exclusive, args.no_wait, |path| {
-            eprintln!(
-                "planner: waiting for another planner run (lock {})…",
-                path.display()
-            )
-        })
-        .await?;
-        let store =
-            Store::open(&loaded.cache_dir).map_err(|e| AppError::Environment(e.to_string()))?;
-        (store, Some(lock))
-    };
+    let (store, _run_lock) = gc_store(&loaded, args).await?;
     let mut plan = gc::plan(&engine, &store, &runtimes, args.keep as usize)
         .await
         .with_context(|| {
@@ -93,32 +83,66 @@ pub async fn cmd_gc(
     if !args.dry_run {
         gc::execute(&engine, &store, &mut plan).await;
     }
-    if args.json {
-        write_stdout(&mask(&(gc_json(&plan, &loaded.cache_dir) + "\n")))
-            .context("cannot write the gc report to stdout")?;
-    } else if verbosity == plain::Verbosity::Quiet {
-        for item in &plan.items {
-            if let ItemStatus::Failed(why) = &item.status {
-                eprintln!(
-                    "{}",
-                    mask(&format!(
-                        "planner: gc: removing {} {} failed: {why}",
-                        item.kind.name(),
-                        item.target()
-                    ))
-                );
-            }
-        }
-    } else {
-        let verbose = verbosity == plain::Verbosity::Verbose;
-        write_stdout(&mask(&gc_text(&plan, &loaded.cache_dir, verbose)))
-            .context("cannot write the gc report to stdout")?;
-    }
+    report_gc(&plan, &loaded.cache_dir, args.json, verbosity)?;
     Ok(if plan.failed() > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The cache dir for gc: read only for the dry run, which writes nothing (not even a lock
+/// file) and so takes no lock; otherwise opened under the run lock, held exclusively.
+async fn gc_store(loaded: &Loaded, args: &GcArgs) -> anyhow::Result<(Store, Option<KeyLock>)> {
+    if args.dry_run {
+        return Ok((Store::read_only(&loaded.cache_dir), None));
+    }
+    let lock = app::run_lock(loaded, RunLockMode::Exclusive, args.no_wait, |path| {
+        eprintln!(
+            "planner: waiting for another planner run (lock {})…",
+            path.display()
+        )
+    })
+    .await?;
+    let store = Store::open(&loaded.cache_dir).map_err(|e| AppError::Environment(e.to_string()))?;
+    Ok((store, Some(lock)))
+}
+
+/// Prints the gc report: JSON on stdout with `--json`; with `-q` only the failures, on
+/// stderr; otherwise the table on stdout.
+fn report_gc(
+    plan: &GcPlan,
+    cache_dir: &Path,
+    json: bool,
+    verbosity: plain::Verbosity,
+) -> anyhow::Result<()> {
+    if json {
+        write_stdout(&mask(&(gc_json(plan, cache_dir) + "\n")))
+            .context("cannot write the gc report to stdout")?;
+    } else if verbosity == plain::Verbosity::Quiet {
+        print_gc_failures(plan);
+    } else {
+        let verbose = verbosity == plain::Verbosity::Verbose;
+        write_stdout(&mask(&gc_text(plan, cache_dir, verbose)))
+            .context("cannot write the gc report to stdout")?;
+    }
+    Ok(())
+}
+
+/// One line on stderr per item whose removal failed.
+fn print_gc_failures(plan: &GcPlan) {
+    for item in &plan.items {
+        if let ItemStatus::Failed(why) = &item.status {
+            eprintln!(
+                "{}",
+                mask(&format!(
+                    "planner: gc: removing {} {} failed: {why}",
+                    item.kind.name(),
+                    item.target()
+                ))
+            );
+        }
+    }
 }
 
 // ---- rendering -------------------------------------------------------------------------
@@ -149,6 +173,7 @@ pub(crate) fn ago(now: u64, then: u64) -> String {
     }
 }
 
+/// The first 12 characters of a commit.
 fn sha12(commit: &str) -> &str {
     &commit[..12.min(commit.len())]
 }
@@ -191,67 +216,85 @@ pub(crate) fn status_text(rows: &[RuntimeStatus], now: u64) -> String {
         .map(str::to_owned)
         .to_vec(),
     ];
-    let mut notes = Vec::new();
-    for r in rows {
-        let commit = match (&r.commit, &r.error) {
-            (Some(c), _) => sha12(c).to_owned(),
-            (None, Some(_)) => "error".into(),
-            (None, None) => "-".into(),
-        };
-        let resolved = r
-            .resolved_at
-            .map_or_else(|| "never".into(), |t| ago(now, t));
-        let image = match (&r.image.tag, r.image.present) {
-            (None, _) => "-".to_owned(),
-            (Some(_), true) => "present".into(),
-            (Some(_), false) => "missing".into(),
-        };
-        let latest = match (&r.latest.id, r.latest.matches_commit) {
-            (None, _) => "missing".to_owned(),
-            (Some(id), Some(true)) => format!("{} (pinned)", short_id(id)),
-            (Some(id), Some(false)) => match &r.latest.commit {
-                Some(c) => format!("{} (commit {})", short_id(id), sha12(c)),
-                None => format!("{} (not planner's)", short_id(id)),
-            },
-            (Some(id), None) => short_id(id),
-        };
-        let checkout = match (&r.checkout.path, r.checkout.present, &r.checkout.problem) {
-            (None, _, _) => "-".to_owned(),
-            (Some(_), true, _) => format!("present {}", human_bytes(r.checkout.bytes.unwrap_or(0))),
-            (Some(_), false, Some(_)) => "unusable".into(),
-            (Some(_), false, None) => "missing".into(),
-        };
-        cells.push(vec![
-            r.runtime.clone(),
-            r.branch.clone(),
-            commit,
-            resolved,
-            image,
-            latest,
-            checkout,
-        ]);
-        if let Some(e) = &r.error {
-            notes.push(format!("{}: {e}", r.runtime));
-        }
-        if let Some(p) = &r.checkout.problem {
-            notes.push(format!(
-                "{}: checkout unusable ({p}); the next `planner ensure` checks it out again",
-                r.runtime
-            ));
-        }
-    }
-    let mut out = table(&cells);
+    cells.extend(rows.iter().map(|r| status_row(r, now)));
+    let mut notes: Vec<String> = rows.iter().flat_map(status_notes).collect();
     if rows.iter().any(|r| r.commit.is_none() && r.error.is_none()) {
         notes.push(
             "COMMIT -: never resolved here; run `planner ensure`, or `planner status --refresh` to ask the git host"
                 .into(),
         );
     }
+    let mut out = table(&cells);
     for n in notes {
         out.push_str(&n);
         out.push('\n');
     }
     out
+}
+
+/// One runtime's row of the status table.
+fn status_row(r: &RuntimeStatus, now: u64) -> Vec<String> {
+    let commit = match (&r.commit, &r.error) {
+        (Some(c), _) => sha12(c).to_owned(),
+        (None, Some(_)) => "error".into(),
+        (None, None) => "-".into(),
+    };
+    let resolved = r
+        .resolved_at
+        .map_or_else(|| "never".into(), |t| ago(now, t));
+    let image = match (&r.image.tag, r.image.present) {
+        (None, _) => "-".to_owned(),
+        (Some(_), true) => "present".into(),
+        (Some(_), false) => "missing".into(),
+    };
+    vec![
+        r.runtime.clone(),
+        r.branch.clone(),
+        commit,
+        resolved,
+        image,
+        latest_cell(&r.latest),
+        checkout_cell(&r.checkout),
+    ]
+}
+
+/// The LATEST cell: the image ID, and whether it is the pinned image, another commit's or
+/// not planner's.
+fn latest_cell(latest: &LatestStatus) -> String {
+    match (&latest.id, latest.matches_commit) {
+        (None, _) => "missing".to_owned(),
+        (Some(id), Some(true)) => format!("{} (pinned)", short_id(id)),
+        (Some(id), Some(false)) => match &latest.commit {
+            Some(c) => format!("{} (commit {})", short_id(id), sha12(c)),
+            None => format!("{} (not planner's)", short_id(id)),
+        },
+        (Some(id), None) => short_id(id),
+    }
+}
+
+/// The CHECKOUT cell: present with its size, missing, or unusable.
+fn checkout_cell(checkout: &CheckoutStatus) -> String {
+    match (&checkout.path, checkout.present, &checkout.problem) {
+        (None, _, _) => "-".to_owned(),
+        (Some(_), true, _) => format!("present {}", human_bytes(checkout.bytes.unwrap_or(0))),
+        (Some(_), false, Some(_)) => "unusable".into(),
+        (Some(_), false, None) => "missing".into(),
+    }
+}
+
+/// The problem lines of one runtime: its refresh error, then an unusable checkout.
+fn status_notes(r: &RuntimeStatus) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(e) = &r.error {
+        notes.push(format!("{}: {e}", r.runtime));
+    }
+    if let Some(p) = &r.checkout.problem {
+        notes.push(format!(
+            "{}: checkout unusable ({p}); the next `planner ensure` checks it out again",
+            r.runtime
+        ));
+    }
+    notes
 }
 
 /// `{"schema_version":1,"runtimes":[…]}`.
@@ -269,6 +312,7 @@ fn show_path(path: &Path, cache_dir: &Path) -> String {
         .map_or_else(|_| path.display().to_string(), |p| p.display().to_string())
 }
 
+/// The ACTION cell of an item: `remove`, `removed`, `skip` or `FAILED`.
 fn action(item: &GcItem) -> &'static str {
     match item.status {
         ItemStatus::Planned => "remove",
@@ -278,6 +322,7 @@ fn action(item: &GcItem) -> &'static str {
     }
 }
 
+/// The WHY cell of an item: why it was skipped or failed, else why it is garbage.
 fn why(item: &GcItem) -> String {
     match &item.status {
         ItemStatus::Skipped(w) | ItemStatus::Failed(w) => w.clone(),
@@ -285,6 +330,7 @@ fn why(item: &GcItem) -> String {
     }
 }
 
+/// The RUNTIME cell: the names joined with commas, or `-`.
 fn runtimes_cell(names: &[String]) -> String {
     if names.is_empty() {
         "-".into()
@@ -293,6 +339,7 @@ fn runtimes_cell(names: &[String]) -> String {
     }
 }
 
+/// The TARGET cell: an image's tags and short ID, or a path relative to the cache dir.
 fn target(item: &GcItem, cache_dir: &Path) -> String {
     match (&item.path, item.kind) {
         (_, ItemKind::Image) => {
@@ -311,59 +358,20 @@ pub(crate) fn gc_text(plan: &GcPlan, cache_dir: &Path, verbose: bool) -> String 
             .map(str::to_owned)
             .to_vec(),
     ];
-    for k in &plan.kept {
-        let mut why = Vec::new();
-        if let Some(n) = k.newest {
-            why.push(format!("newest {n} of {}", plan.keep));
-        }
-        if k.latest {
-            why.push(":latest".into());
-        }
-        cells.push(vec![
-            "keep".into(),
-            k.runtime.clone(),
-            "commit".into(),
-            sha12(&k.commit).into(),
-            "-".into(),
-            why.join("; "),
-        ]);
-    }
+    cells.extend(plan.kept.iter().map(|k| kept_row(k, plan.keep)));
     // Records are many and alike: one line for the plain removals unless verbose.
-    let mut records: (usize, u64, Vec<String>) = (0, 0, Vec::new());
+    let mut records = RecordsRow::default();
     for item in &plan.items {
         if item.kind == ItemKind::Record
             && !verbose
             && matches!(item.status, ItemStatus::Planned | ItemStatus::Removed)
         {
-            records.0 += 1;
-            records.1 += item.bytes;
-            for r in &item.runtimes {
-                if !records.2.contains(r) {
-                    records.2.push(r.clone());
-                }
-            }
-            continue;
+            records.add(item);
+        } else {
+            cells.push(item_row(item, cache_dir));
         }
-        cells.push(vec![
-            action(item).into(),
-            runtimes_cell(&item.runtimes),
-            item.kind.name().into(),
-            target(item, cache_dir),
-            human_bytes(item.bytes),
-            why(item),
-        ]);
     }
-    if records.0 > 0 {
-        records.2.sort();
-        cells.push(vec![
-            if plan.dry_run { "remove" } else { "removed" }.into(),
-            runtimes_cell(&records.2),
-            "records".into(),
-            format!("records/ ({} files)", records.0),
-            human_bytes(records.1),
-            "orphans: malformed, or their checkout or image is gone (-v lists them)".into(),
-        ]);
-    }
+    cells.extend(records.into_row(plan.dry_run));
     let mut out = format!(
         "gc in {}: keeping the newest {} commit{} of each runtime and what :latest names\n",
         cache_dir.display(),
@@ -373,6 +381,82 @@ pub(crate) fn gc_text(plan: &GcPlan, cache_dir: &Path, verbose: bool) -> String 
     if cells.len() > 1 {
         out.push_str(&table(&cells));
     }
+    out.push_str(&gc_totals(plan));
+    out
+}
+
+/// A kept commit's row: `keep`, and why (among the newest `keep`, named by `:latest`).
+fn kept_row(k: &KeptCommit, keep: usize) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(n) = k.newest {
+        why.push(format!("newest {n} of {keep}"));
+    }
+    if k.latest {
+        why.push(":latest".into());
+    }
+    vec![
+        "keep".into(),
+        k.runtime.clone(),
+        "commit".into(),
+        sha12(&k.commit).into(),
+        "-".into(),
+        why.join("; "),
+    ]
+}
+
+/// An item's row: what happens to it, what it is, its size and why.
+fn item_row(item: &GcItem, cache_dir: &Path) -> Vec<String> {
+    vec![
+        action(item).into(),
+        runtimes_cell(&item.runtimes),
+        item.kind.name().into(),
+        target(item, cache_dir),
+        human_bytes(item.bytes),
+        why(item),
+    ]
+}
+
+/// The record removals the gc table sums up in one row: how many, their size, and their
+/// runtimes in first-seen order.
+#[derive(Default)]
+struct RecordsRow {
+    files: usize,
+    bytes: u64,
+    runtimes: Vec<String>,
+}
+
+impl RecordsRow {
+    /// Counts one record removal.
+    fn add(&mut self, item: &GcItem) {
+        self.files += 1;
+        self.bytes += item.bytes;
+        for r in &item.runtimes {
+            if !self.runtimes.contains(r) {
+                self.runtimes.push(r.clone());
+            }
+        }
+    }
+
+    /// The summary row (runtimes sorted), when some record was counted.
+    fn into_row(mut self, dry_run: bool) -> Option<Vec<String>> {
+        if self.files == 0 {
+            return None;
+        }
+        self.runtimes.sort();
+        Some(vec![
+            if dry_run { "remove" } else { "removed" }.into(),
+            runtimes_cell(&self.runtimes),
+            "records".into(),
+            format!("records/ ({} files)", self.files),
+            human_bytes(self.bytes),
+            "orphans: malformed, or their checkout or image is gone (-v lists them)".into(),
+        ])
+    }
+}
+
+/// The last line of the gc report: bytes freed, what was removed by kind, skips, failures,
+/// and whether it was a dry run.
+fn gc_totals(plan: &GcPlan) -> String {
     let counts = [
         (ItemKind::Image, "image"),
         (ItemKind::Checkout, "checkout"),
@@ -386,8 +470,7 @@ pub(crate) fn gc_text(plan: &GcPlan, cache_dir: &Path, verbose: bool) -> String 
     })
     .collect::<Vec<_>>()
     .join(", ");
-    let _ = write!(
-        out,
+    let mut out = format!(
         "{} {} ({counts})",
         if plan.dry_run { "would free" } else { "freed" },
         human_bytes(plan.freed_bytes())
@@ -408,44 +491,8 @@ pub(crate) fn gc_text(plan: &GcPlan, cache_dir: &Path, verbose: bool) -> String 
 
 /// The gc report as one JSON object.
 pub(crate) fn gc_json(plan: &GcPlan, cache_dir: &Path) -> String {
-    let kept: Vec<_> = plan
-        .kept
-        .iter()
-        .map(|k| {
-            json!({
-                "runtime": k.runtime,
-                "commit": k.commit,
-                "newest": k.newest,
-                "latest": k.latest,
-                "image": k.image,
-                "checkout": k.checkout,
-            })
-        })
-        .collect();
-    let items: Vec<_> = plan
-        .items
-        .iter()
-        .map(|i| {
-            let detail = match &i.status {
-                ItemStatus::Skipped(w) | ItemStatus::Failed(w) => Some(w.clone()),
-                _ => None,
-            };
-            json!({
-                "kind": i.kind.name(),
-                "runtimes": i.runtimes,
-                "target": i.target(),
-                "tags": i.tags,
-                "image_id": i.image_id,
-                "path": i.path,
-                "commit": i.commit,
-                "bytes": i.bytes,
-                "deletes_image": (i.kind == ItemKind::Image).then_some(i.deletes_image),
-                "reason": i.reason,
-                "status": i.status.name(),
-                "detail": detail,
-            })
-        })
-        .collect();
+    let kept: Vec<_> = plan.kept.iter().map(kept_json).collect();
+    let items: Vec<_> = plan.items.iter().map(item_json).collect();
     let doc = json!({
         "schema_version": gc::GC_SCHEMA,
         "dry_run": plan.dry_run,
@@ -464,6 +511,40 @@ pub(crate) fn gc_json(plan: &GcPlan, cache_dir: &Path) -> String {
         "failed": plan.failed(),
     });
     serde_json::to_string_pretty(&doc).expect("gc report serializes")
+}
+
+/// A kept commit in the gc report's JSON.
+fn kept_json(k: &KeptCommit) -> serde_json::Value {
+    json!({
+        "runtime": k.runtime,
+        "commit": k.commit,
+        "newest": k.newest,
+        "latest": k.latest,
+        "image": k.image,
+        "checkout": k.checkout,
+    })
+}
+
+/// An item in the gc report's JSON; `detail` says why it was skipped or failed.
+fn item_json(i: &GcItem) -> serde_json::Value {
+    let detail = match &i.status {
+        ItemStatus::Skipped(w) | ItemStatus::Failed(w) => Some(w.clone()),
+        _ => None,
+    };
+    json!({
+        "kind": i.kind.name(),
+        "runtimes": i.runtimes,
+        "target": i.target(),
+        "tags": i.tags,
+        "image_id": i.image_id,
+        "path": i.path,
+        "commit": i.commit,
+        "bytes": i.bytes,
+        "deletes_image": (i.kind == ItemKind::Image).then_some(i.deletes_image),
+        "reason": i.reason,
+        "status": i.status.name(),
+        "detail": detail,
+    })
 }
 
 #[cfg(test)]
