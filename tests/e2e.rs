@@ -124,6 +124,49 @@ fn removed_image_is_rebuilt_from_the_cached_checkout_without_fetching() {
 }
 
 #[test]
+fn a_modified_cached_checkout_is_not_trusted() {
+    let env = Env::new("tampered");
+    let sha = env.template("tpl");
+    env.config(&env.runtime("t", "tpl"));
+    assert_eq!(env.planner(&["ensure", "t"]).code, 0);
+    docker(&["image", "rm", "-f", &env.image("t", &sha), &env.latest("t")]);
+    let repo_dir = std::fs::read_dir(env.cache_path().join("checkouts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let checkout = repo_dir.join(&sha);
+    std::fs::write(checkout.join("stray.txt"), "not in the commit\n").unwrap();
+    std::fs::write(checkout.join("hello.txt"), "edited by hand\n").unwrap();
+
+    let plan = env.planner(&["plan", "t"]);
+    assert!(
+        plan.stdout
+            .contains("files changed since checkout: hello.txt, stray.txt"),
+        "{}",
+        plan.all()
+    );
+    assert!(checkout.join("stray.txt").exists(), "plan changes nothing");
+    let run = env.planner(&["ensure", "t"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        run.count("clone", "started"),
+        1,
+        "checked out again\n{}",
+        run.all()
+    );
+    assert_eq!(env.git.fetch_count("tpl"), 2);
+    let files = files_in_image(&env.image("t", &sha), "/src");
+    assert!(!files.iter().any(|f| f.ends_with("stray.txt")), "{files:?}");
+    assert!(!checkout.join("stray.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(checkout.join("hello.txt")).unwrap(),
+        "hello from tpl\n"
+    );
+}
+
+#[test]
 fn wiped_cache_dir_with_images_kept_does_nothing() {
     let env = Env::new("wiped");
     let sha = env.template("tpl");

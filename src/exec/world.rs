@@ -106,9 +106,27 @@ impl RealWorld {
         }
     }
 
+    /// The checkout's state, checked against the filesystem: its HEAD is the commit and its
+    /// files are the commit's tree (`git status`: nothing changed, added or removed).
+    async fn checkout_state(&self, repo: &str, commit: &str) -> CheckoutState {
+        let state = self.store.checkout_state(repo, commit);
+        let CheckoutState::Present(dir) = &state else {
+            return state;
+        };
+        match git::cli::modified_paths(dir).await {
+            Ok(None) => state,
+            Ok(Some(changed)) => {
+                CheckoutState::Corrupt(format!("files changed since checkout: {changed}"))
+            }
+            // Without git the tree cannot be compared; HEAD was checked, so keep the checkout.
+            Err(crate::git::GitError::GitMissing { .. }) => state,
+            Err(e) => CheckoutState::Corrupt(e.to_string()),
+        }
+    }
+
     async fn probe_clone(&self, node: &Node, commit: &str) -> Probe {
         let repo = node.runtime().repo_identity();
-        match self.store.checkout_state(&repo, commit) {
+        match self.checkout_state(&repo, commit).await {
             CheckoutState::Present(path) => Probe::Present {
                 output: Output::Checkout(path),
                 reason: format!("checkout of {} cached", sha12(commit)),
@@ -124,10 +142,18 @@ impl RealWorld {
 
     async fn probe_verify(&self, node: &Node, key: &Key, commit: &str) -> Probe {
         let repo = node.runtime().repo_identity();
-        let CheckoutState::Present(checkout) = self.store.checkout_state(&repo, commit) else {
-            return Probe::Missing {
-                reason: format!("no checkout of {} to verify", sha12(commit)),
-            };
+        let checkout = match self.checkout_state(&repo, commit).await {
+            CheckoutState::Present(checkout) => checkout,
+            CheckoutState::Missing => {
+                return Probe::Missing {
+                    reason: format!("no checkout of {} to verify", sha12(commit)),
+                };
+            }
+            CheckoutState::Corrupt(why) => {
+                return Probe::Missing {
+                    reason: format!("cached checkout of {} unusable ({why})", sha12(commit)),
+                };
+            }
         };
         match self
             .store
@@ -251,7 +277,7 @@ impl RealWorld {
         let rt = req.node.runtime();
         let repo = rt.repo_identity();
         self.store.clean_stale_temps(req.key)?;
-        if let CheckoutState::Corrupt(_) = self.store.checkout_state(&repo, req.commit) {
+        if let CheckoutState::Corrupt(_) = self.checkout_state(&repo, req.commit).await {
             self.store.remove_checkout(&repo, req.commit)?;
         }
         let tmp = self.store.temp_dir(req.key)?;

@@ -182,3 +182,52 @@ async fn rev_parse(url: &Url, dest: &Path, rev: &str, auth: &GitAuth) -> Result<
         .trim()
         .to_owned())
 }
+
+/// Whether the checkout at `dir` still holds exactly its commit's tree: `Ok(None)` when it
+/// does, `Ok(Some(first changed paths))` when files were changed, added or removed since the
+/// checkout, `Err` when git could not tell (missing, not a repository). Writes nothing: no
+/// index refresh (`GIT_OPTIONAL_LOCKS=0`), so `planner plan` stays read-only.
+pub async fn modified_paths(dir: &Path) -> Result<Option<String>, GitError> {
+    let out = Command::new("git")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .arg("-c")
+        .arg(format!("safe.directory={}", dir.display()))
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "status",
+            "--porcelain=v1",
+            "--untracked-files=all",
+            "--ignored=matching",
+            "--no-renames",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => GitError::GitMissing {
+                detail: e.to_string(),
+            },
+            _ => GitError::Protocol {
+                url: dir.display().to_string(),
+                detail: format!("git status: {e}"),
+            },
+        })?;
+    if !out.status.success() {
+        return Err(GitError::Protocol {
+            url: dir.display().to_string(),
+            detail: format!(
+                "git status: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let changed: Vec<&str> = text.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
+    Ok(match changed.len() {
+        0 => None,
+        n if n <= 3 => Some(changed.join(", ")),
+        n => Some(format!("{} and {} more", changed[..3].join(", "), n - 3)),
+    })
+}
