@@ -177,15 +177,14 @@ impl<'a, E: Effects> Sched<'a, E> {
                     continue;
                 }
                 let input = self.input_of(id);
-                running.push(run_step(
-                    self.graph,
-                    self.decided,
-                    self.effects,
-                    self.sink,
-                    self.jobs,
-                    id,
-                    input,
-                ));
+                let ctx = StepCtx {
+                    graph: self.graph,
+                    decided: self.decided,
+                    effects: self.effects,
+                    sink: self.sink,
+                    jobs: self.jobs,
+                };
+                running.push(run_step(ctx, id, input));
             }
             let Some(done) = running.next().await else {
                 break;
@@ -314,18 +313,19 @@ pub fn short_id(id: &str) -> String {
     hex[..12.min(hex.len())].to_owned()
 }
 
+/// What running one step needs from the scheduler.
+struct StepCtx<'a, E> {
+    graph: &'a Graph,
+    decided: &'a Decided,
+    effects: &'a E,
+    sink: &'a Sink,
+    jobs: &'a Semaphore,
+}
+
 /// Locks, re-checks, and runs one step. `Ok((output, Some(reason)))` when the re-check found it done.
-async fn run_step<E: Effects>(
-    graph: &Graph,
-    decided: &Decided,
-    effects: &E,
-    sink: &Sink,
-    jobs: &Semaphore,
-    id: NodeId,
-    input: Option<Output>,
-) -> Done {
+async fn run_step<E: Effects>(ctx: StepCtx<'_, E>, id: NodeId, input: Option<Output>) -> Done {
     let started = Instant::now();
-    let result = lock_check_run(graph, decided, effects, sink, jobs, id, input).await;
+    let result = lock_check_run(&ctx, id, input).await;
     (
         id,
         started.elapsed(),
@@ -334,14 +334,17 @@ async fn run_step<E: Effects>(
 }
 
 async fn lock_check_run<E: Effects>(
-    graph: &Graph,
-    decided: &Decided,
-    effects: &E,
-    sink: &Sink,
-    jobs: &Semaphore,
+    ctx: &StepCtx<'_, E>,
     id: NodeId,
     input: Option<Output>,
 ) -> Result<(Output, Option<String>), crate::error::StepError> {
+    let StepCtx {
+        graph,
+        decided,
+        effects,
+        sink,
+        jobs,
+    } = *ctx;
     let node = graph.node(id);
     let key = &decided.keys[&id];
     let root = graph
