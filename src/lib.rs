@@ -4,8 +4,11 @@
 //! The flow, as data walks through it:
 //! [`config`] (runtimes.toml) and [`plan::load`] (plans/*.toml) → [`plan::graph`] (one
 //! deduplicated DAG) → [`key`] (content addresses) → [`plan::decide`] (skip/run, with reasons)
-//! → [`exec`] (scheduler, locks, the real world) → [`report`] (text, JSON, DOT, progress lines).
+//! → [`exec`] (scheduler, locks, the real world) → an event stream → [`report`] (live
+//! terminal display, plain lines, NDJSON; plans as text, JSON or DOT).
 //! Side effects live in [`git`], [`docker`] and [`store`]; [`mask`] hides the token everywhere.
+//! [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
+//! together for [`cli`], the thin command line the `planner` binary runs.
 pub mod app;
 pub mod cli;
 pub mod config;
