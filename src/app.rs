@@ -269,8 +269,3 @@ pub async fn ensure(
         elapsed: started.elapsed(),
     })
 }
-
-/// Runtime names by width, for aligned output.
-pub fn name_width(runtimes: &[Arc<Runtime>]) -> usize {
-    runtimes.iter().map(|r| r.name.len()).max().unwrap_or(0)
-}

@@ -97,7 +97,7 @@ impl Runtime {
 
     /// The commit-pinned image reference, `{image_prefix}{runtime}:{sha12}`.
     pub fn pinned_tag(&self, commit: &str) -> String {
-        format!("{}:{}", self.image_repo(), &commit[..commit.len().min(12)])
+        format!("{}:{}", self.image_repo(), sha12(commit))
     }
 
     /// The floating `{image_prefix}{runtime}:latest` reference.
@@ -541,6 +541,11 @@ pub fn validate_image_repo(repo: &str) -> Result<(), String> {
     } else {
         Err(complaint())
     }
+}
+
+/// The first 12 hex digits of a commit id: the pinned tag, and how commits are shown.
+pub fn sha12(commit: &str) -> &str {
+    &commit[..12.min(commit.len())]
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! [`plan`] decides and writes nothing (that is the dry run); [`execute`] carries out a plan.
 //! The caller holds the run lock exclusively for a real run.
 
+use crate::config::sha12;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,11 +180,6 @@ impl GcPlan {
     }
 }
 
-/// The first 12 characters of a commit, as in pinned tags.
-fn sha12(commit: &str) -> &str {
-    &commit[..12.min(commit.len())]
-}
-
 /// An image whose labels prove planner built it.
 #[derive(Debug, Clone)]
 struct OwnImage {
@@ -201,19 +197,7 @@ fn own_labels(labels: &HashMap<String, String>) -> Option<(Key, String)> {
     if commit.is_empty() {
         return None;
     }
-    let inputs = key::BuildInputs {
-        repo: labels.get(eng::LABEL_REPO).cloned().unwrap_or_default(),
-        commit: commit.clone(),
-        dockerfile: labels
-            .get(eng::LABEL_DOCKERFILE)
-            .cloned()
-            .unwrap_or_default(),
-        platform: labels.get(eng::LABEL_PLATFORM).cloned().unwrap_or_default(),
-        params: labels
-            .get(eng::LABEL_PARAMS)
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_default(),
-    };
+    let inputs = crate::exec::world::inputs_from_labels(labels);
     (key::build_key(&inputs) == label_key).then_some((label_key, commit))
 }
 

@@ -1,6 +1,7 @@
 //! The `status` and `gc` commands: CLI glue over [`crate::status`] and [`crate::gc`], and
 //! their rendering (a table, or one JSON object with `--json`). Everything printed is masked.
 
+use crate::config::sha12;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -171,11 +172,6 @@ pub(crate) fn ago(now: u64, then: u64) -> String {
         3600..86_400 => format!("{}h ago", d / 3600),
         _ => format!("{}d ago", d / 86_400),
     }
-}
-
-/// The first 12 characters of a commit.
-fn sha12(commit: &str) -> &str {
-    &commit[..12.min(commit.len())]
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.

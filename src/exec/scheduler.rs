@@ -56,12 +56,8 @@ pub async fn run<E: Effects>(
 }
 
 struct Sched<'a, E> {
-    graph: &'a Graph,
-    decided: &'a Decided,
-    effects: &'a E,
+    ctx: StepCtx<'a, E>,
     opts: &'a Options,
-    sink: &'a Sink,
-    jobs: &'a Semaphore,
     waiting_on: HashMap<NodeId, usize>,
     ready: VecDeque<NodeId>,
     cancelled: bool,
@@ -80,12 +76,14 @@ impl<'a, E: Effects> Sched<'a, E> {
         jobs: &'a Semaphore,
     ) -> Self {
         let mut s = Sched {
-            graph,
-            decided,
-            effects,
+            ctx: StepCtx {
+                graph,
+                decided,
+                effects,
+                sink,
+                jobs,
+            },
             opts,
-            sink,
-            jobs,
             waiting_on: HashMap::new(),
             ready: VecDeque::new(),
             cancelled: false,
@@ -113,27 +111,28 @@ impl<'a, E: Effects> Sched<'a, E> {
     /// Whether the scheduler runs `id`: decided `Run`, and not a resolve-head (those were
     /// answered by [`super::resolve_all`] before deciding).
     fn runnable(&self, id: NodeId) -> bool {
-        self.graph.node(id).kind != StepKind::ResolveHead && self.status_of(id) == Status::Run
+        self.ctx.graph.node(id).kind != StepKind::ResolveHead && self.status_of(id) == Status::Run
     }
 
     fn status_of(&self, id: NodeId) -> Status {
-        self.decided
+        self.ctx
+            .decided
             .decisions
             .get(&id)
             .map_or(Status::Blocked, |d| d.status)
     }
 
     fn step_ref(&self, id: NodeId) -> StepRef {
-        StepRef::new(self.graph, id, self.decided.keys.get(&id))
+        StepRef::new(self.ctx.graph, id, self.ctx.decided.keys.get(&id))
     }
 
     /// Reports the steps decided as skipped, blocked or failed before anything runs.
     fn announce_static(&mut self) {
-        for &id in self.graph.order() {
-            let Some(d) = self.decided.decisions.get(&id) else {
+        for &id in self.ctx.graph.order() {
+            let Some(d) = self.ctx.decided.decisions.get(&id) else {
                 continue;
             };
-            if self.graph.node(id).kind == StepKind::ResolveHead {
+            if self.ctx.graph.node(id).kind == StepKind::ResolveHead {
                 self.out.status.insert(
                     id,
                     if d.status == Status::Failed {
@@ -162,7 +161,7 @@ impl<'a, E: Effects> Sched<'a, E> {
                 },
                 Status::Run => continue,
             };
-            (self.sink)(&event);
+            (self.ctx.sink)(&event);
             self.out.status.insert(id, d.status);
             self.out.detail.insert(id, d.reason.clone());
         }
@@ -177,14 +176,7 @@ impl<'a, E: Effects> Sched<'a, E> {
                     continue;
                 }
                 let input = self.input_of(id);
-                let ctx = StepCtx {
-                    graph: self.graph,
-                    decided: self.decided,
-                    effects: self.effects,
-                    sink: self.sink,
-                    jobs: self.jobs,
-                };
-                running.push(run_step(ctx, id, input));
+                running.push(run_step(self.ctx, id, input));
             }
             let Some(done) = running.next().await else {
                 break;
@@ -200,8 +192,8 @@ impl<'a, E: Effects> Sched<'a, E> {
     }
 
     fn input_of(&self, id: NodeId) -> Option<Output> {
-        let kind = self.graph.node(id).kind.input_kind()?;
-        let need = self.graph.need_of_kind(id, kind)?;
+        let kind = self.ctx.graph.node(id).kind.input_kind()?;
+        let need = self.ctx.graph.need_of_kind(id, kind)?;
         self.out.outputs.get(&need).cloned()
     }
 
@@ -212,7 +204,7 @@ impl<'a, E: Effects> Sched<'a, E> {
             Ok((output, skipped)) => {
                 match skipped {
                     Some(reason) => {
-                        (self.sink)(&Event::Skipped {
+                        (self.ctx.sink)(&Event::Skipped {
                             step,
                             reason: reason.clone(),
                         });
@@ -220,7 +212,7 @@ impl<'a, E: Effects> Sched<'a, E> {
                         self.out.detail.insert(id, reason);
                     }
                     None => {
-                        (self.sink)(&Event::Finished {
+                        (self.ctx.sink)(&Event::Finished {
                             step,
                             duration,
                             detail: describe(&output),
@@ -233,7 +225,7 @@ impl<'a, E: Effects> Sched<'a, E> {
                 self.release_dependents(id);
             }
             Err(error) => {
-                (self.sink)(&Event::Failed {
+                (self.ctx.sink)(&Event::Failed {
                     step,
                     duration,
                     error: error.clone(),
@@ -247,7 +239,7 @@ impl<'a, E: Effects> Sched<'a, E> {
     }
 
     fn release_dependents(&mut self, id: NodeId) {
-        for dep in self.graph.dependents(id) {
+        for dep in self.ctx.graph.dependents(id) {
             if let Some(n) = self.waiting_on.get_mut(&dep) {
                 *n -= 1;
                 if *n == 0 {
@@ -258,8 +250,8 @@ impl<'a, E: Effects> Sched<'a, E> {
     }
 
     fn block_dependents(&mut self, id: NodeId) {
-        let name = self.graph.node(id).display_id();
-        for dep in self.graph.dependents(id) {
+        let name = self.ctx.graph.node(id).display_id();
+        for dep in self.ctx.graph.dependents(id) {
             if self.waiting_on.contains_key(&dep) && !self.out.status.contains_key(&dep) {
                 self.block(dep, format!("needs {name}, which failed"));
                 self.block_dependents(dep);
@@ -269,7 +261,7 @@ impl<'a, E: Effects> Sched<'a, E> {
 
     fn block(&mut self, id: NodeId, reason: String) {
         self.waiting_on.remove(&id);
-        (self.sink)(&Event::Blocked {
+        (self.ctx.sink)(&Event::Blocked {
             step: self.step_ref(id),
             reason: reason.clone(),
         });
@@ -280,6 +272,7 @@ impl<'a, E: Effects> Sched<'a, E> {
     /// After cancellation: everything that was to run and has not ended is blocked.
     fn block_unfinished(&mut self) {
         let unfinished: Vec<NodeId> = self
+            .ctx
             .graph
             .order()
             .iter()
@@ -313,7 +306,7 @@ pub fn short_id(id: &str) -> String {
     hex[..12.min(hex.len())].to_owned()
 }
 
-/// What running one step needs from the scheduler.
+/// What running one step needs from the scheduler (shared references only, so it is `Copy`).
 struct StepCtx<'a, E> {
     graph: &'a Graph,
     decided: &'a Decided,
@@ -321,6 +314,14 @@ struct StepCtx<'a, E> {
     sink: &'a Sink,
     jobs: &'a Semaphore,
 }
+
+impl<E> Clone for StepCtx<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for StepCtx<'_, E> {}
 
 /// Locks, re-checks, and runs one step. `Ok((output, Some(reason)))` when the re-check found it done.
 async fn run_step<E: Effects>(ctx: StepCtx<'_, E>, id: NodeId, input: Option<Output>) -> Done {

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::config::{EnvOverrides, parse};
-use crate::plan::{Decided, PlanSet, Probe, ProbeRequest, Status, decide::decide};
+use crate::plan::graph::tests::graph_for as graph;
+use crate::plan::{Decided, Probe, ProbeRequest, Status, decide::decide};
 
 /// An in-memory world: which keys are materialized, which kinds fail, what ran.
 #[derive(Default)]
@@ -87,17 +87,12 @@ impl Effects for Fake {
     }
 }
 
-fn graph(toml: &str, names: &[&str]) -> Graph {
-    let plans = PlanSet::load(None).unwrap();
-    let cfg = parse(toml, "t.toml", &EnvOverrides::default(), &|p| {
-        plans.get(p).is_some()
-    })
-    .unwrap();
-    let rts: Vec<_> = names
-        .iter()
-        .map(|n| Arc::new(cfg.runtimes[*n].clone()))
-        .collect();
-    Graph::compile(&rts, &plans)
+/// A world where nothing is materialized and every branch is at `ccc…`.
+fn cold_world() -> Fake {
+    Fake {
+        commit: "c".repeat(40),
+        ..Default::default()
+    }
 }
 
 const TWO: &str =
@@ -132,10 +127,7 @@ fn opts(fail_fast: bool) -> Options {
 #[tokio::test]
 async fn cold_graph_runs_every_step_in_dependency_order() {
     let g = graph(TWO, &["a", "b"]);
-    let world = Fake {
-        commit: "c".repeat(40),
-        ..Default::default()
-    };
+    let world = cold_world();
     let d = decided(&g, &world).await;
     assert_eq!(
         statuses(&g, &d, StepKind::Build),
@@ -170,10 +162,7 @@ async fn cold_graph_runs_every_step_in_dependency_order() {
 #[tokio::test]
 async fn a_present_build_makes_clone_and_verify_unneeded() {
     let g = graph(TWO, &["a", "b"]);
-    let world = Fake {
-        commit: "c".repeat(40),
-        ..Default::default()
-    };
+    let world = cold_world();
     let d0 = decided(&g, &world).await;
     world
         .present
@@ -259,10 +248,7 @@ async fn fail_fast_stops_the_rest() {
 #[tokio::test]
 async fn work_finished_by_another_process_is_skipped_after_the_lock() {
     let g = graph(TWO, &["a"]);
-    let world = Fake {
-        commit: "c".repeat(40),
-        ..Default::default()
-    };
+    let world = cold_world();
     let d = decided(&g, &world).await;
     world
         .appear_on_lock
@@ -290,10 +276,7 @@ async fn work_finished_by_another_process_is_skipped_after_the_lock() {
 async fn shared_steps_run_once_for_two_runtimes() {
     let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\n";
     let g = graph(toml, &["a", "b"]);
-    let world = Fake {
-        commit: "c".repeat(40),
-        ..Default::default()
-    };
+    let world = cold_world();
     let d = decided(&g, &world).await;
     run(&g, &d, &world, &opts(false), &event::null_sink()).await;
     let ran = world.ran.lock().unwrap().clone();

@@ -3,6 +3,7 @@
 //! Probes ask the engine and the filesystem (records only say what saves work); runs do the
 //! work and commit the step's record as soon as it succeeds.
 
+use crate::config::sha12;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -56,10 +57,6 @@ impl RealWorld {
             read_only: self.read_only,
         }
     }
-}
-
-fn sha12(commit: &str) -> &str {
-    &commit[..12.min(commit.len())]
 }
 
 impl RealWorld {
@@ -277,7 +274,8 @@ impl RealWorld {
         let rt = req.node.runtime();
         let repo = rt.repo_identity();
         self.store.clean_stale_temps(req.key)?;
-        if let CheckoutState::Corrupt(_) = self.checkout_state(&repo, req.commit).await {
+        // The re-check under the lock found no usable checkout: whatever is there goes.
+        if self.store.checkout_state(&repo, req.commit) != CheckoutState::Missing {
             self.store.remove_checkout(&repo, req.commit)?;
         }
         let tmp = self.store.temp_dir(req.key)?;
@@ -437,6 +435,22 @@ fn build_request(
     }
 }
 
+/// The build inputs an image's labels state (missing labels read as empty), from which its
+/// key can be recomputed.
+pub fn inputs_from_labels(labels: &HashMap<String, String>) -> key::BuildInputs {
+    let get = |name: &str| labels.get(name).cloned().unwrap_or_default();
+    key::BuildInputs {
+        repo: get(eng::LABEL_REPO),
+        commit: get(eng::LABEL_REVISION),
+        dockerfile: get(eng::LABEL_DOCKERFILE),
+        platform: get(eng::LABEL_PLATFORM),
+        params: labels
+            .get(eng::LABEL_PARAMS)
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_default(),
+    }
+}
+
 /// Why an image's labels do not prove it is the output of `key`; `None` when they do.
 /// The key is recomputed from the labels, so a copied key label alone is not trusted.
 pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &key::BuildInputs) -> Option<String> {
@@ -444,16 +458,7 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &key::BuildInputs) 
     let Some(label_key) = l.get(eng::LABEL_KEY) else {
         return Some("it was not built by planner (no key label)".into());
     };
-    let from_labels = key::BuildInputs {
-        repo: l.get(eng::LABEL_REPO).cloned().unwrap_or_default(),
-        commit: l.get(eng::LABEL_REVISION).cloned().unwrap_or_default(),
-        dockerfile: l.get(eng::LABEL_DOCKERFILE).cloned().unwrap_or_default(),
-        platform: l.get(eng::LABEL_PLATFORM).cloned().unwrap_or_default(),
-        params: l
-            .get(eng::LABEL_PARAMS)
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_default(),
-    };
+    let from_labels = inputs_from_labels(l);
     if label_key == key.as_str() && key::build_key(&from_labels) == *key {
         return None;
     }

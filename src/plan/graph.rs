@@ -252,11 +252,12 @@ fn identity(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{EnvOverrides, parse};
 
-    fn graph_for(toml: &str, names: &[&str]) -> Graph {
+    /// The graph of the named runtimes of `toml` with the built-in plans (shared by unit tests).
+    pub(crate) fn graph_for(toml: &str, names: &[&str]) -> Graph {
         let plans = PlanSet::load(None).unwrap();
         let cfg = parse(toml, "t.toml", &EnvOverrides::default(), &|p| {
             plans.get(p).is_some()

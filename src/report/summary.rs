@@ -98,7 +98,7 @@ pub fn table(rows: &[RuntimeSummary], elapsed: std::time::Duration) -> String {
         "RUNTIME", "STATUS", "COMMIT", "IMAGE", "TIME"
     );
     for r in rows {
-        let commit = r.commit.as_deref().map_or("-", |c| &c[..12.min(c.len())]);
+        let commit = r.commit.as_deref().map_or("-", crate::config::sha12);
         let ran = if r.ran.is_empty() {
             "nothing".to_owned()
         } else {
