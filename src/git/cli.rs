@@ -4,8 +4,9 @@
 //!
 //! Every command is bounded ([`GitLimits`]: a total timeout, git's HTTP low-speed limit, ssh
 //! connect and keep-alive timeouts) and tied to planner's lifetime: it runs in its own process
-//! group, which is killed when the command is dropped (timeout, cancellation), and gets
-//! `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with planner even on `kill -9`.
+//! group, which is killed when the command is dropped (timeout, cancellation), under a `sh`
+//! that gets `PR_SET_PDEATHSIG(SIGTERM)` and then kills that group, so git and its helpers
+//! die with planner even on `kill -9`.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -21,7 +22,7 @@ use crate::mask::{display_url, mask};
 
 /// A `git` command that cannot prompt and carries the token (if any) for `url`'s origin only.
 fn git(url: &Url, auth: &GitAuth) -> Command {
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "")
         .env("SSH_ASKPASS", "")
@@ -60,6 +61,7 @@ async fn run(mut cmd: Command, what: &str, url: &Url, auth: &GitAuth) -> Result<
             Bounded::Io(e) if e.kind() == std::io::ErrorKind::NotFound => GitError::GitMissing {
                 detail: e.to_string(),
             },
+            Bounded::GitMissing(detail) => GitError::GitMissing { detail },
             Bounded::Io(e) => GitError::Command {
                 what: what.into(),
                 url: display_url(url),
@@ -122,6 +124,21 @@ fn classify(what: &str, url: &Url, auth: &GitAuth, stderr: String) -> GitError {
 enum Bounded {
     TimedOut,
     Io(std::io::Error),
+    /// The supervising shell found no `git` on `PATH` (exit 127).
+    GitMissing(String),
+}
+
+/// Runs git's arguments under a shell that, when planner dies, kills git's whole process
+/// group: `PR_SET_PDEATHSIG` reaches only the direct child, and the signal is not inherited
+/// by git's own children (`git-remote-https`, `ssh`, `index-pack`), which hold the token too.
+/// The shell starts git only after its trap is set; git's exit status is the shell's.
+const SUPERVISOR: &str = r#"trap 'kill -KILL 0' TERM; "$0" "$@" & wait $!"#;
+
+/// `git` (arguments are added as usual) under [`SUPERVISOR`].
+fn supervised_git() -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", SUPERVISOR, "git"]);
+    cmd
 }
 
 /// Runs `cmd` (already in its own process group) for at most `limit`. On timeout, error or
@@ -130,10 +147,15 @@ enum Bounded {
 async fn output_within(mut cmd: Command, limit: Duration) -> Result<Output, Bounded> {
     let child = cmd.spawn().map_err(Bounded::Io)?;
     let _group = child.id().map(GroupKill);
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(out) => out.map_err(Bounded::Io),
-        Err(_) => Err(Bounded::TimedOut),
+    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => out.map_err(Bounded::Io)?,
+        Err(_) => return Err(Bounded::TimedOut),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(127) && stderr.contains("git") && stderr.contains("not found") {
+        return Err(Bounded::GitMissing(stderr.trim().to_owned()));
     }
+    Ok(out)
 }
 
 /// Kills a git command's process group when dropped (after the leader was waited for, or
@@ -149,7 +171,8 @@ impl Drop for GroupKill {
     }
 }
 
-/// Makes the child a process-group leader that gets SIGKILL when planner dies.
+/// Makes the child a process-group leader that gets SIGTERM when planner dies (the
+/// [`SUPERVISOR`] shell's cue to kill the group).
 ///
 /// `PR_SET_PDEATHSIG` fires when the spawning *thread* exits: git commands are spawned from
 /// async tasks, i.e. on the runtime's worker threads, which live as long as planner's runtime.
@@ -158,12 +181,18 @@ fn tie_to_planner(cmd: &mut Command) {
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
     cmd.process_group(0);
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions (prctl, getppid), allocating nothing.
+    // functions (sigaction, sigprocmask, prctl, getppid), allocating nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // An ignored or blocked SIGTERM would survive exec and disarm the shell's trap.
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
+                libc::SIGTERM as libc::c_ulong,
                 0,
                 0,
                 0,
@@ -238,7 +267,7 @@ async fn lookup_ssh_command() -> Option<String> {
 
 /// `core.sshCommand` from the user's system and global git config (read outside any repository).
 async fn core_ssh_command() -> Option<String> {
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.args(["-C", "/", "config", "--get", "core.sshCommand"])
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
