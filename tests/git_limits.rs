@@ -188,3 +188,42 @@ fn sigterm_during_a_clone_exits_143_and_leaves_nothing() {
     assert_eq!(temp_dirs(env.cache_path()), Vec::<String>::new());
     assert_eq!(status.code(), Some(143), "{status:?}");
 }
+
+#[test]
+fn an_ssh_url_with_a_user_resolves_clones_and_builds() {
+    let env = Env::new("ssh-ok");
+    let sshd = support::sshd::Sshd::start();
+    let sha = env.template("tpl");
+    let bare = env.git.root().join("tpl.git");
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        support::sshd::Sshd::user(),
+        sshd.port(),
+        bare.display()
+    );
+    config(&env, "s", &url, "connect_timeout = \"10s\"");
+    // The user's own ssh command (key, known hosts): planner appends its options to it.
+    let run = |args: &[&str]| {
+        Run::from_output(
+            env.command(args)
+                .env("GIT_SSH_COMMAND", sshd.ssh_command())
+                .output()
+                .unwrap(),
+        )
+    };
+    let plan = run(&["plan", "s"]);
+    assert!(
+        plan.code == 0
+            && plan.all().contains(&sha[..12])
+            && !plan.all().contains("resolve-head       failed"),
+        "{}",
+        plan.all()
+    );
+    let ensure = run(&["ensure", "s"]);
+    assert_eq!(ensure.code, 0, "{}", ensure.all());
+    let pinned = env.image("s", &sha);
+    assert_eq!(
+        support::harness::label(&pinned, "org.opencontainers.image.revision"),
+        sha
+    );
+}

@@ -2,3 +2,4 @@
 pub mod git_server;
 pub mod harness;
 pub mod slow_git;
+pub mod sshd;
