@@ -136,7 +136,7 @@ const SUPERVISOR: &str = r#"trap 'kill -KILL 0' TERM; "$0" "$@" & wait $!"#;
 
 /// `git` (arguments are added as usual) under [`SUPERVISOR`].
 fn supervised_git() -> Command {
-    let mut cmd = Command::new("sh");
+    let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", SUPERVISOR, "git"]);
     cmd
 }
