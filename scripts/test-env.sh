@@ -22,10 +22,18 @@ install_packages() {
   command -v jq >/dev/null || missing+=(jq)
   command -v script >/dev/null || missing+=(bsdutils)
   command -v flock >/dev/null || missing+=(util-linux)
+  # sshd for the ssh:// tests (each test starts its own on a loopback port; see tests/support/sshd.rs).
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "test-env: installing ${missing[*]}" >&2
     as_root apt-get update -qq
+    # No package may start a system service (openssh-server would start sshd on port 22).
+    local policy=/usr/sbin/policy-rc.d made_policy=
+    if [ ! -e "$policy" ]; then
+      as_root sh -c "printf '#!/bin/sh\\nexit 101\\n' >$policy && chmod +x $policy" && made_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$made_policy" ]; then as_root rm -f "$policy"; fi
   fi
 }
 

@@ -169,7 +169,8 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
         store,
         engine,
         http: smart_http::client(),
-        auth: GitAuth::from_env(loaded.config.git.token_env.as_deref()),
+        auth: GitAuth::from_env(loaded.config.git.token_env.as_deref())
+            .with_limits(loaded.config.git.limits.clone()),
         read_only,
     })
 }

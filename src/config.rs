@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
@@ -75,6 +76,40 @@ pub struct GitSettings {
     /// Name of the environment variable holding the git host token.
     pub token_env: Option<String>,
     pub allow_insecure_http: bool,
+    /// Time limits for every `git` subprocess.
+    pub limits: GitLimits,
+}
+
+/// How long a `git` subprocess may take, and how slow it may be (`[git] timeout`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitLimits {
+    /// Total wall time of one git command; the command is killed after it.
+    pub timeout: Duration,
+    /// Bytes per second below which an HTTP transfer counts as stalled (0: no limit).
+    pub low_speed_limit: u32,
+    /// How long an HTTP transfer may stay below `low_speed_limit` before git aborts it.
+    pub low_speed_time: Duration,
+    /// ssh `ConnectTimeout` (TCP connect and banner exchange), also the keep-alive interval.
+    pub connect_timeout: Duration,
+}
+
+/// Built-in `[git]` limits.
+pub const BUILTIN_GIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const BUILTIN_LOW_SPEED_LIMIT: u32 = 1000;
+pub const BUILTIN_LOW_SPEED_TIME: Duration = Duration::from_secs(60);
+pub const BUILTIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest duration any `[git]` limit accepts.
+const MAX_GIT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Default for GitLimits {
+    fn default() -> Self {
+        GitLimits {
+            timeout: BUILTIN_GIT_TIMEOUT,
+            low_speed_limit: BUILTIN_LOW_SPEED_LIMIT,
+            low_speed_time: BUILTIN_LOW_SPEED_TIME,
+            connect_timeout: BUILTIN_CONNECT_TIMEOUT,
+        }
+    }
 }
 
 /// One allowlisted runtime with every key resolved.
@@ -169,6 +204,10 @@ struct RawRuntime {
 struct RawGit {
     token_env: Option<Spanned<String>>,
     allow_insecure_http: Option<bool>,
+    timeout: Option<Spanned<String>>,
+    low_speed_limit: Option<Spanned<i64>>,
+    low_speed_time: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
 }
 
 /// Turns byte spans into `file:line:column` errors.
@@ -257,7 +296,59 @@ fn validate_git(raw: &RawGit, loc: &Locator) -> Result<GitSettings, ConfigError>
     Ok(GitSettings {
         token_env,
         allow_insecure_http: raw.allow_insecure_http.unwrap_or(false),
+        limits: validate_git_limits(raw, loc)?,
     })
+}
+
+/// The `[git]` time limits: durations such as `"30m"` or `"90s"`, whole seconds, 1 s to 7 days.
+fn validate_git_limits(raw: &RawGit, loc: &Locator) -> Result<GitLimits, ConfigError> {
+    let builtin = GitLimits::default();
+    let duration = |key: &str, v: &Option<Spanned<String>>, default: Duration| match v {
+        None => Ok(default),
+        Some(v) => parse_git_duration(v.get_ref()).map_err(|m| {
+            loc.error(
+                v.span(),
+                format!("invalid git.{key} {:?}: {m}", v.get_ref()),
+            )
+        }),
+    };
+    let low_speed_limit = match &raw.low_speed_limit {
+        None => builtin.low_speed_limit,
+        Some(v) => u32::try_from(*v.get_ref()).map_err(|_| {
+            loc.error(
+                v.span(),
+                format!(
+                    "invalid git.low_speed_limit {}: give bytes per second, 0 (no limit) to {}",
+                    v.get_ref(),
+                    u32::MAX
+                ),
+            )
+        })?,
+    };
+    Ok(GitLimits {
+        timeout: duration("timeout", &raw.timeout, builtin.timeout)?,
+        low_speed_limit,
+        low_speed_time: duration(
+            "low_speed_time",
+            &raw.low_speed_time,
+            builtin.low_speed_time,
+        )?,
+        connect_timeout: duration(
+            "connect_timeout",
+            &raw.connect_timeout,
+            builtin.connect_timeout,
+        )?,
+    })
+}
+
+/// Parses a `[git]` duration (humantime syntax: `"90s"`, `"30m"`, `"1h 30m"`).
+fn parse_git_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as \"90s\", \"30m\" or \"1h\""))?;
+    if d.subsec_nanos() != 0 || d < Duration::from_secs(1) || d > MAX_GIT_DURATION {
+        return Err("give whole seconds, from \"1s\" to \"7d\"".into());
+    }
+    Ok(d)
 }
 
 /// A `[defaults]` value with the span it came from (`None` for built-in or env values).
@@ -427,7 +518,9 @@ fn validate_default_runtime(
 pub fn validate_repo_url(text: &str, git: &GitSettings) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("invalid repo URL {text:?}: {e}"))?;
     let shown = crate::mask::display_url(&url);
-    if !url.username().is_empty() || url.password().is_some() {
+    // An ssh user name (`ssh://git@host/…`) selects the account, it is no secret; a password is.
+    let user_refused = !url.username().is_empty() && url.scheme() != "ssh";
+    if user_refused || url.password().is_some() {
         return Err(format!(
             "repo URL {shown} carries credentials: remove them and put the token in the environment variable named by [git] token_env"
         ));
@@ -673,6 +766,53 @@ mod tests {
             &|_| true,
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn ssh_user_is_accepted_but_not_an_ssh_password() {
+        let cfg = parse_ok("[runtimes.a]\nrepo = \"ssh://git@h.example:2222/org/a.git\"\n");
+        let a = &cfg.runtimes["a"];
+        assert_eq!(a.repo.as_str(), "ssh://git@h.example:2222/org/a.git");
+        assert_eq!(a.repo_identity(), "ssh://h.example:2222/org/a.git");
+        let err = parse_err("[runtimes.a]\nrepo = \"ssh://git:pw9secret@h.example/org/a\"\n");
+        assert!(
+            err.contains("carries credentials") && !err.contains("pw9secret"),
+            "{err}"
+        );
+        let err = parse_err("[runtimes.a]\nrepo = \"https://git@h.example/org/a\"\n");
+        assert!(err.contains("carries credentials"), "{err}");
+    }
+
+    #[test]
+    fn git_limits_default_and_parse() {
+        let cfg = parse_ok("[runtimes.a]\n");
+        assert_eq!(cfg.git.limits, GitLimits::default());
+        assert_eq!(cfg.git.limits.timeout, Duration::from_secs(1800));
+        let cfg = parse_ok(
+            "[git]\ntimeout = \"1h 30m\"\nlow_speed_limit = 0\nlow_speed_time = \"2s\"\nconnect_timeout = \"5s\"\n",
+        );
+        let l = &cfg.git.limits;
+        assert_eq!(l.timeout, Duration::from_secs(5400));
+        assert_eq!(l.low_speed_limit, 0);
+        assert_eq!(l.low_speed_time, Duration::from_secs(2));
+        assert_eq!(l.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_git_limits_are_refused_with_line_and_column() {
+        let err = parse_err("[git]\ntimeout = \"soon\"\n");
+        assert!(err.starts_with("runtimes.toml:2:11: "), "{err}");
+        assert!(err.contains("invalid git.timeout \"soon\""), "{err}");
+        let err = parse_err("[git]\nlow_speed_time = \"500ms\"\n");
+        assert!(err.contains("whole seconds"), "{err}");
+        let err = parse_err("[git]\nconnect_timeout = \"0s\"\n");
+        assert!(err.contains("invalid git.connect_timeout"), "{err}");
+        let err = parse_err("[git]\ntimeout = \"30d\"\n");
+        assert!(err.contains("\"7d\""), "{err}");
+        let err = parse_err("[git]\nlow_speed_limit = -1\n");
+        assert!(err.starts_with("runtimes.toml:2:19: "), "{err}");
+        let err = parse_err("[git]\ntimeout = 30\n");
+        assert!(err.starts_with("runtimes.toml:2:"), "{err}");
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &args.runtimes, args.runtimes.is_empty())?;
     // Registers the token for masking even when nothing is refreshed.
-    let auth = GitAuth::from_env(loaded.config.git.token_env.as_deref());
+    let auth = GitAuth::from_env(loaded.config.git.token_env.as_deref())
+        .with_limits(loaded.config.git.limits.clone());
     let engine = connect().await?;
     let store = Store::read_only(&loaded.cache_dir);
     let heads = if args.refresh {

@@ -1,25 +1,32 @@
 //! The git CLI through `tokio::process`: `ls-remote` for non-HTTP transports and the
 //! one-commit checkout. Never prompts; the token travels in git's environment
 //! (`http.<origin>.extraHeader`), scoped to the repository's origin, never in argv.
+//!
+//! Every command is bounded ([`GitLimits`]: a total timeout, git's HTTP low-speed limit, ssh
+//! connect and keep-alive timeouts) and tied to planner's lifetime: it runs in its own process
+//! group, which is killed when the command is dropped (timeout, cancellation), under a `sh`
+//! that gets `PR_SET_PDEATHSIG(SIGTERM)` and then kills that group, so git and its helpers
+//! die with planner even on `kill -9`.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::process::Command;
 use url::Url;
 
 use super::{GitAuth, GitError, pktline};
+use crate::config::GitLimits;
 use crate::mask::{display_url, mask};
 
 /// A `git` command that cannot prompt and carries the token (if any) for `url`'s origin only.
 fn git(url: &Url, auth: &GitAuth) -> Command {
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "")
         .env("SSH_ASKPASS", "")
         .env("GCM_INTERACTIVE", "never")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -37,18 +44,30 @@ fn git(url: &Url, auth: &GitAuth) -> Command {
     cmd
 }
 
-/// Runs a prepared git command; stdout on success, a classified error otherwise.
+/// Runs a prepared git command within `[git]` limits; stdout on success, a classified error otherwise.
 async fn run(mut cmd: Command, what: &str, url: &Url, auth: &GitAuth) -> Result<String, GitError> {
-    let out = cmd.output().await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => GitError::GitMissing {
-            detail: e.to_string(),
-        },
-        _ => GitError::Command {
-            what: what.into(),
-            url: display_url(url),
-            stderr: e.to_string(),
-        },
-    })?;
+    let ssh = ssh_command(user_ssh_command().await.as_deref(), &auth.limits);
+    cmd.env("GIT_SSH_COMMAND", ssh);
+    apply_speed_limits(&mut cmd, &auth.limits);
+    tie_to_planner(&mut cmd);
+    let out = output_within(cmd, auth.limits.timeout)
+        .await
+        .map_err(|e| match e {
+            Bounded::TimedOut => GitError::TimedOut {
+                what: what.into(),
+                url: display_url(url),
+                limit: show_duration(auth.limits.timeout),
+            },
+            Bounded::Io(e) if e.kind() == std::io::ErrorKind::NotFound => GitError::GitMissing {
+                detail: e.to_string(),
+            },
+            Bounded::GitMissing(detail) => GitError::GitMissing { detail },
+            Bounded::Io(e) => GitError::Command {
+                what: what.into(),
+                url: display_url(url),
+                stderr: e.to_string(),
+            },
+        })?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
@@ -57,6 +76,9 @@ async fn run(mut cmd: Command, what: &str, url: &Url, auth: &GitAuth) -> Result<
 }
 
 fn classify(what: &str, url: &Url, auth: &GitAuth, stderr: String) -> GitError {
+    if let Some(limit) = limit_error(what, url, &auth.limits, &stderr) {
+        return limit;
+    }
     let low = stderr.to_lowercase();
     let shown = display_url(url);
     if low.contains("authentication failed")
@@ -94,6 +116,196 @@ fn classify(what: &str, url: &Url, auth: &GitAuth, stderr: String) -> GitError {
         url: shown,
         stderr,
     }
+}
+
+// ---- bounded time and lifetime of git children ----------------------------------------------
+
+/// Why a bounded command produced no output.
+enum Bounded {
+    TimedOut,
+    Io(std::io::Error),
+    /// The supervising shell found no `git` on `PATH` (exit 127).
+    GitMissing(String),
+}
+
+/// Runs git's arguments under a shell that, when planner dies, kills git's whole process
+/// group: `PR_SET_PDEATHSIG` reaches only the direct child, and the signal is not inherited
+/// by git's own children (`git-remote-https`, `ssh`, `index-pack`), which hold the token too.
+/// The shell starts git only after its trap is set; git's exit status is the shell's.
+const SUPERVISOR: &str = r#"trap 'kill -KILL 0' TERM; "$0" "$@" & wait $!"#;
+
+/// `git` (arguments are added as usual) under [`SUPERVISOR`].
+fn supervised_git() -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", SUPERVISOR, "git"]);
+    cmd
+}
+
+/// Runs `cmd` (already in its own process group) for at most `limit`. On timeout, error or
+/// cancellation the whole group is killed: git's helpers (`git-remote-https`, `ssh`,
+/// `index-pack`) included, not only the `git` process.
+async fn output_within(mut cmd: Command, limit: Duration) -> Result<Output, Bounded> {
+    let child = cmd.spawn().map_err(Bounded::Io)?;
+    let _group = child.id().map(GroupKill);
+    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(out) => out.map_err(Bounded::Io)?,
+        Err(_) => return Err(Bounded::TimedOut),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(127) && stderr.contains("git") && stderr.contains("not found") {
+        return Err(Bounded::GitMissing(stderr.trim().to_owned()));
+    }
+    Ok(out)
+}
+
+/// Kills a git command's process group when dropped (after the leader was waited for, or
+/// when the wait is abandoned); a group whose members all exited is not signalled.
+struct GroupKill(u32);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Ok(pgid) = libc::pid_t::try_from(self.0) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Makes the child a process-group leader that gets SIGTERM when planner dies (the
+/// [`SUPERVISOR`] shell's cue to kill the group).
+///
+/// `PR_SET_PDEATHSIG` fires when the spawning *thread* exits: git commands are spawned from
+/// async tasks, i.e. on the runtime's worker threads, which live as long as planner's runtime.
+/// The `getppid` check closes the race with planner dying before the `prctl`.
+fn tie_to_planner(cmd: &mut Command) {
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    cmd.process_group(0);
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (sigaction, sigprocmask, prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // An ignored or blocked SIGTERM would survive exec and disarm the shell's trap.
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// git's HTTP low-speed limit (`http.lowSpeedLimit`/`lowSpeedTime`, through their environment
+/// variables so that no `-c` or `GIT_CONFIG_*` slot is taken).
+fn apply_speed_limits(cmd: &mut Command, limits: &GitLimits) {
+    if limits.low_speed_limit > 0 {
+        cmd.env(
+            "GIT_HTTP_LOW_SPEED_LIMIT",
+            limits.low_speed_limit.to_string(),
+        )
+        .env(
+            "GIT_HTTP_LOW_SPEED_TIME",
+            limits.low_speed_time.as_secs().to_string(),
+        );
+    }
+}
+
+/// The ssh command git runs: the user's own (`GIT_SSH_COMMAND`, `core.sshCommand`, `GIT_SSH`,
+/// in git's order; else `ssh`) with planner's options appended. Options are appended only when
+/// the command is a plain OpenSSH invocation; any other command (a wrapper script, plink, a
+/// shell construct) is used as it is, bounded by `[git] timeout` alone. ssh takes the first
+/// value of an option, so the user's own `-o ConnectTimeout=…` wins over planner's.
+fn ssh_command(user: Option<&str>, limits: &GitLimits) -> String {
+    let base = user.map_or("ssh", str::trim);
+    if !is_plain_openssh(base) {
+        return base.to_owned();
+    }
+    let connect = limits.connect_timeout.as_secs().max(1);
+    format!(
+        "{base} -o BatchMode=yes -o ConnectTimeout={connect} -o ServerAliveInterval={connect} -o ServerAliveCountMax=3"
+    )
+}
+
+/// Whether `command` is `ssh` (or `/path/to/ssh`) with plain arguments, so that appending
+/// `-o` options is sound: no shell operators, comments, redirections or substitutions.
+fn is_plain_openssh(command: &str) -> bool {
+    let program = command.split_whitespace().next().unwrap_or_default();
+    let name = program.rsplit('/').next().unwrap_or_default();
+    name == "ssh" && !command.contains([';', '|', '&', '#', '`', '(', ')', '<', '>', '\n', '\\'])
+}
+
+/// The user's ssh command as git would pick it, looked up once per process.
+async fn user_ssh_command() -> Option<String> {
+    static USER_SSH: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
+    USER_SSH.get_or_init(lookup_ssh_command).await.clone()
+}
+
+async fn lookup_ssh_command() -> Option<String> {
+    let from_env = |var| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    if let Some(cmd) = from_env("GIT_SSH_COMMAND") {
+        return Some(cmd);
+    }
+    if let Some(cmd) = core_ssh_command().await {
+        return Some(cmd);
+    }
+    // GIT_SSH names a program (no shell): quote it so the shell sees one word.
+    from_env("GIT_SSH").map(|p| format!("'{}'", p.replace('\'', r"'\''")))
+}
+
+/// `core.sshCommand` from the user's system and global git config (read outside any repository).
+async fn core_ssh_command() -> Option<String> {
+    let mut cmd = supervised_git();
+    cmd.args(["-C", "/", "config", "--get", "core.sshCommand"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    tie_to_planner(&mut cmd);
+    let out = output_within(cmd, Duration::from_secs(10)).await.ok()?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !value.is_empty()).then_some(value)
+}
+
+/// A `[git]` limit that git itself enforced (low-speed abort, ssh connect or keep-alive
+/// timeout), recognised from its stderr.
+fn limit_error(what: &str, url: &Url, limits: &GitLimits, stderr: &str) -> Option<GitError> {
+    let low = stderr.to_lowercase();
+    if low.contains("operation too slow") {
+        return Some(GitError::TooSlow {
+            what: what.into(),
+            url: display_url(url),
+            bytes: limits.low_speed_limit,
+            limit: show_duration(limits.low_speed_time),
+        });
+    }
+    let ssh_silent = low.contains("banner exchange")
+        || (low.contains("ssh:") && low.contains("timed out"))
+        || (low.contains("timeout, server") && low.contains("not responding"));
+    ssh_silent.then(|| GitError::SshTimeout {
+        what: what.into(),
+        url: display_url(url),
+        limit: show_duration(limits.connect_timeout),
+        detail: stderr.to_owned(),
+    })
+}
+
+/// A limit as written in runtimes.toml, e.g. `30m`.
+fn show_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 /// `git ls-remote` for one branch (file://, ssh://).
@@ -230,4 +442,57 @@ pub async fn modified_paths(dir: &Path) -> Result<Option<String>, GitError> {
         n if n <= 3 => Some(changed.join(", ")),
         n => Some(format!("{} and {} more", changed[..3].join(", "), n - 3)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> GitLimits {
+        GitLimits {
+            connect_timeout: Duration::from_secs(7),
+            ..GitLimits::default()
+        }
+    }
+
+    #[test]
+    fn ssh_options_are_appended_to_plain_openssh_commands() {
+        let opts = "-o BatchMode=yes -o ConnectTimeout=7 -o ServerAliveInterval=7 -o ServerAliveCountMax=3";
+        assert_eq!(ssh_command(None, &limits()), format!("ssh {opts}"));
+        assert_eq!(
+            ssh_command(Some("/usr/bin/ssh -i /k/id -p 22 "), &limits()),
+            format!("/usr/bin/ssh -i /k/id -p 22 {opts}")
+        );
+    }
+
+    #[test]
+    fn other_ssh_commands_are_left_alone() {
+        for user in [
+            "plink -batch",
+            "my-ssh-wrapper",
+            "ssh -i k; echo hi",
+            "ssh -i k # comment",
+            "f() { ssh \"$@\"; }; f",
+            "'/opt/ssh'",
+        ] {
+            assert_eq!(ssh_command(Some(user), &limits()), user, "{user}");
+        }
+    }
+
+    #[test]
+    fn limit_errors_are_recognised_from_git_stderr() {
+        let url = Url::parse("ssh://git@127.0.0.1:1/x.git").unwrap();
+        let slow = "error: RPC failed; curl 28 Operation too slow. Less than 1000 bytes/sec transferred the last 2 seconds";
+        let err = limit_error("git fetch", &url, &GitLimits::default(), slow).unwrap();
+        let text = err.to_string();
+        assert!(text.contains("below 1000 bytes/s for 1m"), "{text}");
+        assert!(text.contains("ssh://127.0.0.1:1/x.git"), "{text}");
+        let banner =
+            "Connection timed out during banner exchange\nConnection to 127.0.0.1 port 1 timed out";
+        let text = limit_error("git ls-remote", &url, &limits(), banner)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("within 7s ([git] connect_timeout)"), "{text}");
+        assert!(limit_error("git fetch", &url, &limits(), "fatal: not found").is_none());
+    }
 }

@@ -45,6 +45,32 @@ pub enum GitError {
         "timed out after {secs}s talking to {url}\n  help: the git host is slow or unreachable; check the network"
     )]
     Timeout { url: String, secs: u64 },
+    #[error(
+        "{what} for {url} did not finish within {limit} ([git] timeout) and was stopped\n  help: the git host is stalled or very slow; raise [git] timeout in runtimes.toml (e.g. timeout = \"1h\") if the repository is that large"
+    )]
+    TimedOut {
+        what: String,
+        url: String,
+        limit: String,
+    },
+    #[error(
+        "{what} for {url} was aborted: the transfer stayed below {bytes} bytes/s for {limit} ([git] low_speed_limit, low_speed_time)\n  help: the git host is stalled or the network very slow; check them, or lower [git] low_speed_limit (0 turns it off) or raise low_speed_time in runtimes.toml"
+    )]
+    TooSlow {
+        what: String,
+        url: String,
+        bytes: u32,
+        limit: String,
+    },
+    #[error(
+        "{what} for {url}: the ssh server did not answer within {limit} ([git] connect_timeout): {detail}\n  help: check that the host and port serve ssh and are reachable; raise [git] connect_timeout in runtimes.toml if the host is just slow"
+    )]
+    SshTimeout {
+        what: String,
+        url: String,
+        limit: String,
+        detail: String,
+    },
 }
 
 /// The auth-refused hint: which env var to set or check.

@@ -12,11 +12,13 @@ pub use error::GitError;
 
 use url::Url;
 
-/// Credentials for the git host, and where they came from (for error hints).
+/// Credentials for the git host, and where they came from (for error hints); also the
+/// `[git]` time limits every git subprocess runs under.
 #[derive(Clone, Default)]
 pub struct GitAuth {
     pub token: Option<String>,
     pub token_env: Option<String>,
+    pub limits: crate::config::GitLimits,
 }
 
 impl std::fmt::Debug for GitAuth {
@@ -24,6 +26,7 @@ impl std::fmt::Debug for GitAuth {
         f.debug_struct("GitAuth")
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("token_env", &self.token_env)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -40,7 +43,13 @@ impl GitAuth {
         GitAuth {
             token,
             token_env: token_env.map(str::to_owned),
+            limits: crate::config::GitLimits::default(),
         }
+    }
+
+    /// The same credentials, with git subprocesses bounded by `limits`.
+    pub fn with_limits(self, limits: crate::config::GitLimits) -> GitAuth {
+        GitAuth { limits, ..self }
     }
 
     pub fn auth_refused(&self, url: &Url, status: u16) -> GitError {

@@ -1,3 +1,5 @@
 #![allow(dead_code)]
 pub mod git_server;
 pub mod harness;
+pub mod slow_git;
+pub mod sshd;
