@@ -175,10 +175,10 @@ pub fn new_checkout_id(tmp: &Path) -> String {
     blake3::hash(seed.as_bytes()).to_hex().to_string()
 }
 
-/// Gives the checkout at `dir` its id ([`CHECKOUT_ID_FILE`] in its `.git`).
+/// Gives the checkout at `dir` its id ([`CHECKOUT_ID_FILE`] in its `.git`), atomically (a
+/// FIFO or anything else in the way is replaced, never written into).
 pub fn write_checkout_id(dir: &Path, id: &str) -> Result<(), StoreError> {
-    let path = dir.join(".git").join(CHECKOUT_ID_FILE);
-    fs::write(&path, id).map_err(io_err(&path, "write checkout id"))
+    write_atomic(&dir.join(".git").join(CHECKOUT_ID_FILE), id.as_bytes())
 }
 
 /// The id of the checkout at `dir`, when it has a valid one.

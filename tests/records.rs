@@ -355,3 +355,52 @@ fn after_a_reclone_verify_runs_again_honestly() {
     );
     assert!(!run.stderr.contains("done meanwhile"), "{}", run.all());
 }
+
+#[test]
+fn the_all_zero_commit_from_a_git_host_is_refused() {
+    let env = Env::new("rec-zero");
+    let mut body = Vec::new();
+    let line = format!("{} refs/heads/main\n", "0".repeat(40));
+    body.extend_from_slice(format!("{:04x}{line}", line.len() + 4).as_bytes());
+    body.extend_from_slice(b"0000");
+    let host =
+        support::canned_http::CannedHttp::start(200, "application/x-git-upload-pack-result", body);
+    env.config(&format!("[runtimes.z]\nrepo = \"{}\"\n", host.url("zero")));
+    let run = env.planner(&["ensure", "z"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("malformed commit id"), "{}", run.all());
+    assert_eq!(run.count("clone", "started"), 0, "{}", run.all());
+}
+
+#[test]
+fn a_checkout_without_an_id_is_verified_once_and_then_trusted() {
+    let env = Env::new("rec-noid");
+    let sha = env.template("tpl");
+    env.config(&env.runtime("n", "tpl"));
+    assert_eq!(env.planner(&["ensure", "n"]).code, 0);
+    let repo_dir = std::fs::read_dir(env.cache_path().join("checkouts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let id_file = repo_dir.join(&sha).join(".git/planner-checkout-id");
+    std::fs::remove_file(&id_file).unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&id_file)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for (round, verifies) in [("no id yet", 1), ("id given by the verify", 0)] {
+        docker(&["image", "rm", "-f", &env.image("n", &sha), &env.latest("n")]);
+        let run = planner_bounded(&env, &["ensure", "n"]);
+        assert_eq!(run.code, 0, "{round}\n{}", run.all());
+        assert_eq!(run.count("clone", "started"), 0, "{round}\n{}", run.all());
+        assert_eq!(
+            run.count("verify-dockerfile", "started"),
+            verifies,
+            "{round}\n{}",
+            run.all()
+        );
+    }
+}

@@ -316,10 +316,11 @@ impl RealWorld {
         };
         let rt = req.node.runtime();
         let b3 = hash_dockerfile(&checkout, rt, req.commit)?;
+        let checkout_id = give_checkout_an_id(&checkout)?;
         self.record(StepKind::VerifyDockerfile, req.key, req.node, |r| {
             r.commit = Some(req.commit.to_owned());
             r.dockerfile_blake3 = Some(b3.clone());
-            r.checkout_id = store::checkout_id(&checkout);
+            r.checkout_id = Some(checkout_id);
         })?;
         Ok(Output::Verified {
             checkout,
@@ -428,6 +429,17 @@ impl RealWorld {
         })?;
         Ok(Output::Tagged { id: id.clone() })
     }
+}
+
+/// The checkout's id; a checkout cloned before checkouts had ids gets one now, so that its
+/// verify record can name it (and the next run trusts that record).
+fn give_checkout_an_id(checkout: &Path) -> Result<String, StepError> {
+    if let Some(id) = store::checkout_id(checkout) {
+        return Ok(id);
+    }
+    let id = store::new_checkout_id(checkout);
+    store::write_checkout_id(checkout, &id)?;
+    Ok(id)
 }
 
 fn latest_tags(node: &Node) -> Vec<String> {

@@ -1,3 +1,4 @@
 #![allow(dead_code)]
+pub mod canned_http;
 pub mod git_server;
 pub mod harness;
