@@ -600,17 +600,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The checkout directories of `repo`, one per commit-named entry (40 or 64 hex digits).
+    /// The checkout directories of `repo`, one per commit-named entry ([`ids::is_commit`]).
     pub fn list_checkouts(&self, repo: &str) -> Result<Vec<CheckoutDir>, StoreError> {
         let dir = self.root.join("checkouts").join(repo_dir_name(repo));
         let mut out = Vec::new();
         for entry in read_dir_or_empty(&dir)? {
             let commit = entry.file_name().to_string_lossy().into_owned();
-            let is_commit = matches!(commit.len(), 40 | 64)
-                && commit
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !is_commit {
+            if !ids::is_commit(&commit) {
                 continue;
             }
             out.push(CheckoutDir {
