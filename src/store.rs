@@ -77,7 +77,10 @@ pub const CHECKOUT_ID_FILE: &str = "planner-checkout-id";
 impl Record {
     /// Why the record is not one planner wrote for `key`; `None` when every field is valid.
     pub fn invalid(&self, key: &Key) -> Option<String> {
-        let bad = |field: &str, value: &str| Some(format!("{field} {value:?} is not valid"));
+        let bad = |field: &str, value: &str| {
+            let shown: String = value.chars().take(72).collect();
+            Some(format!("{field} {shown:?} is not valid"))
+        };
         if self.schema != RECORD_SCHEMA {
             return Some(format!("schema {} (expected {RECORD_SCHEMA})", self.schema));
         }
@@ -502,10 +505,11 @@ pub fn repo_dir_name(repo: &str) -> String {
 }
 
 fn warn_ignored(path: &Path, why: &str) {
-    tracing::warn!(
+    let text = format!(
         "ignoring record {}: {why}\n  help: records are only hints; `planner gc` removes invalid ones",
-        crate::mask::mask(&path.display().to_string())
+        path.display()
     );
+    tracing::warn!("{}", crate::mask::mask(&text));
 }
 
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a mix.

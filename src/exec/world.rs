@@ -252,7 +252,8 @@ impl RealWorld {
                 sha12(&old)
             ));
         }
-        if self.store.read_record(req.key, StepKind::Build).is_some() {
+        let built = self.store.read_record(req.key, StepKind::Build);
+        if built.is_some_and(|r| r.commit.as_deref() == Some(req.commit)) {
             return Ok(format!("image {tag} missing (pruned?)"));
         }
         Ok(format!("image {tag} not built yet"))
