@@ -112,6 +112,7 @@ fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
             commit: Some(commit.to_owned()),
             dockerfile_blake3: None,
             image_id: None,
+            checkout_id: None,
             finished_at: now_secs(),
         };
         let path = records.join(format!("{}.json", rec.key));

@@ -636,9 +636,10 @@ pub fn validate_image_repo(repo: &str) -> Result<(), String> {
     }
 }
 
-/// The first 12 hex digits of a commit id: the pinned tag, and how commits are shown.
+/// The first 12 hex digits of a commit id: the pinned tag, and how commits are shown
+/// ([`crate::ids::short`]: never panics, whatever the text).
 pub fn sha12(commit: &str) -> &str {
-    &commit[..12.min(commit.len())]
+    crate::ids::short(commit)
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ struct OwnImage {
 fn own_labels(labels: &HashMap<String, String>) -> Option<(Key, String)> {
     let label_key = Key::parse(labels.get(eng::LABEL_KEY)?)?;
     let commit = labels.get(eng::LABEL_REVISION)?.clone();
-    if commit.is_empty() {
+    if !crate::ids::is_commit(&commit) {
         return None;
     }
     let inputs = crate::exec::world::inputs_from_labels(labels);

@@ -32,11 +32,7 @@ impl Key {
 
     /// Parses a key read from a label or record; `None` unless 64 lowercase hex digits.
     pub fn parse(text: &str) -> Option<Key> {
-        let ok = text.len() == 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| Key(text.to_owned()))
+        crate::ids::is_blake3_hex(text).then(|| Key(text.to_owned()))
     }
 }
 

@@ -7,7 +7,7 @@
 //! → [`exec`] (scheduler, locks, the real world) → an event stream → [`report`] (live
 //! terminal display, plain lines, NDJSON; plans as text, JSON or DOT).
 //! Side effects live in [`git`], [`docker`] and [`store`]; [`mask`] hides the token everywhere.
-//! [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
+//! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs.
 pub mod app;
 pub mod cli;
@@ -17,6 +17,7 @@ pub mod error;
 pub mod exec;
 pub mod gc;
 pub mod git;
+pub mod ids;
 pub mod key;
 pub mod mask;
 pub mod plan;

@@ -11,7 +11,6 @@ use crate::config::Runtime;
 use crate::docker::DockerError;
 use crate::docker::engine::{self as eng, Engine};
 use crate::git::{self, GitAuth};
-use crate::key;
 use crate::store::{self, CheckoutState, Store};
 
 /// Version of the `status --json` document.
@@ -124,7 +123,7 @@ fn recorded_heads(store: &Store, runtimes: &[Arc<Runtime>]) -> Vec<Head> {
     runtimes
         .iter()
         .map(|rt| {
-            let rec = store.read_record(&key::resolve_key(&rt.repo_identity(), &rt.branch));
+            let rec = store.recorded_head(&rt.repo_identity(), &rt.branch);
             let (commit, resolved_at) = match rec.and_then(|r| r.commit.map(|c| (c, r.finished_at)))
             {
                 Some((c, at)) => (Some(c), Some(at)),
@@ -225,7 +224,8 @@ async fn latest_status(
     let latest_commit = info
         .as_ref()
         .filter(|i| i.labels.contains_key(eng::LABEL_KEY))
-        .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned());
+        .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned())
+        .filter(|c| crate::ids::is_commit(c));
     let matches_commit = match (&info, commit) {
         (Some(info), Some(c)) => Some(
             pinned.id.as_deref() == Some(info.id.as_str())

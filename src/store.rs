@@ -12,15 +12,20 @@
 //! Records are hints that save work; the engine and the filesystem are the truth.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 
+use crate::ids;
 use crate::key::Key;
+use crate::plan::StepKind;
 
 /// Version of the record format.
 pub const RECORD_SCHEMA: u32 = 1;
+
+/// Largest record file read; planner's own are a few hundred bytes.
+pub const RECORD_CAP: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -58,8 +63,132 @@ pub struct Record {
     pub dockerfile_blake3: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The id of the checkout a clone made (see [`CHECKOUT_ID_FILE`]) and a verify checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_id: Option<String>,
     /// Seconds since the Unix epoch.
     pub finished_at: u64,
+}
+
+/// Where a checkout keeps the random id its clone gave it (inside `.git`, so neither
+/// `git status` nor the build context sees it). A verify record names the id it verified.
+pub const CHECKOUT_ID_FILE: &str = "planner-checkout-id";
+
+impl Record {
+    /// Why the record is not one planner wrote for `key`; `None` when every field is valid.
+    pub fn invalid(&self, key: &Key) -> Option<String> {
+        let bad = |field: &str, value: &str| {
+            let shown: String = value.chars().take(72).collect();
+            Some(format!("{field} {shown:?} is not valid"))
+        };
+        if self.schema != RECORD_SCHEMA {
+            return Some(format!("schema {} (expected {RECORD_SCHEMA})", self.schema));
+        }
+        if &self.key != key {
+            return Some(format!("it names key {} (expected {key})", self.key));
+        }
+        if StepKind::from_name(&self.kind).is_none() {
+            return bad("kind", &self.kind);
+        }
+        let fields = [
+            ("commit", &self.commit, ids::is_commit as fn(&str) -> bool),
+            (
+                "dockerfile_blake3",
+                &self.dockerfile_blake3,
+                ids::is_blake3_hex,
+            ),
+            ("image_id", &self.image_id, ids::is_image_id),
+            ("checkout_id", &self.checkout_id, ids::is_blake3_hex),
+        ];
+        for (field, value, valid) in fields {
+            if let Some(v) = value
+                && !valid(v)
+            {
+                return bad(field, v);
+            }
+        }
+        None
+    }
+}
+
+/// Why reading a record file failed; every case is a miss.
+#[derive(Debug)]
+enum ReadError {
+    /// No file at the path: a plain miss, no warning.
+    Missing,
+    /// Something is there but it is not a valid record.
+    Invalid(String),
+}
+
+/// Reads a record file without blocking or following symlinks: only a regular file within
+/// [`RECORD_CAP`] is read (a FIFO, a directory or a device is refused without opening
+/// it for long), then parsed and validated for `key`.
+fn read_record_file(path: &Path, key: Option<&Key>) -> Result<Record, ReadError> {
+    let bytes = read_small_file(path, RECORD_CAP)?;
+    let record: Record = serde_json::from_slice(&bytes)
+        .map_err(|e| ReadError::Invalid(format!("malformed: {e}")))?;
+    let key = key.unwrap_or(&record.key);
+    match record.invalid(key) {
+        Some(why) => Err(ReadError::Invalid(why)),
+        None => Ok(record),
+    }
+}
+
+/// Reads a regular file of at most `cap` bytes without blocking on a FIFO or following a
+/// symlink.
+fn read_small_file(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |why: String| ReadError::Invalid(why);
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => return Err(invalid(format!("cannot open it: {e}"))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| invalid(format!("cannot stat it: {e}")))?;
+    if !meta.is_file() {
+        return Err(invalid("it is not a regular file".into()));
+    }
+    if meta.len() > cap {
+        return Err(invalid(format!(
+            "it is {} bytes, over the {cap} byte limit",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    Read::by_ref(&mut file)
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    Ok(bytes)
+}
+
+/// A fresh random checkout id (64 hex digits): blake3 of the temp dir's random name, the
+/// time and the process.
+pub fn new_checkout_id(tmp: &Path) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{}\0{nanos}\0{}", tmp.display(), std::process::id());
+    blake3::hash(seed.as_bytes()).to_hex().to_string()
+}
+
+/// Gives the checkout at `dir` its id ([`CHECKOUT_ID_FILE`] in its `.git`), atomically (a
+/// FIFO or anything else in the way is replaced, never written into).
+pub fn write_checkout_id(dir: &Path, id: &str) -> Result<(), StoreError> {
+    write_atomic(&dir.join(".git").join(CHECKOUT_ID_FILE), id.as_bytes())
+}
+
+/// The id of the checkout at `dir`, when it has a valid one.
+pub fn checkout_id(dir: &Path) -> Option<String> {
+    let bytes = read_small_file(&dir.join(".git").join(CHECKOUT_ID_FILE), 128).ok()?;
+    let id = String::from_utf8(bytes).ok()?;
+    ids::is_blake3_hex(id.trim()).then(|| id.trim().to_owned())
 }
 
 /// State of a checkout directory for a commit.
@@ -182,17 +311,60 @@ impl Store {
         self.root.join("records").join(format!("{key}.json"))
     }
 
-    /// Reads a record; a missing, unreadable or malformed record is `None` (it is only a hint).
-    pub fn read_record(&self, key: &Key) -> Option<Record> {
-        read_json(&self.record_path(key))
-            .filter(|r: &Record| r.schema == RECORD_SCHEMA && &r.key == key)
+    /// Reads the record of `kind` for `key`. A missing record is `None`; so is one that is
+    /// not a regular file, is malformed, invalid or of another kind, with a warning (records
+    /// are only hints; `planner gc` removes the bad one).
+    pub fn read_record(&self, key: &Key, kind: StepKind) -> Option<Record> {
+        let path = self.record_path(key);
+        let why = match read_record_file(&path, Some(key)) {
+            Ok(r) if r.kind == kind.name() => return Some(r),
+            Ok(r) => format!("it is a {} record, not {}", r.kind, kind.name()),
+            Err(ReadError::Missing) => return None,
+            Err(ReadError::Invalid(why)) => why,
+        };
+        warn_ignored(&path, &why);
+        None
+    }
+
+    /// The resolve-head record of `branch` of `repo` (identity), when it is for exactly that
+    /// repository and branch and names a valid commit.
+    pub fn recorded_head(&self, repo: &str, branch: &str) -> Option<Record> {
+        let key = crate::key::resolve_key(repo, branch);
+        let rec = self.read_record(&key, StepKind::ResolveHead)?;
+        let matches =
+            rec.repo == repo && rec.branch.as_deref() == Some(branch) && rec.commit.is_some();
+        if !matches {
+            warn_ignored(
+                &self.record_path(&key),
+                "its repo, branch or commit does not match",
+            );
+        }
+        matches.then_some(rec)
     }
 
     /// Writes a record atomically: temp file, fsync, rename, fsync of the directory.
     pub fn write_record(&self, record: &Record) -> Result<(), StoreError> {
         let path = self.record_path(&record.key);
+        if !self.record_target_usable(&path) {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         write_atomic(&path, &bytes)
+    }
+
+    /// Whether a record can be renamed onto `path`. Renaming replaces any file (a FIFO, a
+    /// symlink) but not a directory: an empty one is removed; otherwise the record, only a
+    /// hint, is skipped with a warning, and `planner gc` removes the directory.
+    fn record_target_usable(&self, path: &Path) -> bool {
+        let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if !is_dir || fs::remove_dir(path).is_ok() {
+            return true;
+        }
+        tracing::warn!(
+            "not writing record {}: a directory is in the way (records are only hints; `planner gc` removes it)",
+            path.display()
+        );
+        false
     }
 
     /// Rewrites a record that restates what its file already says but the time (a warm run's
@@ -201,6 +373,9 @@ impl Store {
     /// this refresh; records are hints, and a lost one is treated as missing.
     pub fn refresh_record(&self, record: &Record) -> Result<(), StoreError> {
         let path = self.record_path(&record.key);
+        if !self.record_target_usable(&path) {
+            return Ok(());
+        }
         let dir = path.parent().expect("record paths have parents");
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         let mut tmp =
@@ -329,15 +504,12 @@ pub fn repo_dir_name(repo: &str) -> String {
     format!("{}-{}", slug.trim_start_matches('.'), &hash[..8])
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
-    let bytes = fs::read(path).ok()?;
-    match serde_json::from_slice(&bytes) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!("ignoring malformed record {}: {e}", path.display());
-            None
-        }
-    }
+fn warn_ignored(path: &Path, why: &str) {
+    let text = format!(
+        "ignoring record {}: {why}\n  help: records are only hints; `planner gc` removes invalid ones",
+        path.display()
+    );
+    tracing::warn!("{}", crate::mask::mask(&text));
 }
 
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a mix.
@@ -378,8 +550,9 @@ pub struct RecordFile {
     pub bytes: u64,
     /// The key the file name claims (`<key>.json`), if the name parses.
     pub name_key: Option<Key>,
-    /// The record, when the file is readable, well formed, schema [`RECORD_SCHEMA`] and its
-    /// key matches the name; `None` means malformed.
+    /// The record, when the file is a regular file, well formed, schema [`RECORD_SCHEMA`],
+    /// its key matches the name and every field is valid ([`Record::invalid`]); `None`
+    /// means malformed (or not a record at all: a FIFO, a directory, a `.tmp*` file).
     pub record: Option<Record>,
 }
 
@@ -402,24 +575,24 @@ pub struct TempEntry {
 }
 
 impl Store {
-    /// Every `records/*.json` file, valid or not. A missing records dir is empty.
+    /// Every entry of `records/` planner could have made, valid or not: `*.json` entries of
+    /// any type (a FIFO or a directory there is listed as malformed) and `.tmp*` files a
+    /// killed writer left. A missing records dir is empty. Reading never blocks.
     pub fn list_records(&self) -> Result<Vec<RecordFile>, StoreError> {
         let dir = self.root.join("records");
         let mut out = Vec::new();
         for entry in read_dir_or_empty(&dir)? {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(".json") else {
-                continue;
+            let name_key = match name.strip_suffix(".json") {
+                Some(stem) => Key::parse(stem),
+                None if name.starts_with(".tmp") => None,
+                None => continue,
             };
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            let name_key = Key::parse(stem);
-            let record = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-                .filter(|r| r.schema == RECORD_SCHEMA && Some(&r.key) == name_key.as_ref());
+            let record = match &name_key {
+                Some(k) => read_record_file(&path, Some(k)).ok(),
+                None => None,
+            };
             out.push(RecordFile {
                 bytes: disk_usage(&path),
                 path,
@@ -431,17 +604,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The checkout directories of `repo`, one per commit-named entry (40 or 64 hex digits).
+    /// The checkout directories of `repo`, one per commit-named entry ([`ids::is_commit`]).
     pub fn list_checkouts(&self, repo: &str) -> Result<Vec<CheckoutDir>, StoreError> {
         let dir = self.root.join("checkouts").join(repo_dir_name(repo));
         let mut out = Vec::new();
         for entry in read_dir_or_empty(&dir)? {
             let commit = entry.file_name().to_string_lossy().into_owned();
-            let is_commit = matches!(commit.len(), 40 | 64)
-                && commit
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !is_commit {
+            if !ids::is_commit(&commit) {
                 continue;
             }
             out.push(CheckoutDir {
@@ -528,9 +697,14 @@ impl Store {
         }
     }
 
-    /// Removes a record file (an orphan or malformed record).
+    /// Removes a record file (an orphan or malformed record), or whatever is in its place
+    /// (a directory, a FIFO, a writer's left-over temp file). Hold the run lock exclusively.
     pub fn remove_record_file(&self, path: &Path) -> Result<(), StoreError> {
-        match fs::remove_file(path) {
+        let removed = match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+            _ => fs::remove_file(path),
+        };
+        match removed {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path, "remove record")(e)),
             _ => Ok(()),
         }
@@ -581,6 +755,7 @@ mod tests {
             commit: Some("a".repeat(40)),
             dockerfile_blake3: None,
             image_id: None,
+            checkout_id: None,
             finished_at: 1,
         }
     }
@@ -590,11 +765,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let key = clone_key("r", &"a".repeat(40));
-        assert!(store.read_record(&key).is_none());
+        assert!(store.read_record(&key, StepKind::Clone).is_none());
         store.write_record(&record(&key)).unwrap();
-        assert_eq!(store.read_record(&key), Some(record(&key)));
+        assert_eq!(store.read_record(&key, StepKind::Clone), Some(record(&key)));
+        assert!(
+            store.read_record(&key, StepKind::Build).is_none(),
+            "a record of another kind is not trusted"
+        );
         fs::write(store.record_path(&key), b"{not json").unwrap();
-        assert!(store.read_record(&key).is_none());
+        assert!(store.read_record(&key, StepKind::Clone).is_none());
         let other = clone_key("r", &"b".repeat(40));
         fs::write(
             store.record_path(&other),
@@ -602,8 +781,72 @@ mod tests {
         )
         .unwrap();
         assert!(
-            store.read_record(&other).is_none(),
+            store.read_record(&other, StepKind::Clone).is_none(),
             "a record under the wrong key is not trusted"
+        );
+    }
+
+    #[test]
+    fn records_with_invalid_fields_are_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", &"a".repeat(40));
+        let edits: [fn(&mut Record); 6] = [
+            |r| r.commit = Some(format!("a{}", "é".repeat(39))),
+            |r| r.commit = Some("0".repeat(40)),
+            |r| r.commit = Some("../../etc".into()),
+            |r| r.dockerfile_blake3 = Some("FORGED-0000000000".into()),
+            |r| r.image_id = Some("sha256:é".into()),
+            |r| r.kind = "bogus".into(),
+        ];
+        for edit in edits {
+            let mut rec = record(&key);
+            edit(&mut rec);
+            fs::write(store.record_path(&key), serde_json::to_vec(&rec).unwrap()).unwrap();
+            assert!(
+                store.read_record(&key, StepKind::Clone).is_none(),
+                "{rec:?}"
+            );
+            let listed = store.list_records().unwrap();
+            assert!(listed[0].record.is_none(), "listed as malformed: {rec:?}");
+        }
+    }
+
+    #[test]
+    fn fifos_and_directories_are_misses_without_blocking_and_writes_get_past_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", &"a".repeat(40));
+        let path = store.record_path(&key);
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(made.unwrap().success());
+        assert!(store.read_record(&key, StepKind::Clone).is_none());
+        store.write_record(&record(&key)).unwrap();
+        assert!(
+            store.read_record(&key, StepKind::Clone).is_some(),
+            "FIFO replaced"
+        );
+
+        fs::remove_file(&path).unwrap();
+        fs::create_dir_all(path.join("x")).unwrap();
+        assert!(store.read_record(&key, StepKind::Clone).is_none());
+        store.write_record(&record(&key)).unwrap();
+        store.refresh_record(&record(&key)).unwrap();
+        assert!(path.is_dir(), "a full directory is skipped, not an error");
+        fs::write(dir.path().join("records/.tmpXYZ"), b"half").unwrap();
+        let listed = store.list_records().unwrap();
+        assert_eq!(listed.len(), 2);
+        for f in &listed {
+            assert!(f.record.is_none());
+            store.remove_record_file(&f.path).unwrap();
+        }
+        assert!(store.list_records().unwrap().is_empty());
+
+        fs::create_dir(&path).unwrap();
+        store.write_record(&record(&key)).unwrap();
+        assert!(
+            store.read_record(&key, StepKind::Clone).is_some(),
+            "empty dir replaced"
         );
     }
 
@@ -679,6 +922,7 @@ mod listing_tests {
                 commit: Some("a".repeat(40)),
                 dockerfile_blake3: None,
                 image_id: None,
+                checkout_id: None,
                 finished_at: 1,
             })
             .unwrap();

@@ -194,8 +194,8 @@ fn wiped_cache_dir_with_images_kept_does_nothing() {
     );
 }
 
-/// (runtime, step) pairs the plan says will run.
-fn planned_runs(env: &Env) -> BTreeSet<(String, String)> {
+/// (runtime, step, reason) triples the plan says will run.
+fn planned_runs(env: &Env) -> BTreeSet<(String, String, String)> {
     let plan = env.planner(&["plan", "--all", "--format", "json"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
     let doc: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
@@ -209,20 +209,24 @@ fn planned_runs(env: &Env) -> BTreeSet<(String, String)> {
             (
                 s["runtime"].as_str().unwrap().to_owned(),
                 s["step"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().unwrap().to_owned(),
             )
         })
         .collect()
 }
 
-fn executed_runs(run: &harness::Run) -> BTreeSet<(String, String)> {
+/// (runtime, step, reason) of every `started (reason)` line.
+fn executed_runs(run: &harness::Run) -> BTreeSet<(String, String, String)> {
     run.stderr
         .lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
+            let (_, reason) = l.split_once(" started (")?;
             (cols.len() >= 3 && cols[2] == "started").then(|| {
                 (
                     cols[0].split(',').next().unwrap().to_owned(),
                     cols[1].to_owned(),
+                    reason.strip_suffix(')').unwrap_or(reason).to_owned(),
                 )
             })
         })
@@ -258,6 +262,9 @@ fn dry_run_predicts_exactly_what_the_run_does() {
     assert_eq!(check("warm"), 0);
     env.git.commit("tpl-b", "main", &[("hello.txt", b"b2\n")]);
     docker(&["image", "rm", "-f", &env.image("a", &sha_a)]);
+    // Without b's :latest, only the record knows b's old commit: the run under the lock
+    // must still say what the plan said ("new commit …", not "not built yet").
+    docker(&["image", "rm", "-f", &env.latest("b")]);
     assert_eq!(check("new commit on b, pinned tag of a removed"), 6);
     docker(&["tag", &env.image("a", &sha_a), &env.latest("b")]);
     assert_eq!(check(":latest of b moved away"), 1);

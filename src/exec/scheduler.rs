@@ -288,22 +288,18 @@ impl<'a, E: Effects> Sched<'a, E> {
 /// A short description of an output for the finished line.
 fn describe(output: &Output) -> String {
     match output {
-        Output::Commit(c) => c[..12.min(c.len())].to_owned(),
+        Output::Commit(c) => crate::ids::short(c).to_owned(),
         Output::Checkout(p) => format!("checked out into {}", p.display()),
         Output::Verified {
             dockerfile_blake3, ..
-        } => format!(
-            "Dockerfile blake3 {}",
-            &dockerfile_blake3[..12.min(dockerfile_blake3.len())]
-        ),
+        } => format!("Dockerfile blake3 {}", crate::ids::short(dockerfile_blake3)),
         Output::Image { id } | Output::Tagged { id } => short_id(id),
     }
 }
 
 /// `sha256:0123…` → the first 12 hex digits.
 pub fn short_id(id: &str) -> String {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    hex[..12.min(hex.len())].to_owned()
+    crate::ids::short(id).to_owned()
 }
 
 /// What running one step needs from the scheduler (shared references only, so it is `Copy`).
@@ -377,18 +373,23 @@ async fn lock_check_run<E: Effects>(
             input: input.as_ref(),
         })
         .await?;
-    let reason = match probe {
+    match probe {
         // Moving a tag is idempotent and cheap: it always runs once decided, so the dry run
         // stays exact even when a rebuild reproduces the image ID :latest already names.
-        Probe::Present { reason, .. } if node.kind == StepKind::TagLatest => reason,
+        Probe::Present { .. } if node.kind == StepKind::TagLatest => {}
         Probe::Present { output, reason } => {
             return Ok((
                 output,
                 Some(format!("done meanwhile by another process: {reason}")),
             ));
         }
-        Probe::Missing { reason } => reason,
-    };
+        Probe::Missing { .. } | Probe::Retag { .. } => {}
+    }
+    // One reason per step, computed once: the run says what the plan said.
+    let reason = decided
+        .decisions
+        .get(&id)
+        .map_or_else(String::new, |d| d.reason.clone());
     sink(&Event::Started {
         step: step.clone(),
         reason,

@@ -93,6 +93,7 @@ impl RealWorld {
             commit: None,
             dockerfile_blake3: None,
             image_id: None,
+            checkout_id: None,
             finished_at: store::now_secs(),
         };
         fill(&mut rec);
@@ -152,16 +153,12 @@ impl RealWorld {
                 };
             }
         };
-        match self
-            .store
-            .read_record(key)
-            .and_then(|r| r.dockerfile_blake3)
-        {
+        match self.verified_digest(key, commit, &checkout) {
             Some(b3) => Probe::Present {
                 reason: format!(
                     "{} verified (blake3 {})",
                     node.runtime().dockerfile,
-                    &b3[..12.min(b3.len())]
+                    crate::ids::short(&b3)
                 ),
                 output: Output::Verified {
                     checkout,
@@ -169,9 +166,23 @@ impl RealWorld {
                 },
             },
             None => Probe::Missing {
-                reason: format!("{} not verified yet", node.runtime().dockerfile),
+                reason: format!(
+                    "{} not verified in this checkout yet",
+                    node.runtime().dockerfile
+                ),
             },
         }
+    }
+
+    /// The Dockerfile digest the verify record states, when the record is for this very
+    /// commit and checkout (its checkout id): a record of another checkout proves nothing.
+    fn verified_digest(&self, key: &Key, commit: &str, checkout: &Path) -> Option<String> {
+        let rec = self.store.read_record(key, StepKind::VerifyDockerfile)?;
+        let this_checkout = store::checkout_id(checkout);
+        let matches = rec.commit.as_deref() == Some(commit)
+            && rec.checkout_id.is_some()
+            && rec.checkout_id == this_checkout;
+        if matches { rec.dockerfile_blake3 } else { None }
     }
 
     async fn probe_build(&self, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
@@ -199,16 +210,16 @@ impl RealWorld {
             },
             (Some((tag, _)), false) => {
                 let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();
-                Probe::Missing {
-                    reason: format!("image present as {tag}; tagging {}", tags.join(", ")),
+                Probe::Retag {
+                    reason: format!("image present as {tag}; only tagging {}", tags.join(", ")),
                 }
             }
             (None, _) => match self
                 .existing_image(&latest_tags(req.node), req.key, &inputs)
                 .await?
             {
-                Some((tag, _)) => Probe::Missing {
-                    reason: format!("image present as {tag}; tagging {}", missing[0].1),
+                Some((tag, _)) => Probe::Retag {
+                    reason: format!("image present as {tag}; only tagging {}", missing[0].1),
                 },
                 None => Probe::Missing {
                     reason: self
@@ -227,9 +238,11 @@ impl RealWorld {
         tag: &str,
     ) -> Result<String, StepError> {
         let latest = self.engine.inspect(&rt.latest_tag()).await?;
+        // A foreign image may be tagged :latest: its revision label counts only if it is a commit.
         let old = latest
             .as_ref()
             .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned())
+            .filter(|c| crate::ids::is_commit(c))
             .or_else(|| req.previous_commit.map(str::to_owned))
             .filter(|old| old != req.commit);
         if let Some(old) = old {
@@ -239,7 +252,8 @@ impl RealWorld {
                 sha12(&old)
             ));
         }
-        if self.store.read_record(req.key).is_some() {
+        let built = self.store.read_record(req.key, StepKind::Build);
+        if built.is_some_and(|r| r.commit.as_deref() == Some(req.commit)) {
             return Ok(format!("image {tag} missing (pruned?)"));
         }
         Ok(format!("image {tag} not built yet"))
@@ -280,11 +294,14 @@ impl RealWorld {
         }
         let tmp = self.store.temp_dir(req.key)?;
         git::cli::checkout(&rt.repo, &rt.branch, req.commit, tmp.path(), &self.auth).await?;
+        let checkout_id = store::new_checkout_id(tmp.path());
+        store::write_checkout_id(tmp.path(), &checkout_id)?;
         let dest = self.store.checkout_path(&repo, req.commit);
         self.store.commit_dir(tmp.path(), &dest)?;
         let _ = tmp.keep();
         self.record(StepKind::Clone, req.key, req.node, |r| {
-            r.commit = Some(req.commit.to_owned())
+            r.commit = Some(req.commit.to_owned());
+            r.checkout_id = Some(checkout_id);
         })?;
         Ok(Output::Checkout(dest))
     }
@@ -300,9 +317,11 @@ impl RealWorld {
         };
         let rt = req.node.runtime();
         let b3 = hash_dockerfile(&checkout, rt, req.commit)?;
+        let checkout_id = give_checkout_an_id(&checkout)?;
         self.record(StepKind::VerifyDockerfile, req.key, req.node, |r| {
             r.commit = Some(req.commit.to_owned());
             r.dockerfile_blake3 = Some(b3.clone());
+            r.checkout_id = Some(checkout_id);
         })?;
         Ok(Output::Verified {
             checkout,
@@ -311,15 +330,6 @@ impl RealWorld {
     }
 
     async fn run_build(&self, req: &RunRequest<'_>) -> Result<Output, StepError> {
-        let Some(Output::Verified {
-            checkout,
-            dockerfile_blake3,
-        }) = &req.input
-        else {
-            return Err(StepError::Internal(
-                "build ran without a verified Dockerfile".into(),
-            ));
-        };
         let inputs = key::build_inputs(req.node, req.commit);
         let tags: Vec<String> = req
             .node
@@ -328,21 +338,15 @@ impl RealWorld {
             .map(|rt| rt.pinned_tag(req.commit))
             .collect();
         let candidates: Vec<String> = tags.iter().cloned().chain(latest_tags(req.node)).collect();
-        let id = match self.existing_image(&candidates, req.key, &inputs).await? {
-            Some((_, id)) => id,
-            None => {
-                let build = build_request(req, checkout, dockerfile_blake3, &inputs, &tags[0]);
-                let sink = req.sink.clone();
-                let step = req.step.clone();
-                let on_line = move |line: &str| {
-                    sink(&Event::Output {
-                        step: step.clone(),
-                        line: crate::mask::mask(line).into_owned(),
-                    })
-                };
-                self.engine.build(&build, on_line).await?
-            }
-        };
+        // A re-tag needs no input: the image is there under another candidate tag.
+        let (id, dockerfile_blake3) =
+            match self.existing_image(&candidates, req.key, &inputs).await? {
+                Some((_, info)) => {
+                    let b3 = info.labels.get(eng::LABEL_DOCKERFILE_BLAKE3).cloned();
+                    (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)))
+                }
+                None => self.build_from_input(req, &inputs, &tags[0]).await?,
+            };
         for tag in &tags {
             if self.engine.inspect(tag).await?.is_none_or(|i| i.id != id) {
                 self.engine.tag(&id, tag).await?;
@@ -350,25 +354,56 @@ impl RealWorld {
         }
         self.record(StepKind::Build, req.key, req.node, |r| {
             r.commit = Some(req.commit.to_owned());
-            r.dockerfile_blake3 = Some(dockerfile_blake3.clone());
+            r.dockerfile_blake3 = dockerfile_blake3;
             r.image_id = Some(id.clone());
         })?;
         Ok(Output::Image { id })
     }
 
+    /// Builds from the verified checkout the step's input carries: `(image ID, digest)`.
+    async fn build_from_input(
+        &self,
+        req: &RunRequest<'_>,
+        inputs: &key::BuildInputs,
+        tag: &str,
+    ) -> Result<(String, Option<String>), StepError> {
+        let Some(Output::Verified {
+            checkout,
+            dockerfile_blake3,
+        }) = &req.input
+        else {
+            return Err(StepError::Internal(format!(
+                "build was to re-tag an existing image, but no image with key {} is left under {}\n  help: run the command again; it will build",
+                req.key.short(),
+                req.node.runtime().latest_tag()
+            )));
+        };
+        let build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+        let sink = req.sink.clone();
+        let step = req.step.clone();
+        let on_line = move |line: &str| {
+            sink(&Event::Output {
+                step: step.clone(),
+                line: crate::mask::mask(line).into_owned(),
+            })
+        };
+        let id = self.engine.build(&build, on_line).await?;
+        Ok((id, Some(dockerfile_blake3.clone())))
+    }
+
     /// An image already carrying the key under one of `tags` (another runtime built it, or
-    /// only the pinned tag was removed): `(tag, image ID)`.
+    /// only the pinned tag was removed): `(tag, image)`.
     async fn existing_image(
         &self,
         tags: &[String],
         key: &Key,
         inputs: &key::BuildInputs,
-    ) -> Result<Option<(String, String)>, StepError> {
+    ) -> Result<Option<(String, ImageInfo)>, StepError> {
         for tag in tags {
             if let Some(info) = self.engine.inspect(tag).await?
                 && label_mismatch(&info, key, inputs).is_none()
             {
-                return Ok(Some((tag.clone(), info.id)));
+                return Ok(Some((tag.clone(), info)));
             }
         }
         Ok(None)
@@ -395,6 +430,17 @@ impl RealWorld {
         })?;
         Ok(Output::Tagged { id: id.clone() })
     }
+}
+
+/// The checkout's id; a checkout cloned before checkouts had ids gets one now, so that its
+/// verify record can name it (and the next run trusts that record).
+fn give_checkout_an_id(checkout: &Path) -> Result<String, StepError> {
+    if let Some(id) = store::checkout_id(checkout) {
+        return Ok(id);
+    }
+    let id = store::new_checkout_id(checkout);
+    store::write_checkout_id(checkout, &id)?;
+    Ok(id)
 }
 
 fn latest_tags(node: &Node) -> Vec<String> {
@@ -550,7 +596,11 @@ impl Effects for RealWorld {
 
     async fn resolve(&self, node: &Node, key: &Key, offline: bool) -> Result<Resolved, StepError> {
         let rt = node.runtime();
-        let previous = self.store.read_record(key).and_then(|r| r.commit);
+        debug_assert_eq!(*key, key::resolve_key(&rt.repo_identity(), &rt.branch));
+        let previous = self
+            .store
+            .recorded_head(&rt.repo_identity(), &rt.branch)
+            .and_then(|r| r.commit);
         if offline {
             return match previous {
                 Some(c) => Ok(Resolved {

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use tokio::process::Command;
 use url::Url;
 
-use super::{GitAuth, GitError, pktline};
+use super::{GitAuth, GitError};
 use crate::config::GitLimits;
 use crate::mask::{display_url, mask};
 
@@ -320,7 +320,7 @@ pub async fn ls_remote(url: &Url, branch: &str, auth: &GitAuth) -> Result<String
         .find(|(_, name)| *name == wanted)
         .map(|(oid, _)| oid.trim().to_owned());
     match oid {
-        Some(oid) if pktline::is_object_id(&oid) => Ok(oid),
+        Some(oid) if crate::ids::is_commit(&oid) => Ok(oid),
         Some(oid) => Err(GitError::Protocol {
             url: display_url(url),
             detail: format!("malformed commit id {oid:?}"),

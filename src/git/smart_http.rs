@@ -72,7 +72,7 @@ fn pick_ref(
             url: display_url(url),
             branch: branch.to_owned(),
         })?;
-    if !pktline::is_object_id(oid) {
+    if !crate::ids::is_commit(oid) {
         return Err(GitError::Protocol {
             url: display_url(url),
             detail: format!("malformed commit id {oid:?} for {wanted}"),

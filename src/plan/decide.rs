@@ -71,8 +71,18 @@ pub enum Output {
 /// What the world says about a step's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    Present { output: Output, reason: String },
-    Missing { reason: String },
+    Present {
+        output: Output,
+        reason: String,
+    },
+    Missing {
+        reason: String,
+    },
+    /// Not materialized, but running it needs none of its needs: the build's image exists
+    /// under another of its tags, so the step only tags it (no clone, no verify, no build).
+    Retag {
+        reason: String,
+    },
 }
 
 /// The answer of a resolve-head step.
@@ -208,6 +218,15 @@ impl<W: World> Walk<'_, W> {
             }
             Ok(Probe::Missing { reason }) => {
                 self.needed.extend(self.graph.needs(id));
+                Decision::new(Status::Run, reason)
+            }
+            Ok(Probe::Retag { reason }) => {
+                let step_id = &self.graph.node(id).step_id;
+                for need in self.graph.needs(id) {
+                    self.why_not
+                        .entry(need)
+                        .or_insert_with(|| format!("{step_id} only re-tags an existing image"));
+                }
                 Decision::new(Status::Run, reason)
             }
             Err(e) => Decision::new(

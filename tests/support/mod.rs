@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod canned_http;
 pub mod git_server;
 pub mod harness;
 pub mod slow_git;
