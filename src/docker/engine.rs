@@ -630,58 +630,12 @@ impl Engine {
 }
 
 /// Parses an RFC 3339 time as the engine writes it (`2024-05-01T12:34:56.123456789Z`, or
-/// with a `±HH:MM` offset) into nanoseconds since the Unix epoch.
+/// with a `+HH:MM` offset) into nanoseconds since the Unix epoch; `None` for anything else
+/// (the engine's answers are input too: never a panic).
 pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
-    let b = text.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: i128 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let frac = &text[start..i];
-        if frac.is_empty() {
-            return None;
-        }
-        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-        nanos = digits.parse().ok()?;
-    }
-    let offset_secs: i64 = match &text[i..] {
-        "Z" | "z" => 0,
-        rest if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let h = num(i + 1..i + 3)?;
-            let m = num(i + 4..i + 6)?;
-            let sign = if &rest[..1] == "-" { -1 } else { 1 };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond())
 }
 
 #[cfg(test)]
@@ -757,5 +711,35 @@ mod tests {
         );
         assert!(parse_rfc3339_nanos("yesterday").is_none());
         assert!(parse_rfc3339_nanos("2026-13-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn rfc3339_garbage_is_none_never_a_panic() {
+        // Each of these panicked the hand-rolled parser (byte slicing inside a character).
+        for text in [
+            "2026-11-23T10:50:51.\u{e9}Z",
+            "2026-11-23T10:50:51\u{e9}\u{e9}\u{e9}",
+            "2026-11-23T10:50:51.5+0\u{e9}:00",
+            "\u{e9}\u{e9}-11-23T10:50:51Z",
+        ] {
+            assert!(parse_rfc3339_nanos(text).is_none(), "{text:?}");
+        }
+        // Random strings over a timestamp's alphabet plus multi-byte characters.
+        let alphabet: Vec<char> = "0123456789-:.TZz+ \u{e9}\u{1f600}".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = parse_rfc3339_nanos(&text);
+            let _ = parse_rfc3339_nanos(&format!("2026-11-23T10:50:51{text}"));
+        }
     }
 }
