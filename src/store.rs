@@ -97,6 +97,15 @@ pub enum RunLockMode {
     Exclusive,
 }
 
+impl RunLockMode {
+    fn kind(self) -> LockKind {
+        match self {
+            RunLockMode::Shared => LockKind::Shared,
+            RunLockMode::Exclusive => LockKind::Exclusive,
+        }
+    }
+}
+
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {
     fs::OpenOptions::new()
         .create(true)
@@ -106,10 +115,85 @@ fn open_lock_file(path: &Path) -> Result<File, StoreError> {
         .map_err(io_err(path, "open lock file"))
 }
 
+/// How a lock file is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Whether `file` (locked) is still the file at `path`: `gc` unlinks free lock files while
+/// holding them, so a lock taken on a file opened before that guards nothing.
+fn is_current(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(held.dev() == now.dev() && held.ino() == now.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` and locks it without waiting; `None` when another holder has it. The lock
+/// protocol tolerates unlinking: after locking, the locked inode must still be the one at
+/// `path`, else the file is reopened (and recreated) and locked again.
+fn try_lock_path(path: &Path, kind: LockKind) -> Result<Option<KeyLock>, StoreError> {
+    loop {
+        let file = open_lock_file(path)?;
+        let res = match kind {
+            LockKind::Shared => file.try_lock_shared(),
+            LockKind::Exclusive => file.try_lock(),
+        };
+        match res {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
+        }
+        if is_current(&file, path).map_err(io_err(path, "check lock file"))? {
+            return Ok(Some(KeyLock {
+                _file: file,
+                path: path.to_owned(),
+            }));
+        }
+    }
+}
+
+/// First and last pause between two tries of a held lock.
+const LOCK_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+const LOCK_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Waits for the lock by polling [`try_lock_path`] (10 ms, doubling to 250 ms). Async and
+/// cancellable: dropping the future stops waiting at once (a blocking `flock` in a blocking
+/// task could not be interrupted and kept the process alive until the holder finished).
+async fn wait_lock_path(path: &Path, kind: LockKind) -> Result<KeyLock, StoreError> {
+    let mut pause = LOCK_POLL_FIRST;
+    loop {
+        if let Some(lock) = try_lock_path(path, kind)? {
+            return Ok(lock);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LOCK_POLL_MAX);
+    }
+}
+
 /// A held per-key lock; dropping it (or the process dying) releases it.
 #[derive(Debug)]
 pub struct KeyLock {
     _file: File,
+    path: PathBuf,
+}
+
+impl KeyLock {
+    /// Unlinks the lock file while holding it, then releases it. Safe under the protocol of
+    /// [`try_lock_path`]: whoever opened the old file finds it is no longer at the path.
+    pub fn remove_file(self) -> Result<(), StoreError> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(&self.path, "remove lock file")(e))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -211,49 +295,24 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the per-key lock, blocking until it is free. Call from a blocking context.
-    pub fn lock_blocking(&self, key: &Key) -> Result<KeyLock, StoreError> {
-        let file = self.open_lock(key)?;
-        let path = self.lock_path(key);
-        file.lock().map_err(io_err(&path, "lock"))?;
-        Ok(KeyLock { _file: file })
+    /// Takes the per-key lock, waiting (cancellably) until it is free.
+    pub async fn lock(&self, key: &Key) -> Result<KeyLock, StoreError> {
+        wait_lock_path(&self.lock_path(key), LockKind::Exclusive).await
     }
 
     /// Tries the per-key lock; `None` when another process holds it.
     pub fn try_lock(&self, key: &Key) -> Result<Option<KeyLock>, StoreError> {
-        let file = self.open_lock(key)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(io_err(&self.lock_path(key), "lock")(e)),
-        }
+        try_lock_path(&self.lock_path(key), LockKind::Exclusive)
     }
 
     /// Tries the run lock in `mode`; `None` when another process holds it in a conflicting mode.
     pub fn try_run_lock(&self, mode: RunLockMode) -> Result<Option<KeyLock>, StoreError> {
-        let path = self.run_lock_path();
-        let file = open_lock_file(&path)?;
-        let res = match mode {
-            RunLockMode::Shared => file.try_lock_shared(),
-            RunLockMode::Exclusive => file.try_lock(),
-        };
-        match res {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(io_err(&path, "lock")(e)),
-        }
+        try_lock_path(&self.run_lock_path(), mode.kind())
     }
 
-    /// Takes the run lock in `mode`, blocking until it is free. Call from a blocking context.
-    pub fn run_lock_blocking(&self, mode: RunLockMode) -> Result<KeyLock, StoreError> {
-        let path = self.run_lock_path();
-        let file = open_lock_file(&path)?;
-        match mode {
-            RunLockMode::Shared => file.lock_shared(),
-            RunLockMode::Exclusive => file.lock(),
-        }
-        .map_err(io_err(&path, "lock"))?;
-        Ok(KeyLock { _file: file })
+    /// Takes the run lock in `mode`, waiting (cancellably) until it is free.
+    pub async fn run_lock(&self, mode: RunLockMode) -> Result<KeyLock, StoreError> {
+        wait_lock_path(&self.run_lock_path(), mode.kind()).await
     }
 
     /// The run lock's path (named in "waiting for another run" messages).
@@ -263,10 +322,6 @@ impl Store {
 
     fn lock_path(&self, key: &Key) -> PathBuf {
         self.root.join("locks").join(format!("{key}.lock"))
-    }
-
-    fn open_lock(&self, key: &Key) -> Result<File, StoreError> {
-        open_lock_file(&self.lock_path(key))
     }
 
     /// A fresh temp dir for work on `key`. Hold the key's lock while using it.

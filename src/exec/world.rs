@@ -595,12 +595,7 @@ impl Effects for RealWorld {
             return Ok(Some(lock));
         }
         on_wait();
-        let store = self.store.clone();
-        let key = key.clone();
-        let lock = tokio::task::spawn_blocking(move || store.lock_blocking(&key))
-            .await
-            .map_err(|e| StepError::Internal(format!("lock task: {e}")))??;
-        Ok(Some(lock))
+        Ok(Some(self.store.lock(key).await?))
     }
 
     async fn run(&self, req: RunRequest<'_>) -> Result<Output, StepError> {
