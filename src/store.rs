@@ -134,12 +134,18 @@ fn is_current(file: &File, path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Opens `path` and locks it without waiting; `None` when another holder has it. The lock
-/// protocol tolerates unlinking: after locking, the locked inode must still be the one at
-/// `path`, else the file is reopened (and recreated) and locked again.
+/// Opens `path` and locks it without waiting; `None` when another holder has it.
 fn try_lock_path(path: &Path, kind: LockKind) -> Result<Option<KeyLock>, StoreError> {
+    try_lock_file(open_lock_file(path)?, path, kind)
+}
+
+/// Locks `file`, opened at `path`, without waiting. The lock protocol tolerates unlinking:
+/// after locking, the locked inode must still be the one at `path` (fstat against stat),
+/// else the file was unlinked (or replaced) meanwhile, and `path` is reopened (recreated)
+/// and locked again.
+fn try_lock_file(file: File, path: &Path, kind: LockKind) -> Result<Option<KeyLock>, StoreError> {
+    let mut file = file;
     loop {
-        let file = open_lock_file(path)?;
         let res = match kind {
             LockKind::Shared => file.try_lock_shared(),
             LockKind::Exclusive => file.try_lock(),
@@ -155,6 +161,7 @@ fn try_lock_path(path: &Path, kind: LockKind) -> Result<Option<KeyLock>, StoreEr
                 path: path.to_owned(),
             }));
         }
+        file = open_lock_file(path)?;
     }
 }
 
@@ -546,6 +553,27 @@ impl Store {
         }
     }
 
+    /// The keys of every per-key lock file in `locks/` (`<key>.lock`; the run lock and names
+    /// planner does not make are left out). A missing locks dir is empty.
+    pub fn list_lock_keys(&self) -> Result<Vec<Key>, StoreError> {
+        let dir = self.root.join("locks");
+        let mut keys: Vec<Key> = read_dir_or_empty(&dir)?
+            .into_iter()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".lock").and_then(Key::parse)
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The lock file of `key` (for reports).
+    pub fn lock_file_path(&self, key: &Key) -> PathBuf {
+        self.lock_path(key)
+    }
+
     /// Removes the checkout of `commit` of `repo`: first renamed into `tmp/<key>.gc-…` (so a
     /// crash leaves a stale temp dir, never a half-deleted checkout), then deleted.
     /// Hold the clone key's lock (`key`).
@@ -691,6 +719,63 @@ mod tests {
         assert!(store.try_lock(&key).unwrap().is_none());
         drop(held);
         assert!(store.try_lock(&key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_on_an_unlinked_lock_file_is_not_taken_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", "x");
+        let path = store.lock_path(&key);
+        // A locker opened the file; then gc took it, unlinked it and let it go; then a third
+        // process created the file anew and locked it.
+        let opened_before = open_lock_file(&path).unwrap();
+        store
+            .try_lock(&key)
+            .unwrap()
+            .unwrap()
+            .remove_file()
+            .unwrap();
+        assert!(!path.exists());
+        let new_holder = store.try_lock(&key).unwrap().expect("the new file is free");
+        // The first locker's flock on the old inode succeeds, but it holds nothing: it must
+        // find the path's file held by the new holder.
+        assert!(
+            try_lock_file(opened_before, &path, LockKind::Exclusive)
+                .unwrap()
+                .is_none(),
+            "a lock on an unlinked inode is not the lock"
+        );
+        drop(new_holder);
+        let reopened = open_lock_file(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        let lock = try_lock_file(reopened, &path, LockKind::Exclusive)
+            .unwrap()
+            .expect("recreated and taken");
+        assert!(path.exists(), "the lock file was recreated");
+        assert!(
+            store.try_lock(&key).unwrap().is_none(),
+            "and it is the one held"
+        );
+        drop(lock);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_lock_ends_when_the_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", "w");
+        let held = store.try_lock(&key).unwrap().unwrap();
+        let waiter = {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move { store.lock(&key).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "waits while held");
+        drop(held);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert!(got.unwrap().unwrap().is_ok());
     }
 
     #[test]
