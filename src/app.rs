@@ -159,7 +159,8 @@ pub fn select(config: &Config, names: &[String], all: bool) -> Result<Vec<Arc<Ru
 async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> {
     let engine = Engine::connect()
         .await
-        .map_err(|e| AppError::Environment(e.to_string()))?;
+        .map_err(|e| AppError::Environment(e.to_string()))?
+        .with_idle_timeout(loaded.config.engine.idle_timeout);
     let store = if read_only {
         Store::read_only(&loaded.cache_dir)
     } else {

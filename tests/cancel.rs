@@ -83,7 +83,7 @@ fn exit_code_within(child: &mut Child, limit: Duration, what: &str) -> Option<i3
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("{what}: planner still running {limit:?} after the signal");
+    panic!("{what}: planner still running after {limit:?}");
 }
 
 fn spawn(env: &Env, args: &[&str]) -> Child {
@@ -257,4 +257,50 @@ fn plan_exits_1_when_a_step_failed_after_printing_the_plan() {
     serde_json::from_str::<serde_json::Value>(&json.stdout).expect("the plan's JSON");
     let good = env.planner(&["plan", "good"]);
     assert_eq!(good.code, 0, "{}", good.all());
+}
+
+#[test]
+fn an_engine_that_stops_answering_mid_build_fails_after_the_idle_timeout() {
+    let env = Env::new("engineidle");
+    env.template("tpl");
+    env.config(&format!(
+        "[engine]\nidle_timeout = \"2s\"\n\n{}",
+        env.runtime("i", "tpl")
+    ));
+    let upstream = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let upstream = upstream
+        .strip_prefix("unix://")
+        .expect("scripts/test.sh sets DOCKER_HOST to the private engine's unix socket");
+    let proxy = support::stall_proxy::StallProxy::start(std::path::Path::new(upstream));
+    let started = Instant::now();
+    let mut child = env
+        .command(&["ensure", "i", "--progress", "plain"])
+        .env("DOCKER_HOST", proxy.docker_host())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let err = Stderr::of(&mut child);
+    let got = exit_code_within(&mut child, Duration::from_secs(90), "stalled build");
+    let stderr = err.rest();
+    assert_eq!(got, Some(1), "{stderr}");
+    assert!(
+        proxy.stalled() >= 1,
+        "the build's answer was stalled: {stderr}"
+    );
+    for needle in [
+        "build              FAILED",
+        &format!(
+            "the Docker engine at {} stopped answering",
+            proxy.docker_host()
+        ),
+        "nothing moved for 2s during the build of",
+        "idle_timeout",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "failed within a bounded time"
+    );
 }

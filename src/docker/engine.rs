@@ -40,6 +40,14 @@ pub enum DockerError {
     #[error("Docker engine call {what} failed: {detail}")]
     Api { what: String, detail: String },
     #[error(
+        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
+    )]
+    Idle {
+        host: String,
+        what: String,
+        limit: String,
+    },
+    #[error(
         "docker build of {image} failed: {detail}\n  Dockerfile {dockerfile} in {repo} at commit {commit}{tail}"
     )]
     BuildFailed {
@@ -78,6 +86,8 @@ pub struct BuildRequest {
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
+    idle: Duration,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
     known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
 }
@@ -149,6 +159,7 @@ impl Engine {
                 return Ok(Engine {
                     docker,
                     host,
+                    idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
                     known: None,
                 });
             }
@@ -172,12 +183,27 @@ impl Engine {
         Ok(Engine {
             docker,
             host,
+            idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
             known: None,
         })
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// This engine with builds failing after `idle` with nothing moving (no context bytes
+    /// taken, no output, no pull progress) instead of waiting up to [`BUILD_TIMEOUT`].
+    pub fn with_idle_timeout(self, idle: Duration) -> Engine {
+        Engine { idle, ..self }
+    }
+
+    /// The engine as errors name it: its address without credentials.
+    fn shown_host(&self) -> String {
+        match url::Url::parse(&self.host) {
+            Ok(u) => crate::mask::display_url(&u),
+            Err(_) => crate::mask::mask(&self.host).into_owned(),
+        }
     }
 
     /// A view of this engine that has asked about `references` all at once and answers
@@ -345,6 +371,11 @@ impl Engine {
         mut on_line: impl FnMut(&str) + Send,
     ) -> Result<String, DockerError> {
         let (body, producer) = super::context::stream(&req.context_dir, &req.dockerfile);
+        let activity = Arc::new(Activity::new());
+        let body = {
+            let activity = activity.clone();
+            body.inspect(move |_| activity.touch())
+        };
         let options = BuildImageOptions {
             dockerfile: req.dockerfile.clone(),
             t: Some(req.tag.clone()),
@@ -360,7 +391,8 @@ impl Engine {
                 .build_image(options, None, Some(bollard::body_try_stream(body)));
         let mut tail = Tail::default();
         let mut image_id = None;
-        while let Some(item) = stream.next().await {
+        let what = format!("the build of {}", req.tag);
+        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
             let info = item.map_err(|e| build_failed(req, e.to_string(), &tail))?;
             if let Some(text) = &info.stream {
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -388,6 +420,60 @@ impl Engine {
                 .map(|i| i.id)
                 .ok_or_else(|| build_failed(req, "the engine reported no image".into(), &tail)),
         }
+    }
+}
+
+impl Engine {
+    /// The stream's next item, or [`DockerError::Idle`] once nothing moved (no item, and no
+    /// `activity` elsewhere, such as context bytes taken) for the idle limit. `next` is
+    /// cancel-safe, so waiting again after a timeout loses nothing.
+    async fn next_or_idle<S: futures_util::Stream + Unpin>(
+        &self,
+        stream: &mut S,
+        activity: &Activity,
+        what: &str,
+    ) -> Result<Option<S::Item>, DockerError> {
+        loop {
+            let quiet = activity.quiet_for();
+            if quiet >= self.idle {
+                return Err(DockerError::Idle {
+                    host: self.shown_host(),
+                    what: what.to_owned(),
+                    limit: humantime::format_duration(self.idle).to_string(),
+                });
+            }
+            if let Ok(item) = tokio::time::timeout(self.idle - quiet, stream.next()).await {
+                activity.touch();
+                return Ok(item);
+            }
+        }
+    }
+}
+
+/// When something last moved between planner and the engine.
+struct Activity {
+    start: std::time::Instant,
+    /// Milliseconds since `start`.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
     }
 }
 
