@@ -304,3 +304,43 @@ fn an_engine_that_stops_answering_mid_build_fails_after_the_idle_timeout() {
         "failed within a bounded time"
     );
 }
+
+#[test]
+fn a_stalled_json_reader_does_not_stop_the_run() {
+    let env = Env::new("jsonstall");
+    // 3,000 output lines: with -v, about 600 KB of NDJSON, far over a pipe's buffer.
+    let noisy = format!(
+        "FROM {}\nCOPY . /src\nRUN for i in $(seq 1 3000); do echo \"line $i {}\"; done\n",
+        harness::BASE_IMAGE,
+        "x".repeat(100)
+    );
+    env.git.create_repo(
+        "tpl",
+        &[("Dockerfile", noisy.as_bytes()), ("hello.txt", b"hi\n")],
+    );
+    env.config(&env.runtime("j", "tpl"));
+    let mut child = env
+        .command(&["ensure", "j", "--json", "-v", "--progress", "plain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut err = Stderr::of(&mut child);
+    // Nobody reads stdout: the run still goes to its end.
+    err.wait_for("tag-latest         done");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let got = exit_code_within(&mut child, Duration::from_secs(30), "after the drain");
+    assert_eq!(got, Some(0), "{}", err.rest());
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 3_000, "every output line: {}", lines.len());
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "summary", "the summary comes last");
+    assert_eq!(last["ensured"], 1);
+    let outputs = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"step_output\""))
+        .count();
+    assert!(outputs >= 3_000, "{outputs} output lines");
+}

@@ -380,7 +380,7 @@ async fn cmd_ensure(
 struct Output {
     sink: exec::Sink,
     tty: Option<Arc<tty::Display>>,
-    json: Option<Arc<Mutex<json::Counts>>>,
+    json: Option<(json::Writer, Arc<Mutex<json::Counts>>)>,
     /// Whether the summary table goes to stderr (not with -q or --progress none).
     table: bool,
 }
@@ -407,9 +407,10 @@ impl Output {
         }
         let mut counts = None;
         if args.json {
-            let (sink, c) = json::stdout_sink(verbosity == plain::Verbosity::Verbose);
+            let writer = json::Writer::new(std::io::stdout());
+            let (sink, c) = json::sink(&writer, verbosity == plain::Verbosity::Verbose);
             sinks.push(sink);
-            counts = Some(c);
+            counts = Some((writer, c));
         }
         Output {
             sink: report::fan_out(sinks),
@@ -419,7 +420,7 @@ impl Output {
         }
     }
 
-    fn finish(&self, ensured: &app::Ensured) {
+    fn finish(self, ensured: &app::Ensured) {
         if let Some(display) = &self.tty {
             display.finish();
         }
@@ -429,9 +430,10 @@ impl Output {
                 mask(&summary::table(&ensured.summary, ensured.elapsed))
             );
         }
-        if let Some(counts) = &self.json {
+        if let Some((writer, counts)) = self.json {
             let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
-            json::emit(&json::summary(&ensured.summary, &counts, ensured.elapsed));
+            writer.emit(&json::summary(&ensured.summary, &counts, ensured.elapsed));
+            writer.finish();
         }
     }
 }
