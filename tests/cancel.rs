@@ -262,7 +262,15 @@ fn plan_exits_1_when_a_step_failed_after_printing_the_plan() {
 #[test]
 fn an_engine_that_stops_answering_mid_build_fails_after_the_idle_timeout() {
     let env = Env::new("engineidle");
-    env.template("tpl");
+    // Content of its own: the image the engine may still finish shares no layer with others.
+    let hello = format!("stalled build {}\n", std::process::id());
+    env.git.create_repo(
+        "tpl",
+        &[
+            ("Dockerfile", harness::dockerfile().as_bytes()),
+            ("hello.txt", hello.as_bytes()),
+        ],
+    );
     env.config(&format!(
         "[engine]\nidle_timeout = \"2s\"\n\n{}",
         env.runtime("i", "tpl")
@@ -303,6 +311,8 @@ fn an_engine_that_stops_answering_mid_build_fails_after_the_idle_timeout() {
         started.elapsed() < Duration::from_secs(90),
         "failed within a bounded time"
     );
+    drop(proxy);
+    env.remove_images();
 }
 
 #[test]
@@ -343,4 +353,5 @@ fn a_stalled_json_reader_does_not_stop_the_run() {
         .filter(|l| l.contains("\"event\":\"step_output\""))
         .count();
     assert!(outputs >= 3_000, "{outputs} output lines");
+    env.remove_images();
 }
