@@ -439,10 +439,10 @@ impl<'a> Planner<'a> {
         let mut items = self.image_items().await?;
         let removals = PlannedRemovals::new(&items, &self.checkouts);
         items.append(&mut self.checkouts);
-        items.extend(temp_dir_items(self.store)?);
+        items.extend(off_runtime(self.store, (), |store, ()| temp_dir_items(store)).await?);
         let records = std::mem::take(&mut self.records);
         items.extend(self.record_items(records, &removals));
-        items.extend(lock_file_items(self.store)?);
+        items.extend(off_runtime(self.store, (), |store, ()| lock_file_items(store)).await?);
         self.kept.sort_by(|a, b| {
             (&a.runtime, a.newest.unwrap_or(usize::MAX))
                 .cmp(&(&b.runtime, b.newest.unwrap_or(usize::MAX)))
@@ -896,8 +896,13 @@ pub async fn execute(engine: &Engine, store: &Store, plan: &mut GcPlan) {
         }
         item.status = match item.kind {
             ItemKind::Image => remove_image(engine, item).await,
-            ItemKind::Checkout | ItemKind::TempDir => remove_locked(store, item),
-            ItemKind::LockFile => remove_lock_file(store, item),
+            ItemKind::Checkout | ItemKind::TempDir | ItemKind::LockFile => {
+                off_runtime(store, item.clone(), |store, item| match item.kind {
+                    ItemKind::LockFile => remove_lock_file(store, &item),
+                    _ => remove_locked(store, &item),
+                })
+                .await
+            }
             ItemKind::Record => match &item.path {
                 Some(p) => match store.remove_record_file(p) {
                     Ok(()) => ItemStatus::Removed,
@@ -980,6 +985,19 @@ fn remove_locked(store: &Store, item: &GcItem) -> ItemStatus {
         Ok(()) => ItemStatus::Removed,
         Err(e) => ItemStatus::Failed(e.to_string()),
     }
+}
+
+/// Runs filesystem work (directory walks, recursive deletes) on the blocking pool, not on
+/// the async runtime's threads.
+async fn off_runtime<A: Send + 'static, T: Send + 'static>(
+    store: &Store,
+    arg: A,
+    op: impl FnOnce(&Store, A) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || op(&store, arg))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Removes a free lock file: takes it, then unlinks it while holding it (skipped when
