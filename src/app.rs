@@ -159,7 +159,8 @@ pub fn select(config: &Config, names: &[String], all: bool) -> Result<Vec<Arc<Ru
 async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> {
     let engine = Engine::connect()
         .await
-        .map_err(|e| AppError::Environment(e.to_string()))?;
+        .map_err(|e| AppError::Environment(e.to_string()))?
+        .with_idle_timeout(loaded.config.engine.idle_timeout);
     let store = if read_only {
         Store::read_only(&loaded.cache_dir)
     } else {
@@ -177,7 +178,8 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
 
 /// Takes the run lock of the cache dir in `mode`. If another run holds it: with `no_wait`,
 /// fails at once with [`AppError::Busy`]; else calls `on_wait` with the lock's path and
-/// waits. The OS releases the lock when the process ends, however it ends.
+/// waits (cancellably: dropping the future stops the wait). The OS releases the lock when
+/// the process ends, however it ends.
 pub async fn run_lock(
     loaded: &Loaded,
     mode: RunLockMode,
@@ -197,10 +199,7 @@ pub async fn run_lock(
         )));
     }
     on_wait(&path);
-    tokio::task::spawn_blocking(move || store.run_lock_blocking(mode))
-        .await
-        .map_err(|e| AppError::Environment(format!("waiting for the run lock: {e}")))?
-        .map_err(env_err)
+    store.run_lock(mode).await.map_err(env_err)
 }
 
 /// How many resolve-heads run at once.

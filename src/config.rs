@@ -67,7 +67,27 @@ pub struct Config {
     /// `cache_dir` from the file, if set (flag and env take precedence; see `store`).
     pub cache_dir: Option<PathBuf>,
     pub git: GitSettings,
+    pub engine: EngineSettings,
     pub runtimes: BTreeMap<String, Runtime>,
+}
+
+/// The `[engine]` table: how long planner waits on the Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// A build (its context upload, base image pulls and output) with nothing moving for
+    /// this long fails: the engine stopped answering (`idle_timeout`, default 10 minutes).
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Built-in `engine.idle_timeout`.
+pub const DEFAULT_ENGINE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            idle_timeout: DEFAULT_ENGINE_IDLE_TIMEOUT,
+        }
+    }
 }
 
 /// The `[git]` table.
@@ -173,6 +193,8 @@ struct RawConfig {
     #[serde(default)]
     git: RawGit,
     #[serde(default)]
+    engine: RawEngine,
+    #[serde(default)]
     runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
 }
 
@@ -208,6 +230,12 @@ struct RawGit {
     low_speed_limit: Option<Spanned<i64>>,
     low_speed_time: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    idle_timeout: Option<Spanned<String>>,
 }
 
 /// Turns byte spans into `file:line:column` errors.
@@ -263,6 +291,7 @@ pub fn parse(
         loc.error(span, e.message().trim().to_owned())
     })?;
     let git = validate_git(&raw.git, &loc)?;
+    let engine = validate_engine(&raw.engine, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
@@ -275,8 +304,30 @@ pub fn parse(
         default_runtime,
         cache_dir: raw.cache_dir.map(|c| PathBuf::from(c.into_inner())),
         git,
+        engine,
         runtimes,
     })
+}
+
+/// The `[engine]` table: `idle_timeout` is a duration (`"10m"`, `"90s"`), at least a second.
+fn validate_engine(raw: &RawEngine, loc: &Locator) -> Result<EngineSettings, ConfigError> {
+    let Some(v) = &raw.idle_timeout else {
+        return Ok(EngineSettings::default());
+    };
+    let bad = |why: String| {
+        loc.error(
+            v.span(),
+            format!(
+                "invalid engine.idle_timeout {:?}: {why}\n  help: write a duration such as \"10m\", \"90s\" or \"1h\"",
+                v.get_ref()
+            ),
+        )
+    };
+    let idle = humantime::parse_duration(v.get_ref()).map_err(|e| bad(e.to_string()))?;
+    if idle < std::time::Duration::from_secs(1) {
+        return Err(bad("it must be at least 1s".into()));
+    }
+    Ok(EngineSettings { idle_timeout: idle })
 }
 
 fn validate_git(raw: &RawGit, loc: &Locator) -> Result<GitSettings, ConfigError> {
@@ -651,6 +702,35 @@ mod tests {
             p == "local-build"
         })
         .unwrap()
+    }
+
+    #[test]
+    fn engine_idle_timeout_is_a_duration() {
+        assert_eq!(
+            parse_ok("").engine.idle_timeout,
+            DEFAULT_ENGINE_IDLE_TIMEOUT
+        );
+        let c = parse_ok("[engine]\nidle_timeout = \"90s\"\n");
+        assert_eq!(c.engine.idle_timeout, std::time::Duration::from_secs(90));
+        for bad in ["soon", "0s", "10 parsecs", "500ms"] {
+            let text = format!("[engine]\nidle_timeout = \"{bad}\"\n");
+            let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| true)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("r.toml:2:") && err.contains("idle_timeout"),
+                "{err}"
+            );
+        }
+        let err = parse(
+            "[engine]\nidel_timeout = \"1m\"\n",
+            "r.toml",
+            &EnvOverrides::default(),
+            &|_| true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("idel_timeout"), "{err}");
     }
 
     fn parse_err(text: &str) -> String {

@@ -11,6 +11,10 @@
 //! - A checkout or temp dir is removed only while holding its key lock (skipped if held).
 //! - A record is an orphan when malformed, or when the checkout/image it describes is gone
 //!   (or is removed in this run, and then only if that removal succeeded).
+//! - A per-key lock file is removed only while gc holds it (taken with `try_lock`, unlinked
+//!   while held); one another process holds is not garbage and is left alone. The lock
+//!   protocol tolerates this: a locker checks that the file it locked is still the one at
+//!   the path (see `store`), so nobody ever holds a lock on an unlinked file.
 //!
 //! [`plan`] decides and writes nothing (that is the dry run); [`execute`] carries out a plan.
 //! The caller holds the run lock exclusively for a real run.
@@ -44,16 +48,18 @@ pub enum ItemKind {
     Checkout,
     TempDir,
     Record,
+    LockFile,
 }
 
 impl ItemKind {
-    /// The kind as written in reports: `image`, `checkout`, `temp-dir`, `record`.
+    /// The kind as written in reports: `image`, `checkout`, `temp-dir`, `record`, `lock-file`.
     pub fn name(self) -> &'static str {
         match self {
             ItemKind::Image => "image",
             ItemKind::Checkout => "checkout",
             ItemKind::TempDir => "temp-dir",
             ItemKind::Record => "record",
+            ItemKind::LockFile => "lock-file",
         }
     }
 }
@@ -426,15 +432,17 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The plan: image items, checkout items, temp dir items, then orphan records; the kept
+    /// The plan: image items, checkout items, temp dir items, orphan records, then free lock
+    /// files (last: removing the others takes their locks); the kept
     /// commits by runtime, newest first.
     async fn into_plan(mut self) -> Result<GcPlan, GcError> {
         let mut items = self.image_items().await?;
         let removals = PlannedRemovals::new(&items, &self.checkouts);
         items.append(&mut self.checkouts);
-        items.extend(temp_dir_items(self.store)?);
+        items.extend(off_runtime(self.store, (), |store, ()| temp_dir_items(store)).await?);
         let records = std::mem::take(&mut self.records);
         items.extend(self.record_items(records, &removals));
+        items.extend(off_runtime(self.store, (), |store, ()| lock_file_items(store)).await?);
         self.kept.sort_by(|a, b| {
             (&a.runtime, a.newest.unwrap_or(usize::MAX))
                 .cmp(&(&b.runtime, b.newest.unwrap_or(usize::MAX)))
@@ -631,6 +639,28 @@ fn temp_dir_items(store: &Store) -> Result<Vec<GcItem>, StoreError> {
             path: Some(tmp.path),
             key: Some(key),
             ..new_item(ItemKind::TempDir, reason, status)
+        });
+    }
+    Ok(items)
+}
+
+/// One item per per-key lock file no process holds (one that is held is not garbage).
+fn lock_file_items(store: &Store) -> Result<Vec<GcItem>, StoreError> {
+    let mut items = Vec::new();
+    for key in store.list_lock_keys()? {
+        if store.is_locked(&key)? {
+            continue;
+        }
+        let path = store.lock_file_path(&key);
+        items.push(GcItem {
+            bytes: store::disk_usage(&path),
+            path: Some(path),
+            key: Some(key),
+            ..new_item(
+                ItemKind::LockFile,
+                "no process holds it".into(),
+                ItemStatus::Planned,
+            )
         });
     }
     Ok(items)
@@ -866,7 +896,13 @@ pub async fn execute(engine: &Engine, store: &Store, plan: &mut GcPlan) {
         }
         item.status = match item.kind {
             ItemKind::Image => remove_image(engine, item).await,
-            ItemKind::Checkout | ItemKind::TempDir => remove_locked(store, item),
+            ItemKind::Checkout | ItemKind::TempDir | ItemKind::LockFile => {
+                off_runtime(store, item.clone(), |store, item| match item.kind {
+                    ItemKind::LockFile => remove_lock_file(store, &item),
+                    _ => remove_locked(store, &item),
+                })
+                .await
+            }
             ItemKind::Record => match &item.path {
                 Some(p) => match store.remove_record_file(p) {
                     Ok(()) => ItemStatus::Removed,
@@ -951,6 +987,38 @@ fn remove_locked(store: &Store, item: &GcItem) -> ItemStatus {
     }
 }
 
+/// Runs filesystem work (directory walks, recursive deletes) on the blocking pool, not on
+/// the async runtime's threads.
+async fn off_runtime<A: Send + 'static, T: Send + 'static>(
+    store: &Store,
+    arg: A,
+    op: impl FnOnce(&Store, A) -> T + Send + 'static,
+) -> T {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || op(&store, arg))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Removes a free lock file: takes it, then unlinks it while holding it (skipped when
+/// another process holds it by now).
+fn remove_lock_file(store: &Store, item: &GcItem) -> ItemStatus {
+    let Some(key) = &item.key else {
+        return ItemStatus::Skipped("no key".into());
+    };
+    match store.try_lock(key) {
+        Ok(Some(lock)) => match lock.remove_file() {
+            Ok(()) => ItemStatus::Removed,
+            Err(e) => ItemStatus::Failed(e.to_string()),
+        },
+        Ok(None) => ItemStatus::Skipped(format!(
+            "another planner process holds it (key {})",
+            key.short()
+        )),
+        Err(e) => ItemStatus::Failed(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -989,6 +1057,41 @@ mod tests {
         none.remove(eng::LABEL_KEY);
         assert!(own_labels(&none).is_none());
         assert!(own_labels(&HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn gc_removes_free_lock_files_never_a_held_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let free = key::clone_key("r", &"a".repeat(40));
+        let busy = key::clone_key("r", &"b".repeat(40));
+        drop(store.try_lock(&free).unwrap().unwrap());
+        let held = store.try_lock(&busy).unwrap().unwrap();
+        std::fs::write(dir.path().join("locks/run.lock"), b"").unwrap();
+        let items = lock_file_items(&store).unwrap();
+        assert_eq!(items.len(), 1, "only the free one: {items:?}");
+        assert_eq!(items[0].key.as_ref(), Some(&free));
+        assert_eq!(remove_lock_file(&store, &items[0]), ItemStatus::Removed);
+        assert!(!store.lock_file_path(&free).exists());
+        // Taken by another process between the plan and the removal: left alone.
+        let late = GcItem {
+            key: Some(busy.clone()),
+            path: Some(store.lock_file_path(&busy)),
+            ..new_item(ItemKind::LockFile, String::new(), ItemStatus::Planned)
+        };
+        assert!(matches!(
+            remove_lock_file(&store, &late),
+            ItemStatus::Skipped(_)
+        ));
+        assert!(
+            store.lock_file_path(&busy).exists(),
+            "a held lock file stays"
+        );
+        assert!(
+            dir.path().join("locks/run.lock").exists(),
+            "the run lock is not collected"
+        );
+        drop(held);
     }
 
     #[test]

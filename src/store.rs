@@ -226,6 +226,15 @@ pub enum RunLockMode {
     Exclusive,
 }
 
+impl RunLockMode {
+    fn kind(self) -> LockKind {
+        match self {
+            RunLockMode::Shared => LockKind::Shared,
+            RunLockMode::Exclusive => LockKind::Exclusive,
+        }
+    }
+}
+
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {
     fs::OpenOptions::new()
         .create(true)
@@ -235,10 +244,92 @@ fn open_lock_file(path: &Path) -> Result<File, StoreError> {
         .map_err(io_err(path, "open lock file"))
 }
 
+/// How a lock file is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Whether `file` (locked) is still the file at `path`: `gc` unlinks free lock files while
+/// holding them, so a lock taken on a file opened before that guards nothing.
+fn is_current(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(held.dev() == now.dev() && held.ino() == now.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `path` and locks it without waiting; `None` when another holder has it.
+fn try_lock_path(path: &Path, kind: LockKind) -> Result<Option<KeyLock>, StoreError> {
+    try_lock_file(open_lock_file(path)?, path, kind)
+}
+
+/// Locks `file`, opened at `path`, without waiting. The lock protocol tolerates unlinking:
+/// after locking, the locked inode must still be the one at `path` (fstat against stat),
+/// else the file was unlinked (or replaced) meanwhile, and `path` is reopened (recreated)
+/// and locked again.
+fn try_lock_file(file: File, path: &Path, kind: LockKind) -> Result<Option<KeyLock>, StoreError> {
+    let mut file = file;
+    loop {
+        let res = match kind {
+            LockKind::Shared => file.try_lock_shared(),
+            LockKind::Exclusive => file.try_lock(),
+        };
+        match res {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
+        }
+        if is_current(&file, path).map_err(io_err(path, "check lock file"))? {
+            return Ok(Some(KeyLock {
+                _file: file,
+                path: path.to_owned(),
+            }));
+        }
+        file = open_lock_file(path)?;
+    }
+}
+
+/// First and last pause between two tries of a held lock.
+const LOCK_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+const LOCK_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Waits for the lock by polling [`try_lock_path`] (10 ms, doubling to 250 ms). Async and
+/// cancellable: dropping the future stops waiting at once (a blocking `flock` in a blocking
+/// task could not be interrupted and kept the process alive until the holder finished).
+async fn wait_lock_path(path: &Path, kind: LockKind) -> Result<KeyLock, StoreError> {
+    let mut pause = LOCK_POLL_FIRST;
+    loop {
+        if let Some(lock) = try_lock_path(path, kind)? {
+            return Ok(lock);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LOCK_POLL_MAX);
+    }
+}
+
 /// A held per-key lock; dropping it (or the process dying) releases it.
 #[derive(Debug)]
 pub struct KeyLock {
     _file: File,
+    path: PathBuf,
+}
+
+impl KeyLock {
+    /// Unlinks the lock file while holding it, then releases it. Safe under the protocol of
+    /// [`try_lock_path`]: whoever opened the old file finds it is no longer at the path.
+    pub fn remove_file(self) -> Result<(), StoreError> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(&self.path, "remove lock file")(e))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -386,49 +477,24 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the per-key lock, blocking until it is free. Call from a blocking context.
-    pub fn lock_blocking(&self, key: &Key) -> Result<KeyLock, StoreError> {
-        let file = self.open_lock(key)?;
-        let path = self.lock_path(key);
-        file.lock().map_err(io_err(&path, "lock"))?;
-        Ok(KeyLock { _file: file })
+    /// Takes the per-key lock, waiting (cancellably) until it is free.
+    pub async fn lock(&self, key: &Key) -> Result<KeyLock, StoreError> {
+        wait_lock_path(&self.lock_path(key), LockKind::Exclusive).await
     }
 
     /// Tries the per-key lock; `None` when another process holds it.
     pub fn try_lock(&self, key: &Key) -> Result<Option<KeyLock>, StoreError> {
-        let file = self.open_lock(key)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(io_err(&self.lock_path(key), "lock")(e)),
-        }
+        try_lock_path(&self.lock_path(key), LockKind::Exclusive)
     }
 
     /// Tries the run lock in `mode`; `None` when another process holds it in a conflicting mode.
     pub fn try_run_lock(&self, mode: RunLockMode) -> Result<Option<KeyLock>, StoreError> {
-        let path = self.run_lock_path();
-        let file = open_lock_file(&path)?;
-        let res = match mode {
-            RunLockMode::Shared => file.try_lock_shared(),
-            RunLockMode::Exclusive => file.try_lock(),
-        };
-        match res {
-            Ok(()) => Ok(Some(KeyLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(io_err(&path, "lock")(e)),
-        }
+        try_lock_path(&self.run_lock_path(), mode.kind())
     }
 
-    /// Takes the run lock in `mode`, blocking until it is free. Call from a blocking context.
-    pub fn run_lock_blocking(&self, mode: RunLockMode) -> Result<KeyLock, StoreError> {
-        let path = self.run_lock_path();
-        let file = open_lock_file(&path)?;
-        match mode {
-            RunLockMode::Shared => file.lock_shared(),
-            RunLockMode::Exclusive => file.lock(),
-        }
-        .map_err(io_err(&path, "lock"))?;
-        Ok(KeyLock { _file: file })
+    /// Takes the run lock in `mode`, waiting (cancellably) until it is free.
+    pub async fn run_lock(&self, mode: RunLockMode) -> Result<KeyLock, StoreError> {
+        wait_lock_path(&self.run_lock_path(), mode.kind()).await
     }
 
     /// The run lock's path (named in "waiting for another run" messages).
@@ -438,10 +504,6 @@ impl Store {
 
     fn lock_path(&self, key: &Key) -> PathBuf {
         self.root.join("locks").join(format!("{key}.lock"))
-    }
-
-    fn open_lock(&self, key: &Key) -> Result<File, StoreError> {
-        open_lock_file(&self.lock_path(key))
     }
 
     /// A fresh temp dir for work on `key`. Hold the key's lock while using it.
@@ -658,6 +720,27 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => Ok(true),
             Err(fs::TryLockError::Error(e)) => Err(io_err(&path, "lock")(e)),
         }
+    }
+
+    /// The keys of every per-key lock file in `locks/` (`<key>.lock`; the run lock and names
+    /// planner does not make are left out). A missing locks dir is empty.
+    pub fn list_lock_keys(&self) -> Result<Vec<Key>, StoreError> {
+        let dir = self.root.join("locks");
+        let mut keys: Vec<Key> = read_dir_or_empty(&dir)?
+            .into_iter()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".lock").and_then(Key::parse)
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The lock file of `key` (for reports).
+    pub fn lock_file_path(&self, key: &Key) -> PathBuf {
+        self.lock_path(key)
     }
 
     /// Removes the checkout of `commit` of `repo`: first renamed into `tmp/<key>.gc-…` (so a
@@ -879,6 +962,63 @@ mod tests {
         assert!(store.try_lock(&key).unwrap().is_none());
         drop(held);
         assert!(store.try_lock(&key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lock_on_an_unlinked_lock_file_is_not_taken_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", "x");
+        let path = store.lock_path(&key);
+        // A locker opened the file; then gc took it, unlinked it and let it go; then a third
+        // process created the file anew and locked it.
+        let opened_before = open_lock_file(&path).unwrap();
+        store
+            .try_lock(&key)
+            .unwrap()
+            .unwrap()
+            .remove_file()
+            .unwrap();
+        assert!(!path.exists());
+        let new_holder = store.try_lock(&key).unwrap().expect("the new file is free");
+        // The first locker's flock on the old inode succeeds, but it holds nothing: it must
+        // find the path's file held by the new holder.
+        assert!(
+            try_lock_file(opened_before, &path, LockKind::Exclusive)
+                .unwrap()
+                .is_none(),
+            "a lock on an unlinked inode is not the lock"
+        );
+        drop(new_holder);
+        let reopened = open_lock_file(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        let lock = try_lock_file(reopened, &path, LockKind::Exclusive)
+            .unwrap()
+            .expect("recreated and taken");
+        assert!(path.exists(), "the lock file was recreated");
+        assert!(
+            store.try_lock(&key).unwrap().is_none(),
+            "and it is the one held"
+        );
+        drop(lock);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_lock_ends_when_the_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = clone_key("r", "w");
+        let held = store.try_lock(&key).unwrap().unwrap();
+        let waiter = {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move { store.lock(&key).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "waits while held");
+        drop(held);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert!(got.unwrap().unwrap().is_ok());
     }
 
     #[test]

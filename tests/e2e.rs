@@ -540,7 +540,8 @@ fn offline_plan_uses_recorded_heads() {
     env.template("tpl");
     env.config(&env.runtime("o", "tpl"));
     let cold = env.planner(&["plan", "o", "--offline"]);
-    assert_eq!(cold.code, 0, "{}", cold.all());
+    // No recorded answer is a failed resolve-head: the plan is printed, and exit 1.
+    assert_eq!(cold.code, 1, "{}", cold.all());
     assert!(cold.stdout.contains("no recorded answer"), "{}", cold.all());
     assert_eq!(env.planner(&["ensure", "o"]).code, 0);
     env.git.set_fail("tpl", Some(500));

@@ -1,7 +1,8 @@
 //! The command line: clap definitions, and the mapping of results to output and exit codes
 //! (0 all ensured; 1 some runtime failed or the environment is unusable; 2 usage or
 //! configuration error; 75 another run holds the run lock and `--no-wait` was given;
-//! 130 interrupted). `ops` holds the `status` and `gc` commands.
+//! 130 interrupted (SIGINT), 143 terminated (SIGTERM)). `ops` holds the `status` and `gc`
+//! commands.
 
 mod ops;
 
@@ -21,7 +22,9 @@ use crate::store::RunLockMode;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir is unusable);
-2 usage or configuration error; 75 another run holds the run lock (--no-wait); 130 interrupted.
+2 usage or configuration error; 75 another run holds the run lock (--no-wait); 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM, handled like Ctrl-C). `plan` exits 1 when a step of the plan
+failed (a branch head that could not be resolved included), after printing the plan.
 
 Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, DOCKER_HOST, and the
 token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
@@ -190,15 +193,67 @@ pub fn main() -> ExitCode {
             return fail(&anyhow::Error::new(e).context("cannot start the async runtime"));
         }
     };
-    runtime.block_on(async {
-        tokio::select! {
-            code = run(cli) => code,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("planner: interrupted; running steps cancelled, temporary files removed");
-                ExitCode::from(130)
-            }
+    let code = runtime.block_on(async {
+        let stop = tokio::select! {
+            code = run(cli) => return code,
+            signal = stop_signal() => signal,
+        };
+        // `run` is dropped by now: running steps are cancelled, their temp dirs removed and
+        // their children killed (`kill_on_drop`).
+        eprintln!(
+            "planner: {}; running steps cancelled, temporary files removed",
+            stop.describe()
+        );
+        stop.exit_code()
+    });
+    // Never wait for blocking tasks at exit (a blocking task may be stuck on a slow disk or a
+    // stalled pipe); those still running after a moment are abandoned.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
+}
+
+/// A signal that stops planner.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGINT (Ctrl-C): exit 130.
+    Interrupt,
+    /// SIGTERM (systemd, Kubernetes, job runners): handled exactly like Ctrl-C, exit 143.
+    Terminate,
+}
+
+impl Stop {
+    fn describe(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "interrupted",
+            Stop::Terminate => "terminated (SIGTERM)",
         }
-    })
+    }
+
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        })
+    }
+}
+
+/// Resolves at the first SIGINT or SIGTERM. If a handler cannot be installed, that signal
+/// keeps its default action (the process ends at once).
+async fn stop_signal() -> Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+        () = terminated => Stop::Terminate,
+    }
 }
 
 fn init_tracing(verbose: bool) {
@@ -275,7 +330,16 @@ async fn cmd_plan(
         Format::Dot => plan_report::dot(&rows),
     };
     write_stdout(&mask(&text)).context("cannot write the plan to stdout")?;
-    Ok(ExitCode::SUCCESS)
+    let failed = planned
+        .decided
+        .decisions
+        .values()
+        .any(|d| d.status == crate::plan::Status::Failed);
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn cmd_ensure(
@@ -316,7 +380,7 @@ async fn cmd_ensure(
 struct Output {
     sink: exec::Sink,
     tty: Option<Arc<tty::Display>>,
-    json: Option<Arc<Mutex<json::Counts>>>,
+    json: Option<(json::Writer, Arc<Mutex<json::Counts>>)>,
     /// Whether the summary table goes to stderr (not with -q or --progress none).
     table: bool,
 }
@@ -343,9 +407,10 @@ impl Output {
         }
         let mut counts = None;
         if args.json {
-            let (sink, c) = json::stdout_sink(verbosity == plain::Verbosity::Verbose);
+            let writer = json::Writer::new(std::io::stdout());
+            let (sink, c) = json::sink(&writer, verbosity == plain::Verbosity::Verbose);
             sinks.push(sink);
-            counts = Some(c);
+            counts = Some((writer, c));
         }
         Output {
             sink: report::fan_out(sinks),
@@ -355,7 +420,7 @@ impl Output {
         }
     }
 
-    fn finish(&self, ensured: &app::Ensured) {
+    fn finish(self, ensured: &app::Ensured) {
         if let Some(display) = &self.tty {
             display.finish();
         }
@@ -365,9 +430,10 @@ impl Output {
                 mask(&summary::table(&ensured.summary, ensured.elapsed))
             );
         }
-        if let Some(counts) = &self.json {
+        if let Some((writer, counts)) = self.json {
             let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
-            json::emit(&json::summary(&ensured.summary, &counts, ensured.elapsed));
+            writer.emit(&json::summary(&ensured.summary, &counts, ensured.elapsed));
+            writer.finish();
         }
     }
 }

@@ -358,17 +358,17 @@ pub(crate) fn gc_text(plan: &GcPlan, cache_dir: &Path, verbose: bool) -> String 
     cells.extend(plan.kept.iter().map(|k| kept_row(k, plan.keep)));
     // Records are many and alike: one line for the plain removals unless verbose.
     let mut records = RecordsRow::default();
+    let mut locks = RecordsRow::default();
     for item in &plan.items {
-        if item.kind == ItemKind::Record
-            && !verbose
-            && matches!(item.status, ItemStatus::Planned | ItemStatus::Removed)
-        {
-            records.add(item);
-        } else {
-            cells.push(item_row(item, cache_dir));
+        let summed = !verbose && matches!(item.status, ItemStatus::Planned | ItemStatus::Removed);
+        match item.kind {
+            ItemKind::Record if summed => records.add(item),
+            ItemKind::LockFile if summed => locks.add(item),
+            _ => cells.push(item_row(item, cache_dir)),
         }
     }
     cells.extend(records.into_row(plan.dry_run));
+    cells.extend(locks.into_lock_row(plan.dry_run));
     let mut out = format!(
         "gc in {}: keeping the newest {} commit{} of each runtime and what :latest names\n",
         cache_dir.display(),
@@ -451,6 +451,22 @@ impl RecordsRow {
     }
 }
 
+impl RecordsRow {
+    /// The summary row of free lock files, when some was counted.
+    fn into_lock_row(self, dry_run: bool) -> Option<Vec<String>> {
+        (self.files > 0).then(|| {
+            vec![
+                if dry_run { "remove" } else { "removed" }.into(),
+                "-".into(),
+                "lock-files".into(),
+                format!("locks/ ({} files)", self.files),
+                human_bytes(self.bytes),
+                "no process holds them (-v lists them)".into(),
+            ]
+        })
+    }
+}
+
 /// The last line of the gc report: bytes freed, what was removed by kind, skips, failures,
 /// and whether it was a dry run.
 fn gc_totals(plan: &GcPlan) -> String {
@@ -459,6 +475,7 @@ fn gc_totals(plan: &GcPlan) -> String {
         (ItemKind::Checkout, "checkout"),
         (ItemKind::TempDir, "temp dir"),
         (ItemKind::Record, "record"),
+        (ItemKind::LockFile, "lock file"),
     ]
     .iter()
     .map(|(k, name)| {
@@ -503,6 +520,7 @@ pub(crate) fn gc_json(plan: &GcPlan, cache_dir: &Path) -> String {
             "checkouts": plan.count(ItemKind::Checkout),
             "temp_dirs": plan.count(ItemKind::TempDir),
             "records": plan.count(ItemKind::Record),
+            "lock_files": plan.count(ItemKind::LockFile),
         },
         "skipped": plan.skipped(),
         "failed": plan.failed(),

@@ -40,6 +40,14 @@ pub enum DockerError {
     #[error("Docker engine call {what} failed: {detail}")]
     Api { what: String, detail: String },
     #[error(
+        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
+    )]
+    Idle {
+        host: String,
+        what: String,
+        limit: String,
+    },
+    #[error(
         "docker build of {image} failed: {detail}\n  Dockerfile {dockerfile} in {repo} at commit {commit}{tail}"
     )]
     BuildFailed {
@@ -78,6 +86,8 @@ pub struct BuildRequest {
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
+    idle: Duration,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
     known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
 }
@@ -149,6 +159,7 @@ impl Engine {
                 return Ok(Engine {
                     docker,
                     host,
+                    idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
                     known: None,
                 });
             }
@@ -172,12 +183,27 @@ impl Engine {
         Ok(Engine {
             docker,
             host,
+            idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
             known: None,
         })
     }
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// This engine with builds failing after `idle` with nothing moving (no context bytes
+    /// taken, no output, no pull progress) instead of waiting up to [`BUILD_TIMEOUT`].
+    pub fn with_idle_timeout(self, idle: Duration) -> Engine {
+        Engine { idle, ..self }
+    }
+
+    /// The engine as errors name it: its address without credentials.
+    fn shown_host(&self) -> String {
+        match url::Url::parse(&self.host) {
+            Ok(u) => crate::mask::display_url(&u),
+            Err(_) => crate::mask::mask(&self.host).into_owned(),
+        }
     }
 
     /// A view of this engine that has asked about `references` all at once and answers
@@ -345,6 +371,11 @@ impl Engine {
         mut on_line: impl FnMut(&str) + Send,
     ) -> Result<String, DockerError> {
         let (body, producer) = super::context::stream(&req.context_dir, &req.dockerfile);
+        let activity = Arc::new(Activity::new());
+        let body = {
+            let activity = activity.clone();
+            body.inspect(move |_| activity.touch())
+        };
         let options = BuildImageOptions {
             dockerfile: req.dockerfile.clone(),
             t: Some(req.tag.clone()),
@@ -360,7 +391,8 @@ impl Engine {
                 .build_image(options, None, Some(bollard::body_try_stream(body)));
         let mut tail = Tail::default();
         let mut image_id = None;
-        while let Some(item) = stream.next().await {
+        let what = format!("the build of {}", req.tag);
+        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
             let info = item.map_err(|e| build_failed(req, e.to_string(), &tail))?;
             if let Some(text) = &info.stream {
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -388,6 +420,60 @@ impl Engine {
                 .map(|i| i.id)
                 .ok_or_else(|| build_failed(req, "the engine reported no image".into(), &tail)),
         }
+    }
+}
+
+impl Engine {
+    /// The stream's next item, or [`DockerError::Idle`] once nothing moved (no item, and no
+    /// `activity` elsewhere, such as context bytes taken) for the idle limit. `next` is
+    /// cancel-safe, so waiting again after a timeout loses nothing.
+    async fn next_or_idle<S: futures_util::Stream + Unpin>(
+        &self,
+        stream: &mut S,
+        activity: &Activity,
+        what: &str,
+    ) -> Result<Option<S::Item>, DockerError> {
+        loop {
+            let quiet = activity.quiet_for();
+            if quiet >= self.idle {
+                return Err(DockerError::Idle {
+                    host: self.shown_host(),
+                    what: what.to_owned(),
+                    limit: humantime::format_duration(self.idle).to_string(),
+                });
+            }
+            if let Ok(item) = tokio::time::timeout(self.idle - quiet, stream.next()).await {
+                activity.touch();
+                return Ok(item);
+            }
+        }
+    }
+}
+
+/// When something last moved between planner and the engine.
+struct Activity {
+    start: std::time::Instant,
+    /// Milliseconds since `start`.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
     }
 }
 
@@ -630,58 +716,12 @@ impl Engine {
 }
 
 /// Parses an RFC 3339 time as the engine writes it (`2024-05-01T12:34:56.123456789Z`, or
-/// with a `±HH:MM` offset) into nanoseconds since the Unix epoch.
+/// with a `+HH:MM` offset) into nanoseconds since the Unix epoch; `None` for anything else
+/// (the engine's answers are input too: never a panic).
 pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
-    let b = text.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: i128 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let frac = &text[start..i];
-        if frac.is_empty() {
-            return None;
-        }
-        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-        nanos = digits.parse().ok()?;
-    }
-    let offset_secs: i64 = match &text[i..] {
-        "Z" | "z" => 0,
-        rest if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let h = num(i + 1..i + 3)?;
-            let m = num(i + 4..i + 6)?;
-            let sign = if &rest[..1] == "-" { -1 } else { 1 };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond())
 }
 
 #[cfg(test)]
@@ -757,5 +797,35 @@ mod tests {
         );
         assert!(parse_rfc3339_nanos("yesterday").is_none());
         assert!(parse_rfc3339_nanos("2026-13-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn rfc3339_garbage_is_none_never_a_panic() {
+        // Each of these panicked the hand-rolled parser (byte slicing inside a character).
+        for text in [
+            "2026-11-23T10:50:51.\u{e9}Z",
+            "2026-11-23T10:50:51\u{e9}\u{e9}\u{e9}",
+            "2026-11-23T10:50:51.5+0\u{e9}:00",
+            "\u{e9}\u{e9}-11-23T10:50:51Z",
+        ] {
+            assert!(parse_rfc3339_nanos(text).is_none(), "{text:?}");
+        }
+        // Random strings over a timestamp's alphabet plus multi-byte characters.
+        let alphabet: Vec<char> = "0123456789-:.TZz+ \u{e9}\u{1f600}".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = parse_rfc3339_nanos(&text);
+            let _ = parse_rfc3339_nanos(&format!("2026-11-23T10:50:51{text}"));
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The scheduler: runs the `Run` steps of a decided graph in dependency order.
 //!
-//! A step starts when all its needs have their outputs. Clones and builds share a `--jobs`
-//! semaphore; other steps are cheap and unbounded. Before running, a step takes its key's
-//! lock and asks the world again: if another process produced the output meanwhile, the
-//! step is skipped ("someone beat us to it"). A failed step blocks its dependents; other
+//! A step starts when all its needs have their outputs. Before running, a step takes its
+//! key's lock and asks the world again: if another process produced the output meanwhile,
+//! the step is skipped ("someone beat us to it"). Only then do clones and builds take a slot
+//! of the `--jobs` semaphore (other steps are cheap and unbounded), so a step waiting for
+//! another process's lock holds no slot. A failed step blocks its dependents; other
 //! runtimes go on unless `fail_fast`.
 
 use std::collections::{HashMap, VecDeque};
@@ -349,12 +350,6 @@ async fn lock_check_run<E: Effects>(
         .expect("every step descends from a resolve-head");
     let commit = &decided.commits[&root];
     let step = StepRef::new(graph, id, Some(key));
-    let _permit = match node.kind {
-        StepKind::Clone | StepKind::Build => {
-            Some(jobs.acquire().await.expect("semaphore is never closed"))
-        }
-        _ => None,
-    };
     let on_wait = || {
         sink(&Event::Waiting {
             step: step.clone(),
@@ -390,6 +385,14 @@ async fn lock_check_run<E: Effects>(
         .decisions
         .get(&id)
         .map_or_else(String::new, |d| d.reason.clone());
+    // The permit is taken only now, with the key's lock held and the work known to be
+    // needed: a step waiting for another process's lock must not hold a `--jobs` slot.
+    let _permit = match node.kind {
+        StepKind::Clone | StepKind::Build => {
+            Some(jobs.acquire().await.expect("semaphore is never closed"))
+        }
+        _ => None,
+    };
     sink(&Event::Started {
         step: step.clone(),
         reason,

@@ -16,6 +16,10 @@ struct Fake {
     fail_runtime: Option<(String, StepKind)>,
     ran: Mutex<Vec<(String, StepKind)>>,
     commit: String,
+    /// A key whose lock another process holds until `release_after` has run.
+    contended: Option<Key>,
+    release_after: Option<(String, StepKind)>,
+    released: tokio::sync::Notify,
 }
 
 fn output_for(kind: StepKind) -> Output {
@@ -65,7 +69,11 @@ impl Effects for Fake {
             reason: "resolved".into(),
         })
     }
-    async fn lock(&self, key: &Key, _on_wait: &(dyn Fn() + Sync)) -> Result<(), StepError> {
+    async fn lock(&self, key: &Key, on_wait: &(dyn Fn() + Sync)) -> Result<(), StepError> {
+        if self.contended.as_ref() == Some(key) {
+            on_wait();
+            self.released.notified().await;
+        }
         if self.appear_on_lock.lock().unwrap().contains(key) {
             self.present.lock().unwrap().insert(key.clone());
         }
@@ -81,6 +89,9 @@ impl Effects for Fake {
             "inputs are passed to {:?}",
             req.node.kind
         );
+        if self.release_after.as_ref() == Some(&(rt.clone(), req.node.kind)) {
+            self.released.notify_one();
+        }
         self.ran.lock().unwrap().push((rt, req.node.kind));
         self.present.lock().unwrap().insert(req.key.clone());
         Ok(output_for(req.node.kind))
@@ -288,5 +299,38 @@ async fn shared_steps_run_once_for_two_runtimes() {
             count(StepKind::TagLatest)
         ),
         (1, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_step_waiting_for_another_process_lock_holds_no_jobs_slot() {
+    let g = graph(TWO, &["a", "b"]);
+    let mut world = cold_world();
+    let d = decided(&g, &world).await;
+    // Another process holds a's clone lock until b is fully ensured; with --jobs 1, b's clone
+    // and build need the only slot meanwhile.
+    world.contended = Some(key_of(&g, &d, "a", StepKind::Clone));
+    world.release_after = Some(("b".into(), StepKind::TagLatest));
+    let one = Options {
+        jobs: 1,
+        fail_fast: false,
+    };
+    let sink = event::null_sink();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        run(&g, &d, &world, &one, &sink),
+    )
+    .await
+    .expect("b's steps ran while a waited for its lock (no deadlock on the jobs slot)");
+    assert!(
+        out.status
+            .values()
+            .all(|s| *s == Status::Run || *s == Status::Skip)
+    );
+    let ran = world.ran.lock().unwrap().clone();
+    let pos = |rt: &str, k| ran.iter().position(|r| r == &(rt.to_owned(), k)).unwrap();
+    assert!(
+        pos("b", StepKind::TagLatest) < pos("a", StepKind::Clone),
+        "{ran:?}"
     );
 }

@@ -60,19 +60,32 @@ impl RealWorld {
 }
 
 impl RealWorld {
-    fn record(
+    async fn record(
         &self,
         kind: StepKind,
         key: &Key,
         node: &Node,
         fill: impl FnOnce(&mut Record),
     ) -> Result<(), StepError> {
-        self.record_with(true, kind, key, node, fill)
+        self.record_with(true, kind, key, node, fill).await
+    }
+
+    /// Runs a cache-dir operation on the blocking pool: fsyncs, retried removals and
+    /// recursive deletes must not stall the async runtime's threads, where the steps of the
+    /// other runtimes run.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, store::StoreError> + Send + 'static,
+    ) -> Result<T, StepError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| StepError::Internal(format!("cache dir task: {e}")))??)
     }
 
     /// Writes a step's record; not `durable` when it restates what the record already says
     /// but the time (see [`Store::refresh_record`]).
-    fn record_with(
+    async fn record_with(
         &self,
         durable: bool,
         kind: StepKind,
@@ -97,11 +110,14 @@ impl RealWorld {
             finished_at: store::now_secs(),
         };
         fill(&mut rec);
-        if durable {
-            Ok(self.store.write_record(&rec)?)
-        } else {
-            Ok(self.store.refresh_record(&rec)?)
-        }
+        self.blocking(move |store| {
+            if durable {
+                store.write_record(&rec)
+            } else {
+                store.refresh_record(&rec)
+            }
+        })
+        .await
     }
 
     /// The checkout's state, checked against the filesystem: its HEAD is the commit and its
@@ -287,22 +303,31 @@ impl RealWorld {
     async fn run_clone(&self, req: &RunRequest<'_>) -> Result<Output, StepError> {
         let rt = req.node.runtime();
         let repo = rt.repo_identity();
-        self.store.clean_stale_temps(req.key)?;
-        // The re-check under the lock found no usable checkout: whatever is there goes.
-        if self.store.checkout_state(&repo, req.commit) != CheckoutState::Missing {
-            self.store.remove_checkout(&repo, req.commit)?;
-        }
-        let tmp = self.store.temp_dir(req.key)?;
+        let key = req.key.clone();
+        let (repo2, commit) = (repo.clone(), req.commit.to_owned());
+        let tmp = self
+            .blocking(move |store| {
+                store.clean_stale_temps(&key)?;
+                // The re-check under the lock found no usable checkout: whatever is there goes.
+                if store.checkout_state(&repo2, &commit) != CheckoutState::Missing {
+                    store.remove_checkout(&repo2, &commit)?;
+                }
+                store.temp_dir(&key)
+            })
+            .await?;
         git::cli::checkout(&rt.repo, &rt.branch, req.commit, tmp.path(), &self.auth).await?;
         let checkout_id = store::new_checkout_id(tmp.path());
         store::write_checkout_id(tmp.path(), &checkout_id)?;
         let dest = self.store.checkout_path(&repo, req.commit);
-        self.store.commit_dir(tmp.path(), &dest)?;
+        let (from, to) = (tmp.path().to_owned(), dest.clone());
+        self.blocking(move |store| store.commit_dir(&from, &to))
+            .await?;
         let _ = tmp.keep();
         self.record(StepKind::Clone, req.key, req.node, |r| {
             r.commit = Some(req.commit.to_owned());
             r.checkout_id = Some(checkout_id);
-        })?;
+        })
+        .await?;
         Ok(Output::Checkout(dest))
     }
 
@@ -322,7 +347,8 @@ impl RealWorld {
             r.commit = Some(req.commit.to_owned());
             r.dockerfile_blake3 = Some(b3.clone());
             r.checkout_id = Some(checkout_id);
-        })?;
+        })
+        .await?;
         Ok(Output::Verified {
             checkout,
             dockerfile_blake3: b3,
@@ -356,7 +382,8 @@ impl RealWorld {
             r.commit = Some(req.commit.to_owned());
             r.dockerfile_blake3 = dockerfile_blake3;
             r.image_id = Some(id.clone());
-        })?;
+        })
+        .await?;
         Ok(Output::Image { id })
     }
 
@@ -427,7 +454,8 @@ impl RealWorld {
         self.record(StepKind::TagLatest, req.key, req.node, |r| {
             r.commit = Some(req.commit.to_owned());
             r.image_id = Some(id.clone());
-        })?;
+        })
+        .await?;
         Ok(Output::Tagged { id: id.clone() })
     }
 }
@@ -628,7 +656,8 @@ impl Effects for RealWorld {
         self.record_with(changed, StepKind::ResolveHead, key, node, |r| {
             r.branch = Some(rt.branch.clone());
             r.commit = Some(commit.clone());
-        })?;
+        })
+        .await?;
         Ok(Resolved {
             commit,
             previous,
@@ -645,12 +674,7 @@ impl Effects for RealWorld {
             return Ok(Some(lock));
         }
         on_wait();
-        let store = self.store.clone();
-        let key = key.clone();
-        let lock = tokio::task::spawn_blocking(move || store.lock_blocking(&key))
-            .await
-            .map_err(|e| StepError::Internal(format!("lock task: {e}")))??;
-        Ok(Some(lock))
+        Ok(Some(self.store.lock(key).await?))
     }
 
     async fn run(&self, req: RunRequest<'_>) -> Result<Output, StepError> {

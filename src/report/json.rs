@@ -1,5 +1,6 @@
 //! NDJSON events for machines (`ensure --json`): one object per line on stdout, flushed per
-//! line, the last one the summary. The schema is stable and documented in the README:
+//! line, the last one the summary. Lines are written by a dedicated thread ([`Writer`]), so a
+//! slow reader never stalls the run. The schema is stable and documented in the README:
 //!
 //! ```text
 //! {"event":"step_skipped","runtime","step","key","reason"}
@@ -140,23 +141,77 @@ fn masked(v: Value) -> Value {
     }
 }
 
-/// Writes one line to stdout and flushes (a consumer tailing the stream sees it at once).
-/// A closed pipe is ignored: the run goes on and the exit code still tells the truth.
-pub fn emit(v: &Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+/// The NDJSON writer: a dedicated thread owns the output and writes the lines sent to it, in
+/// order, flushing after each, so a slow (or stalled) reader of stdout never blocks the
+/// caller (the scheduler's threads, through the event sink). A closed pipe is ignored: the
+/// run goes on and the exit code still tells the truth.
+pub struct Writer {
+    tx: std::sync::mpsc::Sender<Msg>,
 }
 
-/// A sink printing NDJSON events, and the counts the summary line needs.
-pub fn stdout_sink(verbose: bool) -> (Sink, Arc<Mutex<Counts>>) {
+/// What the writer thread is sent.
+enum Msg {
+    Line(String),
+    /// Answered once every line sent before it is written.
+    Flushed(std::sync::mpsc::Sender<()>),
+}
+
+impl Writer {
+    /// A writer thread over `out`.
+    pub fn new(out: impl Write + Send + 'static) -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let spawned = std::thread::Builder::new()
+            .name("planner-json".into())
+            .spawn(move || {
+                let mut out = out;
+                let mut broken = false;
+                for msg in rx {
+                    match msg {
+                        Msg::Line(line) if !broken => {
+                            broken = out
+                                .write_all(line.as_bytes())
+                                .and_then(|()| out.flush())
+                                .is_err();
+                        }
+                        Msg::Line(_) => {}
+                        Msg::Flushed(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the --json writer thread: {e}");
+        }
+        Writer { tx }
+    }
+
+    /// Queues one object as a line; never blocks.
+    pub fn emit(&self, v: &Value) {
+        let _ = self.tx.send(Msg::Line(format!("{v}\n")));
+    }
+
+    /// Waits until every line queued so far is written (at the end of the command).
+    pub fn finish(self) {
+        let (done, flushed) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Flushed(done)).is_ok() {
+            let _ = flushed.recv();
+        }
+    }
+}
+
+/// A sink queueing NDJSON events to `writer`, and the counts the summary line needs.
+pub fn sink(writer: &Writer, verbose: bool) -> (Sink, Arc<Mutex<Counts>>) {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let c = counts.clone();
+    let tx = Mutex::new(writer.tx.clone());
     let sink: Sink = Arc::new(move |event| {
         if let Ok(mut c) = c.lock() {
             c.note(event);
         }
+        let Ok(tx) = tx.lock() else { return };
         for obj in objects(event, verbose) {
-            emit(&obj);
+            let _ = tx.send(Msg::Line(format!("{obj}\n")));
         }
     });
     (sink, counts)
@@ -219,5 +274,92 @@ mod tests {
         };
         assert!(objects(&e, false).is_empty());
         assert_eq!(objects(&e, true)[0]["line"], "Step 1/2");
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use crate::plan::StepKind;
+
+    /// A writer that blocks until `gate` opens, then appends to `out`.
+    struct Gated {
+        gate: std::sync::mpsc::Receiver<()>,
+        out: Arc<Mutex<Vec<u8>>>,
+        open: bool,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.open {
+                let _ = self.gate.recv();
+                self.open = true;
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_reader_never_blocks_the_sink_and_order_is_kept() {
+        let (open, gate) = std::sync::mpsc::channel();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer::new(Gated {
+            gate,
+            out: out.clone(),
+            open: false,
+        });
+        let (sink, counts) = super::sink(&writer, true);
+        let step = StepRef {
+            runtimes: vec!["a".into()],
+            kind: StepKind::Build,
+            step_id: "build".into(),
+            key: None,
+        };
+        // The output is stalled: every event still returns at once.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for i in 0..10_000 {
+                sink(&Event::Output {
+                    step: step.clone(),
+                    line: format!("line {i}"),
+                });
+            }
+            let _ = done_tx.send(sink);
+        });
+        let sink = done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the sink did not block on the stalled output");
+        writer.emit(&json!({"event": "summary"}));
+        drop(sink);
+        open.send(()).unwrap();
+        writer.finish();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 10_001);
+        assert!(lines[0].contains("\"line 0\""), "{}", lines[0]);
+        assert!(lines[9_999].contains("\"line 9999\""));
+        assert_eq!(lines[10_000], r#"{"event":"summary"}"#);
+        drop(counts);
+    }
+
+    #[test]
+    fn a_closed_output_is_ignored() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let writer = Writer::new(Closed);
+        writer.emit(&json!({"event": "summary"}));
+        writer.emit(&json!({"event": "summary"}));
+        writer.finish();
     }
 }

@@ -4,3 +4,4 @@ pub mod git_server;
 pub mod harness;
 pub mod slow_git;
 pub mod sshd;
+pub mod stall_proxy;
