@@ -154,12 +154,30 @@ fn status_shows_missing_before_ensure_and_present_after_without_network() {
 #[test]
 fn gc_keeps_the_newest_commits_and_latest_and_only_touches_planner_images() {
     let env = Env::new("ops-gc");
-    let sha1 = env.template("tpl");
+    // Content no other test (or earlier run) builds: an image whose layers another image
+    // shares has a unique size of 0, and this test checks gc reports the bytes it frees.
+    let nonce = format!(
+        "{} {:?}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+    );
+    let hello = |n: &str| format!("{n} {nonce}\n").into_bytes();
+    let sha1 = env.git.create_repo(
+        "tpl",
+        &[
+            ("Dockerfile", harness::dockerfile().as_bytes()),
+            ("hello.txt", &hello("one")),
+        ],
+    );
     env.config(&env.runtime("alpha", "tpl"));
     assert_eq!(env.planner(&["ensure", "alpha"]).code, 0);
-    let sha2 = env.git.commit("tpl", "main", &[("hello.txt", b"two\n")]);
+    let sha2 = env
+        .git
+        .commit("tpl", "main", &[("hello.txt", &hello("two"))]);
     assert_eq!(env.planner(&["ensure", "alpha"]).code, 0);
-    let sha3 = env.git.commit("tpl", "main", &[("hello.txt", b"three\n")]);
+    let sha3 = env
+        .git
+        .commit("tpl", "main", &[("hello.txt", &hello("three"))]);
     let third = env.planner(&["ensure", "alpha"]);
     assert_eq!(third.code, 0, "{}", third.all());
     let [img1, img2, img3] = [&sha1, &sha2, &sha3].map(|s| env.image("alpha", s));
