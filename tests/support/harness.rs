@@ -90,13 +90,24 @@ impl Env {
     }
 
     /// Creates a template repo with a Dockerfile and a hello.txt naming it.
+    ///
+    /// A `test-id.txt` unique to this test run makes its build layers its own: tests run in
+    /// parallel against one engine, and a layer shared with another test's image can vanish
+    /// mid-build when that test removes its images ("failed to get digest …").
     pub fn template(&self, repo: &str) -> String {
         let hello = format!("hello from {repo}\n");
+        let id = format!(
+            "{}{repo} {} {:?}\n",
+            self.prefix,
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+        );
         self.git.create_repo(
             repo,
             &[
                 ("Dockerfile", dockerfile().as_bytes()),
                 ("hello.txt", hello.as_bytes()),
+                ("test-id.txt", id.as_bytes()),
             ],
         )
     }
