@@ -1,3 +1,4 @@
 #![allow(dead_code)]
 pub mod git_server;
 pub mod harness;
+pub mod logging_proxy;
