@@ -53,14 +53,14 @@ const REMOVED: &[&str] = &[
     "GIT_SHALLOW_FILE",
     "GIT_GRAFT_FILE",
     "GIT_REPLACE_REF_BASE",
-    "GIT_CURL_VERBOSE",
-    "GIT_REDACT_COOKIES",
-    "GIT_SSL_KEYLOG",
 ];
+
+/// Trace switches besides `GIT_TRACE*`: they print request headers (the credential).
+const TRACES: &[&str] = &["GIT_CURL_VERBOSE", "GIT_REDACT_COOKIES", "GIT_SSL_KEYLOG"];
 
 /// Whether a variable is one of git's trace switches (they print headers and arguments).
 fn is_trace_var(name: &str) -> bool {
-    name.starts_with("GIT_TRACE") || REMOVED.contains(&name)
+    name.starts_with("GIT_TRACE") || TRACES.contains(&name)
 }
 
 /// Whether a user's system/global setting (lower-case key as `git config --list` prints it)
@@ -129,7 +129,10 @@ impl GitEnv {
     /// Applies the isolation to `cmd` (a fresh `git` command, before its subcommand), with
     /// `extra` config entries (the credential header) appended last through the environment.
     pub fn apply(&self, cmd: &mut Command, extra: &[(String, String)]) {
-        scrub(cmd);
+        scrub_traces(cmd);
+        for name in REMOVED.iter().chain(&["GIT_CONFIG_COUNT"]) {
+            cmd.env_remove(name);
+        }
         cmd.env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_ATTR_NOSYSTEM", "1")
@@ -144,8 +147,9 @@ impl GitEnv {
     }
 }
 
-/// Removes trace switches and repository-redirecting variables inherited from planner.
-fn scrub(cmd: &mut Command) {
+/// Removes the trace switches, and the user's numbered config entries (re-added in order by
+/// [`GitEnv::apply`]), inherited from planner's environment.
+fn scrub_traces(cmd: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if is_trace_var(&name)
@@ -155,10 +159,6 @@ fn scrub(cmd: &mut Command) {
             cmd.env_remove(name.as_ref());
         }
     }
-    for name in REMOVED {
-        cmd.env_remove(name);
-    }
-    cmd.env_remove("GIT_CONFIG_COUNT");
 }
 
 /// The user's own `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` entries, in order
@@ -192,7 +192,8 @@ fn set_config_env(cmd: &mut Command, entries: &[(String, String)]) {
 /// missing, the file does not exist, or reading fails or takes too long.
 async fn read_scope(scope: &str) -> Vec<(String, String)> {
     let mut cmd = Command::new("git");
-    scrub(&mut cmd);
+    scrub_traces(&mut cmd);
+    cmd.env_remove("GIT_CONFIG_COUNT");
     cmd.args(["config", "--includes", "-z", "--list", scope])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
