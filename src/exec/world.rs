@@ -120,13 +120,17 @@ impl RealWorld {
         .await
     }
 
-    /// The checkout's state, checked against the filesystem: its HEAD is the commit and its
-    /// files are the commit's tree (`git status`: nothing changed, added or removed).
+    /// The checkout's state, checked against the filesystem: its HEAD is the commit, it is
+    /// ours and as planner made it (`git::trust`), and its files are the commit's tree
+    /// (`git status`: nothing changed, added or removed).
     async fn checkout_state(&self, repo: &str, commit: &str) -> CheckoutState {
         let state = self.store.checkout_state(repo, commit);
         let CheckoutState::Present(dir) = &state else {
             return state;
         };
+        if let Some(why) = git::trust::unusable(dir) {
+            return CheckoutState::Corrupt(why);
+        }
         match git::cli::modified_paths(dir).await {
             Ok(None) => state,
             Ok(Some(changed)) => {

@@ -12,16 +12,17 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use base64::Engine as _;
 use tokio::process::Command;
 use url::Url;
 
-use super::{GitAuth, GitError};
+use super::env::GitEnv;
+use super::{GitAuth, GitError, trust};
 use crate::config::GitLimits;
 use crate::mask::{display_url, mask};
 
-/// A `git` command that cannot prompt and carries the token (if any) for `url`'s origin only.
-fn git(url: &Url, auth: &GitAuth) -> Command {
+/// A `git` command that cannot prompt, runs in the isolated [`GitEnv`] under planner's
+/// supervisor, and carries the token (if any) for `url`'s origin only.
+fn git(url: &Url, auth: &GitAuth, genv: &GitEnv) -> Command {
     let mut cmd = supervised_git();
     cmd.env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "")
@@ -31,16 +32,15 @@ fn git(url: &Url, auth: &GitAuth) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let mut extra = Vec::new();
     if let (Some(token), "http" | "https") = (&auth.token, url.scheme()) {
         let origin = url.origin().ascii_serialization();
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{token}"));
-        cmd.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", format!("http.{origin}/.extraHeader"))
-            .env(
-                "GIT_CONFIG_VALUE_0",
-                format!("Authorization: Basic {basic}"),
-            );
+        extra.push((
+            format!("http.{origin}/.extraHeader"),
+            format!("Authorization: Basic {}", super::basic_credential(token)),
+        ));
     }
+    genv.apply(&mut cmd, &extra);
     cmd
 }
 
@@ -81,6 +81,12 @@ fn classify(what: &str, url: &Url, auth: &GitAuth, stderr: String) -> GitError {
     }
     let low = stderr.to_lowercase();
     let shown = display_url(url);
+    if let Some(status) = redirect_status(&low) {
+        return GitError::CloneRedirected {
+            url: shown.trim_end_matches('/').to_owned(),
+            status,
+        };
+    }
     if low.contains("authentication failed")
         || low.contains("returned error: 401")
         || low.contains("returned error: 403")
@@ -308,10 +314,18 @@ fn show_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// The 3xx status of git's "The requested URL returned error: 30x" (redirects are off).
+fn redirect_status(low_stderr: &str) -> Option<u16> {
+    let (_, rest) = low_stderr.split_once("returned error: 3")?;
+    let digits: String = rest.chars().take(2).collect();
+    let status = 300 + digits.parse::<u16>().ok()?;
+    (digits.len() == 2).then_some(status)
+}
+
 /// `git ls-remote` for one branch (file://, ssh://).
 pub async fn ls_remote(url: &Url, branch: &str, auth: &GitAuth) -> Result<String, GitError> {
     let wanted = format!("refs/heads/{branch}");
-    let mut cmd = git(url, auth);
+    let mut cmd = git(url, auth, GitEnv::load().await);
     cmd.args(["ls-remote", "--", url.as_str(), &wanted]);
     let out = run(cmd, "git ls-remote", url, auth).await?;
     let oid = out
@@ -340,15 +354,23 @@ pub async fn checkout(
     dest: &Path,
     auth: &GitAuth,
 ) -> Result<(), GitError> {
-    let mut init = git(url, auth);
+    let genv = GitEnv::load().await;
+    let mut init = git(url, auth, genv);
     init.args(["init", "-q"]).arg(dest);
     run(init, "git init", url, auth).await?;
-    if let Err(by_sha) = fetch(url, commit, dest, auth).await {
+    trust::write_config(dest)
+        .await
+        .map_err(|e| GitError::Command {
+            what: "writing .git/config".into(),
+            url: display_url(url),
+            stderr: format!("{}: {e}", dest.display()),
+        })?;
+    if let Err(by_sha) = fetch(url, commit, dest, auth, genv).await {
         // Servers that refuse unadvertised objects: fetch the branch and check it still points at the commit.
-        fetch(url, &format!("refs/heads/{branch}"), dest, auth)
+        fetch(url, &format!("refs/heads/{branch}"), dest, auth, genv)
             .await
             .map_err(|_| by_sha)?;
-        let head = rev_parse(url, dest, "FETCH_HEAD", auth).await?;
+        let head = rev_parse(url, dest, "FETCH_HEAD", auth, genv).await?;
         if head != commit {
             return Err(GitError::Command {
                 what: "git fetch".into(),
@@ -359,7 +381,7 @@ pub async fn checkout(
             });
         }
     }
-    let mut co = git(url, auth);
+    let mut co = git(url, auth, genv);
     co.arg("-C").arg(dest).args([
         "-c",
         "advice.detachedHead=false",
@@ -372,8 +394,14 @@ pub async fn checkout(
     Ok(())
 }
 
-async fn fetch(url: &Url, what: &str, dest: &Path, auth: &GitAuth) -> Result<(), GitError> {
-    let mut cmd = git(url, auth);
+async fn fetch(
+    url: &Url,
+    what: &str,
+    dest: &Path,
+    auth: &GitAuth,
+    genv: &GitEnv,
+) -> Result<(), GitError> {
+    let mut cmd = git(url, auth, genv);
     cmd.arg("-C").arg(dest).args([
         "fetch",
         "-q",
@@ -386,8 +414,14 @@ async fn fetch(url: &Url, what: &str, dest: &Path, auth: &GitAuth) -> Result<(),
     run(cmd, "git fetch", url, auth).await.map(|_| ())
 }
 
-async fn rev_parse(url: &Url, dest: &Path, rev: &str, auth: &GitAuth) -> Result<String, GitError> {
-    let mut cmd = git(url, auth);
+async fn rev_parse(
+    url: &Url,
+    dest: &Path,
+    rev: &str,
+    auth: &GitAuth,
+    genv: &GitEnv,
+) -> Result<String, GitError> {
+    let mut cmd = git(url, auth, genv);
     cmd.arg("-C").arg(dest).args(["rev-parse", rev]);
     Ok(run(cmd, "git rev-parse", url, auth)
         .await?
@@ -398,12 +432,13 @@ async fn rev_parse(url: &Url, dest: &Path, rev: &str, auth: &GitAuth) -> Result<
 /// Whether the checkout at `dir` still holds exactly its commit's tree: `Ok(None)` when it
 /// does, `Ok(Some(first changed paths))` when files were changed, added or removed since the
 /// checkout, `Err` when git could not tell (missing, not a repository). Writes nothing: no
-/// index refresh (`GIT_OPTIONAL_LOCKS=0`), so `planner plan` stays read-only.
+/// index refresh (`GIT_OPTIONAL_LOCKS=0`), so `planner plan` stays read-only. Runs nothing the
+/// checkout names: the caller checked it with [`trust::unusable`] first, git's ownership check
+/// stays on, and the [`GitEnv`] pins turn hooks, fsmonitor and global attributes off.
 pub async fn modified_paths(dir: &Path) -> Result<Option<String>, GitError> {
-    let out = Command::new("git")
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .arg("-c")
-        .arg(format!("safe.directory={}", dir.display()))
+    let mut cmd = supervised_git();
+    GitEnv::local().apply(&mut cmd, &[]);
+    cmd.env("GIT_OPTIONAL_LOCKS", "0")
         .arg("-C")
         .arg(dir)
         .args([
@@ -414,18 +449,25 @@ pub async fn modified_paths(dir: &Path) -> Result<Option<String>, GitError> {
             "--no-renames",
         ])
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => GitError::GitMissing {
-                detail: e.to_string(),
-            },
-            _ => GitError::Protocol {
-                url: dir.display().to_string(),
-                detail: format!("git status: {e}"),
-            },
-        })?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tie_to_planner(&mut cmd);
+    let limit = GitLimits::default().timeout;
+    let out = output_within(cmd, limit).await.map_err(|e| match e {
+        Bounded::GitMissing(detail) => GitError::GitMissing { detail },
+        Bounded::Io(e) if e.kind() == std::io::ErrorKind::NotFound => GitError::GitMissing {
+            detail: e.to_string(),
+        },
+        Bounded::Io(e) => GitError::Protocol {
+            url: dir.display().to_string(),
+            detail: format!("git status: {e}"),
+        },
+        Bounded::TimedOut => GitError::Protocol {
+            url: dir.display().to_string(),
+            detail: format!("git status took over {}", show_duration(limit)),
+        },
+    })?;
     if !out.status.success() {
         return Err(GitError::Protocol {
             url: dir.display().to_string(),
@@ -494,5 +536,13 @@ mod tests {
             .to_string();
         assert!(text.contains("within 7s ([git] connect_timeout)"), "{text}");
         assert!(limit_error("git fetch", &url, &limits(), "fatal: not found").is_none());
+    }
+
+    #[test]
+    fn a_refused_redirect_is_recognised() {
+        let stderr = "fatal: unable to access 'http://h/x/': the requested url returned error: 302";
+        assert_eq!(redirect_status(stderr), Some(302));
+        assert_eq!(redirect_status("returned error: 404"), None);
+        assert_eq!(redirect_status("returned error: 3"), None);
     }
 }

@@ -25,6 +25,14 @@ pub enum GitError {
         "git host {url} answered HTTP {status}\n  help: the host may be down or misconfigured; try again later"
     )]
     HttpStatus { url: String, status: u16 },
+    #[error(
+        "git host {url} redirected to another origin ({target}); planner refuses cross-origin redirects so the token never leaves the configured host\n  help: point `repo` (or `repo_prefix`) in runtimes.toml at the final URL"
+    )]
+    CrossOriginRedirect { url: String, target: String },
+    #[error(
+        "git host {url} answered the clone with a redirect (HTTP {status}); planner runs git with redirects off so the token never leaves the configured host\n  help: point `repo` (or `repo_prefix`) in runtimes.toml at the final URL (curl -sI {url}/info/refs?service=git-upload-pack shows the Location)"
+    )]
+    CloneRedirected { url: String, status: u16 },
     #[error("unexpected answer from {url}: {detail}")]
     Protocol { url: String, detail: String },
     #[error(

@@ -4,13 +4,22 @@
 //! Credentials: the token is sent as HTTP basic auth only to the repository's own host, is
 //! passed to git through its environment (never on a command line), and is masked in errors.
 pub mod cli;
+pub mod env;
 pub mod error;
 pub mod pktline;
 pub mod smart_http;
+pub mod trust;
 
 pub use error::GitError;
 
+use base64::Engine as _;
 use url::Url;
+
+/// The HTTP basic credential planner sends (to git as `extraHeader`, and through reqwest):
+/// base64 of `oauth2:<token>`.
+pub fn basic_credential(token: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{token}"))
+}
 
 /// Credentials for the git host, and where they came from (for error hints); also the
 /// `[git]` time limits every git subprocess runs under.
@@ -32,13 +41,15 @@ impl std::fmt::Debug for GitAuth {
 }
 
 impl GitAuth {
-    /// Reads the token from the named environment variable and registers it for masking.
+    /// Reads the token from the named environment variable and registers it, and every
+    /// encoding planner sends it in, for masking.
     pub fn from_env(token_env: Option<&str>) -> GitAuth {
         let token = token_env
             .and_then(|var| std::env::var(var).ok())
             .filter(|t| !t.is_empty());
         if let Some(t) = &token {
             crate::mask::register_secret(t);
+            crate::mask::register_secret(&basic_credential(t));
         }
         GitAuth {
             token,

@@ -113,6 +113,7 @@ async fn ls_refs_v2(
         .send()
         .await
         .map_err(|e| transport_error(url, e))?;
+    refuse_redirect(url, &resp)?;
     match resp.status() {
         StatusCode::OK => {}
         // Ambiguous on POST (some servers only route GET): let the v0 path decide.
@@ -140,6 +141,7 @@ async fn advertisement_v0(
         .send()
         .await
         .map_err(|e| transport_error(url, e))?;
+    refuse_redirect(url, &resp)?;
     if resp.status() != StatusCode::OK {
         return Err(status_error(url, resp.status(), runtime, auth));
     }
@@ -156,6 +158,41 @@ async fn advertisement_v0(
         url: display_url(url),
         detail: e.to_string(),
     })
+}
+
+/// A redirect the client policy did not follow (it leaves the origin): named, with its target.
+fn refuse_redirect(url: &Url, resp: &reqwest::Response) -> Result<(), GitError> {
+    if !resp.status().is_redirection() {
+        return Ok(());
+    }
+    let target = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|loc| resp.url().join(loc).ok());
+    match target {
+        Some(target) if target.origin() != url.origin() => Err(GitError::CrossOriginRedirect {
+            url: display_url(url),
+            target: repo_url_of(&target),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The repository URL a redirect target names: credentials, query and the smart-HTTP
+/// endpoint removed.
+fn repo_url_of(target: &Url) -> String {
+    let mut repo = target.clone();
+    repo.set_query(None);
+    repo.set_fragment(None);
+    let path = repo.path().to_owned();
+    let trimmed = ["/info/refs", "/git-upload-pack"]
+        .iter()
+        .find_map(|suffix| path.strip_suffix(suffix))
+        .unwrap_or(&path)
+        .to_owned();
+    repo.set_path(&trimmed);
+    display_url(&repo)
 }
 
 fn content_type_is(resp: &reqwest::Response, expected: &str) -> bool {
@@ -217,5 +254,20 @@ fn transport_error(url: &Url, e: reqwest::Error) -> GitError {
     GitError::Unreachable {
         url: display_url(url),
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_target_is_shown_as_a_repo_url_without_credentials() {
+        let target =
+            Url::parse("https://u:pw@other.example/org/x/info/refs?service=git-upload-pack")
+                .unwrap();
+        assert_eq!(repo_url_of(&target), "https://other.example/org/x");
+        let post = Url::parse("https://other.example/org/x/git-upload-pack").unwrap();
+        assert_eq!(repo_url_of(&post), "https://other.example/org/x");
     }
 }

@@ -64,7 +64,17 @@ struct Shared {
     stop: AtomicBool,
     tokens: Mutex<HashMap<String, String>>,
     fail: Mutex<HashMap<String, u16>>,
+    /// Per (repo, method): a forced status, or a redirect to another base URL.
+    by_method: Mutex<HashMap<(String, String), Forced>>,
     log: Mutex<Vec<RequestLog>>,
+}
+
+/// A forced answer to one method of one repo.
+#[derive(Clone, Debug)]
+pub enum Forced {
+    Status(u16),
+    /// `302 Found` to `<base><path>?<query>` (base without trailing slash).
+    RedirectTo(String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +96,7 @@ impl GitServer {
             stop: AtomicBool::new(false),
             tokens: Mutex::default(),
             fail: Mutex::default(),
+            by_method: Mutex::default(),
             log: Mutex::default(),
         });
         let for_loop = Arc::clone(&shared);
@@ -128,6 +139,16 @@ impl GitServer {
         match status {
             Some(s) => fail.insert(repo.to_owned(), s),
             None => fail.remove(repo),
+        };
+    }
+
+    /// Forces the answer to `method` requests (`GET`, `POST`) of `repo`; `None` clears it.
+    pub fn force_method(&self, repo: &str, method: &str, forced: Option<Forced>) {
+        let key = (repo.to_owned(), method.to_owned());
+        let mut map = lock(&self.shared.by_method);
+        match forced {
+            Some(f) => map.insert(key, f),
+            None => map.remove(&key),
         };
     }
 
@@ -626,8 +647,13 @@ fn handle(shared: &Shared, req: &Request, peer: &str) -> Response {
     };
     let authorized = token.is_none() || user.is_some();
     let forced = lock(&shared.fail).get(&repo).copied();
+    let by_method = lock(&shared.by_method)
+        .get(&(repo.clone(), req.method.clone()))
+        .cloned();
     let response = if let Some(status) = forced {
         Response::text(status, "forced failure\n")
+    } else if let Some(forced) = by_method {
+        forced_response(&forced, req)
     } else if !authorized {
         let mut resp = Response::text(401, "authentication required\n");
         resp.headers.push((
@@ -648,6 +674,24 @@ fn handle(shared: &Shared, req: &Request, peer: &str) -> Response {
         authorized,
     });
     response
+}
+
+fn forced_response(forced: &Forced, req: &Request) -> Response {
+    match forced {
+        Forced::Status(status) => Response::text(*status, "forced failure\n"),
+        Forced::RedirectTo(base) => {
+            let mut resp = Response::text(302, "moved\n");
+            resp.reason = "Found".into();
+            let query = if req.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", req.query)
+            };
+            resp.headers
+                .push(("Location".into(), format!("{base}{}{query}", req.path)));
+            resp
+        }
+    }
 }
 
 /// The Basic-auth user name when the request's password equals `token`.
