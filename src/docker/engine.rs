@@ -361,7 +361,17 @@ impl Engine {
         let mut tail = Tail::default();
         let mut image_id = None;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| build_failed(req, e.to_string(), &tail))?;
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    // A failing producer cuts the upload: its error is the cause, not hyper's.
+                    drop(stream);
+                    let detail = super::context::producer_failure(producer).await;
+                    let detail =
+                        detail.map_or_else(|| e.to_string(), |c| format!("build context: {c}"));
+                    return Err(build_failed(req, detail, &tail));
+                }
+            };
             if let Some(text) = &info.stream {
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     tail.push(line);
