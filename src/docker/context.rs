@@ -179,6 +179,10 @@ fn read_ignore_file(root: &Path, path: &Path) -> Result<Option<String>, ContextE
             )));
         }
     }
+    // Checked before opening too: opening a FIFO would wait for a writer.
+    if !fs::metadata(path).map_err(io_error(path))?.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
     let file = File::open(path).map_err(io_error(path))?;
     let opened = file.metadata().map_err(io_error(path))?;
     if !opened.is_file() {
@@ -893,6 +897,22 @@ mod tests {
             &vec![b'#'; ignore::MAX_FILE_BYTES],
         );
         assert!(list_entries(dir.path(), "Dockerfile").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_named_dockerignore_is_refused_without_blocking() {
+        let dir = context(&[("Dockerfile", "FROM scratch")]);
+        let fifo = dir.path().join(".dockerignore");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo here: nothing to check
+        }
+        let err = list_entries(dir.path(), "Dockerfile").unwrap_err();
+        assert!(
+            matches!(&err, ContextError::IgnoreFile { why, .. } if why.contains("not a regular file")),
+            "{err:?}"
+        );
     }
 
     #[test]
