@@ -556,6 +556,91 @@ def report_scale(res):
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + verdict + before)
 
 
+# ---- 6. a long plan ------------------------------------------------------------------------
+
+
+def chain_plan(n):
+    """A plan of n steps listed last step first (the order that made loading quadratic):
+    resolve, clone, verify, then builds each needing the verify and the build before it
+    (each with its own target), and a tag-latest of the last build."""
+    builds = n - 4
+    steps = ['[[steps]]\nid = "r"\nkind = "resolve-head"\n',
+             '[[steps]]\nid = "c"\nkind = "clone"\nneeds = ["r"]\n',
+             '[[steps]]\nid = "v"\nkind = "verify-dockerfile"\nneeds = ["c"]\n']
+    for i in range(builds):
+        needs = '"v"' if i == 0 else f'"v", "b{i - 1}"'
+        steps.append(f'[[steps]]\nid = "b{i}"\nkind = "build"\nneeds = [{needs}]\n'
+                     f'params = {{ target = "t{i}" }}\n')
+    steps.append(f'[[steps]]\nid = "t"\nkind = "tag-latest"\nneeds = ["b{builds - 1}"]\n')
+    return "".join(reversed(steps))
+
+
+def bench_plan(ctx, sizes, runs):
+    work = ctx["work"]
+    res = []
+    for n in sizes:
+        plans = work.path(f"plan-{n}", "plans", "chain.toml")
+        with open(plans, "w") as f:
+            f.write(chain_plan(n))
+        cfg, cache = work.path(f"plan-{n}", "runtimes.toml"), work.path(f"plan-{n}", "cache")
+        with open(cfg, "w") as f:
+            f.write('[defaults]\nrepo_prefix = "http://127.0.0.1:9/plan-"\n'
+                    f'image_prefix = "{IMAGE_NS}plan-"\nplan = "chain"\n\n'
+                    "[git]\nallow_insecure_http = true\n\n[runtimes.rt]\n")
+        sh([TOOL, "seed-records", cfg, cache, "5" * 40], env=ENV)
+
+        def command(binary=None):
+            return planner(cfg, cache, "--plans", os.path.dirname(plans), "plan", "rt",
+                           "--offline", "--format", "json", binary=binary)
+        p = ensure_ok(command(), f"plan of {n} steps")
+        steps = len(json.loads(p.stdout)["steps"])
+        timed_rss(command())  # warm-up
+        log(f"6. plan: {n} steps, {runs} runs")
+        walls, rsss = [], []
+        for _ in range(runs):
+            w, rss, p = timed_rss(command())
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr)
+            walls.append(w)
+            rsss.append(rss)
+        row = {"n": n, "steps": steps, "walls": walls, "rss": rsss,
+               "plan_bytes": os.path.getsize(plans)}
+        if BASELINE:
+            k = 2 if n >= 10000 else min(runs, 3)
+            log(f"6. plan: {n} steps, {k} alternating pairs with the baseline")
+            new, old = alternate(k, lambda: timed_rss(command()),
+                                 lambda: timed_rss(command(BASELINE)))
+            row["pairs"] = ([w for w, _, _ in new], [w for w, _, _ in old])
+        res.append(row)
+    return res
+
+
+def report_plan(res):
+    rows = []
+    prev = None
+    for r in res:
+        w = median(r["walls"])
+        growth = ""
+        if prev:
+            tw, k = w / median(prev["walls"]), r["n"] / prev["n"]
+            growth = f"time x{tw:.1f} for x{k:.0f} steps (time ∝ n^{math.log(tw, k):.2f})"
+        rows.append(f"| {r['n']:,} | {r['plan_bytes'] / MB:.1f} MiB | {r['steps']:,} | **{fmt_ms(w)}** | "
+                    f"{spread(r['walls'])} | {median(r['rss']) / 1024:.1f} MiB | {growth} |")
+        prev = r
+    before = ""
+    if any("pairs" in r for r in res):
+        before = (f"\nBefore/after (alternated in the same run; baseline `{BASELINE}`):\n\n"
+                  "| plan steps | baseline wall | this build wall | faster by |\n|---|---|---|---|\n")
+        for r in res:
+            new, old = r["pairs"]
+            before += (f"| {r['n']:,} | {fmt_ms(median(old))} | {fmt_ms(median(new))} | "
+                       f"{pair_ratio(old, new):.1f}x |\n")
+    return ("One runtime on a generated plan (a chain of builds, listed last step first); "
+            "`plan RT --offline --format json` with the resolve-head record seeded.\n\n"
+            "| plan steps | plan file | steps in the output | wall (median) | spread | peak RSS | growth |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + before)
+
+
 # ---- 3. cold build overhead ---------------------------------------------------------------
 
 BUILD_DOCKERFILE = f"""FROM {BASE_IMAGE}
@@ -896,10 +981,10 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs, smaller 2nd size for 4")
-    ap.add_argument("--only", default="1,2,3,4,5", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.md"))
     ap.add_argument("--command", default="bench/run.sh")
-    ap.add_argument("--baseline", help="another planner binary to compare with in 1 and 2")
+    ap.add_argument("--baseline", help="another planner binary to compare with in 1, 2 and 6")
     ap.add_argument("--update-doc", action="store_true",
                     help="also replace the generated part of BENCHMARKS.md with these results")
     args = ap.parse_args()
@@ -927,6 +1012,9 @@ def main():
         if 5 in only:
             sections.append(("5. Parallel cold prewarm: `--jobs 1` vs `--jobs 4`",
                              report_cold(bench_cold(ctx, 2 if q else 5))))
+        if 6 in only:
+            sections.append(("6. A long plan: `plan --offline` of one runtime on a 2,000 / 20,000-step plan",
+                             report_plan(bench_plan(ctx, [2000, 20000], 3 if q else 7))))
     finally:
         ctx["git"].close()
         ctx["work"].close()
@@ -934,7 +1022,7 @@ def main():
             sh(["docker", "image", "rm", "-f", ref], env=ENV, check=False)
     took = time.time() - started
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != {1, 2, 3, 4, 5} else "")
+    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != {1, 2, 3, 4, 5, 6} else "")
     cmd += f" --baseline {args.baseline}" if args.baseline else ""
     out = [f"Produced by `{cmd}` on {when} in {took / 60:.1f} min.", "",
            "| machine | |", "|---|---|"]

@@ -6,8 +6,9 @@
 #   3 cold build: planner vs docker build --no-cache (legacy builder)
 #   4 planner's peak RSS while streaming 50 MiB and 500 MiB build contexts
 #   5 nine cold runtimes, --jobs 1 vs --jobs 4, and that no work is done twice
+#   6 plan --offline of one runtime on a generated 2,000- and 20,000-step plan
 # Every comparison alternates its two sides in the same run; medians and ratios are reported,
-# nothing is asserted. --baseline adds a side-by-side of another planner binary to 1 and 2;
+# nothing is asserted. --baseline adds a side-by-side of another planner binary to 1, 2 and 6;
 # --update-doc rewrites the generated part of BENCHMARKS.md. Results: bench/results/latest.md
 # (and stdout). About 5 min in full on 2 cores, 2 min with --quick.
 # Works on a fresh machine: scripts/test-env.sh installs and starts a private Docker engine if

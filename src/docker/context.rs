@@ -13,7 +13,7 @@ use std::time::UNIX_EPOCH;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::docker::ignore::{DockerIgnore, IgnoreError, clean_path};
+use crate::docker::ignore::{self, DockerIgnore, IgnoreError, clean_path};
 
 /// Size of the chunks sent to the engine.
 const CHUNK: usize = 64 * 1024;
@@ -26,12 +26,16 @@ const GIT_DIR: &str = ".git";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("bad .dockerignore in {path}: {source}")]
+    #[error("bad .dockerignore in {path}: {source}\n  help: {}", .source.help())]
     Ignore {
         path: PathBuf,
         #[source]
         source: IgnoreError,
     },
+    #[error(
+        "refusing {path}: {why}\n  help: make .dockerignore a regular file in the repository (a symlink may point only inside it)"
+    )]
+    IgnoreFile { path: PathBuf, why: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -72,7 +76,7 @@ pub fn stream(
     dockerfile_rel: &str,
 ) -> (
     impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
-    tokio::task::JoinHandle<Result<ContextStats, ContextError>>,
+    Producer,
 ) {
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let root = root.to_path_buf();
@@ -80,6 +84,25 @@ pub fn stream(
     let producer = tokio::task::spawn_blocking(move || produce(&root, &dockerfile, tx));
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     (body, producer)
+}
+
+/// The producer of [`stream`]: the stats, or the first error.
+pub type Producer = tokio::task::JoinHandle<Result<ContextStats, ContextError>>;
+
+/// How long [`producer_failure`] waits for the producer to notice the upload is gone.
+const PRODUCER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// After the upload or the build failed: the producer's own error when it is the cause (a bad
+/// `.dockerignore`, an unreadable file: ending the body with it is what broke the upload), or
+/// `None` when it merely saw the upload go away, or succeeded. Drop the body stream first, so
+/// that a producer waiting on a full channel ends too.
+pub async fn producer_failure(producer: Producer) -> Option<String> {
+    match tokio::time::timeout(PRODUCER_GRACE, producer).await {
+        Ok(Ok(Err(ContextError::Abandoned) | Ok(_))) => None,
+        Ok(Ok(Err(e))) => Some(e.to_string()),
+        Ok(Err(join)) => Some(format!("the context producer failed: {join}")),
+        Err(_elapsed) => None,
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
@@ -129,22 +152,65 @@ impl Filter {
 }
 
 /// The ignore file's text, `None` when there is none. A symlinked ignore file is followed (as
-/// the docker CLI does) only while it stays inside the context.
+/// the docker CLI does) only while it stays inside the context; it must be a regular file of
+/// at most [`ignore::MAX_FILE_BYTES`].
 fn read_ignore_file(root: &Path, path: &Path) -> Result<Option<String>, ContextError> {
     let meta = match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         other => other.map_err(io_error(path))?,
     };
+    let refuse = |why: &str| ContextError::IgnoreFile {
+        path: path.to_path_buf(),
+        why: why.to_owned(),
+    };
     if meta.file_type().is_symlink() {
-        let target = fs::canonicalize(path).map_err(io_error(path))?;
+        let target = fs::canonicalize(path).map_err(|e| {
+            let link = fs::read_link(path).unwrap_or_default();
+            refuse(&format!(
+                "it is a symlink to {}, which cannot be followed ({e})",
+                link.display()
+            ))
+        })?;
         let base = fs::canonicalize(root).map_err(io_error(root))?;
         if !target.starts_with(&base) {
-            let source = io::Error::other("symlink points outside the build context");
-            return Err(io_error(path)(source));
+            return Err(refuse(&format!(
+                "it is a symlink to {}, outside the build context",
+                target.display()
+            )));
         }
     }
-    let bytes = fs::read(path).map_err(io_error(path))?;
+    // Checked before opening too: opening a FIFO would wait for a writer.
+    if !fs::metadata(path).map_err(io_error(path))?.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    let file = File::open(path).map_err(io_error(path))?;
+    let opened = file.metadata().map_err(io_error(path))?;
+    if !opened.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    let bytes = read_bounded(file, opened.len(), path)?;
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// At most [`ignore::MAX_FILE_BYTES`] of the ignore file, whose size was `len` when opened (one
+/// that grows meanwhile is cut at the limit and refused all the same).
+fn read_bounded(file: File, len: u64, path: &Path) -> Result<Vec<u8>, ContextError> {
+    let limit = ignore::MAX_FILE_BYTES as u64;
+    let too_large = |size| ContextError::Ignore {
+        path: path.to_path_buf(),
+        source: IgnoreError::TooLarge { size },
+    };
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error(path))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -793,9 +859,70 @@ mod tests {
         let link = dir.path().join(".dockerignore");
         std::os::unix::fs::symlink(outside.path().join("ignore"), &link).unwrap();
         match list_entries(dir.path(), "Dockerfile") {
-            Err(ContextError::Io { path, .. }) => assert_eq!(path, link),
-            other => panic!("expected an io error, got {other:?}"),
+            Err(e @ ContextError::IgnoreFile { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(&link.display().to_string()), "{text}");
+                assert!(text.contains("outside the build context"), "{text}");
+                assert!(
+                    text.contains("help: make .dockerignore a regular file"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a refused ignore file, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn oversized_dockerignore_is_refused_unread() {
+        let dir = context(&[("Dockerfile", "FROM scratch")]);
+        let text = "x\n".repeat(ignore::MAX_FILE_BYTES / 2 + 1);
+        write(dir.path(), ".dockerignore", text.as_bytes());
+        let err = list_entries(dir.path(), "Dockerfile").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, ContextError::Ignore { source: IgnoreError::TooLarge { size }, .. }
+                if size == text.len() as u64),
+            "{err:?}"
+        );
+        assert!(message.contains(".dockerignore"), "{message}");
+        assert!(
+            message.contains("over the limit of 1048576 bytes"),
+            "{message}"
+        );
+        assert!(message.contains("help: "), "{message}");
+        // At the limit it is read.
+        write(
+            dir.path(),
+            ".dockerignore",
+            &vec![b'#'; ignore::MAX_FILE_BYTES],
+        );
+        assert!(list_entries(dir.path(), "Dockerfile").is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_named_dockerignore_is_refused_without_blocking() {
+        let dir = context(&[("Dockerfile", "FROM scratch")]);
+        let fifo = dir.path().join(".dockerignore");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo here: nothing to check
+        }
+        let err = list_entries(dir.path(), "Dockerfile").unwrap_err();
+        assert!(
+            matches!(&err, ContextError::IgnoreFile { why, .. } if why.contains("not a regular file")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_named_dockerignore_is_refused() {
+        let dir = context(&[("Dockerfile", "FROM scratch"), (".dockerignore/x", "")]);
+        let err = list_entries(dir.path(), "Dockerfile").unwrap_err();
+        assert!(
+            matches!(&err, ContextError::IgnoreFile { why, .. } if why.contains("not a regular file")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

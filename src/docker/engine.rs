@@ -393,7 +393,17 @@ impl Engine {
         let mut image_id = None;
         let what = format!("the build of {}", req.tag);
         while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
-            let info = item.map_err(|e| build_failed(req, e.to_string(), &tail))?;
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    // A failing producer cuts the upload: its error is the cause, not hyper's.
+                    drop(stream);
+                    let detail = super::context::producer_failure(producer).await;
+                    let detail =
+                        detail.map_or_else(|| e.to_string(), |c| format!("build context: {c}"));
+                    return Err(build_failed(req, detail, &tail));
+                }
+            };
             if let Some(text) = &info.stream {
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     tail.push(line);

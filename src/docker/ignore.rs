@@ -2,14 +2,68 @@
 //! (`moby/patternmatcher/ignorefile.ReadAll`) and matching paths the way
 //! `moby/patternmatcher` does (`MatchesOrParentMatches`). This module owns the parsing and the
 //! matching; walking a directory tree is [`crate::docker::context`]'s job.
+//!
+//! A `.dockerignore` comes from the repository, so it is bounded like any hostile input: the
+//! file's size ([`MAX_FILE_BYTES`]), the number of patterns ([`MAX_PATTERNS`]), each pattern's
+//! length ([`MAX_PATTERN_BYTES`]), each compiled regex ([`REGEX_SIZE_LIMIT`], its lazy DFA
+//! cache [`DFA_CACHE_LIMIT`]) and the wildcards of the whole file ([`MAX_WILDCARDS`], about
+//! 1 KiB compiled each). Regexes have no capturing groups, redundant runs of wildcards collapse
+//! (`**/**` is `**`), and the `regex` crate matches in time linear in the path and the regex
+//! size, so memory stays within tens of MiB and matching one path costs at most
+//! O(wildcards × path length), whatever the patterns say.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
-/// A `.dockerignore` line that Docker would reject.
+/// Largest `.dockerignore` read (1 MiB): real ones are a few KiB.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Most patterns (non-blank, non-comment lines) in one `.dockerignore`.
+pub const MAX_PATTERNS: usize = 10_000;
+/// Longest pattern, in bytes: PATH_MAX, since no longer path exists to match.
+pub const MAX_PATTERN_BYTES: usize = 4096;
+/// Largest compiled form of one pattern's regex (1 MiB: about 1,000 wildcards).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Largest lazy-DFA cache of one pattern's regex (256 KiB).
+pub const DFA_CACHE_LIMIT: usize = 256 << 10;
+/// Most wildcards (`*`, `**`, `?`, `[…]`, after collapsing runs) in all the patterns of a file.
+pub const MAX_WILDCARDS: usize = 20_000;
+/// How much of a refused pattern an error message quotes.
+const QUOTED_CHARS: usize = 60;
+
+/// A `.dockerignore` that Docker would reject, or that is beyond planner's bounds.
 #[derive(Debug, thiserror::Error)]
 pub enum IgnoreError {
     #[error("line {line}: {message}")]
     Pattern { line: usize, message: String },
+    #[error("line {line}: more than {MAX_PATTERNS} patterns")]
+    TooManyPatterns { line: usize },
+    #[error("line {line}: more than {MAX_WILDCARDS} wildcards in the patterns up to this line")]
+    TooManyWildcards { line: usize },
+    /// The file is over [`MAX_FILE_BYTES`] (found when reading it).
+    #[error("the file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes (1 MiB)")]
+    TooLarge { size: u64 },
+}
+
+impl IgnoreError {
+    /// What to do about it, for the `help:` line of errors.
+    pub fn help(&self) -> String {
+        match self {
+            IgnoreError::Pattern { line, .. } => {
+                format!("fix or remove line {line} of .dockerignore in the repository")
+            }
+            IgnoreError::TooManyWildcards { .. } => format!(
+                "planner compiles at most {MAX_WILDCARDS} wildcards from a .dockerignore: \
+                 simplify its patterns in the repository"
+            ),
+            IgnoreError::TooManyPatterns { .. } => format!(
+                "planner reads at most {MAX_PATTERNS} patterns from a .dockerignore: merge them \
+                 (e.g. one `dir/**` instead of many files) in the repository"
+            ),
+            IgnoreError::TooLarge { .. } => format!(
+                "planner reads a .dockerignore of at most {MAX_FILE_BYTES} bytes: shorten it in \
+                 the repository"
+            ),
+        }
+    }
 }
 
 /// The parsed patterns of one `.dockerignore`, in file order.
@@ -36,9 +90,11 @@ enum Matcher {
 }
 
 impl DockerIgnore {
-    /// Parses the text of a `.dockerignore`.
+    /// Parses the text of a `.dockerignore`, within the bounds of this module (the file's size,
+    /// [`MAX_FILE_BYTES`], is the reader's to check: see [`IgnoreError::TooLarge`]).
     pub fn parse(text: &str) -> Result<Self, IgnoreError> {
         let mut patterns = Vec::new();
+        let mut wildcards = 0;
         for (index, raw) in text.lines().enumerate() {
             let raw = match raw.strip_prefix('\u{feff}') {
                 Some(rest) if index == 0 => rest,
@@ -47,10 +103,17 @@ impl DockerIgnore {
             let Some(entry) = read_line(raw) else {
                 continue;
             };
-            let pattern = Pattern::new(&entry).map_err(|message| IgnoreError::Pattern {
+            if patterns.len() == MAX_PATTERNS {
+                return Err(IgnoreError::TooManyPatterns { line: index + 1 });
+            }
+            let (pattern, used) = Pattern::new(&entry).map_err(|message| IgnoreError::Pattern {
                 line: index + 1,
                 message,
             })?;
+            wildcards += used;
+            if wildcards > MAX_WILDCARDS {
+                return Err(IgnoreError::TooManyWildcards { line: index + 1 });
+            }
             patterns.push(pattern);
         }
         Ok(DockerIgnore { patterns })
@@ -135,16 +198,24 @@ pub(crate) fn clean_path(path: &str) -> String {
 }
 
 impl Pattern {
-    /// `patternmatcher.New` for one entry produced by [`read_line`].
-    fn new(entry: &str) -> Result<Self, String> {
+    /// `patternmatcher.New` for one entry produced by [`read_line`], and its wildcard count.
+    fn new(entry: &str) -> Result<(Self, usize), String> {
+        if entry.len() > MAX_PATTERN_BYTES {
+            return Err(format!(
+                "pattern {} is {} bytes long, over the limit of {MAX_PATTERN_BYTES} bytes",
+                quote(entry),
+                entry.len()
+            ));
+        }
         let cleaned = clean_path(entry.trim());
         let (exception, body) = match cleaned.strip_prefix('!') {
             Some("") => return Err("illegal exclusion pattern: \"!\"".to_owned()),
             Some(rest) => (true, rest),
             None => (false, cleaned.as_str()),
         };
-        let matcher = compile(body).map_err(|why| format!("bad pattern {body:?}: {why}"))?;
-        Ok(Pattern { exception, matcher })
+        let (matcher, wildcards) =
+            compile(body).map_err(|why| format!("bad pattern {}: {why}", quote(body)))?;
+        Ok((Pattern { exception, matcher }, wildcards))
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -169,12 +240,68 @@ enum Kind {
     Regex,
 }
 
+/// Regex pieces for the wildcards.
+const ANY_IN_SEGMENT: &str = "[^/]*";
+const ONE_IN_SEGMENT: &str = "[^/]";
+/// `**` before more of the pattern. Non-capturing: a capture group per `**` made matching
+/// cost memory quadratic in their number (5,000 stars: 2.5 GB).
+const ANY_DIRS: &str = "(?:.*/)?";
+/// `**` ending the pattern.
+const ANY: &str = ".*";
+
+/// A pattern's regex as it is built, and how far [`compile`] has narrowed the match kind
+/// (moby's `detectedType`). Runs of wildcards that mean the same as one collapse to one, so
+/// a line of thousands of stars compiles to a single `.*`.
+struct Re {
+    text: String,
+    kind: Kind,
+    /// The last piece pushed, when it was one of the repeatable wildcards, and where it starts.
+    last: Option<(&'static str, usize)>,
+    /// Wildcards kept, for the file's budget ([`MAX_WILDCARDS`]).
+    wildcards: usize,
+}
+
+impl Re {
+    fn literal(&mut self, piece: &str) {
+        self.text.push_str(piece);
+        self.last = None;
+    }
+
+    /// A class (`[…]` or `?`): one character, never redundant.
+    fn class(&mut self, piece: &str) {
+        self.literal(piece);
+        self.kind = Kind::Regex;
+        self.wildcards += 1;
+    }
+
+    /// A repeatable wildcard: `X X` is `X` for each, and `(?:.*/)?.*` is `.*`.
+    fn wildcard(&mut self, piece: &'static str) {
+        self.kind = Kind::Regex;
+        match self.last {
+            Some((last, _)) if last == piece => return,
+            Some((ANY_DIRS, at)) if piece == ANY => {
+                self.text.truncate(at);
+                self.wildcards -= 1;
+            }
+            _ => {}
+        }
+        self.last = Some((piece, self.text.len()));
+        self.text.push_str(piece);
+        self.wildcards += 1;
+    }
+}
+
 /// Converts a cleaned pattern to a matcher as `patternmatcher.Pattern.compile` does, with
 /// character classes and escapes following `filepath.Match` (whose syntax errors it reports).
-fn compile(pattern: &str) -> Result<Matcher, String> {
+/// Also returns how many wildcards its regex holds.
+fn compile(pattern: &str) -> Result<(Matcher, usize), String> {
     let chars: Vec<char> = pattern.chars().collect();
-    let mut re = String::from("^");
-    let mut kind = Kind::Exact;
+    let mut re = Re {
+        text: String::from("^"),
+        kind: Kind::Exact,
+        last: None,
+        wildcards: 0,
+    };
     let mut at = 0;
     while at < chars.len() {
         let start = at;
@@ -182,61 +309,80 @@ fn compile(pattern: &str) -> Result<Matcher, String> {
         at += 1;
         match ch {
             '*' if chars.get(at) == Some(&'*') => {
-                at = double_star(&chars, at + 1, &mut re, &mut kind);
+                at = double_star(&chars, at + 1, &mut re);
                 if start == 0 {
-                    kind = Kind::Suffix;
+                    re.kind = Kind::Suffix;
                 }
             }
-            '*' => push_wildcard(&mut re, &mut kind, "[^/]*"),
-            '?' => push_wildcard(&mut re, &mut kind, "[^/]"),
+            '*' => re.wildcard(ANY_IN_SEGMENT),
+            '?' => re.class(ONE_IN_SEGMENT),
             '\\' => {
                 let escaped = chars.get(at).ok_or("trailing backslash")?;
                 at += 1;
-                re.push_str(&regex::escape(&escaped.to_string()));
-                kind = Kind::Regex;
+                re.literal(&regex::escape(&escaped.to_string()));
+                re.kind = Kind::Regex;
             }
             '[' => {
                 let (class, next) = char_class(&chars, at)?;
                 at = next;
-                push_wildcard(&mut re, &mut kind, &class);
+                re.class(&class);
             }
-            other => re.push_str(&regex::escape(&other.to_string())),
+            other => re.literal(&regex::escape(&other.to_string())),
         }
     }
-    finish(pattern, re, kind)
-}
-
-fn push_wildcard(re: &mut String, kind: &mut Kind, piece: &str) {
-    re.push_str(piece);
-    *kind = Kind::Regex;
+    let wildcards = re.wildcards;
+    Ok((finish(pattern, re)?, wildcards))
 }
 
 /// Handles a `**` whose second star was just consumed; `at` is the index after it.
 /// Returns the index after the `**` (and its `/`, which is eaten).
-fn double_star(chars: &[char], mut at: usize, re: &mut String, kind: &mut Kind) -> usize {
+fn double_star(chars: &[char], mut at: usize, re: &mut Re) -> usize {
     if chars.get(at) == Some(&'/') {
         at += 1;
     }
     if at < chars.len() {
-        push_wildcard(re, kind, "(.*/)?");
-    } else if *kind == Kind::Exact {
-        *kind = Kind::Prefix;
+        re.wildcard(ANY_DIRS);
+    } else if re.kind == Kind::Exact {
+        re.kind = Kind::Prefix;
     } else {
-        push_wildcard(re, kind, ".*");
+        re.wildcard(ANY);
     }
     at
 }
 
-fn finish(pattern: &str, mut re: String, kind: Kind) -> Result<Matcher, String> {
-    Ok(match kind {
+fn finish(pattern: &str, mut re: Re) -> Result<Matcher, String> {
+    Ok(match re.kind {
         Kind::Exact => Matcher::Exact(pattern.to_owned()),
         Kind::Prefix => Matcher::Prefix(strip_chars(pattern, 0, 2)),
         Kind::Suffix => Matcher::Suffix(strip_chars(pattern, 2, 0)),
         Kind::Regex => {
-            re.push('$');
-            Matcher::Regex(Regex::new(&re).map_err(|e| e.to_string())?)
+            re.text.push('$');
+            Matcher::Regex(build_regex(&re.text)?)
         }
     })
+}
+
+/// Compiles a pattern's regex within [`REGEX_SIZE_LIMIT`] (and its lazy DFA's cache within
+/// [`DFA_CACHE_LIMIT`]; past it the regex crate falls back to its linear-time NFA simulation).
+fn build_regex(re: &str) -> Result<Regex, String> {
+    RegexBuilder::new(re)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(DFA_CACHE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("too complex: its compiled form exceeds the limit of {limit} bytes")
+            }
+            other => other.to_string(),
+        })
+}
+
+/// A pattern for an error message: quoted, and cut after [`QUOTED_CHARS`] characters.
+fn quote(pattern: &str) -> String {
+    match pattern.char_indices().nth(QUOTED_CHARS) {
+        Some((at, _)) => format!("{:?}…", &pattern[..at]),
+        None => format!("{pattern:?}"),
+    }
 }
 
 /// `pattern` without `front` leading and `back` trailing characters (both ASCII `*` here).
@@ -310,7 +456,7 @@ mod tests {
     fn error_line(text: &str) -> usize {
         match DockerIgnore::parse(text) {
             Err(IgnoreError::Pattern { line, .. }) => line,
-            Ok(_) => panic!("{text:?} should not parse"),
+            other => panic!("{text:?} should be a pattern error: {other:?}"),
         }
     }
 
@@ -535,6 +681,95 @@ mod tests {
         assert_eq!(error_line("[a-]"), 1);
         let err = DockerIgnore::parse("x\n!").unwrap_err();
         assert_eq!(err.to_string(), "line 2: illegal exclusion pattern: \"!\"");
+    }
+
+    /// A 45-byte path, as in the report of the `**` blow-up.
+    const PATH_45: &str = "src/components/widgets/deeply/nested/file.txt";
+
+    #[test]
+    fn long_runs_of_stars_finish_with_an_answer_or_a_clear_error() {
+        assert_eq!(PATH_45.len(), 45);
+        // Each `**` was a capture group: 5,000 stars took 4 s and 2.5 GB, 8,000 aborted.
+        for n in [5_000, 8_000] {
+            let err = DockerIgnore::parse(&"*".repeat(n)).unwrap_err().to_string();
+            assert!(err.starts_with("line 1: pattern \"****"), "{err}");
+            assert!(
+                err.contains(&format!("is {n} bytes long, over the limit of 4096 bytes")),
+                "{err}"
+            );
+            assert!(err.len() < 200, "the pattern is quoted short: {err}");
+        }
+        // Within the length limit, long runs compile and answer like shorter ones.
+        for text in ["*".repeat(4096), "**/".repeat(1365)] {
+            let short = ignore(&text[..text.len().min(6)]);
+            let long = ignore(&text);
+            for path in [PATH_45, "a", "aaaa/b", "x/y"] {
+                let want = short.is_excluded(path);
+                assert_eq!(long.is_excluded(path), want, "{path} with {}…", &text[..6]);
+            }
+        }
+        assert!(ignore(&"*".repeat(4096)).is_excluded(PATH_45));
+        let many = ignore(&"a*".repeat(500));
+        assert!(many.is_excluded(&"a".repeat(500)));
+        assert!(many.is_excluded(&"ab".repeat(500)));
+        assert!(!many.is_excluded(&"a".repeat(499)));
+    }
+
+    #[test]
+    fn double_star_regexes_have_no_capture_groups() {
+        let ig = ignore("a/**/b/**/c");
+        let Matcher::Regex(re) = &ig.patterns[0].matcher else {
+            panic!("a regex");
+        };
+        assert_eq!(re.captures_len(), 1, "only the implicit whole-match group");
+        assert!(ig.is_excluded("a/x/b/y/z/c"));
+    }
+
+    #[test]
+    fn regexes_beyond_the_size_limit_are_a_clear_error() {
+        // About 1 KiB compiled per `?` (a Unicode class): 1,100 of them are over 1 MiB.
+        let err = DockerIgnore::parse(&format!("ok\n{}\n", "?".repeat(1100))).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("line 2: bad pattern \"???"),
+            "{message}"
+        );
+        assert!(
+            message.contains("too complex: its compiled form exceeds the limit of 1048576 bytes"),
+            "{message}"
+        );
+        assert!(err.help().contains("line 2 of .dockerignore"));
+    }
+
+    #[test]
+    fn wildcards_of_the_whole_file_are_bounded() {
+        let line = "*a".repeat(100);
+        let at_limit = format!("{line}\n").repeat(MAX_WILDCARDS / 100);
+        assert!(DockerIgnore::parse(&at_limit).is_ok());
+        let err = DockerIgnore::parse(&format!("{at_limit}x?\n")).unwrap_err();
+        assert!(matches!(err, IgnoreError::TooManyWildcards { line } if line == 201));
+        assert!(
+            err.to_string().contains("more than 20000 wildcards"),
+            "{err}"
+        );
+        // A collapsed run counts once: 2,000 × 11 would be over the limit.
+        let ig = ignore(&format!("{}/a\n", "*".repeat(4000)).repeat(11));
+        assert!(ig.is_excluded("x/y/a"));
+    }
+
+    #[test]
+    fn pattern_count_is_bounded() {
+        let at_limit = "p\n".repeat(MAX_PATTERNS);
+        assert_eq!(ignore(&at_limit).patterns.len(), MAX_PATTERNS);
+        let over = format!("# comment\n{at_limit}\n\nq\n");
+        let err = DockerIgnore::parse(&over).unwrap_err();
+        assert!(matches!(err, IgnoreError::TooManyPatterns { line } if line == MAX_PATTERNS + 4));
+        assert!(
+            err.to_string().contains("more than 10000 patterns"),
+            "{err}"
+        );
+        // Comments and blank lines cost no pattern (the file's size is bounded by its reader).
+        assert!(DockerIgnore::parse(&"#\n\n".repeat(MAX_PATTERNS * 2)).is_ok());
     }
 
     #[test]

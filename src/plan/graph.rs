@@ -144,9 +144,12 @@ impl Builder {
     fn add_request(&mut self, rt: &Arc<Runtime>, plan: &Plan) {
         // The node of each plan step, by step index.
         let mut ids: Vec<Option<NodeId>> = vec![None; plan.steps.len()];
-        let goals = plan.goals();
+        let mut is_goal = vec![false; plan.steps.len()];
+        for &g in plan.goals() {
+            is_goal[g] = true;
+        }
         // Plans are validated acyclic; visit in an order where needs come first.
-        for i in plan_order(plan) {
+        for &i in plan.order() {
             let step = &plan.steps[i];
             let need_ids: Vec<NodeId> = step
                 .needs
@@ -154,29 +157,42 @@ impl Builder {
                 .map(|&n| ids[n].expect("need visited first"))
                 .collect();
             let identity = identity(step.kind, rt, &step.params, &need_ids, &self.g);
-            let id = self.node_for(identity, step, rt);
-            for need in need_ids {
-                self.g.update_edge(need, id, ());
+            let (id, created) = self.node_for(identity, step, rt);
+            // A node found again has its edges already: its identity covers its needs.
+            // (`update_edge` scanned the need's edges each time: quadratic for a step needed
+            // by thousands.)
+            if created {
+                self.add_edges(need_ids, id);
             }
             ids[i] = Some(id);
-            if goals.contains(&i) && self.goal_set.insert(id) {
+            if is_goal[i] && self.goal_set.insert(id) {
                 self.goals.push(id);
             }
         }
     }
 
+    fn add_edges(&mut self, mut needs: Vec<NodeId>, id: NodeId) {
+        needs.sort_unstable();
+        needs.dedup();
+        for need in needs {
+            self.g.add_edge(need, id, ());
+        }
+    }
+
+    /// The node of `identity`, and whether it was created now.
     fn node_for(
         &mut self,
         identity: blake3::Hash,
         step: &super::PlanStep,
         rt: &Arc<Runtime>,
-    ) -> NodeId {
+    ) -> (NodeId, bool) {
         if let Some(&id) = self.by_identity.get(&identity) {
             let node = &mut self.g[id];
-            if !node.runtimes.iter().any(|r| r.name == rt.name) {
+            // Requests are added one runtime at a time: only the last one can be this one.
+            if node.runtimes.last().is_none_or(|r| r.name != rt.name) {
                 node.runtimes.push(rt.clone());
             }
-            return id;
+            return (id, false);
         }
         let id = self.g.add_node(Node {
             kind: step.kind,
@@ -186,7 +202,7 @@ impl Builder {
             identity,
         });
         self.by_identity.insert(identity, id);
-        id
+        (id, true)
     }
 
     fn seal(self) -> Graph {
@@ -197,21 +213,6 @@ impl Builder {
             goals: self.goals,
         }
     }
-}
-
-/// Plan step indices ordered so that needs come before the steps that need them.
-fn plan_order(plan: &Plan) -> Vec<usize> {
-    let mut order = Vec::with_capacity(plan.steps.len());
-    let mut done = vec![false; plan.steps.len()];
-    while order.len() < plan.steps.len() {
-        for (i, step) in plan.steps.iter().enumerate() {
-            if !done[i] && step.needs.iter().all(|&n| done[n]) {
-                done[i] = true;
-                order.push(i);
-            }
-        }
-    }
-    order
 }
 
 /// The identity of a step: kind, the config values it reads, params and its needs' identities.
@@ -255,6 +256,7 @@ fn identity(
 pub(crate) mod tests {
     use super::*;
     use crate::config::{EnvOverrides, parse};
+    use crate::plan::load::parse_plan;
 
     /// The graph of the named runtimes of `toml` with the built-in plans (shared by unit tests).
     pub(crate) fn graph_for(toml: &str, names: &[&str]) -> Graph {
@@ -302,6 +304,90 @@ pub(crate) mod tests {
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nplatform = \"linux/arm64\"\n";
         let g = graph_for(toml, &["a", "b"]);
         assert_eq!(g.len(), 7);
+    }
+
+    /// A plan of `n` steps, listed last step first: resolve, clone, verify, then builds each
+    /// needing the verify and the build before it, and a tag-latest of the last build.
+    pub(crate) fn chain_plan_toml(n: usize) -> String {
+        let builds = n - 4;
+        let mut steps = vec![
+            "[[steps]]\nid = \"r\"\nkind = \"resolve-head\"\n".to_owned(),
+            "[[steps]]\nid = \"c\"\nkind = \"clone\"\nneeds = [\"r\"]\n".to_owned(),
+            "[[steps]]\nid = \"v\"\nkind = \"verify-dockerfile\"\nneeds = [\"c\"]\n".to_owned(),
+        ];
+        for i in 0..builds {
+            let needs = if i == 0 {
+                "\"v\"".to_owned()
+            } else {
+                format!("\"v\", \"b{}\"", i - 1)
+            };
+            steps.push(format!(
+                "[[steps]]\nid = \"b{i}\"\nkind = \"build\"\nneeds = [{needs}]\nparams = {{ target = \"t{i}\" }}\n"
+            ));
+        }
+        steps.push(format!(
+            "[[steps]]\nid = \"t\"\nkind = \"tag-latest\"\nneeds = [\"b{}\"]\n",
+            builds - 1
+        ));
+        steps.reverse();
+        steps.concat()
+    }
+
+    #[test]
+    fn a_20000_step_chain_plan_loads_and_compiles() {
+        let n = 20_000;
+        let plan = parse_plan("chain", "plans/chain.toml", &chain_plan_toml(n)).unwrap();
+        assert_eq!(plan.steps.len(), n);
+        assert_eq!(
+            plan.goals(),
+            [0],
+            "the tag-latest, listed first, is the only goal"
+        );
+        let mut position = vec![usize::MAX; n];
+        for (at, &i) in plan.order().iter().enumerate() {
+            position[i] = at;
+        }
+        assert!(
+            position.iter().all(|&p| p < n),
+            "every step is ordered once"
+        );
+        for (i, step) in plan.steps.iter().enumerate() {
+            assert!(step.needs.iter().all(|&need| position[need] < position[i]));
+        }
+        let mut plans = PlanSet::load(None).unwrap();
+        plans.plans.insert("chain".into(), plan);
+        let cfg = parse(
+            "[defaults]\nplan = \"chain\"\n[runtimes.a]\nrepo = \"https://h.example/r\"\n\
+             [runtimes.b]\nrepo = \"https://h.example/r\"\n",
+            "t.toml",
+            &EnvOverrides::default(),
+            &|p| plans.get(p).is_some(),
+        )
+        .unwrap();
+        let rts: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|name| Arc::new(cfg.runtimes[*name].clone()))
+            .collect();
+        let g = Graph::compile(&rts, &plans);
+        assert_eq!(g.len(), n + 1, "both share everything but their tag-latest");
+        assert_eq!(g.goals().len(), 2);
+        assert_eq!(g.order().len(), n + 1);
+        let last_build = g.needs(g.goals()[0]);
+        assert_eq!(last_build.len(), 1);
+        assert_eq!(g.node(last_build[0]).step_id, format!("b{}", n - 5));
+        assert_eq!(g.node(last_build[0]).runtime_names(), ["a", "b"]);
+        let verify = g
+            .order()
+            .iter()
+            .copied()
+            .find(|&id| g.node(id).kind == StepKind::VerifyDockerfile)
+            .unwrap();
+        assert_eq!(
+            g.dependents(verify).len(),
+            n - 4,
+            "one edge per build, no duplicate"
+        );
+        assert_eq!(g.edges().len(), 2 + (n - 4) + (n - 5) + 2);
     }
 
     #[test]

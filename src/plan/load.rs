@@ -36,13 +36,16 @@ pub enum PlanError {
     },
 }
 
-/// A validated plan: steps in file order, needs as indices into `steps`.
+/// A validated plan: steps in file order, needs as indices into `steps`, and what compiling it
+/// needs, computed once at load in O(steps + needs): its goals and a dependency order.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: String,
     pub origin: String,
     pub description: Option<String>,
     pub steps: Vec<PlanStep>,
+    goals: Vec<usize>,
+    order: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,11 +57,15 @@ pub struct PlanStep {
 }
 
 impl Plan {
-    /// Steps that no other step needs: the goals of the plan.
-    pub fn goals(&self) -> Vec<usize> {
-        (0..self.steps.len())
-            .filter(|i| !self.steps.iter().any(|s| s.needs.contains(i)))
-            .collect()
+    /// Steps that no other step needs: the goals of the plan, in file order.
+    pub fn goals(&self) -> &[usize] {
+        &self.goals
+    }
+
+    /// Step indices ordered so that every need comes before the steps that need it (file
+    /// order whenever the file lists needs first).
+    pub fn order(&self) -> &[usize] {
+        &self.order
     }
 }
 
@@ -169,13 +176,68 @@ pub fn parse_plan(name: &str, file: &str, text: &str) -> Result<Plan, PlanError>
         steps.push(validate_step(raw_step, &ids, &cx)?);
     }
     check_inputs(&steps, raw.steps.get_ref(), &cx)?;
-    check_acyclic(&steps, raw.steps.get_ref(), &cx)?;
+    let order = dependency_order(&steps).map_err(|i| {
+        let message = format!("step {:?} is part of a needs cycle", steps[i].id);
+        cx.err(raw.steps.get_ref()[i].span(), message)
+    })?;
     Ok(Plan {
         name: name.to_owned(),
         origin: file.to_owned(),
         description: raw.description,
+        goals: goals(&steps),
+        order,
         steps,
     })
+}
+
+/// Steps no other step needs, in file order: O(steps + needs).
+fn goals(steps: &[PlanStep]) -> Vec<usize> {
+    let mut needed = vec![false; steps.len()];
+    for &n in steps.iter().flat_map(|s| &s.needs) {
+        needed[n] = true;
+    }
+    (0..steps.len()).filter(|&i| !needed[i]).collect()
+}
+
+/// A depth-first post-order over the steps in file order: every need before its dependents,
+/// and file order itself when the file lists needs first. O(steps + needs), iterative (a
+/// 20,000-step chain must not overflow the stack). `Err(i)`: step `i` is on a needs cycle.
+fn dependency_order(steps: &[PlanStep]) -> Result<Vec<usize>, usize> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut mark = vec![Mark::New; steps.len()];
+    let mut order = Vec::with_capacity(steps.len());
+    // (step, how many of its needs have been looked at)
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..steps.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        mark[start] = Mark::Open;
+        stack.push((start, 0));
+        while let Some((step, next)) = stack.last_mut() {
+            let Some(&need) = steps[*step].needs.get(*next) else {
+                mark[*step] = Mark::Done;
+                order.push(*step);
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            match mark[need] {
+                Mark::Done => {}
+                Mark::Open => return Err(need),
+                Mark::New => {
+                    mark[need] = Mark::Open;
+                    stack.push((need, 0));
+                }
+            }
+        }
+    }
+    Ok(order)
 }
 
 fn index_ids(steps: &[Spanned<RawStep>], cx: &Ctx) -> Result<HashMap<String, usize>, PlanError> {
@@ -269,25 +331,6 @@ fn check_inputs(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Resul
     Ok(())
 }
 
-fn check_acyclic(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Result<(), PlanError> {
-    let mut g = petgraph::graph::DiGraph::<usize, ()>::new();
-    let nodes: Vec<_> = (0..steps.len()).map(|i| g.add_node(i)).collect();
-    for (i, step) in steps.iter().enumerate() {
-        for &n in &step.needs {
-            g.add_edge(nodes[n], nodes[i], ());
-        }
-    }
-    petgraph::algo::toposort(&g, None)
-        .map(|_| ())
-        .map_err(|cycle| {
-            let i = g[cycle.node_id()];
-            cx.err(
-                raw[i].span(),
-                format!("step {:?} is part of a needs cycle", steps[i].id),
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,8 +356,9 @@ mod tests {
                 "tag-latest"
             ]
         );
-        assert_eq!(plan.goals(), vec![4]);
-        assert_eq!(set.get("build-only").unwrap().goals(), vec![3]);
+        assert_eq!(plan.goals(), [4]);
+        assert_eq!(plan.order(), [0, 1, 2, 3, 4]);
+        assert_eq!(set.get("build-only").unwrap().goals(), [3]);
     }
 
     #[test]
