@@ -366,8 +366,12 @@ impl<'a> Planner<'a> {
             if keep_checkouts.contains(&co.commit) {
                 continue;
             }
-            self.checkouts
-                .push(checkout_item(self.store, repo, &names, co)?);
+            let args = (repo.to_owned(), names.clone(), co.clone());
+            let item = off_runtime(self.store, args, |store, (repo, names, co)| {
+                checkout_item(store, &repo, &names, &co)
+            })
+            .await?;
+            self.checkouts.push(item);
         }
         Ok(())
     }

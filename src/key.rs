@@ -14,11 +14,20 @@ use crate::plan::{Graph, NodeId, StepKind};
 pub const KEY_FORMAT: &str = "planner-key/1";
 
 /// A step's content address: 64 lowercase hex digits.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+/// Deserializing validates (a record is read from disk, so anything may be there).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct Key(String);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        let text = String::deserialize(d)?;
+        Key::parse(&text).ok_or_else(|| {
+            let shown: String = text.chars().take(72).collect();
+            serde::de::Error::custom(format!("key {shown:?} is not 64 lowercase hex digits"))
+        })
+    }
+}
 
 impl Key {
     pub fn as_str(&self) -> &str {
@@ -27,7 +36,7 @@ impl Key {
 
     /// The first 12 hex digits, for display.
     pub fn short(&self) -> &str {
-        &self.0[..12]
+        crate::ids::short(&self.0)
     }
 
     /// Parses a key read from a label or record; `None` unless 64 lowercase hex digits.
@@ -205,6 +214,16 @@ mod tests {
             assert_ne!(build_key(&v), base, "{v:?}");
         }
         assert_eq!(build_key(&inputs()), base, "deterministic");
+    }
+
+    #[test]
+    fn keys_deserialize_only_when_valid() {
+        let good = "a".repeat(64);
+        let key: Key = serde_json::from_str(&format!("{good:?}")).unwrap();
+        assert_eq!(key.short(), &good[..12]);
+        for bad in ["\"x\"", "\"é\"", &format!("{:?}", "A".repeat(64)), "12"] {
+            assert!(serde_json::from_str::<Key>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

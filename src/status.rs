@@ -175,7 +175,13 @@ async fn runtime_status(
     let commit = head.commit.as_deref();
     let image = pinned_status(engine, rt, commit).await?;
     let latest = latest_status(engine, rt, commit, &image).await?;
-    let checkout = checkout_status(store, &repo, commit);
+    // A directory walk: on the blocking pool, not the async runtime's threads.
+    let checkout = {
+        let (store, repo, commit) = (store.clone(), repo.clone(), head.commit.clone());
+        tokio::task::spawn_blocking(move || checkout_status(&store, &repo, commit.as_deref()))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    };
     Ok(RuntimeStatus {
         runtime: rt.name.clone(),
         branch: rt.branch.clone(),
