@@ -296,7 +296,7 @@ impl Engine {
         let mut tags = HashMap::new();
         for image in images {
             let info = ImageInfo {
-                id: image.id,
+                id: checked_id(image.id, "list images")?,
                 labels: image.labels,
             };
             for tag in image.repo_tags {
@@ -321,15 +321,17 @@ impl Engine {
         &self,
         reference: &str,
     ) -> Result<Option<(ImageInfo, Vec<String>)>, DockerError> {
-        Ok(self.inspect_raw(reference).await?.map(|image| {
-            (
-                ImageInfo {
-                    id: image.id.unwrap_or_default(),
-                    labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
-                },
-                image.repo_tags.unwrap_or_default(),
-            )
-        }))
+        let Some(image) = self.inspect_raw(reference).await? else {
+            return Ok(None);
+        };
+        let id = checked_id(image.id.unwrap_or_default(), "inspect image")?;
+        Ok(Some((
+            ImageInfo {
+                id,
+                labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
+            },
+            image.repo_tags.unwrap_or_default(),
+        )))
     }
 
     /// The engine's full inspect answer, with a time limit; `None` for a 404.
@@ -414,7 +416,7 @@ impl Engine {
                 return Err(build_failed(req, err, &tail));
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
-                image_id = Some(id);
+                image_id = Some(checked_id(id, "build")?);
             }
         }
         match producer.await {
@@ -562,6 +564,21 @@ fn parse_ping_head(head: &str) -> std::io::Result<Option<ClientVersion>> {
         }))
 }
 
+/// An image ID the engine answered, checked before planner uses it (`sha256:` + 64 hex).
+fn checked_id(id: String, what: &str) -> Result<String, DockerError> {
+    if crate::ids::is_image_id(&id) {
+        return Ok(id);
+    }
+    let shown: String = id.chars().take(80).collect();
+    Err(api(
+        what,
+        "",
+        &format!(
+            "the engine answered an invalid image ID {shown:?}; is DOCKER_HOST a Docker engine?"
+        ),
+    ))
+}
+
 fn api(what: &str, reference: &str, detail: &str) -> DockerError {
     DockerError::Api {
         what: format!("{what} {reference}"),
@@ -693,7 +710,7 @@ impl Engine {
                 .names
                 .and_then(|n| n.into_iter().next())
                 .map(|n| n.trim_start_matches('/').to_owned())
-                .or(c.id.map(|id| id[..12.min(id.len())].to_owned()))
+                .or(c.id.map(|id| crate::ids::short(&id).to_owned()))
                 .unwrap_or_default();
             out.entry(image).or_default().push(name);
         }
@@ -737,6 +754,18 @@ pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_ids_from_the_engine_are_checked() {
+        let good = format!("sha256:{}", "0a".repeat(32));
+        assert_eq!(checked_id(good.clone(), "inspect image").unwrap(), good);
+        for bad in ["", "sha256:é", "sha256:abc", "../../x"] {
+            let err = checked_id(bad.into(), "inspect image")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("invalid image ID"), "{err}");
+        }
+    }
 
     #[test]
     fn ping_heads_give_the_api_version() {
