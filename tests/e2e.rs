@@ -130,13 +130,7 @@ fn a_modified_cached_checkout_is_not_trusted() {
     env.config(&env.runtime("t", "tpl"));
     assert_eq!(env.planner(&["ensure", "t"]).code, 0);
     docker(&["image", "rm", "-f", &env.image("t", &sha), &env.latest("t")]);
-    let repo_dir = std::fs::read_dir(env.cache_path().join("checkouts"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let checkout = repo_dir.join(&sha);
+    let checkout = harness::checkout_dir(env.cache_path(), &sha);
     std::fs::write(checkout.join("stray.txt"), "not in the commit\n").unwrap();
     std::fs::write(checkout.join("hello.txt"), "edited by hand\n").unwrap();
 

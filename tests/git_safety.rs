@@ -11,46 +11,13 @@ use std::process::Command;
 
 use base64::Engine as _;
 use support::git_server::{Forced, GitServer};
-use support::harness::{Env, Run, TOKEN, docker, tree};
+use support::harness::{Env, Run, TOKEN, checkout_dir, docker, file_in_image, tree};
 use support::logging_proxy::LoggingProxy;
 
 const HELLO: &[u8] = b"hello from tpl\n";
 
 fn basic(token: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("oauth2:{token}"))
-}
-
-/// The only checkout in `cache` (for commit `sha`).
-fn checkout_dir(cache: &Path, sha: &str) -> PathBuf {
-    let repo_dir = std::fs::read_dir(cache.join("checkouts"))
-        .unwrap()
-        .next()
-        .expect("a checkout")
-        .unwrap()
-        .path();
-    repo_dir.join(sha)
-}
-
-/// The bytes of the file `path` inside an image, without running it.
-fn file_in_image(reference: &str, path: &str) -> Vec<u8> {
-    let id = docker(&["create", "--network", "none", reference, "true"])
-        .trim()
-        .to_owned();
-    let out = Command::new("docker")
-        .args(["cp", &format!("{id}:{path}"), "-"])
-        .output()
-        .unwrap();
-    docker(&["rm", &id]);
-    let mut archive = tar::Archive::new(&out.stdout[..]);
-    let mut entry = archive
-        .entries()
-        .unwrap()
-        .next()
-        .expect("one file")
-        .unwrap();
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
-    bytes
 }
 
 /// planner with its own cache dir and HOME, no proxy variables, and no git variables.

@@ -336,13 +336,11 @@ fn after_a_reclone_verify_runs_again_honestly() {
     env.config(&env.runtime("c", "tpl"));
     assert_eq!(env.planner(&["ensure", "c"]).code, 0);
     docker(&["image", "rm", "-f", &env.image("c", &sha), &env.latest("c")]);
-    let repo_dir = std::fs::read_dir(env.cache_path().join("checkouts"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::write(repo_dir.join(&sha).join("hello.txt"), "edited\n").unwrap();
+    std::fs::write(
+        harness::checkout_dir(env.cache_path(), &sha).join("hello.txt"),
+        "edited\n",
+    )
+    .unwrap();
 
     let run = env.planner(&["ensure", "c"]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -378,13 +376,7 @@ fn a_checkout_without_an_id_is_verified_once_and_then_trusted() {
     let sha = env.template("tpl");
     env.config(&env.runtime("n", "tpl"));
     assert_eq!(env.planner(&["ensure", "n"]).code, 0);
-    let repo_dir = std::fs::read_dir(env.cache_path().join("checkouts"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let id_file = repo_dir.join(&sha).join(".git/planner-checkout-id");
+    let id_file = harness::checkout_dir(env.cache_path(), &sha).join(".git/planner-checkout-id");
     std::fs::remove_file(&id_file).unwrap();
     let ok = std::process::Command::new("mkfifo")
         .arg(&id_file)

@@ -296,7 +296,7 @@ impl Engine {
         let mut tags = HashMap::new();
         for image in images {
             let info = ImageInfo {
-                id: checked_id(image.id, "list images")?,
+                id: checked_id(image.id, "list images").map_err(|e| *e)?,
                 labels: image.labels,
             };
             for tag in image.repo_tags {
@@ -324,7 +324,7 @@ impl Engine {
         let Some(image) = self.inspect_raw(reference).await? else {
             return Ok(None);
         };
-        let id = checked_id(image.id.unwrap_or_default(), "inspect image")?;
+        let id = checked_id(image.id.unwrap_or_default(), "inspect image").map_err(|e| *e)?;
         Ok(Some((
             ImageInfo {
                 id,
@@ -416,7 +416,7 @@ impl Engine {
                 return Err(build_failed(req, err, &tail));
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
-                image_id = Some(checked_id(id, "build")?);
+                image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
             }
         }
         match producer.await {
@@ -565,18 +565,18 @@ fn parse_ping_head(head: &str) -> std::io::Result<Option<ClientVersion>> {
 }
 
 /// An image ID the engine answered, checked before planner uses it (`sha256:` + 64 hex).
-fn checked_id(id: String, what: &str) -> Result<String, DockerError> {
+fn checked_id(id: String, what: &str) -> Result<String, Box<DockerError>> {
     if crate::ids::is_image_id(&id) {
         return Ok(id);
     }
     let shown: String = id.chars().take(80).collect();
-    Err(api(
+    Err(Box::new(api(
         what,
         "",
         &format!(
             "the engine answered an invalid image ID {shown:?}; is DOCKER_HOST a Docker engine?"
         ),
-    ))
+    )))
 }
 
 fn api(what: &str, reference: &str, detail: &str) -> DockerError {

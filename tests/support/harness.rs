@@ -221,6 +221,38 @@ pub fn label(reference: &str, label: &str) -> String {
     .to_owned()
 }
 
+/// The only checkout in the cache dir `cache` (that of commit `sha`).
+pub fn checkout_dir(cache: &Path, sha: &str) -> PathBuf {
+    let repo_dir = std::fs::read_dir(cache.join("checkouts"))
+        .unwrap()
+        .next()
+        .expect("a checkout")
+        .unwrap()
+        .path();
+    repo_dir.join(sha)
+}
+
+/// The bytes of the file `path` inside an image, without running it.
+pub fn file_in_image(reference: &str, path: &str) -> Vec<u8> {
+    let id = docker(&["create", "--network", "none", reference, "true"])
+        .trim()
+        .to_owned();
+    let out = Command::new("docker")
+        .args(["cp", &format!("{id}:{path}"), "-"])
+        .output()
+        .unwrap();
+    docker(&["rm", &id]);
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let mut entry = archive
+        .entries()
+        .unwrap()
+        .next()
+        .expect("one file")
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+    bytes
+}
 /// Lists files under `dir` inside an image without running it (create + cp).
 pub fn files_in_image(reference: &str, dir: &str) -> Vec<String> {
     let id = docker(&["create", "--network", "none", reference, "true"])
