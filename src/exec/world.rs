@@ -321,7 +321,9 @@ impl RealWorld {
             .await?;
         git::cli::checkout(&rt.repo, &rt.branch, req.commit, tmp.path(), &self.auth).await?;
         let checkout_id = store::new_checkout_id(tmp.path());
-        store::write_checkout_id(tmp.path(), &checkout_id)?;
+        let (dir, id) = (tmp.path().to_owned(), checkout_id.clone());
+        self.blocking(move |_| store::write_checkout_id(&dir, &id))
+            .await?;
         let dest = self.store.checkout_path(&repo, req.commit);
         let (from, to) = (tmp.path().to_owned(), dest.clone());
         self.blocking(move |store| store.commit_dir(&from, &to))
@@ -344,9 +346,20 @@ impl RealWorld {
                 ));
             }
         };
-        let rt = req.node.runtime();
-        let b3 = hash_dockerfile(&checkout, rt, req.commit)?;
-        let checkout_id = give_checkout_an_id(&checkout)?;
+        // File reads and an fsync: on the blocking pool, not the async runtime's threads.
+        let (dir, rt, commit) = (
+            checkout.clone(),
+            req.node.runtime().clone(),
+            req.commit.to_owned(),
+        );
+        let (b3, checkout_id) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StepError>((
+                hash_dockerfile(&dir, &rt, &commit)?,
+                give_checkout_an_id(&dir)?,
+            ))
+        })
+        .await
+        .map_err(|e| StepError::Internal(format!("verify task: {e}")))??;
         self.record(StepKind::VerifyDockerfile, req.key, req.node, |r| {
             r.commit = Some(req.commit.to_owned());
             r.dockerfile_blake3 = Some(b3.clone());
