@@ -24,19 +24,10 @@ pub fn fan_out(sinks: Vec<Sink>) -> Sink {
     })
 }
 
-/// `1536` → `1.5 KiB`.
+/// A size as reports show it, in binary units with one decimal (`1023 B`, `1.5 KiB`,
+/// `184.0 KiB`), as `bytesize` writes it.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
 #[cfg(test)]
