@@ -4,10 +4,16 @@
 //! Everything read back is input: a value is used (as a path component, a tag, a label, a
 //! slice) only after the validator for its type accepted it. Invalid values are a miss.
 
-/// A commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits, and not the all-zero id
-/// (git's "no object", never a commit).
+/// A git object id as ref advertisements carry it: 40 (SHA-1) or 64 (SHA-256) lowercase
+/// hex digits, the all-zero id included (it marks `capabilities^{}` of an empty repository).
+pub fn is_object_id(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && is_lower_hex(s)
+}
+
+/// A commit id: an object id ([`is_object_id`]) other than the all-zero id (git's "no
+/// object", never a commit).
 pub fn is_commit(s: &str) -> bool {
-    matches!(s.len(), 40 | 64) && is_lower_hex(s) && s.bytes().any(|b| b != b'0')
+    is_object_id(s) && s.bytes().any(|b| b != b'0')
 }
 
 /// A blake3 digest (a Dockerfile's, a checkout id): 64 lowercase hex digits.
@@ -52,6 +58,14 @@ mod tests {
         ] {
             assert!(!is_commit(&bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn object_ids_include_the_all_zero_id_commits_do_not() {
+        let zero = "0".repeat(40);
+        assert!(is_object_id(&zero) && !is_commit(&zero));
+        assert!(is_object_id(&"a".repeat(64)) && !is_object_id(&"A".repeat(40)));
+        assert!(!is_object_id(&"a".repeat(41)) && !is_object_id(""));
     }
 
     #[test]

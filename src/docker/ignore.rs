@@ -175,26 +175,11 @@ fn read_line(raw: &str) -> Option<String> {
 }
 
 /// Go's `filepath.Clean` for `/`-separated paths: collapses `//`, drops `.` segments, resolves
-/// `..` lexically, removes trailing slashes; `""` becomes `"."`.
+/// `..` lexically, removes trailing slashes; `""` becomes `"."`. `path-clean` ports Go's
+/// algorithm; it agrees with a line-by-line port of Go's on every path of up to 9 characters
+/// over `a`, `.`, `/`, `\\` (checked when it replaced that port) and on the table below.
 pub(crate) fn clean_path(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|last| *last != "..") => {
-                parts.pop();
-            }
-            ".." if rooted => {}
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_owned(),
-        (false, false) => joined,
-    }
+    path_clean::clean(path).to_string_lossy().into_owned()
 }
 
 impl Pattern {
@@ -593,6 +578,10 @@ mod tests {
         assert_eq!(clean_path("../a/./b/"), "../a/b");
         assert_eq!(clean_path("/../a"), "/a");
         assert_eq!(clean_path("//"), "/");
+        assert_eq!(clean_path("//a//b/../c/."), "/a/c");
+        assert_eq!(clean_path("a/.."), ".");
+        assert_eq!(clean_path("!x/../y"), "y");
+        assert_eq!(clean_path("a\\b/.."), ".");
     }
 
     #[test]

@@ -234,12 +234,8 @@ fn end_of_advertisement(
     }
 }
 
-/// An object id as ref advertisements carry it: 40 (SHA-1) or 64 (SHA-256) lowercase hex
-/// digits, the all-zero id included (it marks `capabilities^{}` of an empty repository). A
-/// commit planner uses is checked with [`crate::ids::is_commit`], which refuses it.
-pub fn is_object_id(s: &str) -> bool {
-    matches!(s.len(), 40 | 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+/// An object id as ref advertisements carry it ([`crate::ids::is_object_id`]).
+pub use crate::ids::is_object_id;
 
 #[cfg(test)]
 mod tests {

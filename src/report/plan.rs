@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use super::table::Table;
+use crate::ids::short;
 use crate::plan::{Decided, Graph, Status};
 
 /// Version of the JSON document `plan --format json` prints.
@@ -63,28 +65,21 @@ pub fn json(rows: &[PlanRow]) -> String {
 }
 
 pub fn text(rows: &[PlanRow]) -> String {
-    let rt_w = rows
-        .iter()
-        .map(|r| r.runtimes.join(",").len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let mut out = format!(
-        "{:<rt_w$}  {:<17}  {:<7}  {:<12}  REASON\n",
-        "RUNTIME", "STEP", "STATUS", "KEY"
-    );
+    let mut table = Table::new(&["RUNTIME", "STEP", "STATUS", "KEY", "REASON"])
+        .min_width(1, 17)
+        .min_width(2, 7)
+        .min_width(3, 12);
     for r in rows {
-        let key = r.key.as_deref().map_or("-", |k| &k[..12]);
-        let reason = r.reason.replace('\n', " ");
-        out.push_str(&format!(
-            "{:<rt_w$}  {:<17}  {:<7}  {:<12}  {reason}\n",
+        table.row(vec![
             r.runtimes.join(","),
-            r.step,
-            r.status.name(),
-            key
-        ));
+            r.step.clone(),
+            r.status.name().to_owned(),
+            r.key.as_deref().map_or("-", short).to_owned(),
+            r.reason.replace('\n', " "),
+        ]);
     }
     let count = |s: Status| rows.iter().filter(|r| r.status == s).count();
+    let mut out = table.render();
     out.push_str(&format!(
         "\n{} to run, {} skipped, {} blocked, {} failed\n",
         count(Status::Run),
@@ -172,6 +167,21 @@ mod tests {
         ]);
         assert!(d.contains("\"a/verify\" -> \"a/build\";"), "{d}");
         assert!(d.contains("say \\\"hi\\\""), "{d}");
+    }
+
+    #[test]
+    fn text_is_byte_identical_to_the_captured_layout() {
+        let mut long = row("a,b/build", Status::Blocked, &[]);
+        long.runtimes = vec!["alpha".into(), "beta".into()];
+        long.key = None;
+        long.reason = "two\nlines".into();
+        let mut t = text(&[
+            row("a/verify", Status::Skip, &[]),
+            row("a/build", Status::Run, &[]),
+            long,
+        ]);
+        t += &text(&[]);
+        assert_eq!(t, include_str!("testdata/plan.txt"));
     }
 
     #[test]

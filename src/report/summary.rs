@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
+use super::table::Table;
 use crate::exec::Outcome;
+use crate::ids::short;
 use crate::plan::{Decided, Graph, Output, Status};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -79,48 +81,88 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
     }
 }
 
-/// The summary as a plain table.
+/// The summary as a plain table: one row per runtime (and its first error line under it),
+/// then the totals.
 pub fn table(rows: &[RuntimeSummary], elapsed: std::time::Duration) -> String {
-    let w = rows
-        .iter()
-        .map(|r| r.runtime.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let iw = rows
-        .iter()
-        .filter_map(|r| r.image.as_ref().map(String::len))
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let mut out = format!(
-        "{:<w$}  {:<7}  {:<12}  {:<iw$}  {:>7}  RAN\n",
-        "RUNTIME", "STATUS", "COMMIT", "IMAGE", "TIME"
-    );
+    let mut table = Table::new(&["RUNTIME", "STATUS", "COMMIT", "IMAGE", "TIME", "RAN"])
+        .min_width(1, 7)
+        .min_width(2, 12)
+        .align_right(4)
+        .min_width(4, 7);
     for r in rows {
-        let commit = r.commit.as_deref().map_or("-", crate::config::sha12);
         let ran = if r.ran.is_empty() {
             "nothing".to_owned()
         } else {
             r.ran.join(",")
         };
-        out.push_str(&format!(
-            "{:<w$}  {:<7}  {commit:<12}  {:<iw$}  {:>6.1}s  {ran}\n",
-            r.runtime,
-            r.status,
-            r.image.as_deref().unwrap_or("-"),
-            r.duration.as_secs_f64()
-        ));
+        table.row(vec![
+            r.runtime.clone(),
+            r.status.to_owned(),
+            r.commit.as_deref().map_or("-", short).to_owned(),
+            r.image.clone().unwrap_or_else(|| "-".into()),
+            format!("{:.1}s", r.duration.as_secs_f64()),
+            ran,
+        ]);
         if let Some(e) = &r.error {
             let first = e.lines().next().unwrap_or_default();
-            out.push_str(&format!("{:<w$}  error: {first}\n", ""));
+            table.row(vec![String::new(), format!("error: {first}")]);
         }
     }
     let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let mut out = table.render();
     out.push_str(&format!(
         "{} ensured, {failed} failed in {:.1}s\n",
         rows.len() - failed,
         elapsed.as_secs_f64()
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_byte_identical_to_the_captured_layout() {
+        let r = |rt: &str,
+                 status,
+                 commit: Option<&str>,
+                 image: Option<&str>,
+                 error: Option<&str>,
+                 secs| {
+            RuntimeSummary {
+                runtime: rt.into(),
+                status,
+                commit: commit.map(Into::into),
+                image: image.map(Into::into),
+                ran: if error.is_some() {
+                    vec![]
+                } else {
+                    vec!["clone".into(), "build".into()]
+                },
+                error: error.map(Into::into),
+                duration: std::time::Duration::from_secs_f64(secs),
+            }
+        };
+        let c = "2f7ce8dd88a7f9f674bbadc0b7f1bf5e1443a2c7";
+        let alpha = Some("planner-demo/alpha:2f7ce8dd88a7");
+        let mut out = table(
+            &[
+                r("alpha", "ensured", Some(c), alpha, None, 1.2),
+                r(
+                    "beta",
+                    "failed",
+                    None,
+                    None,
+                    Some("build: boom\nsecond line"),
+                    12.25,
+                ),
+            ],
+            std::time::Duration::from_millis(1300),
+        );
+        let gamma = r("gamma", "failed", None, None, Some("x"), 0.0);
+        out += &table(&[gamma], std::time::Duration::ZERO);
+        out += &table(&[], std::time::Duration::ZERO);
+        assert_eq!(out, include_str!("testdata/summary.txt"));
+    }
 }
