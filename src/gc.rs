@@ -203,7 +203,7 @@ fn own_labels(labels: &HashMap<String, String>) -> Option<(Key, String)> {
     if !crate::ids::is_commit(&commit) {
         return None;
     }
-    let inputs = crate::exec::world::inputs_from_labels(labels);
+    let inputs = crate::steps::build::inputs_from_labels(labels);
     (key::build_key(&inputs) == label_key).then_some((label_key, commit))
 }
 

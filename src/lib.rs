@@ -23,4 +23,5 @@ pub mod mask;
 pub mod plan;
 pub mod report;
 pub mod status;
+pub mod steps;
 pub mod store;

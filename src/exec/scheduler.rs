@@ -387,11 +387,10 @@ async fn lock_check_run<E: Effects>(
         .map_or_else(String::new, |d| d.reason.clone());
     // The permit is taken only now, with the key's lock held and the work known to be
     // needed: a step waiting for another process's lock must not hold a `--jobs` slot.
-    let _permit = match node.kind {
-        StepKind::Clone | StepKind::Build => {
-            Some(jobs.acquire().await.expect("semaphore is never closed"))
-        }
-        _ => None,
+    let _permit = if node.kind.heavy() {
+        Some(jobs.acquire().await.expect("semaphore is never closed"))
+    } else {
+        None
     };
     sink(&Event::Started {
         step: step.clone(),

@@ -1,4 +1,5 @@
-//! The built-in step kinds, their names in plan files, and what each needs and accepts.
+//! The names of the built-in step kinds. What each kind is and does lives in its module
+//! under [`crate::steps`]; these methods ask it.
 
 use std::fmt;
 
@@ -24,13 +25,7 @@ impl StepKind {
 
     /// The name used in plan files and output.
     pub fn name(self) -> &'static str {
-        match self {
-            StepKind::ResolveHead => "resolve-head",
-            StepKind::Clone => "clone",
-            StepKind::VerifyDockerfile => "verify-dockerfile",
-            StepKind::Build => "build",
-            StepKind::TagLatest => "tag-latest",
-        }
+        crate::steps::of(self).name()
     }
 
     pub fn from_name(name: &str) -> Option<StepKind> {
@@ -39,21 +34,17 @@ impl StepKind {
 
     /// The kind whose output this kind consumes (exactly one such need), if any.
     pub fn input_kind(self) -> Option<StepKind> {
-        match self {
-            StepKind::ResolveHead => None,
-            StepKind::Clone => Some(StepKind::ResolveHead),
-            StepKind::VerifyDockerfile => Some(StepKind::Clone),
-            StepKind::Build => Some(StepKind::VerifyDockerfile),
-            StepKind::TagLatest => Some(StepKind::Build),
-        }
+        crate::steps::of(self).input_kind()
     }
 
     /// Parameters a step of this kind accepts in its `params` table.
     pub fn params(self) -> &'static [&'static str] {
-        match self {
-            StepKind::Build => &["target"],
-            _ => &[],
-        }
+        crate::steps::of(self).params()
+    }
+
+    /// Whether running a step of this kind takes one of the `--jobs` slots.
+    pub fn heavy(self) -> bool {
+        crate::steps::of(self).heavy()
     }
 }
 

@@ -1,0 +1,68 @@
+//! The step kinds, one module each, and the registry that names them.
+//!
+//! A kind says everything about itself in one place ([`Kind`]): its name in plan files, the
+//! kind whose output it consumes, the params it accepts, whether it takes a `--jobs` slot,
+//! and how it probes and runs against the real world ([`RealWorld`]). The scheduler and
+//! `decide` only ever ask a kind through this trait; [`of`] is the registry.
+//!
+//! Adding a kind: a module here implementing [`Kind`], a variant of [`StepKind`] and its
+//! line in [`of`].
+
+pub mod build;
+pub mod clone;
+pub mod resolve_head;
+pub mod tag_latest;
+pub mod verify_dockerfile;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::StepError;
+use crate::exec::RunRequest;
+use crate::exec::world::RealWorld;
+use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+
+/// One step kind: what it is, and what it does to the real world.
+pub trait Kind: Sync {
+    /// The name used in plan files, output and records.
+    fn name(&self) -> &'static str;
+
+    /// The kind whose output this kind consumes (exactly one such need), if any.
+    fn input_kind(&self) -> Option<StepKind> {
+        None
+    }
+
+    /// Parameters a step of this kind accepts in its `params` table.
+    fn params(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether running it takes one of the `--jobs` slots (heavy work: network, builds).
+    fn heavy(&self) -> bool {
+        false
+    }
+
+    /// Whether the step is materialized, asking the engine and the filesystem.
+    fn probe<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a ProbeRequest<'_>,
+    ) -> BoxFuture<'a, Result<Probe, StepError>>;
+
+    /// Does the step's work and commits its record.
+    fn run<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a RunRequest<'_>,
+    ) -> BoxFuture<'a, Result<Output, StepError>>;
+}
+
+/// The registry: the module implementing each kind.
+pub fn of(kind: StepKind) -> &'static dyn Kind {
+    match kind {
+        StepKind::ResolveHead => &resolve_head::Step,
+        StepKind::Clone => &clone::Step,
+        StepKind::VerifyDockerfile => &verify_dockerfile::Step,
+        StepKind::Build => &build::Step,
+        StepKind::TagLatest => &tag_latest::Step,
+    }
+}
