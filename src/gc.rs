@@ -27,7 +27,8 @@ use std::sync::Arc;
 use crate::config::Runtime;
 use crate::docker::DockerError;
 use crate::docker::engine::{self as eng, Engine, ImageEntry, RemoveOutcome};
-use crate::key::{self, Key};
+use crate::key::Key;
+use crate::steps;
 use crate::store::{self, CheckoutDir, CheckoutState, Store, StoreError};
 
 /// Version of the `gc --json` document.
@@ -204,7 +205,7 @@ fn own_labels(labels: &HashMap<String, String>) -> Option<(Key, String)> {
         return None;
     }
     let inputs = crate::steps::build::inputs_from_labels(labels);
-    (key::build_key(&inputs) == label_key).then_some((label_key, commit))
+    (steps::build::key(&inputs) == label_key).then_some((label_key, commit))
 }
 
 /// A commit's artifacts for one runtime.
@@ -603,7 +604,7 @@ fn checkout_item(
     names: &[String],
     co: &CheckoutDir,
 ) -> Result<GcItem, StoreError> {
-    let key = key::clone_key(repo, &co.commit);
+    let key = steps::clone::key(repo, &co.commit);
     let status = if store.is_locked(&key)? {
         ItemStatus::Skipped(format!(
             "another planner process holds its lock (key {})",
@@ -1028,7 +1029,7 @@ mod tests {
     use super::*;
 
     fn labels(commit: &str) -> HashMap<String, String> {
-        let inputs = key::BuildInputs {
+        let inputs = steps::build::BuildInputs {
             repo: "https://h.example/tpl".into(),
             commit: commit.into(),
             dockerfile: "Dockerfile".into(),
@@ -1036,7 +1037,10 @@ mod tests {
             params: Default::default(),
         };
         HashMap::from([
-            (eng::LABEL_KEY.into(), key::build_key(&inputs).to_string()),
+            (
+                eng::LABEL_KEY.into(),
+                steps::build::key(&inputs).to_string(),
+            ),
             (eng::LABEL_REPO.into(), inputs.repo.clone()),
             (eng::LABEL_REVISION.into(), commit.into()),
             (eng::LABEL_DOCKERFILE.into(), inputs.dockerfile.clone()),
@@ -1067,8 +1071,8 @@ mod tests {
     fn gc_removes_free_lock_files_never_a_held_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let free = key::clone_key("r", &"a".repeat(40));
-        let busy = key::clone_key("r", &"b".repeat(40));
+        let free = steps::clone::key("r", &"a".repeat(40));
+        let busy = steps::clone::key("r", &"b".repeat(40));
         drop(store.try_lock(&free).unwrap().unwrap());
         let held = store.try_lock(&busy).unwrap().unwrap();
         std::fs::write(dir.path().join("locks/run.lock"), b"").unwrap();

@@ -231,15 +231,8 @@ fn identity(
         }
     };
     field("kind", kind.name());
-    match kind {
-        StepKind::ResolveHead => {
-            field("repo", &rt.repo_identity());
-            field("branch", &rt.branch);
-        }
-        StepKind::Clone => {}
-        StepKind::VerifyDockerfile => field("dockerfile", &rt.dockerfile),
-        StepKind::Build => field("platform", &rt.platform),
-        StepKind::TagLatest => field("latest", &rt.latest_tag()),
+    for (name, value) in crate::steps::of(kind).reads(rt) {
+        field(name, &value);
     }
     for (k, v) in params {
         field(k, v);

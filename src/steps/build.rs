@@ -2,7 +2,7 @@
 //! computed from, tagged with every runtime's pinned tag. An image already carrying the key
 //! (under another runtime's tag, or `:latest`) is re-tagged instead of rebuilt.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use futures_util::future::BoxFuture;
@@ -13,7 +13,7 @@ use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
 use crate::error::StepError;
 use crate::exec::world::RealWorld;
 use crate::exec::{Event, RunRequest};
-use crate::key::{self, KEY_FORMAT, Key};
+use crate::key::{KEY_FORMAT, Key, KeyBuilder, KeyInputs};
 use crate::plan::{Node, Output, Probe, ProbeRequest, StepKind};
 
 pub struct Step;
@@ -35,6 +35,14 @@ impl Kind for Step {
         true
     }
 
+    fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
+        vec![("platform", rt.platform.clone())]
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        Some(key(&inputs(at.node, at.commit?)))
+    }
+
     fn probe<'a>(
         &'a self,
         world: &'a RealWorld,
@@ -52,8 +60,44 @@ impl Kind for Step {
     }
 }
 
+/// The inputs of a build key, as carried by an image's labels or the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInputs {
+    pub repo: String,
+    pub commit: String,
+    pub dockerfile: String,
+    pub platform: String,
+    pub params: BTreeMap<String, String>,
+}
+
+/// The build key. The Dockerfile's digest is not an input: the commit already fixes every
+/// byte of the tree, so the key is known as soon as the branch HEAD is (see README).
+pub fn key(inputs: &BuildInputs) -> Key {
+    let mut b = KeyBuilder::new(StepKind::Build);
+    b.field("repo", &inputs.repo)
+        .field("commit", &inputs.commit)
+        .field("dockerfile", &inputs.dockerfile)
+        .field("platform", &inputs.platform);
+    for (k, v) in &inputs.params {
+        b.field(&format!("param.{k}"), v);
+    }
+    b.finish()
+}
+
+/// The build inputs of a build node at a commit.
+pub fn inputs(node: &Node, commit: &str) -> BuildInputs {
+    let rt = node.runtime();
+    BuildInputs {
+        repo: rt.repo_identity(),
+        commit: commit.to_owned(),
+        dockerfile: rt.dockerfile.clone(),
+        platform: rt.platform.clone(),
+        params: node.params.clone(),
+    }
+}
+
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
-    let inputs = key::build_inputs(req.node, req.commit);
+    let inputs = inputs(req.node, req.commit);
     let mut found: Option<(String, String)> = None;
     let mut missing = Vec::new();
     for rt in &req.node.runtimes {
@@ -122,7 +166,7 @@ async fn why_no_image(
 }
 
 async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepError> {
-    let inputs = key::build_inputs(req.node, req.commit);
+    let inputs = inputs(req.node, req.commit);
     let tags: Vec<String> = req
         .node
         .runtimes
@@ -158,7 +202,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
 async fn build_from_input(
     world: &RealWorld,
     req: &RunRequest<'_>,
-    inputs: &key::BuildInputs,
+    inputs: &BuildInputs,
     tag: &str,
 ) -> Result<(String, Option<String>), StepError> {
     let Some(Output::Verified {
@@ -191,7 +235,7 @@ async fn existing_image(
     world: &RealWorld,
     tags: &[String],
     key: &Key,
-    inputs: &key::BuildInputs,
+    inputs: &BuildInputs,
 ) -> Result<Option<(String, ImageInfo)>, StepError> {
     for tag in tags {
         if let Some(info) = world.engine.inspect(tag).await?
@@ -211,7 +255,7 @@ fn build_request(
     req: &RunRequest<'_>,
     checkout: &Path,
     b3: &str,
-    inputs: &key::BuildInputs,
+    inputs: &BuildInputs,
     tag: &str,
 ) -> BuildRequest {
     let rt = req.node.runtime();
@@ -243,9 +287,9 @@ fn build_request(
 
 /// The build inputs an image's labels state (missing labels read as empty), from which its
 /// key can be recomputed.
-pub fn inputs_from_labels(labels: &HashMap<String, String>) -> key::BuildInputs {
+pub fn inputs_from_labels(labels: &HashMap<String, String>) -> BuildInputs {
     let get = |name: &str| labels.get(name).cloned().unwrap_or_default();
-    key::BuildInputs {
+    BuildInputs {
         repo: get(eng::LABEL_REPO),
         commit: get(eng::LABEL_REVISION),
         dockerfile: get(eng::LABEL_DOCKERFILE),
@@ -259,13 +303,13 @@ pub fn inputs_from_labels(labels: &HashMap<String, String>) -> key::BuildInputs 
 
 /// Why an image's labels do not prove it is the output of `key`; `None` when they do.
 /// The key is recomputed from the labels, so a copied key label alone is not trusted.
-pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &key::BuildInputs) -> Option<String> {
+pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Option<String> {
     let l = &info.labels;
     let Some(label_key) = l.get(eng::LABEL_KEY) else {
         return Some("it was not built by planner (no key label)".into());
     };
     let from_labels = inputs_from_labels(l);
-    if label_key == key.as_str() && key::build_key(&from_labels) == *key {
+    if label_key == key.as_str() && self::key(&from_labels) == *key {
         return None;
     }
     let diffs = [

@@ -9,6 +9,7 @@ use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::git;
+use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::store::{self, CheckoutState};
 
@@ -27,6 +28,10 @@ impl Kind for Step {
         true
     }
 
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        Some(key(&at.node.runtime().repo_identity(), at.commit?))
+    }
+
     fn probe<'a>(
         &'a self,
         world: &'a RealWorld,
@@ -42,6 +47,14 @@ impl Kind for Step {
     ) -> BoxFuture<'a, Result<Output, StepError>> {
         Box::pin(run(world, req))
     }
+}
+
+/// The key of a checkout: the repository identity and the commit.
+pub fn key(repo: &str, commit: &str) -> Key {
+    KeyBuilder::new(StepKind::Clone)
+        .field("repo", repo)
+        .field("commit", commit)
+        .finish()
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {

@@ -1,8 +1,8 @@
 //! The step kinds, one module each, and the registry that names them.
 //!
 //! A kind says everything about itself in one place ([`Kind`]): its name in plan files, the
-//! kind whose output it consumes, the params it accepts, whether it takes a `--jobs` slot,
-//! and how it probes and runs against the real world ([`RealWorld`]). The scheduler and
+//! kind whose output it consumes, the params it accepts, its key inputs, whether it takes a
+//! `--jobs` slot, and how it probes and runs against the real world ([`RealWorld`]). The scheduler and
 //! `decide` only ever ask a kind through this trait; [`of`] is the registry.
 //!
 //! Adding a kind: a module here implementing [`Kind`], a variant of [`StepKind`] and its
@@ -16,9 +16,11 @@ pub mod verify_dockerfile;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::Runtime;
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
+use crate::key::{Key, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 
 /// One step kind: what it is, and what it does to the real world.
@@ -40,6 +42,16 @@ pub trait Kind: Sync {
     fn heavy(&self) -> bool {
         false
     }
+
+    /// The configuration values a step of this kind reads, beyond its needs and params: part
+    /// of its identity in the graph, so that steps reading the same values are one step.
+    fn reads(&self, _rt: &Runtime) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// The step's content address from its inputs ([`crate::key`] encodes, with the kind's
+    /// name first); `None` while they are not known (no commit yet).
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key>;
 
     /// Whether the step is materialized, asking the engine and the filesystem.
     fn probe<'a>(

@@ -5,12 +5,12 @@
 use futures_util::future::BoxFuture;
 
 use super::Kind;
-use crate::config::sha12;
+use crate::config::{Runtime, sha12};
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::git;
-use crate::key::{self, Key};
+use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind};
 
 pub struct Step;
@@ -18,6 +18,15 @@ pub struct Step;
 impl Kind for Step {
     fn name(&self) -> &'static str {
         "resolve-head"
+    }
+
+    fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
+        vec![("repo", rt.repo_identity()), ("branch", rt.branch.clone())]
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        let rt = at.node.runtime();
+        Some(key(&rt.repo_identity(), &rt.branch))
     }
 
     fn probe<'a>(
@@ -41,6 +50,14 @@ impl Kind for Step {
     }
 }
 
+/// The key of a branch's resolve: the repository identity and the branch.
+pub fn key(repo: &str, branch: &str) -> Key {
+    KeyBuilder::new(StepKind::ResolveHead)
+        .field("repo", repo)
+        .field("branch", branch)
+        .finish()
+}
+
 /// Resolves the branch HEAD of `node`'s runtime and records the answer.
 pub async fn resolve(
     world: &RealWorld,
@@ -49,7 +66,7 @@ pub async fn resolve(
     offline: bool,
 ) -> Result<Resolved, StepError> {
     let rt = node.runtime();
-    debug_assert_eq!(*key, key::resolve_key(&rt.repo_identity(), &rt.branch));
+    debug_assert_eq!(*key, self::key(&rt.repo_identity(), &rt.branch));
     let previous = world
         .store
         .recorded_head(&rt.repo_identity(), &rt.branch)

@@ -4,10 +4,12 @@
 use futures_util::future::BoxFuture;
 
 use super::Kind;
+use crate::config::Runtime;
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::scheduler::short_id;
 use crate::exec::world::RealWorld;
+use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 
 pub struct Step;
@@ -19,6 +21,15 @@ impl Kind for Step {
 
     fn input_kind(&self) -> Option<StepKind> {
         Some(StepKind::Build)
+    }
+
+    fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
+        vec![("latest", rt.latest_tag())]
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        at.commit?;
+        Some(key(at.input?, &at.node.runtime().latest_tag()))
     }
 
     fn probe<'a>(
@@ -36,6 +47,14 @@ impl Kind for Step {
     ) -> BoxFuture<'a, Result<Output, StepError>> {
         Box::pin(run(world, req))
     }
+}
+
+/// The key of a tag move: the build's key and the `:latest` tag.
+pub fn key(build: &Key, latest_tag: &str) -> Key {
+    KeyBuilder::new(StepKind::TagLatest)
+        .field("build", build.as_str())
+        .field("tag", latest_tag)
+        .finish()
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {

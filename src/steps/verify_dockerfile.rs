@@ -10,7 +10,7 @@ use crate::config::{Runtime, sha12};
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
-use crate::key::Key;
+use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::store::{self, CheckoutState};
 
@@ -28,6 +28,15 @@ impl Kind for Step {
         Some(StepKind::Clone)
     }
 
+    fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
+        vec![("dockerfile", rt.dockerfile.clone())]
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        at.commit?;
+        Some(key(at.input?, &at.node.runtime().dockerfile))
+    }
+
     fn probe<'a>(
         &'a self,
         world: &'a RealWorld,
@@ -43,6 +52,14 @@ impl Kind for Step {
     ) -> BoxFuture<'a, Result<Output, StepError>> {
         Box::pin(run(world, req))
     }
+}
+
+/// The key of a verify: the checkout's key and the Dockerfile's path in it.
+pub fn key(clone: &Key, dockerfile: &str) -> Key {
+    KeyBuilder::new(StepKind::VerifyDockerfile)
+        .field("clone", clone.as_str())
+        .field("dockerfile", dockerfile)
+        .finish()
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
