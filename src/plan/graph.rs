@@ -107,7 +107,7 @@ impl Graph {
         let mut cur = id;
         loop {
             let node = &self.g[cur];
-            if node.kind == StepKind::ResolveHead {
+            if node.kind.is_root() {
                 return Some(cur);
             }
             cur = self.need_of_kind(cur, node.kind.input_kind()?)?;

@@ -42,6 +42,22 @@ impl StepKind {
         crate::steps::of(self).params()
     }
 
+    /// A root kind consumes no other kind's output: it is answered in the resolve phase
+    /// (`exec::Effects::resolve`), before deciding, and everything else descends from it.
+    pub fn is_root(self) -> bool {
+        self.input_kind().is_none()
+    }
+
+    /// Whether its probe judges its input's output ([`crate::steps::Kind::probes_input`]).
+    pub fn probes_input(self) -> bool {
+        crate::steps::of(self).probes_input()
+    }
+
+    /// Whether it runs once decided, even if found present ([`crate::steps::Kind::always_runs`]).
+    pub fn always_runs(self) -> bool {
+        crate::steps::of(self).always_runs()
+    }
+
     /// Whether running a step of this kind takes one of the `--jobs` slots.
     pub fn heavy(self) -> bool {
         crate::steps::of(self).heavy()

@@ -43,6 +43,18 @@ pub trait Kind: Sync {
         false
     }
 
+    /// Whether its probe judges its input's output (so `decide` probes the input first,
+    /// even when the input itself is not needed).
+    fn probes_input(&self) -> bool {
+        false
+    }
+
+    /// Whether, once decided to run, it runs even when the re-check under the lock finds it
+    /// present: for work that is idempotent and cheap, so the dry run stays exact.
+    fn always_runs(&self) -> bool {
+        false
+    }
+
     /// The configuration values a step of this kind reads, beyond its needs and params: part
     /// of its identity in the graph, so that steps reading the same values are one step.
     fn reads(&self, _rt: &Runtime) -> Vec<(&'static str, String)> {

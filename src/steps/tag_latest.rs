@@ -32,6 +32,14 @@ impl Kind for Step {
         Some(key(at.input?, &at.node.runtime().latest_tag()))
     }
 
+    fn probes_input(&self) -> bool {
+        true
+    }
+
+    fn always_runs(&self) -> bool {
+        true
+    }
+
     fn probe<'a>(
         &'a self,
         world: &'a RealWorld,
