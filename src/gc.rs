@@ -28,7 +28,7 @@ use crate::config::Runtime;
 use crate::docker::DockerError;
 use crate::docker::engine::{self as eng, Engine, ImageEntry, RemoveOutcome};
 use crate::key::Key;
-use crate::steps;
+use crate::steps::{self, Attests};
 use crate::store::{self, CheckoutDir, CheckoutState, Store, StoreError};
 
 /// Version of the `gc --json` document.
@@ -792,7 +792,8 @@ fn record_commits<'r>(
         };
         attributed.insert(c);
         let is_mine = rec.runtimes.contains(&rt.name)
-            && (rec.kind != "resolve-head" || rec.branch.as_deref() == Some(rt.branch.as_str()));
+            && (attests(rec) != Some(Attests::BranchHead)
+                || rec.branch.as_deref() == Some(rt.branch.as_str()));
         if is_mine {
             mine.insert(c);
         }
@@ -808,12 +809,17 @@ fn record_orphan(
     images_by_key: &HashMap<&Key, Vec<&String>>,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
-    match rec.kind.as_str() {
-        "clone" | "verify-dockerfile" => checkout_record_orphan(rec, store, removals),
-        "build" => build_record_orphan(rec, images_by_key, removals),
-        "tag-latest" => latest_record_orphan(rec, own, removals),
-        _ => None,
+    match attests(rec)? {
+        Attests::BranchHead => None,
+        Attests::Checkout => checkout_record_orphan(rec, store, removals),
+        Attests::Image => build_record_orphan(rec, images_by_key, removals),
+        Attests::LatestTag => latest_record_orphan(rec, own, removals),
     }
+}
+
+/// What a record stands for, asked of the kind it names; `None` for an unknown kind.
+fn attests(rec: &store::Record) -> Option<Attests> {
+    steps::by_name(&rec.kind).map(|k| k.attests())
 }
 
 /// A clone or verify-dockerfile record is an orphan when its checkout is gone, or after the

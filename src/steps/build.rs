@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures_util::future::BoxFuture;
 
-use super::Kind;
+use super::{Attests, Kind};
 use crate::config::{Runtime, sha12};
 use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
 use crate::error::StepError;
@@ -41,6 +41,10 @@ impl Kind for Step {
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         Some(key(&inputs(at.node, at.commit?)))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::Image
     }
 
     fn probe<'a>(

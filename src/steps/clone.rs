@@ -3,7 +3,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::Kind;
+use super::{Attests, Kind};
 use crate::config::sha12;
 use crate::error::StepError;
 use crate::exec::RunRequest;
@@ -30,6 +30,10 @@ impl Kind for Step {
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         Some(key(&at.node.runtime().repo_identity(), at.commit?))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::Checkout
     }
 
     fn probe<'a>(

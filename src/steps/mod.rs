@@ -2,8 +2,9 @@
 //!
 //! A kind says everything about itself in one place ([`Kind`]): its name in plan files, the
 //! kind whose output it consumes, the params it accepts, its key inputs, whether it takes a
-//! `--jobs` slot, and how it probes and runs against the real world ([`RealWorld`]). The scheduler and
-//! `decide` only ever ask a kind through this trait; [`of`] is the registry.
+//! `--jobs` slot, how it probes and runs against the real world ([`RealWorld`]), and what its
+//! record stands for ([`Attests`], for `gc`). The graph, keys, `decide`, the scheduler and
+//! `gc` only ever ask a kind through this trait; [`of`] is the registry.
 //!
 //! Adding a kind: a module here implementing [`Kind`], a variant of [`StepKind`] and its
 //! line in [`of`].
@@ -65,6 +66,9 @@ pub trait Kind: Sync {
     /// name first); `None` while they are not known (no commit yet).
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key>;
 
+    /// What a record of this kind stands for, which `gc` checks to tell an orphan record.
+    fn attests(&self) -> Attests;
+
     /// Whether the step is materialized, asking the engine and the filesystem.
     fn probe<'a>(
         &'a self,
@@ -78,6 +82,24 @@ pub trait Kind: Sync {
         world: &'a RealWorld,
         req: &'a RunRequest<'_>,
     ) -> BoxFuture<'a, Result<Output, StepError>>;
+}
+
+/// What a step's record stands for, in the cache dir or the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attests {
+    /// Where a branch was (the record carries the branch): kept; it saves no work to remove.
+    BranchHead,
+    /// A checkout in the cache dir: an orphan once the checkout is gone.
+    Checkout,
+    /// An image carrying the step's key: an orphan once no image carries it.
+    Image,
+    /// The image a `:latest` tag names: an orphan once that image is gone.
+    LatestTag,
+}
+
+/// The kind a record names, by its name; `None` for a name no kind has.
+pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+    StepKind::from_name(name).map(of)
 }
 
 /// The registry: the module implementing each kind.

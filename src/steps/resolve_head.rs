@@ -4,7 +4,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::Kind;
+use super::{Attests, Kind};
 use crate::config::{Runtime, sha12};
 use crate::error::StepError;
 use crate::exec::RunRequest;
@@ -27,6 +27,10 @@ impl Kind for Step {
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         let rt = at.node.runtime();
         Some(key(&rt.repo_identity(), &rt.branch))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::BranchHead
     }
 
     fn probe<'a>(

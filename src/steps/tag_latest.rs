@@ -3,7 +3,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::Kind;
+use super::{Attests, Kind};
 use crate::config::Runtime;
 use crate::error::StepError;
 use crate::exec::RunRequest;
@@ -38,6 +38,10 @@ impl Kind for Step {
 
     fn always_runs(&self) -> bool {
         true
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::LatestTag
     }
 
     fn probe<'a>(

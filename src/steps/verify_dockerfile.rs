@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
 
-use super::Kind;
+use super::{Attests, Kind};
 use crate::config::{Runtime, sha12};
 use crate::error::StepError;
 use crate::exec::RunRequest;
@@ -35,6 +35,10 @@ impl Kind for Step {
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         at.commit?;
         Some(key(at.input?, &at.node.runtime().dockerfile))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::Checkout
     }
 
     fn probe<'a>(
