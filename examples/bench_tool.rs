@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use planner::config::{self, EnvOverrides};
-use planner::key;
+use planner::steps;
 use planner::store::{RECORD_SCHEMA, Record, now_secs};
 
 fn main() -> ExitCode {
@@ -99,7 +99,7 @@ fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
         let rec = Record {
             schema: RECORD_SCHEMA,
             kind: "resolve-head".into(),
-            key: key::resolve_key(&repo, &rt.branch),
+            key: steps::resolve_head::key(&repo, &rt.branch),
             runtimes: vec![rt.name.clone()],
             repo,
             branch: Some(rt.branch.clone()),

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use crate::config::Runtime;
 use crate::docker::DockerError;
 use crate::docker::engine::{self as eng, Engine, ImageEntry, RemoveOutcome};
-use crate::key::{self, Key};
+use crate::key::Key;
+use crate::steps::{self, Attests};
 use crate::store::{self, CheckoutDir, CheckoutState, Store, StoreError};
 
 /// Version of the `gc --json` document.
@@ -203,8 +204,8 @@ fn own_labels(labels: &HashMap<String, String>) -> Option<(Key, String)> {
     if !crate::ids::is_commit(&commit) {
         return None;
     }
-    let inputs = crate::exec::world::inputs_from_labels(labels);
-    (key::build_key(&inputs) == label_key).then_some((label_key, commit))
+    let inputs = crate::steps::build::inputs_from_labels(labels);
+    (steps::build::key(&inputs) == label_key).then_some((label_key, commit))
 }
 
 /// A commit's artifacts for one runtime.
@@ -603,7 +604,7 @@ fn checkout_item(
     names: &[String],
     co: &CheckoutDir,
 ) -> Result<GcItem, StoreError> {
-    let key = key::clone_key(repo, &co.commit);
+    let key = steps::clone::key(repo, &co.commit);
     let status = if store.is_locked(&key)? {
         ItemStatus::Skipped(format!(
             "another planner process holds its lock (key {})",
@@ -791,7 +792,8 @@ fn record_commits<'r>(
         };
         attributed.insert(c);
         let is_mine = rec.runtimes.contains(&rt.name)
-            && (rec.kind != "resolve-head" || rec.branch.as_deref() == Some(rt.branch.as_str()));
+            && (attests(rec) != Some(Attests::BranchHead)
+                || rec.branch.as_deref() == Some(rt.branch.as_str()));
         if is_mine {
             mine.insert(c);
         }
@@ -807,12 +809,17 @@ fn record_orphan(
     images_by_key: &HashMap<&Key, Vec<&String>>,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
-    match rec.kind.as_str() {
-        "clone" | "verify-dockerfile" => checkout_record_orphan(rec, store, removals),
-        "build" => build_record_orphan(rec, images_by_key, removals),
-        "tag-latest" => latest_record_orphan(rec, own, removals),
-        _ => None,
+    match attests(rec)? {
+        Attests::BranchHead => None,
+        Attests::Checkout => checkout_record_orphan(rec, store, removals),
+        Attests::Image => build_record_orphan(rec, images_by_key, removals),
+        Attests::LatestTag => latest_record_orphan(rec, own, removals),
     }
+}
+
+/// What a record stands for, asked of the kind it names; `None` for an unknown kind.
+fn attests(rec: &store::Record) -> Option<Attests> {
+    steps::by_name(&rec.kind).map(|k| k.attests())
 }
 
 /// A clone or verify-dockerfile record is an orphan when its checkout is gone, or after the
@@ -1028,7 +1035,7 @@ mod tests {
     use super::*;
 
     fn labels(commit: &str) -> HashMap<String, String> {
-        let inputs = key::BuildInputs {
+        let inputs = steps::build::BuildInputs {
             repo: "https://h.example/tpl".into(),
             commit: commit.into(),
             dockerfile: "Dockerfile".into(),
@@ -1036,7 +1043,10 @@ mod tests {
             params: Default::default(),
         };
         HashMap::from([
-            (eng::LABEL_KEY.into(), key::build_key(&inputs).to_string()),
+            (
+                eng::LABEL_KEY.into(),
+                steps::build::key(&inputs).to_string(),
+            ),
             (eng::LABEL_REPO.into(), inputs.repo.clone()),
             (eng::LABEL_REVISION.into(), commit.into()),
             (eng::LABEL_DOCKERFILE.into(), inputs.dockerfile.clone()),
@@ -1067,8 +1077,8 @@ mod tests {
     fn gc_removes_free_lock_files_never_a_held_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let free = key::clone_key("r", &"a".repeat(40));
-        let busy = key::clone_key("r", &"b".repeat(40));
+        let free = steps::clone::key("r", &"a".repeat(40));
+        let busy = steps::clone::key("r", &"b".repeat(40));
         drop(store.try_lock(&free).unwrap().unwrap());
         let held = store.try_lock(&busy).unwrap().unwrap();
         std::fs::write(dir.path().join("locks/run.lock"), b"").unwrap();

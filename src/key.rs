@@ -2,13 +2,14 @@
 //!
 //! Keys never include mtimes, absolute paths or credentials: only the repository identity
 //! (URL without credentials), the commit, and configuration values that change the output.
-//! Bump [`KEY_FORMAT`] whenever the meaning of a step's output changes (for example how the
-//! build context is assembled), so that old outputs stop matching.
+//! What each kind's key covers is in its module under [`crate::steps`]; this is the encoding
+//! and the walk over the graph. Bump [`KEY_FORMAT`] whenever the meaning of a step's output
+//! changes (for example how the build context is assembled), so that old outputs stop matching.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
-use crate::plan::{Graph, NodeId, StepKind};
+use crate::plan::{Graph, Node, NodeId, StepKind};
 
 /// Version of the key encoding and of the step semantics it covers.
 pub const KEY_FORMAT: &str = "planner-key/1";
@@ -74,106 +75,46 @@ impl KeyBuilder {
     }
 }
 
-/// The inputs of a build key, as carried by an image's labels or the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildInputs {
-    pub repo: String,
-    pub commit: String,
-    pub dockerfile: String,
-    pub platform: String,
-    pub params: BTreeMap<String, String>,
-}
-
-pub fn resolve_key(repo: &str, branch: &str) -> Key {
-    KeyBuilder::new(StepKind::ResolveHead)
-        .field("repo", repo)
-        .field("branch", branch)
-        .finish()
-}
-
-pub fn clone_key(repo: &str, commit: &str) -> Key {
-    KeyBuilder::new(StepKind::Clone)
-        .field("repo", repo)
-        .field("commit", commit)
-        .finish()
-}
-
-pub fn verify_key(clone: &Key, dockerfile: &str) -> Key {
-    KeyBuilder::new(StepKind::VerifyDockerfile)
-        .field("clone", clone.as_str())
-        .field("dockerfile", dockerfile)
-        .finish()
-}
-
-/// The build key. The Dockerfile's digest is not an input: the commit already fixes every
-/// byte of the tree, so the key is known as soon as the branch HEAD is (see README).
-pub fn build_key(inputs: &BuildInputs) -> Key {
-    let mut b = KeyBuilder::new(StepKind::Build);
-    b.field("repo", &inputs.repo)
-        .field("commit", &inputs.commit)
-        .field("dockerfile", &inputs.dockerfile)
-        .field("platform", &inputs.platform);
-    for (k, v) in &inputs.params {
-        b.field(&format!("param.{k}"), v);
-    }
-    b.finish()
-}
-
-pub fn tag_latest_key(build: &Key, latest_tag: &str) -> Key {
-    KeyBuilder::new(StepKind::TagLatest)
-        .field("build", build.as_str())
-        .field("tag", latest_tag)
-        .finish()
-}
-
-/// Computes every node's key from the commits its resolve-head nodes answered.
-/// Nodes whose resolve-head has no commit (it failed) get no key.
+/// Computes every node's key from the commits its resolve-head nodes answered, asking each
+/// node's kind ([`crate::steps::Kind::key`]). Nodes whose resolve-head has no commit (it
+/// failed) get a key only when their kind needs no commit.
 pub fn keys_for(graph: &Graph, commits: &HashMap<NodeId, String>) -> HashMap<NodeId, Key> {
     let mut keys: HashMap<NodeId, Key> = HashMap::new();
     for &id in graph.order() {
         let node = graph.node(id);
-        let rt = node.runtime();
         let input = node
             .kind
             .input_kind()
-            .and_then(|k| graph.need_of_kind(id, k));
-        let Some(commit) = graph.resolve_of(id).and_then(|r| commits.get(&r)) else {
-            if node.kind == StepKind::ResolveHead {
-                keys.insert(id, resolve_key(&rt.repo_identity(), &rt.branch));
-            }
-            continue;
+            .and_then(|k| graph.need_of_kind(id, k))
+            .and_then(|n| keys.get(&n));
+        let commit = graph.resolve_of(id).and_then(|r| commits.get(&r));
+        let at = KeyInputs {
+            node,
+            commit: commit.map(String::as_str),
+            input,
         };
-        let key = match node.kind {
-            StepKind::ResolveHead => resolve_key(&rt.repo_identity(), &rt.branch),
-            StepKind::Clone => clone_key(&rt.repo_identity(), commit),
-            StepKind::VerifyDockerfile => {
-                verify_key(&keys[&input.expect("validated")], &rt.dockerfile)
-            }
-            StepKind::Build => build_key(&build_inputs(node, commit)),
-            StepKind::TagLatest => {
-                tag_latest_key(&keys[&input.expect("validated")], &rt.latest_tag())
-            }
-        };
-        keys.insert(id, key);
+        if let Some(key) = crate::steps::of(node.kind).key(&at) {
+            keys.insert(id, key);
+        }
     }
     keys
 }
 
-/// The build inputs of a build node at a commit.
-pub fn build_inputs(node: &crate::plan::Node, commit: &str) -> BuildInputs {
-    let rt = node.runtime();
-    BuildInputs {
-        repo: rt.repo_identity(),
-        commit: commit.to_owned(),
-        dockerfile: rt.dockerfile.clone(),
-        platform: rt.platform.clone(),
-        params: node.params.clone(),
-    }
+/// What a kind computes its key from.
+pub struct KeyInputs<'a> {
+    pub node: &'a Node,
+    /// The commit its resolve-head answered, once known.
+    pub commit: Option<&'a str>,
+    /// The key of its input need (the kind named by `StepKind::input_kind`), once known.
+    pub input: Option<&'a Key>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::build::{BuildInputs, key as build_key};
+    use crate::steps::clone::key as clone_key;
+    use std::collections::BTreeMap;
 
     fn inputs() -> BuildInputs {
         BuildInputs {

@@ -6,6 +6,9 @@
 //! deduplicated DAG) → [`key`] (content addresses) → [`plan::decide`] (skip/run, with reasons)
 //! → [`exec`] (scheduler, locks, the real world) → an event stream → [`report`] (live
 //! terminal display, plain lines, NDJSON; plans as text, JSON or DOT).
+//! Each step kind is one module under [`steps`] (its name, input, params, key, probe, run and
+//! record), listed once in the registry [`steps::of`]; the graph, keys, `decide` and the
+//! scheduler ask the kind and never match on it.
 //! Side effects live in [`git`], [`docker`] and [`store`]; [`mask`] hides the token everywhere.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs.
@@ -23,4 +26,5 @@ pub mod mask;
 pub mod plan;
 pub mod report;
 pub mod status;
+pub mod steps;
 pub mod store;

@@ -420,7 +420,7 @@ impl Store {
     /// The resolve-head record of `branch` of `repo` (identity), when it is for exactly that
     /// repository and branch and names a valid commit.
     pub fn recorded_head(&self, repo: &str, branch: &str) -> Option<Record> {
-        let key = crate::key::resolve_key(repo, branch);
+        let key = crate::steps::resolve_head::key(repo, branch);
         let rec = self.read_record(&key, StepKind::ResolveHead)?;
         let matches =
             rec.repo == repo && rec.branch.as_deref() == Some(branch) && rec.commit.is_some();
@@ -825,7 +825,7 @@ pub fn disk_usage(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::clone_key;
+    use crate::steps::clone::key as clone_key;
 
     fn record(key: &Key) -> Record {
         Record {
@@ -1044,7 +1044,7 @@ mod tests {
 #[cfg(test)]
 mod listing_tests {
     use super::*;
-    use crate::key::clone_key;
+    use crate::steps::clone::key as clone_key;
 
     #[test]
     fn records_are_listed_with_malformed_ones_marked() {

@@ -19,7 +19,7 @@ pub use scheduler::{Options, Outcome, run};
 
 use crate::error::StepError;
 use crate::key::{Key, keys_for};
-use crate::plan::{Graph, Node, NodeId, Output, Resolved, StepKind, World};
+use crate::plan::{Graph, Node, NodeId, Output, Resolved, World};
 
 /// What running a step needs.
 pub struct RunRequest<'a> {
@@ -66,7 +66,7 @@ pub async fn resolve_all<E: Effects>(
         .order()
         .iter()
         .copied()
-        .filter(|&n| graph.node(n).kind == StepKind::ResolveHead)
+        .filter(|&n| graph.node(n).kind.is_root())
         .collect();
     let mut pending = roots.into_iter();
     let mut running = FuturesUnordered::new();

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::{Effects, Event, RunRequest, Sink, StepRef};
 use crate::mask::mask;
-use crate::plan::{Decided, Graph, NodeId, Output, Probe, ProbeRequest, Status, StepKind};
+use crate::plan::{Decided, Graph, NodeId, Output, Probe, ProbeRequest, Status};
 
 /// Scheduling options.
 #[derive(Debug, Clone)]
@@ -109,10 +109,10 @@ impl<'a, E: Effects> Sched<'a, E> {
         s
     }
 
-    /// Whether the scheduler runs `id`: decided `Run`, and not a resolve-head (those were
+    /// Whether the scheduler runs `id`: decided `Run`, and not of a root kind (those were
     /// answered by [`super::resolve_all`] before deciding).
     fn runnable(&self, id: NodeId) -> bool {
-        self.ctx.graph.node(id).kind != StepKind::ResolveHead && self.status_of(id) == Status::Run
+        !self.ctx.graph.node(id).kind.is_root() && self.status_of(id) == Status::Run
     }
 
     fn status_of(&self, id: NodeId) -> Status {
@@ -133,7 +133,7 @@ impl<'a, E: Effects> Sched<'a, E> {
             let Some(d) = self.ctx.decided.decisions.get(&id) else {
                 continue;
             };
-            if self.ctx.graph.node(id).kind == StepKind::ResolveHead {
+            if self.ctx.graph.node(id).kind.is_root() {
                 self.out.status.insert(
                     id,
                     if d.status == Status::Failed {
@@ -371,7 +371,7 @@ async fn lock_check_run<E: Effects>(
     match probe {
         // Moving a tag is idempotent and cheap: it always runs once decided, so the dry run
         // stays exact even when a rebuild reproduces the image ID :latest already names.
-        Probe::Present { .. } if node.kind == StepKind::TagLatest => {}
+        Probe::Present { .. } if node.kind.always_runs() => {}
         Probe::Present { output, reason } => {
             return Ok((
                 output,
@@ -387,11 +387,10 @@ async fn lock_check_run<E: Effects>(
         .map_or_else(String::new, |d| d.reason.clone());
     // The permit is taken only now, with the key's lock held and the work known to be
     // needed: a step waiting for another process's lock must not hold a `--jobs` slot.
-    let _permit = match node.kind {
-        StepKind::Clone | StepKind::Build => {
-            Some(jobs.acquire().await.expect("semaphore is never closed"))
-        }
-        _ => None,
+    let _permit = if node.kind.heavy() {
+        Some(jobs.acquire().await.expect("semaphore is never closed"))
+    } else {
+        None
     };
     sink(&Event::Started {
         step: step.clone(),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::plan::graph::tests::graph_for as graph;
-use crate::plan::{Decided, Probe, ProbeRequest, Status, decide::decide};
+use crate::plan::{Decided, Probe, ProbeRequest, Status, StepKind, decide::decide};
 
 /// An in-memory world: which keys are materialized, which kinds fail, what ran.
 #[derive(Default)]

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use super::graph::{Graph, Node, NodeId};
-use super::step::StepKind;
 use crate::error::StepError;
 use crate::key::{Key, keys_for};
 
@@ -175,7 +174,7 @@ struct Walk<'a, W> {
 impl<W: World> Walk<'_, W> {
     async fn visit(&mut self, id: NodeId) {
         let node = self.graph.node(id);
-        if node.kind == StepKind::ResolveHead {
+        if node.kind.is_root() {
             return;
         }
         let Some(root) = self.graph.resolve_of(id) else {
@@ -255,7 +254,8 @@ impl<W: World> Walk<'_, W> {
             .kind
             .input_kind()
             .and_then(|k| self.graph.need_of_kind(id, k));
-        if let (StepKind::TagLatest, Some(input)) = (node.kind, input)
+        if node.kind.probes_input()
+            && let Some(input) = input
             && !self.probed.contains_key(&input)
             && let Ok(p) = self.probe_one(input, root, None).await
         {

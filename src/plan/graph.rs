@@ -107,7 +107,7 @@ impl Graph {
         let mut cur = id;
         loop {
             let node = &self.g[cur];
-            if node.kind == StepKind::ResolveHead {
+            if node.kind.is_root() {
                 return Some(cur);
             }
             cur = self.need_of_kind(cur, node.kind.input_kind()?)?;
@@ -231,15 +231,8 @@ fn identity(
         }
     };
     field("kind", kind.name());
-    match kind {
-        StepKind::ResolveHead => {
-            field("repo", &rt.repo_identity());
-            field("branch", &rt.branch);
-        }
-        StepKind::Clone => {}
-        StepKind::VerifyDockerfile => field("dockerfile", &rt.dockerfile),
-        StepKind::Build => field("platform", &rt.platform),
-        StepKind::TagLatest => field("latest", &rt.latest_tag()),
+    for (name, value) in crate::steps::of(kind).reads(rt) {
+        field(name, &value);
     }
     for (k, v) in params {
         field(k, v);

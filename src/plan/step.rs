@@ -1,4 +1,5 @@
-//! The built-in step kinds, their names in plan files, and what each needs and accepts.
+//! The names of the built-in step kinds. What each kind is and does lives in its module
+//! under [`crate::steps`]; these methods ask it.
 
 use std::fmt;
 
@@ -24,13 +25,7 @@ impl StepKind {
 
     /// The name used in plan files and output.
     pub fn name(self) -> &'static str {
-        match self {
-            StepKind::ResolveHead => "resolve-head",
-            StepKind::Clone => "clone",
-            StepKind::VerifyDockerfile => "verify-dockerfile",
-            StepKind::Build => "build",
-            StepKind::TagLatest => "tag-latest",
-        }
+        crate::steps::of(self).name()
     }
 
     pub fn from_name(name: &str) -> Option<StepKind> {
@@ -39,21 +34,33 @@ impl StepKind {
 
     /// The kind whose output this kind consumes (exactly one such need), if any.
     pub fn input_kind(self) -> Option<StepKind> {
-        match self {
-            StepKind::ResolveHead => None,
-            StepKind::Clone => Some(StepKind::ResolveHead),
-            StepKind::VerifyDockerfile => Some(StepKind::Clone),
-            StepKind::Build => Some(StepKind::VerifyDockerfile),
-            StepKind::TagLatest => Some(StepKind::Build),
-        }
+        crate::steps::of(self).input_kind()
     }
 
     /// Parameters a step of this kind accepts in its `params` table.
     pub fn params(self) -> &'static [&'static str] {
-        match self {
-            StepKind::Build => &["target"],
-            _ => &[],
-        }
+        crate::steps::of(self).params()
+    }
+
+    /// A root kind consumes no other kind's output: it is answered in the resolve phase
+    /// (`exec::Effects::resolve`), before deciding, and everything else descends from it.
+    pub fn is_root(self) -> bool {
+        self.input_kind().is_none()
+    }
+
+    /// Whether its probe judges its input's output ([`crate::steps::Kind::probes_input`]).
+    pub fn probes_input(self) -> bool {
+        crate::steps::of(self).probes_input()
+    }
+
+    /// Whether it runs once decided, even if found present ([`crate::steps::Kind::always_runs`]).
+    pub fn always_runs(self) -> bool {
+        crate::steps::of(self).always_runs()
+    }
+
+    /// Whether running a step of this kind takes one of the `--jobs` slots.
+    pub fn heavy(self) -> bool {
+        crate::steps::of(self).heavy()
     }
 }
 

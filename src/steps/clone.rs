@@ -1,0 +1,114 @@
+//! `clone`: a checkout of the resolved commit in the cache dir, made in a temp dir and
+//! committed by rename, with a checkout id its verify record can name.
+
+use futures_util::future::BoxFuture;
+
+use super::{Attests, Kind};
+use crate::config::sha12;
+use crate::error::StepError;
+use crate::exec::RunRequest;
+use crate::exec::world::RealWorld;
+use crate::git;
+use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+use crate::store::{self, CheckoutState};
+
+pub struct Step;
+
+impl Kind for Step {
+    fn name(&self) -> &'static str {
+        "clone"
+    }
+
+    fn input_kind(&self) -> Option<StepKind> {
+        Some(StepKind::ResolveHead)
+    }
+
+    fn heavy(&self) -> bool {
+        true
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        Some(key(&at.node.runtime().repo_identity(), at.commit?))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::Checkout
+    }
+
+    fn probe<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a ProbeRequest<'_>,
+    ) -> BoxFuture<'a, Result<Probe, StepError>> {
+        Box::pin(async move { Ok(probe(world, req).await) })
+    }
+
+    fn run<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a RunRequest<'_>,
+    ) -> BoxFuture<'a, Result<Output, StepError>> {
+        Box::pin(run(world, req))
+    }
+}
+
+/// The key of a checkout: the repository identity and the commit.
+pub fn key(repo: &str, commit: &str) -> Key {
+    KeyBuilder::new(StepKind::Clone)
+        .field("repo", repo)
+        .field("commit", commit)
+        .finish()
+}
+
+async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
+    let (repo, commit) = (req.node.runtime().repo_identity(), req.commit);
+    match world.checkout_state(&repo, commit).await {
+        CheckoutState::Present(path) => Probe::Present {
+            output: Output::Checkout(path),
+            reason: format!("checkout of {} cached", sha12(commit)),
+        },
+        CheckoutState::Missing => Probe::Missing {
+            reason: format!("no checkout of {} yet", sha12(commit)),
+        },
+        CheckoutState::Corrupt(why) => Probe::Missing {
+            reason: format!("cached checkout unusable ({why}); checking out again"),
+        },
+    }
+}
+
+async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepError> {
+    let rt = req.node.runtime();
+    let repo = rt.repo_identity();
+    let key = req.key.clone();
+    let (repo2, commit) = (repo.clone(), req.commit.to_owned());
+    let tmp = world
+        .blocking(move |store| {
+            store.clean_stale_temps(&key)?;
+            // The re-check under the lock found no usable checkout: whatever is there goes.
+            if store.checkout_state(&repo2, &commit) != CheckoutState::Missing {
+                store.remove_checkout(&repo2, &commit)?;
+            }
+            store.temp_dir(&key)
+        })
+        .await?;
+    git::cli::checkout(&rt.repo, &rt.branch, req.commit, tmp.path(), &world.auth).await?;
+    let checkout_id = store::new_checkout_id(tmp.path());
+    let (dir, id) = (tmp.path().to_owned(), checkout_id.clone());
+    world
+        .blocking(move |_| store::write_checkout_id(&dir, &id))
+        .await?;
+    let dest = world.store.checkout_path(&repo, req.commit);
+    let (from, to) = (tmp.path().to_owned(), dest.clone());
+    world
+        .blocking(move |store| store.commit_dir(&from, &to))
+        .await?;
+    let _ = tmp.keep();
+    world
+        .record(StepKind::Clone, req.key, req.node, |r| {
+            r.commit = Some(req.commit.to_owned());
+            r.checkout_id = Some(checkout_id);
+        })
+        .await?;
+    Ok(Output::Checkout(dest))
+}

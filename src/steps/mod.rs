@@ -1,0 +1,114 @@
+//! The step kinds, one module each, and the registry that names them.
+//!
+//! A kind says everything about itself in one place ([`Kind`]): its name in plan files, the
+//! kind whose output it consumes, the params it accepts, its key inputs, whether it takes a
+//! `--jobs` slot, how it probes and runs against the real world ([`RealWorld`]), and what its
+//! record stands for ([`Attests`], for `gc`). The graph, keys, `decide`, the scheduler and
+//! `gc` only ever ask a kind through this trait; [`of`] is the registry.
+//!
+//! Adding a kind: a module here implementing [`Kind`], a variant of [`StepKind`] and its
+//! line in [`of`].
+
+pub mod build;
+pub mod clone;
+pub mod resolve_head;
+pub mod tag_latest;
+pub mod verify_dockerfile;
+
+use futures_util::future::BoxFuture;
+
+use crate::config::Runtime;
+use crate::error::StepError;
+use crate::exec::RunRequest;
+use crate::exec::world::RealWorld;
+use crate::key::{Key, KeyInputs};
+use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+
+/// One step kind: what it is, and what it does to the real world.
+pub trait Kind: Sync {
+    /// The name used in plan files, output and records.
+    fn name(&self) -> &'static str;
+
+    /// The kind whose output this kind consumes (exactly one such need), if any.
+    fn input_kind(&self) -> Option<StepKind> {
+        None
+    }
+
+    /// Parameters a step of this kind accepts in its `params` table.
+    fn params(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Whether running it takes one of the `--jobs` slots (heavy work: network, builds).
+    fn heavy(&self) -> bool {
+        false
+    }
+
+    /// Whether its probe judges its input's output (so `decide` probes the input first,
+    /// even when the input itself is not needed).
+    fn probes_input(&self) -> bool {
+        false
+    }
+
+    /// Whether, once decided to run, it runs even when the re-check under the lock finds it
+    /// present: for work that is idempotent and cheap, so the dry run stays exact.
+    fn always_runs(&self) -> bool {
+        false
+    }
+
+    /// The configuration values a step of this kind reads, beyond its needs and params: part
+    /// of its identity in the graph, so that steps reading the same values are one step.
+    fn reads(&self, _rt: &Runtime) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// The step's content address from its inputs ([`crate::key`] encodes, with the kind's
+    /// name first); `None` while they are not known (no commit yet).
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key>;
+
+    /// What a record of this kind stands for, which `gc` checks to tell an orphan record.
+    fn attests(&self) -> Attests;
+
+    /// Whether the step is materialized, asking the engine and the filesystem.
+    fn probe<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a ProbeRequest<'_>,
+    ) -> BoxFuture<'a, Result<Probe, StepError>>;
+
+    /// Does the step's work and commits its record.
+    fn run<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a RunRequest<'_>,
+    ) -> BoxFuture<'a, Result<Output, StepError>>;
+}
+
+/// What a step's record stands for, in the cache dir or the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attests {
+    /// Where a branch was (the record carries the branch): kept; it saves no work to remove.
+    BranchHead,
+    /// A checkout in the cache dir: an orphan once the checkout is gone.
+    Checkout,
+    /// An image carrying the step's key: an orphan once no image carries it.
+    Image,
+    /// The image a `:latest` tag names: an orphan once that image is gone.
+    LatestTag,
+}
+
+/// The kind a record names, by its name; `None` for a name no kind has.
+pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+    StepKind::from_name(name).map(of)
+}
+
+/// The registry: the module implementing each kind.
+pub fn of(kind: StepKind) -> &'static dyn Kind {
+    match kind {
+        StepKind::ResolveHead => &resolve_head::Step,
+        StepKind::Clone => &clone::Step,
+        StepKind::VerifyDockerfile => &verify_dockerfile::Step,
+        StepKind::Build => &build::Step,
+        StepKind::TagLatest => &tag_latest::Step,
+    }
+}

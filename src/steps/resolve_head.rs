@@ -1,0 +1,114 @@
+//! `resolve-head`: asks the git host where the branch is (or, offline, the last recorded
+//! answer). It is the root of every runtime's chain and is answered in the resolve phase,
+//! before deciding: it is never probed or run by the scheduler.
+
+use futures_util::future::BoxFuture;
+
+use super::{Attests, Kind};
+use crate::config::{Runtime, sha12};
+use crate::error::StepError;
+use crate::exec::RunRequest;
+use crate::exec::world::RealWorld;
+use crate::git;
+use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind};
+
+pub struct Step;
+
+impl Kind for Step {
+    fn name(&self) -> &'static str {
+        "resolve-head"
+    }
+
+    fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
+        vec![("repo", rt.repo_identity()), ("branch", rt.branch.clone())]
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        let rt = at.node.runtime();
+        Some(key(&rt.repo_identity(), &rt.branch))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::BranchHead
+    }
+
+    fn probe<'a>(
+        &'a self,
+        _: &'a RealWorld,
+        _: &'a ProbeRequest<'_>,
+    ) -> BoxFuture<'a, Result<Probe, StepError>> {
+        Box::pin(async { Err(StepError::Internal("resolve-head is not probed".into())) })
+    }
+
+    fn run<'a>(
+        &'a self,
+        _: &'a RealWorld,
+        _: &'a RunRequest<'_>,
+    ) -> BoxFuture<'a, Result<Output, StepError>> {
+        Box::pin(async {
+            Err(StepError::Internal(
+                "resolve-head runs in the resolve phase".into(),
+            ))
+        })
+    }
+}
+
+/// The key of a branch's resolve: the repository identity and the branch.
+pub fn key(repo: &str, branch: &str) -> Key {
+    KeyBuilder::new(StepKind::ResolveHead)
+        .field("repo", repo)
+        .field("branch", branch)
+        .finish()
+}
+
+/// Resolves the branch HEAD of `node`'s runtime and records the answer.
+pub async fn resolve(
+    world: &RealWorld,
+    node: &Node,
+    key: &Key,
+    offline: bool,
+) -> Result<Resolved, StepError> {
+    let rt = node.runtime();
+    debug_assert_eq!(*key, self::key(&rt.repo_identity(), &rt.branch));
+    let previous = world
+        .store
+        .recorded_head(&rt.repo_identity(), &rt.branch)
+        .and_then(|r| r.commit);
+    if offline {
+        return match previous {
+            Some(c) => Ok(Resolved {
+                reason: format!("offline: last recorded {} is {}", rt.branch, sha12(&c)),
+                commit: c.clone(),
+                previous: Some(c),
+                status: Status::Skip,
+            }),
+            None => Err(StepError::Offline(format!(
+                "offline and no recorded answer for branch {:?} of {}\n  help: run `planner ensure` (or `planner plan` without --offline) once with network access",
+                rt.branch,
+                rt.repo_identity()
+            ))),
+        };
+    }
+    let commit =
+        git::resolve_head(&world.http, &rt.repo, &rt.branch, &rt.name, &world.auth).await?;
+    let reason = match &previous {
+        Some(p) if *p != commit => format!("new commit {} (was {})", sha12(&commit), sha12(p)),
+        Some(_) => format!("{} still at {}", rt.branch, sha12(&commit)),
+        None => format!("{} is at {}", rt.branch, sha12(&commit)),
+    };
+    // A warm run finds every branch where it was: only the time is new, so no fsync.
+    let changed = previous.as_deref() != Some(commit.as_str());
+    world
+        .record_with(changed, StepKind::ResolveHead, key, node, |r| {
+            r.branch = Some(rt.branch.clone());
+            r.commit = Some(commit.clone());
+        })
+        .await?;
+    Ok(Resolved {
+        commit,
+        previous,
+        status: Status::Run,
+        reason,
+    })
+}
