@@ -46,8 +46,7 @@ impl Counts {
         };
         match event {
             // resolve-head runs every time; counting it would hide a no-op run.
-            Event::Skipped { step, .. } | Event::Finished { step, .. }
-                if step.kind == crate::plan::StepKind::ResolveHead => {}
+            Event::Skipped { step, .. } | Event::Finished { step, .. } if step.kind.is_root() => {}
             Event::Skipped { step, .. } => {
                 self.skipped.insert(id(step));
             }

@@ -131,7 +131,7 @@ impl Display {
             }
             Event::Finished { duration, .. } => {
                 st.busy += *duration;
-                if step.kind != crate::plan::StepKind::ResolveHead {
+                if !step.kind.is_root() {
                     st.ran.push(kind);
                 }
                 bar.set_message(format!("{kind}: done"));
