@@ -253,37 +253,18 @@ fn is_plain_openssh(command: &str) -> bool {
     name == "ssh" && !command.contains([';', '|', '&', '#', '`', '(', ')', '<', '>', '\n', '\\'])
 }
 
-/// The user's ssh command as git would pick it, looked up once per process.
+/// The user's ssh command as git would pick it: `GIT_SSH_COMMAND`, else `core.sshCommand`
+/// (from the config [`GitEnv::load`] already read), else `GIT_SSH`.
 async fn user_ssh_command() -> Option<String> {
-    static USER_SSH: tokio::sync::OnceCell<Option<String>> = tokio::sync::OnceCell::const_new();
-    USER_SSH.get_or_init(lookup_ssh_command).await.clone()
-}
-
-async fn lookup_ssh_command() -> Option<String> {
     let from_env = |var| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
     if let Some(cmd) = from_env("GIT_SSH_COMMAND") {
         return Some(cmd);
     }
-    if let Some(cmd) = core_ssh_command().await {
+    if let Some(cmd) = GitEnv::load().await.ssh_command() {
         return Some(cmd);
     }
     // GIT_SSH names a program (no shell): quote it so the shell sees one word.
     from_env("GIT_SSH").map(|p| format!("'{}'", p.replace('\'', r"'\''")))
-}
-
-/// `core.sshCommand` from the user's system and global git config (read outside any repository).
-async fn core_ssh_command() -> Option<String> {
-    let mut cmd = supervised_git();
-    cmd.args(["-C", "/", "config", "--get", "core.sshCommand"])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    tie_to_planner(&mut cmd);
-    let out = output_within(cmd, Duration::from_secs(10)).await.ok()?;
-    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !value.is_empty()).then_some(value)
 }
 
 /// A `[git]` limit that git itself enforced (low-speed abort, ssh connect or keep-alive

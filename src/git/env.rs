@@ -121,6 +121,20 @@ impl GitEnv {
             .await
     }
 
+    /// The user's `core.sshCommand` (the last one set, their environment entries after their
+    /// config files, as git reads them).
+    pub fn ssh_command(&self) -> Option<String> {
+        let env = users_env_entries();
+        self.passthrough
+            .iter()
+            .chain(&env)
+            .filter(|(key, _)| key.eq_ignore_ascii_case("core.sshcommand"))
+            .map(|(_, value)| value.trim())
+            .next_back()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
     /// No passthrough at all (for local commands such as `git status`).
     pub fn local() -> GitEnv {
         GitEnv::default()
@@ -220,6 +234,19 @@ fn parse_list(out: &[u8]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_command_is_the_last_core_sshcommand_read() {
+        let genv = GitEnv {
+            passthrough: vec![
+                ("core.sshcommand".into(), "ssh -i /a".into()),
+                ("credential.helper".into(), "store".into()),
+                ("core.sshcommand".into(), "ssh -i /b ".into()),
+            ],
+        };
+        assert_eq!(genv.ssh_command().as_deref(), Some("ssh -i /b"));
+        assert_eq!(GitEnv::local().ssh_command(), None);
+    }
 
     #[test]
     fn passthrough_keeps_reaching_the_host_only() {
