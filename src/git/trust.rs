@@ -37,7 +37,10 @@ pub fn unusable(dir: &Path) -> Option<String> {
             return Some(why);
         }
     }
-    if fs::read(&config).ok().as_deref() != Some(CHECKOUT_CONFIG.as_bytes()) {
+    // Compared by length first, so an enormous file is never read.
+    let same_len =
+        fs::symlink_metadata(&config).is_ok_and(|m| m.len() == CHECKOUT_CONFIG.len() as u64);
+    if !same_len || fs::read(&config).ok().as_deref() != Some(CHECKOUT_CONFIG.as_bytes()) {
         return Some(".git/config is not the one planner wrote (altered by hand?)".into());
     }
     FORBIDDEN
