@@ -152,7 +152,7 @@ impl Runtime {
 
     /// The commit-pinned image reference, `{image_prefix}{runtime}:{sha12}`.
     pub fn pinned_tag(&self, commit: &str) -> String {
-        format!("{}:{}", self.image_repo(), sha12(commit))
+        format!("{}:{}", self.image_repo(), crate::ids::short(commit))
     }
 
     /// The floating `{image_prefix}{runtime}:latest` reference.
@@ -685,12 +685,6 @@ pub fn validate_image_repo(repo: &str) -> Result<(), String> {
     } else {
         Err(complaint())
     }
-}
-
-/// The first 12 hex digits of a commit id: the pinned tag, and how commits are shown
-/// ([`crate::ids::short`]: never panics, whatever the text).
-pub fn sha12(commit: &str) -> &str {
-    crate::ids::short(commit)
 }
 
 #[cfg(test)]

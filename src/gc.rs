@@ -19,7 +19,7 @@
 //! [`plan`] decides and writes nothing (that is the dry run); [`execute`] carries out a plan.
 //! The caller holds the run lock exclusively for a real run.
 
-use crate::config::sha12;
+use crate::ids::short;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -490,7 +490,7 @@ impl<'a> Planner<'a> {
             .map(String::as_str)
             .collect();
         let deletes = remaining.is_empty();
-        let mut reason = format!("commit {} is not kept", sha12(&u.commit));
+        let mut reason = format!("commit {} is not kept", short(&u.commit));
         if !deletes {
             reason.push_str(&format!(
                 "; the image stays, still tagged {}",
@@ -613,7 +613,7 @@ fn checkout_item(
     } else {
         ItemStatus::Planned
     };
-    let reason = format!("commit {} is not kept", sha12(&co.commit));
+    let reason = format!("commit {} is not kept", short(&co.commit));
     Ok(GcItem {
         runtimes: names.to_vec(),
         path: Some(co.path.clone()),
@@ -764,7 +764,7 @@ fn pinned_images(
     for img in own.values() {
         for tag in &img.entry.repo_tags {
             let (name, t) = eng::split_reference(tag);
-            if name == image_repo && t == sha12(&img.commit) && tag == &rt.pinned_tag(&img.commit) {
+            if name == image_repo && t == short(&img.commit) && tag == &rt.pinned_tag(&img.commit) {
                 let a = out.entry(img.commit.clone()).or_default();
                 a.seen = a.seen.max(img.created);
                 a.images.push((img.entry.id.clone(), tag.clone()));
@@ -836,14 +836,14 @@ fn checkout_record_orphan(
         store.checkout_state(&rec.repo, commit),
         CheckoutState::Present(_)
     ) {
-        return Some((format!("its checkout of {} is gone", sha12(commit)), vec![]));
+        return Some((format!("its checkout of {} is gone", short(commit)), vec![]));
     }
     removals
         .checkouts
         .get(&(rec.repo.clone(), commit.clone()))
         .map(|&i| {
             (
-                format!("its checkout of {} is removed", sha12(commit)),
+                format!("its checkout of {} is removed", short(commit)),
                 vec![i],
             )
         })
@@ -937,7 +937,7 @@ async fn remove_image(engine: &Engine, item: &mut GcItem) -> ItemStatus {
             Ok(Some(info)) if info.id != id => {
                 return ItemStatus::Skipped(format!(
                     "{tag} now names another image ({}); left alone",
-                    crate::exec::scheduler::short_id(&info.id)
+                    crate::ids::short(&info.id)
                 ));
             }
             Ok(Some(_)) => {}

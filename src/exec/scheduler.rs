@@ -294,13 +294,8 @@ fn describe(output: &Output) -> String {
         Output::Verified {
             dockerfile_blake3, ..
         } => format!("Dockerfile blake3 {}", crate::ids::short(dockerfile_blake3)),
-        Output::Image { id } | Output::Tagged { id } => short_id(id),
+        Output::Image { id } | Output::Tagged { id } => crate::ids::short(id).to_owned(),
     }
-}
-
-/// `sha256:0123…` → the first 12 hex digits.
-pub fn short_id(id: &str) -> String {
-    crate::ids::short(id).to_owned()
 }
 
 /// What running one step needs from the scheduler (shared references only, so it is `Copy`).

@@ -8,11 +8,12 @@ use std::path::Path;
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::config::{Runtime, sha12};
+use crate::config::Runtime;
 use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
 use crate::error::StepError;
 use crate::exec::world::RealWorld;
 use crate::exec::{Event, RunRequest};
+use crate::ids::short;
 use crate::key::{KEY_FORMAT, Key, KeyBuilder, KeyInputs};
 use crate::plan::{Node, Output, Probe, ProbeRequest, StepKind};
 
@@ -158,8 +159,8 @@ async fn why_no_image(
     if let Some(old) = old {
         return Ok(format!(
             "new commit {} (was {})",
-            sha12(req.commit),
-            sha12(&old)
+            short(req.commit),
+            short(&old)
         ));
     }
     let built = world.store.read_record(req.key, StepKind::Build);

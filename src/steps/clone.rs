@@ -4,11 +4,11 @@
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::config::sha12;
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::git;
+use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::store::{self, CheckoutState};
@@ -66,10 +66,10 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
     match world.checkout_state(&repo, commit).await {
         CheckoutState::Present(path) => Probe::Present {
             output: Output::Checkout(path),
-            reason: format!("checkout of {} cached", sha12(commit)),
+            reason: format!("checkout of {} cached", short(commit)),
         },
         CheckoutState::Missing => Probe::Missing {
-            reason: format!("no checkout of {} yet", sha12(commit)),
+            reason: format!("no checkout of {} yet", short(commit)),
         },
         CheckoutState::Corrupt(why) => Probe::Missing {
             reason: format!("cached checkout unusable ({why}); checking out again"),

@@ -5,11 +5,12 @@
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::config::{Runtime, sha12};
+use crate::config::Runtime;
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::git;
+use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind};
 
@@ -78,7 +79,7 @@ pub async fn resolve(
     if offline {
         return match previous {
             Some(c) => Ok(Resolved {
-                reason: format!("offline: last recorded {} is {}", rt.branch, sha12(&c)),
+                reason: format!("offline: last recorded {} is {}", rt.branch, short(&c)),
                 commit: c.clone(),
                 previous: Some(c),
                 status: Status::Skip,
@@ -93,9 +94,9 @@ pub async fn resolve(
     let commit =
         git::resolve_head(&world.http, &rt.repo, &rt.branch, &rt.name, &world.auth).await?;
     let reason = match &previous {
-        Some(p) if *p != commit => format!("new commit {} (was {})", sha12(&commit), sha12(p)),
-        Some(_) => format!("{} still at {}", rt.branch, sha12(&commit)),
-        None => format!("{} is at {}", rt.branch, sha12(&commit)),
+        Some(p) if *p != commit => format!("new commit {} (was {})", short(&commit), short(p)),
+        Some(_) => format!("{} still at {}", rt.branch, short(&commit)),
+        None => format!("{} is at {}", rt.branch, short(&commit)),
     };
     // A warm run finds every branch where it was: only the time is new, so no fsync.
     let changed = previous.as_deref() != Some(commit.as_str());

@@ -7,8 +7,8 @@ use super::{Attests, Kind};
 use crate::config::Runtime;
 use crate::error::StepError;
 use crate::exec::RunRequest;
-use crate::exec::scheduler::short_id;
 use crate::exec::world::RealWorld;
+use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 
@@ -79,13 +79,13 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
     Ok(match world.engine.inspect(&latest).await? {
         Some(info) if &info.id == id => Probe::Present {
             output: Output::Tagged { id: id.clone() },
-            reason: format!("{latest} already names {}", short_id(id)),
+            reason: format!("{latest} already names {}", short(id)),
         },
         Some(info) => Probe::Missing {
             reason: format!(
                 "{latest} names {}; moving it to {}",
-                short_id(&info.id),
-                short_id(id)
+                short(&info.id),
+                short(id)
             ),
         },
         None => Probe::Missing {

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::config::{Runtime, sha12};
+use crate::config::Runtime;
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
+use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::store::{self, CheckoutState};
@@ -73,12 +74,12 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
         CheckoutState::Present(checkout) => checkout,
         CheckoutState::Missing => {
             return Probe::Missing {
-                reason: format!("no checkout of {} to verify", sha12(commit)),
+                reason: format!("no checkout of {} to verify", short(commit)),
             };
         }
         CheckoutState::Corrupt(why) => {
             return Probe::Missing {
-                reason: format!("cached checkout of {} unusable ({why})", sha12(commit)),
+                reason: format!("cached checkout of {} unusable ({why})", short(commit)),
             };
         }
     };
