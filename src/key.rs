@@ -90,7 +90,7 @@ pub fn keys_for(graph: &Graph, commits: &HashMap<NodeId, String>) -> HashMap<Nod
         let commit = graph.resolve_of(id).and_then(|r| commits.get(&r));
         let at = KeyInputs {
             node,
-            commit: commit.map(String::as_str),
+            revision: commit.map(String::as_str),
             input,
         };
         if let Some(key) = crate::steps::of(node.kind).key(&at) {
@@ -103,8 +103,8 @@ pub fn keys_for(graph: &Graph, commits: &HashMap<NodeId, String>) -> HashMap<Nod
 /// What a kind computes its key from.
 pub struct KeyInputs<'a> {
     pub node: &'a Node,
-    /// The commit its resolve-head answered, once known.
-    pub commit: Option<&'a str>,
+    /// The revision (commit or manifest digest) its root answered, once known.
+    pub revision: Option<&'a str>,
     /// The key of its input need (the kind named by `StepKind::input_kind`), once known.
     pub input: Option<&'a Key>,
 }

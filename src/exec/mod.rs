@@ -25,7 +25,8 @@ use crate::plan::{Graph, Node, NodeId, Output, Resolved, World};
 pub struct RunRequest<'a> {
     pub node: &'a Node,
     pub key: &'a Key,
-    pub commit: &'a str,
+    /// The revision its root answered (commit or manifest digest).
+    pub revision: &'a str,
     /// Output of the step's input need (the kind named by `StepKind::input_kind`).
     pub input: Option<Output>,
     pub step: StepRef,

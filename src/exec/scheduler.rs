@@ -289,7 +289,7 @@ impl<'a, E: Effects> Sched<'a, E> {
 /// A short description of an output for the finished line.
 fn describe(output: &Output) -> String {
     match output {
-        Output::Commit(c) => crate::ids::short(c).to_owned(),
+        Output::Revision(c) => crate::ids::short(c).to_owned(),
         Output::Checkout(p) => format!("checked out into {}", p.display()),
         Output::Verified {
             dockerfile_blake3, ..
@@ -343,7 +343,7 @@ async fn lock_check_run<E: Effects>(
     let root = graph
         .resolve_of(id)
         .expect("every step descends from a resolve-head");
-    let commit = &decided.commits[&root];
+    let commit = &decided.revisions[&root];
     let step = StepRef::new(graph, id, Some(key));
     let on_wait = || {
         sink(&Event::Waiting {
@@ -358,8 +358,8 @@ async fn lock_check_run<E: Effects>(
             id,
             node,
             key,
-            commit,
-            previous_commit: None,
+            revision: commit,
+            previous_revision: None,
             input: input.as_ref(),
         })
         .await?;
@@ -395,7 +395,7 @@ async fn lock_check_run<E: Effects>(
         .run(RunRequest {
             node,
             key,
-            commit,
+            revision: commit,
             input,
             step,
             sink,

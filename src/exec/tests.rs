@@ -24,7 +24,7 @@ struct Fake {
 
 fn output_for(kind: StepKind) -> Output {
     match kind {
-        StepKind::ResolveHead => Output::Commit("c".repeat(40)),
+        StepKind::ResolveHead => Output::Revision("c".repeat(40)),
         StepKind::Clone => Output::Checkout("/co".into()),
         StepKind::VerifyDockerfile => Output::Verified {
             checkout: "/co".into(),
@@ -63,7 +63,7 @@ impl Effects for Fake {
         _offline: bool,
     ) -> Result<Resolved, StepError> {
         Ok(Resolved {
-            commit: self.commit.clone(),
+            revision: self.commit.clone(),
             previous: None,
             status: Status::Run,
             reason: "resolved".into(),

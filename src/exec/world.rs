@@ -40,7 +40,7 @@ impl RealWorld {
         for (&id, resolved) in resolutions {
             let Ok(resolved) = resolved else { continue };
             for rt in &graph.node(id).runtimes {
-                references.push(rt.pinned_tag(&resolved.commit));
+                references.push(rt.pinned_tag(&resolved.revision));
                 references.push(rt.latest_tag());
                 prefixes.push(rt.image_prefix.clone());
             }
@@ -149,7 +149,7 @@ impl Effects for RealWorld {
     type Lock = Option<store::KeyLock>;
 
     async fn resolve(&self, node: &Node, key: &Key, offline: bool) -> Result<Resolved, StepError> {
-        steps::resolve_head::resolve(self, node, key, offline).await
+        steps::of(node.kind).resolve(self, node, key, offline).await
     }
 
     async fn lock(&self, key: &Key, on_wait: &(dyn Fn() + Sync)) -> Result<Self::Lock, StepError> {

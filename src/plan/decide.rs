@@ -53,7 +53,8 @@ impl Decision {
 /// A step's output, whether just produced or found materialized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Commit(String),
+    /// A commit or manifest digest, from a root step.
+    Revision(String),
     Checkout(PathBuf),
     Verified {
         checkout: PathBuf,
@@ -87,8 +88,9 @@ pub enum Probe {
 /// The answer of a resolve-head step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    pub commit: String,
-    /// The commit recorded by the previous run, if any.
+    /// The commit (git) or manifest digest (registry) the root step answered.
+    pub revision: String,
+    /// The revision recorded by the previous run, if any.
     pub previous: Option<String>,
     /// Whether this came from the network (`Run`) or a record (`--offline`, `Skip`).
     pub status: Status,
@@ -101,8 +103,9 @@ pub struct ProbeRequest<'a> {
     pub id: NodeId,
     pub node: &'a Node,
     pub key: &'a Key,
-    pub commit: &'a str,
-    pub previous_commit: Option<&'a str>,
+    /// The revision its root answered (commit or manifest digest).
+    pub revision: &'a str,
+    pub previous_revision: Option<&'a str>,
     /// The probed output of the step's input need, when it is materialized.
     pub input: Option<&'a Output>,
 }
@@ -119,7 +122,8 @@ pub struct Decided {
     pub decisions: HashMap<NodeId, Decision>,
     pub keys: HashMap<NodeId, Key>,
     pub outputs: HashMap<NodeId, Output>,
-    pub commits: HashMap<NodeId, String>,
+    /// Each root node's revision (commit or digest).
+    pub revisions: HashMap<NodeId, String>,
 }
 
 /// Decides every node, given the resolve-head answers (`Err` holds the masked error text).
@@ -133,8 +137,8 @@ pub async fn decide<W: World>(
     for (&id, res) in resolutions {
         let decision = match res {
             Ok(r) => {
-                d.commits.insert(id, r.commit.clone());
-                d.outputs.insert(id, Output::Commit(r.commit.clone()));
+                d.revisions.insert(id, r.revision.clone());
+                d.outputs.insert(id, Output::Revision(r.revision.clone()));
                 if let Some(p) = &r.previous {
                     previous.insert(id, p.clone());
                 }
@@ -144,7 +148,7 @@ pub async fn decide<W: World>(
         };
         d.decisions.insert(id, decision);
     }
-    d.keys = keys_for(graph, &d.commits);
+    d.keys = keys_for(graph, &d.revisions);
     let mut walk = Walk {
         graph,
         world,
@@ -180,7 +184,7 @@ impl<W: World> Walk<'_, W> {
         let Some(root) = self.graph.resolve_of(id) else {
             return;
         };
-        if !self.d.commits.contains_key(&root) {
+        if !self.d.revisions.contains_key(&root) {
             let reason = format!("{} failed", self.graph.node(root).display_id());
             self.d
                 .decisions
@@ -282,8 +286,8 @@ impl<W: World> Walk<'_, W> {
             id,
             node: self.graph.node(id),
             key: &self.d.keys[&id],
-            commit: &self.d.commits[&root],
-            previous_commit: self.previous.get(&root).map(String::as_str),
+            revision: &self.d.revisions[&root],
+            previous_revision: self.previous.get(&root).map(String::as_str),
             input,
         };
         self.world.probe(req).await

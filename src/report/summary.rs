@@ -56,7 +56,7 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
         _ => None,
     });
     let commit = mine.iter().find_map(|id| match decided.outputs.get(id) {
-        Some(Output::Commit(c)) => Some(c.clone()),
+        Some(Output::Revision(c)) => Some(c.clone()),
         _ => None,
     });
     let image = commit.as_ref().and_then(|c| {

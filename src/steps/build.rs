@@ -41,7 +41,7 @@ impl Kind for Step {
     }
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
-        Some(key(&inputs(at.node, at.commit?)))
+        Some(key(&inputs(at.node, at.revision?)))
     }
 
     fn attests(&self) -> Attests {
@@ -102,11 +102,11 @@ pub fn inputs(node: &Node, commit: &str) -> BuildInputs {
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
-    let inputs = inputs(req.node, req.commit);
+    let inputs = inputs(req.node, req.revision);
     let mut found: Option<(String, String)> = None;
     let mut missing = Vec::new();
     for rt in &req.node.runtimes {
-        let tag = rt.pinned_tag(req.commit);
+        let tag = rt.pinned_tag(req.revision);
         match world.engine.inspect(&tag).await? {
             Some(info) => match label_mismatch(&info, req.key, &inputs) {
                 None => found = Some((tag, info.id)),
@@ -154,29 +154,29 @@ async fn why_no_image(
         .as_ref()
         .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned())
         .filter(|c| crate::ids::is_commit(c))
-        .or_else(|| req.previous_commit.map(str::to_owned))
-        .filter(|old| old != req.commit);
+        .or_else(|| req.previous_revision.map(str::to_owned))
+        .filter(|old| old != req.revision);
     if let Some(old) = old {
         return Ok(format!(
             "new commit {} (was {})",
-            short(req.commit),
+            short(req.revision),
             short(&old)
         ));
     }
     let built = world.store.read_record(req.key, StepKind::Build);
-    if built.is_some_and(|r| r.commit.as_deref() == Some(req.commit)) {
+    if built.is_some_and(|r| r.commit.as_deref() == Some(req.revision)) {
         return Ok(format!("image {tag} missing (pruned?)"));
     }
     Ok(format!("image {tag} not built yet"))
 }
 
 async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepError> {
-    let inputs = inputs(req.node, req.commit);
+    let inputs = inputs(req.node, req.revision);
     let tags: Vec<String> = req
         .node
         .runtimes
         .iter()
-        .map(|rt| rt.pinned_tag(req.commit))
+        .map(|rt| rt.pinned_tag(req.revision))
         .collect();
     let candidates: Vec<String> = tags.iter().cloned().chain(latest_tags(req.node)).collect();
     // A re-tag needs no input: the image is there under another candidate tag.
@@ -195,7 +195,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     }
     world
         .record(StepKind::Build, req.key, req.node, |r| {
-            r.commit = Some(req.commit.to_owned());
+            r.commit = Some(req.revision.to_owned());
             r.dockerfile_blake3 = dockerfile_blake3;
             r.image_id = Some(id.clone());
         })
@@ -275,7 +275,7 @@ fn build_request(
             eng::LABEL_PARAMS.to_owned(),
             serde_json::to_string(&inputs.params).expect("string map"),
         ),
-        (eng::LABEL_REVISION.to_owned(), req.commit.to_owned()),
+        (eng::LABEL_REVISION.to_owned(), req.revision.to_owned()),
         (eng::LABEL_SOURCE.to_owned(), inputs.repo.clone()),
     ]);
     BuildRequest {
@@ -286,7 +286,7 @@ fn build_request(
         target: req.node.params.get("target").cloned(),
         labels,
         repo: inputs.repo.clone(),
-        commit: req.commit.to_owned(),
+        commit: req.revision.to_owned(),
     }
 }
 

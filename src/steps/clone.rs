@@ -29,7 +29,7 @@ impl Kind for Step {
     }
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
-        Some(key(&at.node.runtime().repo_identity(), at.commit?))
+        Some(key(&at.node.runtime().repo_identity(), at.revision?))
     }
 
     fn attests(&self) -> Attests {
@@ -62,7 +62,7 @@ pub fn key(repo: &str, commit: &str) -> Key {
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
-    let (repo, commit) = (req.node.runtime().repo_identity(), req.commit);
+    let (repo, commit) = (req.node.runtime().repo_identity(), req.revision);
     match world.checkout_state(&repo, commit).await {
         CheckoutState::Present(path) => Probe::Present {
             output: Output::Checkout(path),
@@ -81,7 +81,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     let rt = req.node.runtime();
     let repo = rt.repo_identity();
     let key = req.key.clone();
-    let (repo2, commit) = (repo.clone(), req.commit.to_owned());
+    let (repo2, commit) = (repo.clone(), req.revision.to_owned());
     let tmp = world
         .blocking(move |store| {
             store.clean_stale_temps(&key)?;
@@ -92,13 +92,13 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
             store.temp_dir(&key)
         })
         .await?;
-    git::cli::checkout(&rt.repo, &rt.branch, req.commit, tmp.path(), &world.auth).await?;
+    git::cli::checkout(&rt.repo, &rt.branch, req.revision, tmp.path(), &world.auth).await?;
     let checkout_id = store::new_checkout_id(tmp.path());
     let (dir, id) = (tmp.path().to_owned(), checkout_id.clone());
     world
         .blocking(move |_| store::write_checkout_id(&dir, &id))
         .await?;
-    let dest = world.store.checkout_path(&repo, req.commit);
+    let dest = world.store.checkout_path(&repo, req.revision);
     let (from, to) = (tmp.path().to_owned(), dest.clone());
     world
         .blocking(move |store| store.commit_dir(&from, &to))
@@ -106,7 +106,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     let _ = tmp.keep();
     world
         .record(StepKind::Clone, req.key, req.node, |r| {
-            r.commit = Some(req.commit.to_owned());
+            r.commit = Some(req.revision.to_owned());
             r.checkout_id = Some(checkout_id);
         })
         .await?;

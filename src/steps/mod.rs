@@ -22,7 +22,7 @@ use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::key::{Key, KeyInputs};
-use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, StepKind};
 
 /// One step kind: what it is, and what it does to the real world.
 pub trait Kind: Sync {
@@ -68,6 +68,20 @@ pub trait Kind: Sync {
 
     /// What a record of this kind stands for, which `gc` checks to tell an orphan record.
     fn attests(&self) -> Attests;
+
+    /// A root kind's answer, in the resolve phase before deciding: where its source is now
+    /// (a branch's commit, a tag's manifest digest) or, `offline`, the last recorded answer.
+    /// Only root kinds (no [`Kind::input_kind`]) are asked.
+    fn resolve<'a>(
+        &'a self,
+        _world: &'a RealWorld,
+        _node: &'a Node,
+        _key: &'a Key,
+        _offline: bool,
+    ) -> BoxFuture<'a, Result<Resolved, StepError>> {
+        let name = self.name();
+        Box::pin(async move { Err(StepError::Internal(format!("{name} is not a root step"))) })
+    }
 
     /// Whether the step is materialized, asking the engine and the filesystem.
     fn probe<'a>(

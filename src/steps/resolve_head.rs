@@ -34,6 +34,16 @@ impl Kind for Step {
         Attests::BranchHead
     }
 
+    fn resolve<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        node: &'a Node,
+        key: &'a Key,
+        offline: bool,
+    ) -> BoxFuture<'a, Result<Resolved, StepError>> {
+        Box::pin(resolve(world, node, key, offline))
+    }
+
     fn probe<'a>(
         &'a self,
         _: &'a RealWorld,
@@ -64,7 +74,7 @@ pub fn key(repo: &str, branch: &str) -> Key {
 }
 
 /// Resolves the branch HEAD of `node`'s runtime and records the answer.
-pub async fn resolve(
+async fn resolve(
     world: &RealWorld,
     node: &Node,
     key: &Key,
@@ -80,7 +90,7 @@ pub async fn resolve(
         return match previous {
             Some(c) => Ok(Resolved {
                 reason: format!("offline: last recorded {} is {}", rt.branch, short(&c)),
-                commit: c.clone(),
+                revision: c.clone(),
                 previous: Some(c),
                 status: Status::Skip,
             }),
@@ -107,7 +117,7 @@ pub async fn resolve(
         })
         .await?;
     Ok(Resolved {
-        commit,
+        revision: commit,
         previous,
         status: Status::Run,
         reason,

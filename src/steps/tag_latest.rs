@@ -28,7 +28,7 @@ impl Kind for Step {
     }
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
-        at.commit?;
+        at.revision?;
         Some(key(at.input?, &at.node.runtime().latest_tag()))
     }
 
@@ -111,7 +111,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     }
     world
         .record(StepKind::TagLatest, req.key, req.node, |r| {
-            r.commit = Some(req.commit.to_owned());
+            r.commit = Some(req.revision.to_owned());
             r.image_id = Some(id.clone());
         })
         .await?;

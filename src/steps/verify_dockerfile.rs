@@ -34,7 +34,7 @@ impl Kind for Step {
     }
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
-        at.commit?;
+        at.revision?;
         Some(key(at.input?, &at.node.runtime().dockerfile))
     }
 
@@ -68,7 +68,7 @@ pub fn key(clone: &Key, dockerfile: &str) -> Key {
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
-    let (node, commit) = (req.node, req.commit);
+    let (node, commit) = (req.node, req.revision);
     let repo = node.runtime().repo_identity();
     let checkout = match world.checkout_state(&repo, commit).await {
         CheckoutState::Present(checkout) => checkout,
@@ -128,7 +128,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     let (dir, rt, commit) = (
         checkout.clone(),
         req.node.runtime().clone(),
-        req.commit.to_owned(),
+        req.revision.to_owned(),
     );
     let (b3, checkout_id) = tokio::task::spawn_blocking(move || {
         Ok::<_, StepError>((
@@ -140,7 +140,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     .map_err(|e| StepError::Internal(format!("verify task: {e}")))??;
     world
         .record(StepKind::VerifyDockerfile, req.key, req.node, |r| {
-            r.commit = Some(req.commit.to_owned());
+            r.commit = Some(req.revision.to_owned());
             r.dockerfile_blake3 = Some(b3.clone());
             r.checkout_id = Some(checkout_id);
         })
