@@ -82,11 +82,7 @@ pub fn keys_for(graph: &Graph, commits: &HashMap<NodeId, String>) -> HashMap<Nod
     let mut keys: HashMap<NodeId, Key> = HashMap::new();
     for &id in graph.order() {
         let node = graph.node(id);
-        let input = node
-            .kind
-            .input_kind()
-            .and_then(|k| graph.need_of_kind(id, k))
-            .and_then(|n| keys.get(&n));
+        let input = graph.input_of(id).and_then(|n| keys.get(&n));
         let commit = graph.resolve_of(id).and_then(|r| commits.get(&r));
         let at = KeyInputs {
             node,
@@ -105,7 +101,7 @@ pub struct KeyInputs<'a> {
     pub node: &'a Node,
     /// The revision (commit or manifest digest) its root answered, once known.
     pub revision: Option<&'a str>,
-    /// The key of its input need (the kind named by `StepKind::input_kind`), once known.
+    /// The key of its input need ([`Graph::input_of`]), once known.
     pub input: Option<&'a Key>,
 }
 

@@ -27,7 +27,7 @@ pub struct RunRequest<'a> {
     pub key: &'a Key,
     /// The revision its root answered (commit or manifest digest).
     pub revision: &'a str,
-    /// Output of the step's input need (the kind named by `StepKind::input_kind`).
+    /// Output of the step's input need ([`Graph::input_of`]).
     pub input: Option<Output>,
     pub step: StepRef,
     pub sink: &'a Sink,

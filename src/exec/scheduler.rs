@@ -193,8 +193,7 @@ impl<'a, E: Effects> Sched<'a, E> {
     }
 
     fn input_of(&self, id: NodeId) -> Option<Output> {
-        let kind = self.ctx.graph.node(id).kind.input_kind()?;
-        let need = self.ctx.graph.need_of_kind(id, kind)?;
+        let need = self.ctx.graph.input_of(id)?;
         self.out.outputs.get(&need).cloned()
     }
 

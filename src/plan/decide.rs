@@ -254,10 +254,7 @@ impl<W: World> Walk<'_, W> {
     /// Probes `id` (memoised), first probing its input when the probe needs that output.
     async fn probe(&mut self, id: NodeId, root: NodeId) -> Result<Probe, StepError> {
         let node = self.graph.node(id);
-        let input = node
-            .kind
-            .input_kind()
-            .and_then(|k| self.graph.need_of_kind(id, k));
+        let input = self.graph.input_of(id);
         if node.kind.probes_input()
             && let Some(input) = input
             && !self.probed.contains_key(&input)

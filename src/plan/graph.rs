@@ -93,24 +93,25 @@ impl Graph {
         v
     }
 
-    /// The need of `id` whose kind is `kind`, if any (the first in [`Graph::needs`] order).
-    pub fn need_of_kind(&self, id: NodeId, kind: StepKind) -> Option<NodeId> {
+    /// The need of `id` whose output it consumes: the one whose kind is among its kind's
+    /// [`StepKind::input_kinds`] (plan loading checks there is exactly one).
+    pub fn input_of(&self, id: NodeId) -> Option<NodeId> {
+        let kinds = self.g[id].kind.input_kinds();
         // No `needs()` Vec: this runs for every hop of every `resolve_of`.
         self.g
             .neighbors_directed(id, Direction::Incoming)
-            .filter(|&n| self.g[n].kind == kind)
+            .filter(|&n| kinds.contains(&self.g[n].kind))
             .min()
     }
 
-    /// The resolve-head node this node's work descends from.
+    /// The root node (resolve-head, resolve-digest) this node's work descends from.
     pub fn resolve_of(&self, id: NodeId) -> Option<NodeId> {
         let mut cur = id;
         loop {
-            let node = &self.g[cur];
-            if node.kind.is_root() {
+            if self.g[cur].kind.is_root() {
                 return Some(cur);
             }
-            cur = self.need_of_kind(cur, node.kind.input_kind()?)?;
+            cur = self.input_of(cur)?;
         }
     }
 

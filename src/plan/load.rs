@@ -305,25 +305,31 @@ fn validate_step(
     })
 }
 
-/// Each kind consumes exactly one step of its input kind (resolve-head consumes nothing).
+/// Each kind consumes exactly one step of one of its input kinds (roots consume nothing).
 fn check_inputs(steps: &[PlanStep], raw: &[Spanned<RawStep>], cx: &Ctx) -> Result<(), PlanError> {
     for (step, raw) in steps.iter().zip(raw) {
-        let inputs = step
+        let kinds = step.kind.input_kinds();
+        let count = step
             .needs
             .iter()
-            .filter(|&&n| Some(steps[n].kind) == step.kind.input_kind());
-        let count = inputs.count();
-        let ok = match step.kind.input_kind() {
-            None => step.needs.is_empty(),
-            Some(_) => count == 1,
+            .filter(|&&n| kinds.contains(&steps[n].kind))
+            .count();
+        let ok = match kinds {
+            [] => step.needs.is_empty(),
+            _ => count == 1,
         };
         if !ok {
-            let message = match step.kind.input_kind() {
-                None => format!("step {:?}: kind {} takes no needs", step.id, step.kind),
-                Some(input) => format!(
-                    "step {:?}: kind {} needs exactly one step of kind {input} (found {count})",
-                    step.id, step.kind
-                ),
+            let message = match kinds {
+                [] => format!("step {:?}: kind {} takes no needs", step.id, step.kind),
+                _ => {
+                    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                    format!(
+                        "step {:?}: kind {} needs exactly one step of kind {} (found {count})",
+                        step.id,
+                        step.kind,
+                        names.join(" or ")
+                    )
+                }
             };
             return Err(cx.err(raw.span(), message));
         }

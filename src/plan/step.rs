@@ -32,9 +32,9 @@ impl StepKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The kind whose output this kind consumes (exactly one such need), if any.
-    pub fn input_kind(self) -> Option<StepKind> {
-        crate::steps::of(self).input_kind()
+    /// The kinds whose output this kind consumes (exactly one such need); empty for roots.
+    pub fn input_kinds(self) -> &'static [StepKind] {
+        crate::steps::of(self).input_kinds()
     }
 
     /// Parameters a step of this kind accepts in its `params` table.
@@ -45,7 +45,7 @@ impl StepKind {
     /// A root kind consumes no other kind's output: it is answered in the resolve phase
     /// (`exec::Effects::resolve`), before deciding, and everything else descends from it.
     pub fn is_root(self) -> bool {
-        self.input_kind().is_none()
+        self.input_kinds().is_empty()
     }
 
     /// Whether its probe judges its input's output ([`crate::steps::Kind::probes_input`]).

@@ -24,8 +24,8 @@ impl Kind for Step {
         "build"
     }
 
-    fn input_kind(&self) -> Option<StepKind> {
-        Some(StepKind::VerifyDockerfile)
+    fn input_kinds(&self) -> &'static [StepKind] {
+        &[StepKind::VerifyDockerfile]
     }
 
     fn params(&self) -> &'static [&'static str] {

@@ -20,8 +20,8 @@ impl Kind for Step {
         "clone"
     }
 
-    fn input_kind(&self) -> Option<StepKind> {
-        Some(StepKind::ResolveHead)
+    fn input_kinds(&self) -> &'static [StepKind] {
+        &[StepKind::ResolveHead]
     }
 
     fn heavy(&self) -> bool {

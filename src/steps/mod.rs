@@ -29,9 +29,10 @@ pub trait Kind: Sync {
     /// The name used in plan files, output and records.
     fn name(&self) -> &'static str;
 
-    /// The kind whose output this kind consumes (exactly one such need), if any.
-    fn input_kind(&self) -> Option<StepKind> {
-        None
+    /// The kinds whose output this kind consumes (a step has exactly one such need); empty
+    /// for a root kind, which is answered in the resolve phase ([`Kind::resolve`]).
+    fn input_kinds(&self) -> &'static [StepKind] {
+        &[]
     }
 
     /// Parameters a step of this kind accepts in its `params` table.
@@ -71,7 +72,7 @@ pub trait Kind: Sync {
 
     /// A root kind's answer, in the resolve phase before deciding: where its source is now
     /// (a branch's commit, a tag's manifest digest) or, `offline`, the last recorded answer.
-    /// Only root kinds (no [`Kind::input_kind`]) are asked.
+    /// Only root kinds (no [`Kind::input_kinds`]) are asked.
     fn resolve<'a>(
         &'a self,
         _world: &'a RealWorld,

@@ -19,8 +19,8 @@ impl Kind for Step {
         "tag-latest"
     }
 
-    fn input_kind(&self) -> Option<StepKind> {
-        Some(StepKind::Build)
+    fn input_kinds(&self) -> &'static [StepKind] {
+        &[StepKind::Build]
     }
 
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {

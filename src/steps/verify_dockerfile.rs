@@ -25,8 +25,8 @@ impl Kind for Step {
         "verify-dockerfile"
     }
 
-    fn input_kind(&self) -> Option<StepKind> {
-        Some(StepKind::Clone)
+    fn input_kinds(&self) -> &'static [StepKind] {
+        &[StepKind::Clone]
     }
 
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
