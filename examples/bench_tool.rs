@@ -81,7 +81,7 @@ fn serve() -> ExitCode {
 
 fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
     // Records do not depend on the plans: accept any plan name (those of a --plans DIR too).
-    let exists = |_: &str| true;
+    let exists = |_: &str| Some(planner::config::SourceKind::Git);
     let config = match config::load(cfg, &EnvOverrides::default(), &exists) {
         Ok(c) => c,
         Err(e) => {
@@ -104,6 +104,7 @@ fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
             repo,
             branch: Some(rt.branch.clone()),
             commit: Some(commit.to_owned()),
+            digest: None,
             dockerfile_blake3: None,
             image_id: None,
             checkout_id: None,

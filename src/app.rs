@@ -58,7 +58,7 @@ pub fn load(globals: &Globals) -> Result<Loaded, AppError> {
     let plans =
         PlanSet::load(globals.plans.as_deref()).map_err(|e| AppError::Usage(e.to_string()))?;
     let env = EnvOverrides::from_env();
-    let exists = |name: &str| plans.get(name).is_some();
+    let exists = |name: &str| plans.source(name);
     let config_path = globals
         .config
         .clone()
@@ -172,6 +172,7 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
         http: smart_http::client(),
         auth: GitAuth::from_env(loaded.config.git.token_env.as_deref())
             .with_limits(loaded.config.git.limits.clone()),
+        registry: crate::registry::Registry::new(loaded.config.registry.clone()),
         read_only,
     })
 }

@@ -4,6 +4,7 @@
 use crate::docker::DockerError;
 use crate::docker::context::ContextError;
 use crate::git::GitError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,8 @@ pub enum StepError {
     Git(#[from] GitError),
     #[error(transparent)]
     Docker(Box<DockerError>),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error(transparent)]
     Context(#[from] ContextError),
     #[error(transparent)]

@@ -811,6 +811,7 @@ fn record_orphan(
 ) -> Option<(String, Vec<usize>)> {
     match attests(rec)? {
         Attests::BranchHead => None,
+        Attests::PulledImage => None,
         Attests::Checkout => checkout_record_orphan(rec, store, removals),
         Attests::Image => build_record_orphan(rec, images_by_key, removals),
         Attests::LatestTag => latest_record_orphan(rec, own, removals),

@@ -26,6 +26,12 @@ pub fn is_image_id(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(is_blake3_hex)
 }
 
+/// A content digest as registries name manifests: `sha256:` and 64 lowercase hex digits
+/// (the only algorithm the engine and distribution use).
+pub fn is_digest(s: &str) -> bool {
+    is_image_id(s)
+}
+
 fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -24,6 +24,7 @@ pub mod ids;
 pub mod key;
 pub mod mask;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod status;
 pub mod steps;

@@ -59,6 +59,9 @@ pub struct Record {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// A registry manifest digest (resolve-digest, pull).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dockerfile_blake3: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +78,16 @@ pub struct Record {
 pub const CHECKOUT_ID_FILE: &str = "planner-checkout-id";
 
 impl Record {
+    /// Records the revision a step descends from in its field: a commit (git) or a
+    /// manifest digest (registry).
+    pub fn set_revision(&mut self, revision: &str) {
+        if ids::is_digest(revision) {
+            self.digest = Some(revision.to_owned());
+        } else {
+            self.commit = Some(revision.to_owned());
+        }
+    }
+
     /// Why the record is not one planner wrote for `key`; `None` when every field is valid.
     pub fn invalid(&self, key: &Key) -> Option<String> {
         let bad = |field: &str, value: &str| {
@@ -92,6 +105,7 @@ impl Record {
         }
         let fields = [
             ("commit", &self.commit, ids::is_commit as fn(&str) -> bool),
+            ("digest", &self.digest, ids::is_digest),
             (
                 "dockerfile_blake3",
                 &self.dockerfile_blake3,
@@ -836,6 +850,7 @@ mod tests {
             repo: "https://h.example/r".into(),
             branch: None,
             commit: Some("a".repeat(40)),
+            digest: None,
             dockerfile_blake3: None,
             image_id: None,
             checkout_id: None,
@@ -1060,6 +1075,7 @@ mod listing_tests {
                 repo: "r".into(),
                 branch: None,
                 commit: Some("a".repeat(40)),
+                digest: None,
                 dockerfile_blake3: None,
                 image_id: None,
                 checkout_id: None,

@@ -251,7 +251,7 @@ fn config_document() -> impl Strategy<Value = String> {
 /// Parses a config; checks errors are located within the text and accepted runtimes are usable.
 fn check_config(text: &str) -> Result<(), TestCaseError> {
     let plans = PlanSet::load(None).unwrap();
-    let exists = |p: &str| plans.get(p).is_some();
+    let exists = |p: &str| plans.source(p);
     match config::parse(text, "runtimes.toml", &EnvOverrides::default(), &exists) {
         Ok(cfg) => {
             let rts: Vec<_> = cfg.runtimes.values().cloned().map(Arc::new).collect();
@@ -387,7 +387,7 @@ fn check_plan(text: &str) -> Result<Option<usize>, TestCaseError> {
         "[runtimes.a]\nplan = \"p\"\n[runtimes.b]\nplan = \"p\"\n",
         "t.toml",
         &EnvOverrides::default(),
-        &|p| plans.get(p).is_some(),
+        &|p| plans.source(p),
     )
     .unwrap();
     let rts: Vec<_> = cfg.runtimes.values().cloned().map(Arc::new).collect();
@@ -597,6 +597,7 @@ fn record() -> impl Strategy<Value = Record> {
                 repo,
                 branch,
                 commit,
+                digest: None,
                 dockerfile_blake3: blake3,
                 image_id: image,
                 checkout_id: None,

@@ -84,10 +84,10 @@ pub struct BuildRequest {
 /// A connected engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    docker: Docker,
-    host: String,
+    pub(super) docker: Docker,
+    pub(super) host: String,
     /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
-    idle: Duration,
+    pub(super) idle: Duration,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
     known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
 }
@@ -199,7 +199,7 @@ impl Engine {
     }
 
     /// The engine as errors name it: its address without credentials.
-    fn shown_host(&self) -> String {
+    pub(super) fn shown_host(&self) -> String {
         match url::Url::parse(&self.host) {
             Ok(u) => crate::mask::display_url(&u),
             Err(_) => crate::mask::mask(&self.host).into_owned(),
@@ -439,7 +439,7 @@ impl Engine {
     /// The stream's next item, or [`DockerError::Idle`] once nothing moved (no item, and no
     /// `activity` elsewhere, such as context bytes taken) for the idle limit. `next` is
     /// cancel-safe, so waiting again after a timeout loses nothing.
-    async fn next_or_idle<S: futures_util::Stream + Unpin>(
+    pub(super) async fn next_or_idle<S: futures_util::Stream + Unpin>(
         &self,
         stream: &mut S,
         activity: &Activity,
@@ -463,14 +463,14 @@ impl Engine {
 }
 
 /// When something last moved between planner and the engine.
-struct Activity {
+pub(super) struct Activity {
     start: std::time::Instant,
     /// Milliseconds since `start`.
     last: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(super) fn new() -> Activity {
         Activity {
             start: std::time::Instant::now(),
             last: std::sync::atomic::AtomicU64::new(0),
@@ -579,7 +579,7 @@ fn checked_id(id: String, what: &str) -> Result<String, Box<DockerError>> {
     )))
 }
 
-fn api(what: &str, reference: &str, detail: &str) -> DockerError {
+pub(super) fn api(what: &str, reference: &str, detail: &str) -> DockerError {
     DockerError::Api {
         what: format!("{what} {reference}"),
         detail: detail.to_owned(),

@@ -3,5 +3,6 @@
 pub mod context;
 pub mod engine;
 pub mod ignore;
+pub mod pull;
 
 pub use engine::{DockerError, Engine, ImageInfo};

@@ -25,12 +25,13 @@ struct Fake {
 fn output_for(kind: StepKind) -> Output {
     match kind {
         StepKind::ResolveHead => Output::Revision("c".repeat(40)),
+        StepKind::ResolveDigest => Output::Revision(format!("sha256:{}", "d".repeat(64))),
         StepKind::Clone => Output::Checkout("/co".into()),
         StepKind::VerifyDockerfile => Output::Verified {
             checkout: "/co".into(),
             dockerfile_blake3: "b".repeat(64),
         },
-        StepKind::Build => Output::Image {
+        StepKind::Build | StepKind::Pull => Output::Image {
             id: "sha256:1".into(),
         },
         StepKind::TagLatest => Output::Tagged {

@@ -22,6 +22,8 @@ pub struct RealWorld {
     pub engine: Engine,
     pub http: reqwest::Client,
     pub auth: GitAuth,
+    /// The registry client (registry runtimes), with its per-run token cache.
+    pub registry: crate::registry::Registry,
     pub read_only: bool,
 }
 
@@ -50,6 +52,7 @@ impl RealWorld {
             engine: self.engine.prefetched(references, prefixes).await,
             http: self.http.clone(),
             auth: self.auth.clone(),
+            registry: self.registry.clone(),
             read_only: self.read_only,
         }
     }
@@ -100,6 +103,7 @@ impl RealWorld {
             repo: node.runtime().repo_identity(),
             branch: None,
             commit: None,
+            digest: None,
             dockerfile_blake3: None,
             image_id: None,
             checkout_id: None,

@@ -256,7 +256,7 @@ pub(crate) mod tests {
     pub(crate) fn graph_for(toml: &str, names: &[&str]) -> Graph {
         let plans = PlanSet::load(None).unwrap();
         let cfg = parse(toml, "t.toml", &EnvOverrides::default(), &|p| {
-            plans.get(p).is_some()
+            plans.source(p)
         })
         .unwrap();
         let rts: Vec<_> = names
@@ -272,7 +272,20 @@ pub(crate) mod tests {
         assert_eq!(g.len(), 5);
         assert_eq!(g.goals().len(), 1);
         let kinds: Vec<_> = g.order().iter().map(|&n| g.node(n).kind).collect();
-        assert_eq!(kinds, StepKind::ALL);
+        assert_eq!(kinds, StepKind::ALL[..5]);
+    }
+
+    #[test]
+    fn a_registry_runtime_is_resolve_digest_pull_tag_latest() {
+        let g = graph_for(
+            "[defaults]\nsource = \"registry\"\nregistry = \"127.0.0.1:5000/org\"\n[runtimes.a]\n",
+            &["a"],
+        );
+        let kinds: Vec<_> = g.order().iter().map(|&n| g.node(n).kind).collect();
+        assert_eq!(
+            kinds,
+            [StepKind::ResolveDigest, StepKind::Pull, StepKind::TagLatest]
+        );
     }
 
     #[test]
@@ -355,7 +368,7 @@ pub(crate) mod tests {
              [runtimes.b]\nrepo = \"https://h.example/r\"\n",
             "t.toml",
             &EnvOverrides::default(),
-            &|p| plans.get(p).is_some(),
+            &|p| plans.source(p),
         )
         .unwrap();
         let rts: Vec<_> = ["a", "b"]

@@ -8,12 +8,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::step::StepKind;
-use crate::config::line_column;
+use crate::config::{SourceKind, line_column};
 
 /// Plans shipped in `plans/`, embedded in the binary.
 pub const BUILTIN_PLANS: &[(&str, &str)] = &[
     ("local-build", include_str!("../../plans/local-build.toml")),
     ("build-only", include_str!("../../plans/build-only.toml")),
+    (
+        "registry-pull",
+        include_str!("../../plans/registry-pull.toml"),
+    ),
 ];
 
 /// A refused plan: which file, where, which step, and what is wrong.
@@ -44,6 +48,8 @@ pub struct Plan {
     pub origin: String,
     pub description: Option<String>,
     pub steps: Vec<PlanStep>,
+    /// The source its root steps read (git or registry): only runtimes of that source run it.
+    pub source: SourceKind,
     goals: Vec<usize>,
     order: Vec<usize>,
 }
@@ -119,6 +125,12 @@ impl PlanSet {
     pub fn get(&self, name: &str) -> Option<&Plan> {
         self.plans.get(name)
     }
+
+    /// The source the named plan reads, `None` when no such plan is loaded (what
+    /// [`crate::config::parse`] asks).
+    pub fn source(&self, name: &str) -> Option<SourceKind> {
+        self.get(name).map(|p| p.source)
+    }
 }
 
 #[derive(Deserialize)]
@@ -176,6 +188,7 @@ pub fn parse_plan(name: &str, file: &str, text: &str) -> Result<Plan, PlanError>
         steps.push(validate_step(raw_step, &ids, &cx)?);
     }
     check_inputs(&steps, raw.steps.get_ref(), &cx)?;
+    let source = source_of(&steps, raw.steps.get_ref(), &cx)?;
     let order = dependency_order(&steps).map_err(|i| {
         let message = format!("step {:?} is part of a needs cycle", steps[i].id);
         cx.err(raw.steps.get_ref()[i].span(), message)
@@ -184,10 +197,39 @@ pub fn parse_plan(name: &str, file: &str, text: &str) -> Result<Plan, PlanError>
         name: name.to_owned(),
         origin: file.to_owned(),
         description: raw.description,
+        source,
         goals: goals(&steps),
         order,
         steps,
     })
+}
+
+/// The one source the plan's root steps read; a plan mixing git and registry roots is refused.
+fn source_of(
+    steps: &[PlanStep],
+    raw: &[Spanned<RawStep>],
+    cx: &Ctx,
+) -> Result<SourceKind, PlanError> {
+    let mut found: Option<(SourceKind, &str)> = None;
+    for (step, raw) in steps.iter().zip(raw) {
+        let Some(source) = crate::steps::of(step.kind).source() else {
+            continue;
+        };
+        match found {
+            Some((first, first_id)) if first != source => {
+                let message = format!(
+                    "step {:?} reads a {} source but step {first_id:?} reads {}: a plan serves one kind of runtime",
+                    step.id,
+                    source.name(),
+                    first.name()
+                );
+                return Err(cx.err(raw.span(), message));
+            }
+            Some(_) => {}
+            None => found = Some((source, &step.id)),
+        }
+    }
+    Ok(found.map_or(SourceKind::Git, |(s, _)| s))
 }
 
 /// Steps no other step needs, in file order: O(steps + needs).

@@ -12,15 +12,19 @@ pub enum StepKind {
     VerifyDockerfile,
     Build,
     TagLatest,
+    ResolveDigest,
+    Pull,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 5] = [
+    pub const ALL: [StepKind; 7] = [
         StepKind::ResolveHead,
         StepKind::Clone,
         StepKind::VerifyDockerfile,
         StepKind::Build,
         StepKind::TagLatest,
+        StepKind::ResolveDigest,
+        StepKind::Pull,
     ];
 
     /// The name used in plan files and output.

@@ -11,13 +11,15 @@
 
 pub mod build;
 pub mod clone;
+pub mod pull;
+pub mod resolve_digest;
 pub mod resolve_head;
 pub mod tag_latest;
 pub mod verify_dockerfile;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::Runtime;
+use crate::config::{Runtime, SourceKind};
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
@@ -33,6 +35,12 @@ pub trait Kind: Sync {
     /// for a root kind, which is answered in the resolve phase ([`Kind::resolve`]).
     fn input_kinds(&self) -> &'static [StepKind] {
         &[]
+    }
+
+    /// The source a root kind reads (`None` for every other kind): a plan serves the
+    /// runtimes of its roots' source.
+    fn source(&self) -> Option<SourceKind> {
+        None
     }
 
     /// Parameters a step of this kind accepts in its `params` table.
@@ -102,7 +110,7 @@ pub trait Kind: Sync {
 /// What a step's record stands for, in the cache dir or the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attests {
-    /// Where a branch was (the record carries the branch): kept; it saves no work to remove.
+    /// Where a branch or a registry tag was: kept; it saves no work to remove.
     BranchHead,
     /// A checkout in the cache dir: an orphan once the checkout is gone.
     Checkout,
@@ -110,6 +118,9 @@ pub enum Attests {
     Image,
     /// The image a `:latest` tag names: an orphan once that image is gone.
     LatestTag,
+    /// An image pulled by digest (the record carries the digest and the image ID): an
+    /// orphan once the engine no longer holds that image.
+    PulledImage,
 }
 
 /// The kind a record names, by its name; `None` for a name no kind has.
@@ -125,5 +136,7 @@ pub fn of(kind: StepKind) -> &'static dyn Kind {
         StepKind::VerifyDockerfile => &verify_dockerfile::Step,
         StepKind::Build => &build::Step,
         StepKind::TagLatest => &tag_latest::Step,
+        StepKind::ResolveDigest => &resolve_digest::Step,
+        StepKind::Pull => &pull::Step,
     }
 }

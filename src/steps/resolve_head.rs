@@ -5,7 +5,7 @@
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::config::Runtime;
+use crate::config::{Runtime, SourceKind};
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
@@ -19,6 +19,10 @@ pub struct Step;
 impl Kind for Step {
     fn name(&self) -> &'static str {
         "resolve-head"
+    }
+
+    fn source(&self) -> Option<SourceKind> {
+        Some(SourceKind::Git)
     }
 
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {

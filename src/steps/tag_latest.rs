@@ -1,4 +1,4 @@
-//! `tag-latest`: moves each runtime's `:latest` to the image just built (or found). Moving a
+//! `tag-latest`: moves each runtime's `:latest` to the image just built or pulled (or found). Moving a
 //! tag is idempotent and cheap, so once decided it always runs (see the scheduler's re-check).
 
 use futures_util::future::BoxFuture;
@@ -20,7 +20,7 @@ impl Kind for Step {
     }
 
     fn input_kinds(&self) -> &'static [StepKind] {
-        &[StepKind::Build]
+        &[StepKind::Build, StepKind::Pull]
     }
 
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
@@ -73,7 +73,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
     let latest = req.node.runtime().latest_tag();
     let Some(Output::Image { id }) = req.input else {
         return Ok(Probe::Missing {
-            reason: format!("{latest} follows the image being built"),
+            reason: format!("{latest} follows the image being built or pulled"),
         });
     };
     Ok(match world.engine.inspect(&latest).await? {
@@ -111,7 +111,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
     }
     world
         .record(StepKind::TagLatest, req.key, req.node, |r| {
-            r.commit = Some(req.revision.to_owned());
+            r.set_revision(req.revision);
             r.image_id = Some(id.clone());
         })
         .await?;

@@ -14,8 +14,15 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+mod source;
+use source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
+pub use source::{
+    DEFAULT_REGISTRY_TIMEOUT, RegistrySettings, RegistrySource, Source, SourceKind,
+    validate_insecure_host,
+};
+
 /// The `runtimes.toml` shipped in the repository, embedded so an installed binary works alone.
-pub const BUILTIN_RUNTIMES_TOML: &str = include_str!("../runtimes.toml");
+pub const BUILTIN_RUNTIMES_TOML: &str = include_str!("../../runtimes.toml");
 
 /// Built-in values used when neither the file nor the environment sets a key.
 pub const BUILTIN_REPO_PREFIX: &str =
@@ -24,7 +31,6 @@ pub const BUILTIN_BRANCH: &str = "main";
 pub const BUILTIN_DOCKERFILE: &str = "Dockerfile";
 pub const BUILTIN_PLATFORM: &str = "linux/amd64";
 pub const BUILTIN_IMAGE_PREFIX: &str = "molecule-local/workspace-template-";
-pub const BUILTIN_PLAN: &str = "local-build";
 
 static NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9._-]*$").unwrap());
 static ENV_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
@@ -68,6 +74,7 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     pub git: GitSettings,
     pub engine: EngineSettings,
+    pub registry: RegistrySettings,
     pub runtimes: BTreeMap<String, Runtime>,
 }
 
@@ -136,6 +143,9 @@ impl Default for GitLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
     pub name: String,
+    /// Where its image comes from. `repo`, `branch` and `dockerfile` are read by git runtimes
+    /// only (registry runtimes resolve them like any runtime, and ignore them).
+    pub source: Source,
     pub repo: Url,
     pub branch: String,
     pub dockerfile: String,
@@ -160,9 +170,21 @@ impl Runtime {
         format!("{}:latest", self.image_repo())
     }
 
-    /// The repository identity used in keys and labels: the URL without credentials.
+    /// The source identity used in keys, records and labels: for git the repository URL
+    /// without credentials, for a registry the image repository (`registry/repository`).
     pub fn repo_identity(&self) -> String {
-        crate::mask::display_url(&self.repo)
+        match &self.source {
+            Source::Git => crate::mask::display_url(&self.repo),
+            Source::Registry(r) => format!("{}/{}", r.image.registry, r.image.repository),
+        }
+    }
+
+    /// A registry runtime's image; `None` for a git runtime.
+    pub fn registry_image(&self) -> Option<&crate::registry::ImageRef> {
+        match &self.source {
+            Source::Registry(r) => Some(&r.image),
+            Source::Git => None,
+        }
     }
 }
 
@@ -171,12 +193,17 @@ impl Runtime {
 pub struct EnvOverrides {
     /// `PLANNER_REPO_PREFIX`: replaces `defaults.repo_prefix`.
     pub repo_prefix: Option<String>,
+    /// `PLANNER_REGISTRY`: registry mode with this prefix for runtimes without a `source`.
+    pub registry: Option<String>,
 }
 
 impl EnvOverrides {
     pub fn from_env() -> Self {
         EnvOverrides {
             repo_prefix: std::env::var("PLANNER_REPO_PREFIX")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            registry: std::env::var("PLANNER_REGISTRY")
                 .ok()
                 .filter(|s| !s.is_empty()),
         }
@@ -195,6 +222,8 @@ struct RawConfig {
     #[serde(default)]
     engine: RawEngine,
     #[serde(default)]
+    registry: RawRegistry,
+    #[serde(default)]
     runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
 }
 
@@ -202,6 +231,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawKeys {
     repo_prefix: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    registry: Option<Spanned<String>>,
+    registry_image: Option<Spanned<String>>,
+    registry_tag: Option<Spanned<String>>,
     branch: Option<Spanned<String>>,
     dockerfile: Option<Spanned<String>>,
     platform: Option<Spanned<String>>,
@@ -213,6 +246,10 @@ struct RawKeys {
 #[serde(deny_unknown_fields)]
 struct RawRuntime {
     repo: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    registry: Option<Spanned<String>>,
+    registry_image: Option<Spanned<String>>,
+    registry_tag: Option<Spanned<String>>,
     repo_prefix: Option<Spanned<String>>,
     branch: Option<Spanned<String>>,
     dockerfile: Option<Spanned<String>>,
@@ -236,6 +273,13 @@ struct RawGit {
 #[serde(deny_unknown_fields)]
 struct RawEngine {
     idle_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    insecure: Option<Vec<Spanned<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 /// Turns byte spans into `file:line:column` errors.
@@ -265,17 +309,18 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Reads and validates a config file. `plan_exists` says whether a plan name is loaded.
+/// Reads and validates a config file. `plan_source` says which source a loaded plan reads
+/// (`None`: no such plan).
 pub fn load(
     path: &Path,
     env: &EnvOverrides,
-    plan_exists: &dyn Fn(&str) -> bool,
+    plan_source: &dyn Fn(&str) -> Option<SourceKind>,
 ) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, &path.display().to_string(), env, plan_exists)
+    parse(&text, &path.display().to_string(), env, plan_source)
 }
 
 /// Parses and validates config text; `file` names it in errors.
@@ -283,7 +328,7 @@ pub fn parse(
     text: &str,
     file: &str,
     env: &EnvOverrides,
-    plan_exists: &dyn Fn(&str) -> bool,
+    plan_source: &dyn Fn(&str) -> Option<SourceKind>,
 ) -> Result<Config, ConfigError> {
     let loc = Locator { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
@@ -292,10 +337,11 @@ pub fn parse(
     })?;
     let git = validate_git(&raw.git, &loc)?;
     let engine = validate_engine(&raw.engine, &loc)?;
+    let registry = validate_registry(&raw.registry, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
-        let rt = validate_runtime(name, entry.get_ref(), &defaults, &git, plan_exists, &loc)?;
+        let rt = validate_runtime(name, entry.get_ref(), &defaults, &git, plan_source, &loc)?;
         runtimes.insert(rt.name.clone(), rt);
     }
     let default_runtime = validate_default_runtime(raw.default_runtime.as_ref(), &runtimes, &loc)?;
@@ -305,6 +351,7 @@ pub fn parse(
         cache_dir: raw.cache_dir.map(|c| PathBuf::from(c.into_inner())),
         git,
         engine,
+        registry,
         runtimes,
     })
 }
@@ -328,6 +375,27 @@ fn validate_engine(raw: &RawEngine, loc: &Locator) -> Result<EngineSettings, Con
         return Err(bad("it must be at least 1s".into()));
     }
     Ok(EngineSettings { idle_timeout: idle })
+}
+
+/// The `[registry]` table: `insecure` hosts and the per-request `timeout`.
+fn validate_registry(raw: &RawRegistry, loc: &Locator) -> Result<RegistrySettings, ConfigError> {
+    let mut out = RegistrySettings {
+        insecure: Vec::new(),
+        timeout: DEFAULT_REGISTRY_TIMEOUT,
+    };
+    for host in raw.insecure.iter().flatten() {
+        validate_insecure_host(host.get_ref()).map_err(|m| loc.error(host.span(), m))?;
+        out.insecure.push(host.get_ref().to_ascii_lowercase());
+    }
+    if let Some(v) = &raw.timeout {
+        out.timeout = parse_git_duration(v.get_ref()).map_err(|m| {
+            loc.error(
+                v.span(),
+                format!("invalid registry.timeout {:?}: {m}", v.get_ref()),
+            )
+        })?;
+    }
+    Ok(out)
 }
 
 fn validate_git(raw: &RawGit, loc: &Locator) -> Result<GitSettings, ConfigError> {
@@ -416,7 +484,12 @@ struct Defaults {
     dockerfile: Sourced,
     platform: Sourced,
     image_prefix: Sourced,
-    plan: Sourced,
+    /// `None`: each runtime runs its source's default plan.
+    plan: Option<Sourced>,
+    source: Sourced,
+    registry: Option<Sourced>,
+    registry_image: Sourced,
+    registry_tag: Sourced,
 }
 
 impl Defaults {
@@ -441,13 +514,36 @@ impl Defaults {
                 origin: "PLANNER_REPO_PREFIX",
             };
         }
+        let own = |v: &Option<Spanned<String>>| {
+            v.as_ref().map(|s| Sourced {
+                value: s.get_ref().clone(),
+                span: Some(s.span()),
+                origin: "",
+            })
+        };
+        let from_env = |value: &str| Sourced {
+            value: value.to_owned(),
+            span: None,
+            origin: "PLANNER_REGISTRY",
+        };
         let defaults = Defaults {
             repo_prefix,
             branch: pick(&raw.branch, BUILTIN_BRANCH),
             dockerfile: pick(&raw.dockerfile, BUILTIN_DOCKERFILE),
             platform: pick(&raw.platform, BUILTIN_PLATFORM),
             image_prefix: pick(&raw.image_prefix, BUILTIN_IMAGE_PREFIX),
-            plan: pick(&raw.plan, BUILTIN_PLAN),
+            plan: own(&raw.plan),
+            source: match &env.registry {
+                Some(_) => from_env(SourceKind::Registry.name()),
+                None => pick(&raw.source, SourceKind::Git.name()),
+            },
+            registry: env
+                .registry
+                .as_deref()
+                .map(from_env)
+                .or_else(|| own(&raw.registry)),
+            registry_image: pick(&raw.registry_image, BUILTIN_REGISTRY_IMAGE),
+            registry_tag: pick(&raw.registry_tag, BUILTIN_REGISTRY_TAG),
         };
         let _ = loc;
         Ok(defaults)
@@ -458,8 +554,8 @@ impl Defaults {
 fn refuse(loc: &Locator, value: &Sourced, table: Range<usize>, message: String) -> ConfigError {
     match (&value.span, value.origin) {
         (Some(span), _) => loc.error(span.clone(), message),
-        (None, "PLANNER_REPO_PREFIX") => ConfigError::Env {
-            origin: "PLANNER_REPO_PREFIX".into(),
+        (None, origin) if origin.starts_with("PLANNER_") => ConfigError::Env {
+            origin: origin.into(),
             message,
         },
         (None, origin) => loc.error(table, format!("{message} (from the {origin})")),
@@ -482,7 +578,7 @@ fn validate_runtime(
     raw: &RawRuntime,
     defaults: &Defaults,
     git: &GitSettings,
-    plan_exists: &dyn Fn(&str) -> bool,
+    plan_source: &dyn Fn(&str) -> Option<SourceKind>,
     loc: &Locator,
 ) -> Result<Runtime, ConfigError> {
     let rt = name.get_ref();
@@ -508,16 +604,33 @@ fn validate_runtime(
     let image_prefix = override_or(&raw.image_prefix, &defaults.image_prefix);
     validate_image_repo(&format!("{}{rt}", image_prefix.value))
         .map_err(|m| refused(&image_prefix, m))?;
-    let plan = override_or(&raw.plan, &defaults.plan);
-    if !plan_exists(&plan.value) {
-        let m = format!(
-            "unknown plan {:?}: add plans/{}.toml (or pass --plans DIR holding it)",
-            plan.value, plan.value
-        );
-        return Err(refused(&plan, m));
+    let (source, source_from) = source_of(rt, raw, defaults, loc, name.span())?;
+    let plan = plan_of(raw, defaults, source.kind());
+    match plan_source(&plan.value) {
+        None => {
+            let m = format!(
+                "unknown plan {:?}: add plans/{}.toml (or pass --plans DIR holding it)",
+                plan.value, plan.value
+            );
+            return Err(refused(&plan, m));
+        }
+        Some(reads) if reads != source.kind() => {
+            let m = format!(
+                "plan {:?} reads a {} source, but this runtime's source is {} ({})\n  help: set plan = {:?} for it, or its source = {:?}",
+                plan.value,
+                reads.name(),
+                source.kind().name(),
+                source_from,
+                source.kind().default_plan(),
+                reads.name()
+            );
+            return Err(refused(&plan, m));
+        }
+        Some(_) => {}
     }
     Ok(Runtime {
         name: rt.clone(),
+        source,
         repo: repo_url,
         branch: branch.value,
         dockerfile: dockerfile_path,
@@ -525,6 +638,80 @@ fn validate_runtime(
         image_prefix: image_prefix.value,
         plan: plan.value,
     })
+}
+
+/// The runtime's plan: its own, else `[defaults] plan`, else its source's default plan.
+fn plan_of(raw: &RawRuntime, defaults: &Defaults, source: SourceKind) -> Sourced {
+    let builtin = || Sourced {
+        value: source.default_plan().to_owned(),
+        span: None,
+        origin: "built-in default",
+    };
+    match (&raw.plan, &defaults.plan) {
+        (Some(_), _) => override_or(&raw.plan, &builtin()),
+        (None, Some(d)) => d.clone(),
+        (None, None) => builtin(),
+    }
+}
+
+/// The runtime's source and where that choice came from (for messages), with a registry
+/// runtime's image reference validated.
+fn source_of(
+    rt: &str,
+    raw: &RawRuntime,
+    defaults: &Defaults,
+    loc: &Locator,
+    table: Range<usize>,
+) -> Result<(Source, String), ConfigError> {
+    let kind = override_or(&raw.source, &defaults.source);
+    let from = match (kind.span.is_some(), kind.origin) {
+        (true, _) => "set in the file".to_owned(),
+        (false, origin) => format!("from the {origin}").replace("the PLANNER_", "PLANNER_"),
+    };
+    let refused =
+        |v: &Sourced, m: String| refuse(loc, v, table.clone(), format!("runtime {rt:?}: {m}"));
+    let Some(source) = SourceKind::from_name(&kind.value) else {
+        let m = format!(
+            "invalid source {:?}: give \"git\" or \"registry\"",
+            kind.value
+        );
+        return Err(refused(&kind, m));
+    };
+    if source == SourceKind::Git {
+        return Ok((Source::Git, from));
+    }
+    let registry = match (&raw.registry, &defaults.registry) {
+        (Some(_), _) | (None, None) => raw.registry.as_ref().map(|r| Sourced {
+            value: r.get_ref().clone(),
+            span: Some(r.span()),
+            origin: "",
+        }),
+        (None, Some(d)) => Some(d.clone()),
+    };
+    let Some(registry) = registry else {
+        let m = "its source is registry but no registry is set\n  help: set registry = \"host/org\" in [defaults] or its table, or PLANNER_REGISTRY".to_owned();
+        return Err(refused(&kind, m));
+    };
+    let image = override_or(&raw.registry_image, &defaults.registry_image);
+    let tag = override_or(&raw.registry_tag, &defaults.registry_tag);
+    let text = format!(
+        "{}/{}{rt}:{}",
+        registry.value.trim_end_matches('/'),
+        image.value,
+        tag.value
+    );
+    let image_ref = crate::registry::ImageRef::parse(&text).map_err(|m| {
+        let culprit = if tag.value.is_empty() || tag.value.contains(['/', ':', '@']) {
+            &tag
+        } else {
+            &registry
+        };
+        refused(
+            culprit,
+            format!("registry image {text:?} is not a valid reference: {m}"),
+        )
+    })?;
+    Ok((Source::Registry(RegistrySource { image: image_ref }), from))
 }
 
 /// The runtime's repository: its own `repo`, else its (or the default) `repo_prefix` + name.
@@ -693,7 +880,7 @@ mod tests {
 
     fn parse_ok(text: &str) -> Config {
         parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| {
-            p == "local-build"
+            (p == "local-build").then_some(SourceKind::Git)
         })
         .unwrap()
     }
@@ -708,9 +895,11 @@ mod tests {
         assert_eq!(c.engine.idle_timeout, std::time::Duration::from_secs(90));
         for bad in ["soon", "0s", "10 parsecs", "500ms"] {
             let text = format!("[engine]\nidle_timeout = \"{bad}\"\n");
-            let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| true)
-                .unwrap_err()
-                .to_string();
+            let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| {
+                Some(SourceKind::Git)
+            })
+            .unwrap_err()
+            .to_string();
             assert!(
                 err.contains("r.toml:2:") && err.contains("idle_timeout"),
                 "{err}"
@@ -720,7 +909,7 @@ mod tests {
             "[engine]\nidel_timeout = \"1m\"\n",
             "r.toml",
             &EnvOverrides::default(),
-            &|_| true,
+            &|_| Some(SourceKind::Git),
         )
         .unwrap_err()
         .to_string();
@@ -729,7 +918,7 @@ mod tests {
 
     fn parse_err(text: &str) -> String {
         parse(text, "runtimes.toml", &EnvOverrides::default(), &|p| {
-            p == "local-build"
+            (p == "local-build").then_some(SourceKind::Git)
         })
         .unwrap_err()
         .to_string()
@@ -784,12 +973,13 @@ mod tests {
     fn env_repo_prefix_replaces_the_file_default() {
         let env = EnvOverrides {
             repo_prefix: Some("https://mirror.example/x-".into()),
+            registry: None,
         };
         let cfg = parse(
             "[defaults]\nrepo_prefix = \"https://h.example/org/t-\"\n[runtimes.a]\n",
             "f.toml",
             &env,
-            &|_| true,
+            &|_| Some(SourceKind::Git),
         )
         .unwrap();
         assert_eq!(
@@ -838,7 +1028,7 @@ mod tests {
             "[git]\nallow_insecure_http = true\n[runtimes.a]\nrepo = \"http://127.0.0.1:9/x\"\n",
             "f",
             &EnvOverrides::default(),
-            &|_| true,
+            &|_| Some(SourceKind::Git),
         );
         assert!(ok.is_ok());
     }
@@ -908,8 +1098,9 @@ mod tests {
             "f",
             &EnvOverrides {
                 repo_prefix: Some("http://x/".into()),
+                registry: None,
             },
-            &|_| true,
+            &|_| Some(SourceKind::Git),
         )
         .unwrap_err()
         .to_string();

@@ -1,0 +1,200 @@
+//! `pull`: the registry runtime's image at the digest its `resolve-digest` answered, pulled
+//! through the engine (with the user's registry credentials) and tagged with each runtime's
+//! pinned `{image_prefix}{runtime}:{12 hex of the digest}` and the registry reference itself.
+//! Materialized when the engine holds an image whose `RepoDigests` has that digest.
+
+use futures_util::future::BoxFuture;
+
+use super::{Attests, Kind};
+use crate::config::Runtime;
+use crate::error::StepError;
+use crate::exec::world::RealWorld;
+use crate::exec::{Event, RunRequest};
+use crate::ids::short;
+use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+use crate::registry::ImageRef;
+
+pub struct Step;
+
+impl Kind for Step {
+    fn name(&self) -> &'static str {
+        "pull"
+    }
+
+    fn input_kinds(&self) -> &'static [StepKind] {
+        &[StepKind::ResolveDigest]
+    }
+
+    fn heavy(&self) -> bool {
+        true
+    }
+
+    fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
+        vec![("pinned", rt.image_repo())]
+    }
+
+    fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
+        let image = at.node.runtime().registry_image()?;
+        Some(key(image, at.revision?))
+    }
+
+    fn attests(&self) -> Attests {
+        Attests::PulledImage
+    }
+
+    fn probe<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a ProbeRequest<'_>,
+    ) -> BoxFuture<'a, Result<Probe, StepError>> {
+        Box::pin(probe(world, req))
+    }
+
+    fn run<'a>(
+        &'a self,
+        world: &'a RealWorld,
+        req: &'a RunRequest<'_>,
+    ) -> BoxFuture<'a, Result<Output, StepError>> {
+        Box::pin(run(world, req))
+    }
+}
+
+/// The key of a pull: the image repository and the manifest digest.
+pub fn key(image: &ImageRef, digest: &str) -> Key {
+    KeyBuilder::new(StepKind::Pull)
+        .field(
+            "repository",
+            &format!("{}/{}", image.registry, image.repository),
+        )
+        .field("digest", digest)
+        .finish()
+}
+
+fn image_of(rt: &Runtime) -> Result<&ImageRef, StepError> {
+    rt.registry_image()
+        .ok_or_else(|| StepError::Internal(format!("pull of git runtime {}", rt.name)))
+}
+
+async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
+    let image = image_of(req.node.runtime())?;
+    let by_digest = image.with_digest(req.revision);
+    let Some(info) = world.engine.inspect(&by_digest).await? else {
+        let reason = match req.previous_revision {
+            Some(p) if p != req.revision => format!(
+                "{image} moved to {} (was {}); pulling it",
+                short(req.revision),
+                short(p)
+            ),
+            _ => format!("{} not in the engine", short_ref(image, req.revision)),
+        };
+        return Ok(Probe::Missing { reason });
+    };
+    let mut untagged = Vec::new();
+    for tag in tags(
+        req.node.runtimes.iter().map(AsRef::as_ref),
+        image,
+        req.revision,
+    ) {
+        if world
+            .engine
+            .inspect(&tag)
+            .await?
+            .is_none_or(|i| i.id != info.id)
+        {
+            untagged.push(tag);
+        }
+    }
+    let shown = short_ref(image, req.revision);
+    Ok(if untagged.is_empty() {
+        Probe::Present {
+            output: Output::Image { id: info.id },
+            reason: format!("{shown} present"),
+        }
+    } else {
+        Probe::Retag {
+            reason: format!("{shown} present; only tagging {}", untagged.join(", ")),
+        }
+    })
+}
+
+/// `registry/repository@sha256:123456789abc` for messages.
+fn short_ref(image: &ImageRef, digest: &str) -> String {
+    format!(
+        "{}/{}@sha256:{}",
+        image.registry,
+        image.repository,
+        short(digest)
+    )
+}
+
+/// The local names of the pulled image: each runtime's pinned tag, and the registry
+/// reference itself (`registry/repository:tag`).
+fn tags<'a>(
+    runtimes: impl Iterator<Item = &'a Runtime>,
+    image: &ImageRef,
+    digest: &str,
+) -> Vec<String> {
+    let mut out: Vec<String> = runtimes.map(|rt| rt.pinned_tag(digest)).collect();
+    out.push(image.to_string());
+    out
+}
+
+async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepError> {
+    let rt = req.node.runtime();
+    let image = image_of(rt)?;
+    let by_digest = image.with_digest(req.revision);
+    let id = match world.engine.inspect(&by_digest).await? {
+        Some(info) => info.id,
+        None => pull(world, req, image).await?,
+    };
+    for tag in tags(
+        req.node.runtimes.iter().map(AsRef::as_ref),
+        image,
+        req.revision,
+    ) {
+        if world.engine.inspect(&tag).await?.is_none_or(|i| i.id != id) {
+            world.engine.tag(&id, &tag).await?;
+        }
+    }
+    world
+        .record(StepKind::Pull, req.key, req.node, |r| {
+            r.digest = Some(req.revision.to_owned());
+            r.image_id = Some(id.clone());
+        })
+        .await?;
+    Ok(Output::Image { id })
+}
+
+/// Pulls `image` at the revision's digest with the user's credentials for its registry;
+/// returns the image ID the engine then holds for it.
+async fn pull(
+    world: &RealWorld,
+    req: &RunRequest<'_>,
+    image: &ImageRef,
+) -> Result<String, StepError> {
+    let auth = world
+        .registry
+        .credentials(image)
+        .await?
+        .map(|c| crate::registry::engine_auth(&c, &image.registry));
+    let (sink, step) = (req.sink.clone(), req.step.clone());
+    let on_line = move |line: &str| {
+        sink(&Event::Output {
+            step: step.clone(),
+            line: crate::mask::mask(line).into_owned(),
+        })
+    };
+    let rt = req.node.runtime();
+    world
+        .engine
+        .pull(image, req.revision, &rt.platform, auth.as_deref(), on_line)
+        .await?;
+    let by_digest = image.with_digest(req.revision);
+    match world.engine.inspect(&by_digest).await? {
+        Some(info) => Ok(info.id),
+        None => Err(StepError::Internal(format!(
+            "the engine reported {by_digest} pulled but does not hold it\n  help: run the command again"
+        ))),
+    }
+}
