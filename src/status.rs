@@ -1,16 +1,20 @@
-//! `planner status`: per runtime, the last resolved commit, its pinned image, `:latest` and the
-//! checkout cache. Reads the cache dir and asks the engine; never writes, and never asks the git
-//! host unless told to refresh (then read only, like `plan`).
+//! `planner status`: per runtime, the last resolved revision (a git runtime's commit, a
+//! registry runtime's digest), its pinned image, `:latest` and the checkout cache. Reads the
+//! cache dir and asks the engine; never writes, and never asks the git host or the registry
+//! unless told to refresh (then read only, like `plan`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::config::Runtime;
+use crate::config::{Runtime, SourceKind};
 use crate::docker::DockerError;
 use crate::docker::engine::{self as eng, Engine};
 use crate::git::{self, GitAuth};
+use crate::plan::StepKind;
+use crate::registry::Registry;
+use crate::steps::resolve_digest;
 use crate::store::{self, CheckoutState, Store};
 
 /// Version of the `status --json` document.
@@ -29,11 +33,16 @@ pub enum Heads {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RuntimeStatus {
     pub runtime: String,
+    pub source: SourceKind,
+    /// The branch (git) or the registry tag (registry).
     pub branch: String,
-    /// The repository identity (URL without credentials).
+    /// The repository identity: the URL without credentials (git), `registry/repository`.
     pub repo: String,
-    /// The last resolved commit (or the one just resolved with [`Heads::Refresh`]).
+    /// A git runtime's last resolved commit (or the one just resolved with [`Heads::Refresh`]).
     pub commit: Option<String>,
+    /// A registry runtime's last resolved manifest digest (likewise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// When that commit was resolved, seconds since the Unix epoch.
     pub resolved_at: Option<u64>,
     /// Why the commit is unknown, when asking the git host failed.
@@ -97,10 +106,11 @@ pub async fn status(
     runtimes: &[Arc<Runtime>],
     heads: Heads,
     auth: &GitAuth,
+    registry: &Registry,
 ) -> Result<Vec<RuntimeStatus>, DockerError> {
     let heads = match heads {
         Heads::Recorded => recorded_heads(store, runtimes),
-        Heads::Refresh => refreshed_heads(runtimes, auth).await,
+        Heads::Refresh => refreshed_heads(runtimes, auth, registry).await,
     };
     let mut out = Vec::with_capacity(runtimes.len());
     for (rt, head) in runtimes.iter().zip(heads) {
@@ -109,10 +119,10 @@ pub async fn status(
     Ok(out)
 }
 
-/// A runtime's commit as known to `status`, or why it is unknown.
+/// A runtime's revision (commit or digest) as known to `status`, or why it is unknown.
 struct Head {
     commit: Option<String>,
-    /// When `commit` was resolved, seconds since the Unix epoch.
+    /// When it was resolved, seconds since the Unix epoch.
     resolved_at: Option<u64>,
     /// Why asking the git host failed.
     error: Option<String>,
@@ -123,7 +133,10 @@ fn recorded_heads(store: &Store, runtimes: &[Arc<Runtime>]) -> Vec<Head> {
     runtimes
         .iter()
         .map(|rt| {
-            let rec = store.recorded_head(&rt.repo_identity(), &rt.branch);
+            let rec = match rt.registry_image() {
+                None => store.recorded_head(&rt.repo_identity(), &rt.branch),
+                Some(image) => recorded_digest(store, rt, image),
+            };
             let (commit, resolved_at) = match rec.and_then(|r| r.commit.map(|c| (c, r.finished_at)))
             {
                 Some((c, at)) => (Some(c), Some(at)),
@@ -138,14 +151,43 @@ fn recorded_heads(store: &Store, runtimes: &[Arc<Runtime>]) -> Vec<Head> {
         .collect()
 }
 
+/// A registry runtime's resolve-digest record, as its commit (the revision) and time.
+fn recorded_digest(
+    store: &Store,
+    rt: &Runtime,
+    image: &crate::registry::ImageRef,
+) -> Option<store::Record> {
+    let key = resolve_digest::key(image, &rt.platform);
+    let mut rec = store.read_record(&key, StepKind::ResolveDigest)?;
+    if rec.repo != rt.repo_identity() {
+        return None;
+    }
+    rec.commit = rec.digest.take();
+    Some(rec)
+}
+
 /// Each runtime's commit asked of the git host now, [`REFRESH_CONCURRENCY`] at a time (read
 /// only; nothing is recorded). A failure marks only its runtime.
-async fn refreshed_heads(runtimes: &[Arc<Runtime>], auth: &GitAuth) -> Vec<Head> {
+async fn refreshed_heads(
+    runtimes: &[Arc<Runtime>],
+    auth: &GitAuth,
+    registry: &Registry,
+) -> Vec<Head> {
     let http = git::smart_http::client();
     futures_util::stream::iter(runtimes.iter().map(|rt| {
         let http = &http;
         async move {
-            match git::resolve_head(http, &rt.repo, &rt.branch, &rt.name, auth).await {
+            let answer = match rt.registry_image() {
+                None => git::resolve_head(http, &rt.repo, &rt.branch, &rt.name, auth)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(image) => registry
+                    .resolve(image, &rt.platform)
+                    .await
+                    .map(|r| r.digest)
+                    .map_err(|e| e.to_string()),
+            };
+            match answer {
                 Ok(c) => Head {
                     commit: Some(c),
                     resolved_at: Some(store::now_secs()),
@@ -154,7 +196,7 @@ async fn refreshed_heads(runtimes: &[Arc<Runtime>], auth: &GitAuth) -> Vec<Head>
                 Err(e) => Head {
                     commit: None,
                     resolved_at: None,
-                    error: Some(e.to_string()),
+                    error: Some(crate::mask::mask(&e).into_owned()),
                 },
             }
         }
@@ -177,16 +219,28 @@ async fn runtime_status(
     let latest = latest_status(engine, rt, commit, &image).await?;
     // A directory walk: on the blocking pool, not the async runtime's threads.
     let checkout = {
-        let (store, repo, commit) = (store.clone(), repo.clone(), head.commit.clone());
+        let git = rt.registry_image().is_none();
+        let commit = head.commit.clone().filter(|_| git);
+        let (store, repo) = (store.clone(), repo.clone());
         tokio::task::spawn_blocking(move || checkout_status(&store, &repo, commit.as_deref()))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     };
+    let source = rt.source.kind();
+    let (commit, digest) = match source {
+        SourceKind::Git => (head.commit, None),
+        SourceKind::Registry => (None, head.commit),
+    };
     Ok(RuntimeStatus {
         runtime: rt.name.clone(),
-        branch: rt.branch.clone(),
+        source,
+        branch: match rt.registry_image() {
+            Some(image) => image.tag.clone(),
+            None => rt.branch.clone(),
+        },
         repo,
-        commit: head.commit,
+        commit,
+        digest,
         resolved_at: head.resolved_at,
         error: head.error,
         image,

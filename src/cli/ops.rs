@@ -24,6 +24,11 @@ async fn connect() -> anyhow::Result<Engine> {
         .map_err(|e| AppError::Environment(e.to_string()))?)
 }
 
+/// The registry client for this run's registry runtimes.
+fn planner_registry(loaded: &app::Loaded) -> crate::registry::Registry {
+    crate::registry::Registry::new(loaded.config.registry.clone())
+}
+
 /// `planner status`: prints each selected runtime's state. Exits 1 when a refresh failed.
 pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
@@ -38,7 +43,8 @@ pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<
     } else {
         Heads::Recorded
     };
-    let rows = status::status(&engine, &store, &runtimes, heads, &auth)
+    let registry = planner_registry(&loaded);
+    let rows = status::status(&engine, &store, &runtimes, heads, &auth, &registry)
         .await
         .with_context(|| {
             format!(

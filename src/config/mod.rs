@@ -199,13 +199,16 @@ pub struct EnvOverrides {
 
 impl EnvOverrides {
     pub fn from_env() -> Self {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The overrides from `var` (the environment, or a test's map). A variable set to the
+    /// empty string counts as unset.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |name: &str| var(name).filter(|s| !s.is_empty());
         EnvOverrides {
-            repo_prefix: std::env::var("PLANNER_REPO_PREFIX")
-                .ok()
-                .filter(|s| !s.is_empty()),
-            registry: std::env::var("PLANNER_REGISTRY")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            repo_prefix: set("PLANNER_REPO_PREFIX"),
+            registry: set("PLANNER_REGISTRY"),
         }
     }
 }
@@ -922,6 +925,133 @@ mod tests {
         })
         .unwrap_err()
         .to_string()
+    }
+
+    fn registry_env(value: &str) -> EnvOverrides {
+        EnvOverrides::from_vars(|n| (n == "PLANNER_REGISTRY").then(|| value.to_owned()))
+    }
+
+    fn both_plans(p: &str) -> Option<SourceKind> {
+        match p {
+            "local-build" => Some(SourceKind::Git),
+            "registry-pull" => Some(SourceKind::Registry),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn planner_registry_puts_runtimes_without_a_source_in_registry_mode() {
+        let text = "[runtimes.a]\n[runtimes.b]\nsource = \"git\"\n[runtimes.c]\nregistry = \"127.0.0.1:5000/own\"\nregistry_tag = \"v2\"\n";
+        let cfg = parse(
+            text,
+            "r.toml",
+            &registry_env("ghcr.io/molecule-ai"),
+            &both_plans,
+        )
+        .unwrap();
+        let a = &cfg.runtimes["a"];
+        assert_eq!(a.source.kind(), SourceKind::Registry);
+        assert_eq!(
+            a.registry_image().unwrap().to_string(),
+            "ghcr.io/molecule-ai/workspace-template-a:latest"
+        );
+        assert_eq!(a.plan, "registry-pull");
+        assert_eq!(
+            a.repo_identity(),
+            "ghcr.io/molecule-ai/workspace-template-a"
+        );
+        assert_eq!(cfg.runtimes["b"].source, Source::Git);
+        assert_eq!(cfg.runtimes["b"].plan, "local-build");
+        assert_eq!(
+            cfg.runtimes["c"].registry_image().unwrap().to_string(),
+            "127.0.0.1:5000/own/workspace-template-c:v2"
+        );
+        // Unset, the same file is all git.
+        let cfg = parse(text, "r.toml", &EnvOverrides::default(), &both_plans).unwrap();
+        assert_eq!(cfg.runtimes["a"].source, Source::Git);
+    }
+
+    #[test]
+    fn an_empty_planner_registry_is_unset() {
+        let env = registry_env("");
+        assert_eq!(env.registry, None);
+        let cfg = parse("[runtimes.a]\n", "r.toml", &env, &both_plans).unwrap();
+        assert_eq!(cfg.runtimes["a"].source, Source::Git);
+    }
+
+    #[test]
+    fn registry_mode_needs_a_registry_and_a_fitting_plan() {
+        let err = parse(
+            "[defaults]\nsource = \"registry\"\n[runtimes.a]\n",
+            "r.toml",
+            &EnvOverrides::default(),
+            &both_plans,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("r.toml:2:")
+                && err.contains("no registry is set")
+                && err.contains("PLANNER_REGISTRY"),
+            "{err}"
+        );
+        let err = parse(
+            "[defaults]\nplan = \"local-build\"\n[runtimes.a]\n",
+            "r.toml",
+            &registry_env("h.example/o"),
+            &both_plans,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("r.toml:2:")
+                && err.contains("reads a git source")
+                && err.contains("from PLANNER_REGISTRY")
+                && err.contains("registry-pull"),
+            "{err}"
+        );
+        let err = parse(
+            "[defaults]\nsource = \"svn\"\n[runtimes.a]\n",
+            "r.toml",
+            &EnvOverrides::default(),
+            &both_plans,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("r.toml:2:") && err.contains("\"git\" or \"registry\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_registry_references_and_settings_are_refused() {
+        for (text, needle) in [
+            (
+                "[defaults]\nsource = \"registry\"\nregistry = \"Bad Host/x\"\n[runtimes.a]\n",
+                "r.toml:3:",
+            ),
+            (
+                "[defaults]\nsource = \"registry\"\nregistry = \"h.example/x\"\nregistry_tag = \"a/b\"\n[runtimes.a]\n",
+                "r.toml:4:",
+            ),
+            ("[registry]\ninsecure = [\"http://h:5000\"]\n", "r.toml:2:"),
+            ("[registry]\ntimeout = \"soon\"\n", "r.toml:2:"),
+        ] {
+            let err = parse(text, "r.toml", &EnvOverrides::default(), &both_plans)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let cfg = parse(
+            "[registry]\ninsecure = [\"Reg.Internal:5000\"]\ntimeout = \"20s\"\n",
+            "r.toml",
+            &EnvOverrides::default(),
+            &both_plans,
+        )
+        .unwrap();
+        assert_eq!(cfg.registry.insecure, ["reg.internal:5000"]);
+        assert_eq!(cfg.registry.timeout, std::time::Duration::from_secs(20));
     }
 
     #[test]

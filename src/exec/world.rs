@@ -29,7 +29,8 @@ pub struct RealWorld {
 
 impl RealWorld {
     /// This world with an engine view that has already asked about every tag deciding
-    /// `graph` probes (each runtime's pinned tag at its resolved commit, and `:latest`), all at
+    /// `graph` probes (each runtime's pinned tag at its resolved revision, `:latest`, and a registry runtime's
+    /// digest reference and registry tag), all at
     /// once ([`Engine::prefetched`]): for deciding a whole graph. Never for the scheduler,
     /// whose re-check after a lock must see the engine as it is.
     pub async fn for_deciding(
@@ -45,6 +46,10 @@ impl RealWorld {
                 references.push(rt.pinned_tag(&resolved.revision));
                 references.push(rt.latest_tag());
                 prefixes.push(rt.image_prefix.clone());
+                if let Some(image) = rt.registry_image() {
+                    references.push(image.with_digest(&resolved.revision));
+                    references.push(image.to_string());
+                }
             }
         }
         RealWorld {

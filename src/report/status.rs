@@ -25,7 +25,10 @@ pub fn text(rows: &[RuntimeStatus], now: u64) -> String {
         table.row(row(r, now));
     }
     let mut notes: Vec<String> = rows.iter().flat_map(notes).collect();
-    if rows.iter().any(|r| r.commit.is_none() && r.error.is_none()) {
+    if rows
+        .iter()
+        .any(|r| r.commit.is_none() && r.digest.is_none() && r.error.is_none())
+    {
         notes.push(
             "COMMIT -: never resolved here; run `planner ensure`, or `planner status --refresh` to ask the git host"
                 .into(),
@@ -50,7 +53,7 @@ pub fn json(rows: &[RuntimeStatus]) -> String {
 
 /// One runtime's row of the status table.
 fn row(r: &RuntimeStatus, now: u64) -> Vec<String> {
-    let commit = match (&r.commit, &r.error) {
+    let commit = match (r.commit.as_ref().or(r.digest.as_ref()), &r.error) {
         (Some(c), _) => short(c).to_owned(),
         (None, Some(_)) => "error".into(),
         (None, None) => "-".into(),
@@ -130,7 +133,9 @@ mod tests {
     fn row(commit: Option<&str>) -> RuntimeStatus {
         RuntimeStatus {
             runtime: "alpha".into(),
+            source: crate::config::SourceKind::Git,
             branch: "main".into(),
+            digest: None,
             repo: "https://h.example/tpl".into(),
             commit: commit.map(str::to_owned),
             resolved_at: commit.map(|_| 90),
