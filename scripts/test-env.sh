@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sourced by scripts/test.sh and the benchmarks: makes sure a Docker engine answers, and exports
-# DOCKER_HOST for it. On a machine with no engine it installs Debian's docker.io (and
-# busybox-static for the base image) and starts a private dockerd on a unix socket under
-# $PLANNER_ENGINE_DIR (default /tmp/planner-engine) with its own data and exec roots, no bridge
-# and no iptables. No registry is reachable, so the base image the tests build FROM is made by
-# `docker import` of a busybox-static rootfs.
+# DOCKER_HOST for it. It installs the programs the tests run when missing (git, sshd,
+# docker-registry, htpasswd, openssl, ...). On a machine with no engine it installs Debian's
+# docker.io (and busybox-static for the base image) and starts a private dockerd on a unix socket
+# under $PLANNER_ENGINE_DIR (default /tmp/planner-engine) with its own data and exec roots, no
+# bridge and no iptables. The engine reaches the tests' registries on 127.0.0.1 over plain HTTP
+# with no flag (loopback registries are insecure-allowed). No outside registry is reachable, so
+# the base image the tests build FROM is made by `docker import` of a busybox-static rootfs.
 set -euo pipefail
 
 PLANNER_ENGINE_DIR=${PLANNER_ENGINE_DIR:-/tmp/planner-engine}
@@ -24,10 +26,17 @@ install_packages() {
   command -v flock >/dev/null || missing+=(util-linux)
   # sshd for the ssh:// tests (each test starts its own on a loopback port; see tests/support/sshd.rs).
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # A real OCI registry for the registry-mode tests (distribution 2.8; each test starts its own
+  # on a loopback port, see tests/support/registry.rs), htpasswd for its Basic auth, and openssl
+  # for the token issuer's key and certificate (tests/support/token_issuer.rs).
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "test-env: installing ${missing[*]}" >&2
     as_root apt-get update -qq
-    # No package may start a system service (openssh-server would start sshd on port 22).
+    # No package may start a system service (openssh-server would start sshd on port 22,
+    # docker-registry a registry on port 5000).
     local policy=/usr/sbin/policy-rc.d made_policy=
     if [ ! -e "$policy" ]; then
       as_root sh -c "printf '#!/bin/sh\\nexit 101\\n' >$policy && chmod +x $policy" && made_policy=1

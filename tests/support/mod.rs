@@ -1,8 +1,12 @@
 #![allow(dead_code)]
 pub mod canned_http;
+pub mod cred_helper;
 pub mod git_server;
 pub mod harness;
 pub mod logging_proxy;
+pub mod rate_limit_proxy;
+pub mod registry;
 pub mod slow_git;
 pub mod sshd;
 pub mod stall_proxy;
+pub mod token_issuer;
