@@ -26,9 +26,9 @@ pub fn is_image_id(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(is_blake3_hex)
 }
 
-/// A content digest as registries name manifests: `sha256:` and 64 lowercase hex digits
-/// (the only algorithm the engine and distribution use).
-pub fn is_digest(s: &str) -> bool {
+/// An OCI content digest as planner accepts one from a registry (`Docker-Content-Digest`, an
+/// index entry): `sha256:` and 64 lowercase hex digits, the form of an engine image ID.
+pub fn is_manifest_digest(s: &str) -> bool {
     is_image_id(s)
 }
 
@@ -80,6 +80,17 @@ mod tests {
         assert!(!is_blake3_hex("FORGED-0000000000"));
         assert!(is_image_id(&format!("sha256:{}", "1".repeat(64))));
         assert!(!is_image_id(&"1".repeat(64)) && !is_image_id("sha256:é"));
+        assert!(is_manifest_digest(&format!("sha256:{}", "ab".repeat(32))));
+        for bad in [
+            "sha512:ab",
+            "sha256:AB",
+            "sha256:",
+            "SHA256:ab",
+            " sha256:ab",
+        ] {
+            assert!(!is_manifest_digest(bad), "{bad}");
+        }
+        assert!(!is_manifest_digest(&format!("sha256:{}", "a".repeat(65))));
     }
 
     #[test]

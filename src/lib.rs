@@ -9,7 +9,8 @@
 //! Each step kind is one module under [`steps`] (its name, input, params, key, probe, run and
 //! record), listed once in the registry [`steps::of`]; the graph, keys, `decide` and the
 //! scheduler ask the kind and never match on it.
-//! Side effects live in [`git`], [`docker`] and [`store`]; [`mask`] hides the token everywhere.
+//! Side effects live in [`git`], [`docker`], [`registry`] (the OCI registry client of registry
+//! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs.
 pub mod app;

@@ -81,7 +81,7 @@ impl Record {
     /// Records the revision a step descends from in its field: a commit (git) or a
     /// manifest digest (registry).
     pub fn set_revision(&mut self, revision: &str) {
-        if ids::is_digest(revision) {
+        if ids::is_manifest_digest(revision) {
             self.digest = Some(revision.to_owned());
         } else {
             self.commit = Some(revision.to_owned());
@@ -105,7 +105,7 @@ impl Record {
         }
         let fields = [
             ("commit", &self.commit, ids::is_commit as fn(&str) -> bool),
-            ("digest", &self.digest, ids::is_digest),
+            ("digest", &self.digest, ids::is_manifest_digest),
             (
                 "dockerfile_blake3",
                 &self.dockerfile_blake3,

@@ -1,57 +1,28 @@
-//! STUB (lead's branch): replaced by the registry helper's module at merge.
+//! The OCI / Docker registry client of registry mode: resolve `registry/repository:tag` to the
+//! digest of the runtime platform's manifest, with credentials found as the docker CLI finds
+//! them, and never a pull.
+//!
+//! - [`reference`]: [`ImageRef`], distribution's reference grammar, Docker Hub normalization,
+//!   the transport rule (HTTPS; plain HTTP for loopback and `[registry] insecure` hosts).
+//! - [`auth`]: [`Credentials`] from `config.json` (`credHelpers`, `credsStore`, `auths`) and
+//!   `docker-credential-*` helpers; [`engine_auth`], the engine's `X-Registry-Auth`.
+//! - [`client`]: [`Registry::resolve`]: one HEAD in the common case; 401 → Bearer/Basic,
+//!   429 → `Retry-After`; indexes resolved to the platform's entry ([`index`]).
+//! - [`challenge`]: `WWW-Authenticate` and `Retry-After` parsing.
+//! - [`error`]: [`RegistryError`]; every variant names the reference and the fix.
+//!
+//! Every secret read (password, identity token, helper secret, bearer token, the encoded
+//! header values) goes through [`crate::mask::register_secret`], so no output shows it.
+pub mod auth;
+pub mod challenge;
+pub mod client;
+pub mod error;
+pub mod index;
 pub mod reference;
+#[cfg(test)]
+mod testserver;
+
+pub use auth::{Credentials, DockerConfig, engine_auth};
+pub use client::{Registry, RegistrySettings, Resolution};
+pub use error::{Missing, RegistryError};
 pub use reference::ImageRef;
-
-use std::time::Duration;
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RegistrySettings {
-    pub insecure: Vec<String>,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub secret: String,
-    pub identity_token: bool,
-}
-
-pub fn engine_auth(_creds: &Credentials, _server: &str) -> String {
-    String::new()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("stub {0}")]
-    Stub(String),
-}
-
-pub struct Resolution {
-    pub digest: String,
-    pub index_digest: Option<String>,
-    pub media_type: String,
-    pub rate_limited: Option<Duration>,
-}
-
-#[derive(Clone)]
-pub struct Registry;
-
-impl Registry {
-    pub fn new(_settings: RegistrySettings) -> Registry {
-        Registry
-    }
-    pub async fn resolve(
-        &self,
-        image: &ImageRef,
-        _platform: &str,
-    ) -> Result<Resolution, RegistryError> {
-        Err(RegistryError::Stub(image.to_string()))
-    }
-    pub async fn credentials(
-        &self,
-        _image: &ImageRef,
-    ) -> Result<Option<Credentials>, RegistryError> {
-        Ok(None)
-    }
-}

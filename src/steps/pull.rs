@@ -177,7 +177,7 @@ async fn pull(
         .registry
         .credentials(image)
         .await?
-        .map(|c| crate::registry::engine_auth(&c, &image.registry));
+        .map(|c| crate::registry::engine_auth(&c, &image.auth_key()));
     let (sink, step) = (req.sink.clone(), req.step.clone());
     let on_line = move |line: &str| {
         sink(&Event::Output {
