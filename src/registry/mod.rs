@@ -2,7 +2,7 @@
 //! digest of the runtime platform's manifest, with credentials found as the docker CLI finds
 //! them, and never a pull.
 //!
-//! - [`reference`]: [`ImageRef`], distribution's reference grammar, Docker Hub normalization,
+//! - [`reference`](mod@reference): [`ImageRef`], distribution's reference grammar, Docker Hub normalization,
 //!   the transport rule (HTTPS; plain HTTP for loopback and `[registry] insecure` hosts).
 //! - [`auth`]: [`Credentials`] from `config.json` (`credHelpers`, `credsStore`, `auths`) and
 //!   `docker-credential-*` helpers; [`engine_auth`], the engine's `X-Registry-Auth`.
