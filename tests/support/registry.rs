@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::harness::BASE_IMAGE;
 use super::token_issuer::{self, TokenIssuer};
+
+/// The image [`TestRegistry::push_image`] builds FROM: the one scripts/test-env.sh imports
+/// (`harness::BASE_IMAGE`; repeated so the benchmark tool can use this module without harness).
+pub const BASE_IMAGE: &str = "planner-test/busybox:latest";
 
 pub const REGISTRY_BIN: &str = "docker-registry";
 /// The User-Agent of this module's own HTTP requests (filter them out of request counts).
@@ -95,6 +98,16 @@ pub struct RegistryRequest {
 }
 
 impl RegistryRequest {
+    /// Sent by the Docker engine (a pull or push), by its User-Agent `docker/…`.
+    pub fn by_engine(&self) -> bool {
+        self.user_agent.starts_with("docker/")
+    }
+
+    /// Sent by this module's own helpers ([`SUPPORT_UA`]).
+    pub fn by_support(&self) -> bool {
+        self.user_agent == SUPPORT_UA
+    }
+
     /// `/v2/<repo>/manifests/<ref>`: the repository.
     pub fn manifest_of(&self) -> Option<&str> {
         self.repo_before("/manifests/")
@@ -254,10 +267,17 @@ impl TestRegistry {
         self.skip.store(lines.len(), Ordering::SeqCst);
     }
 
-    /// Requests other than this module's own ([`SUPPORT_UA`]).
+    /// Requests other than this module's own ([`SUPPORT_UA`]): the engine's and planner's.
     pub fn client_requests(&self) -> Vec<RegistryRequest> {
         let mut all = self.requests();
-        all.retain(|r| r.user_agent != SUPPORT_UA);
+        all.retain(|r| !r.by_support());
+        all
+    }
+
+    /// Requests neither from this module nor from the engine: planner's own (resolve).
+    pub fn planner_requests(&self) -> Vec<RegistryRequest> {
+        let mut all = self.requests();
+        all.retain(|r| !r.by_support() && !r.by_engine());
         all
     }
 

@@ -127,7 +127,15 @@ impl TokenIssuer {
         lock(&self.shared.log).clone()
     }
 
-    /// Requests that were answered with a token (any status 200).
+    /// Requests other than this module's own (user agent [`super::registry::SUPPORT_UA`]):
+    /// the engine's (`docker/…`) and planner's.
+    pub fn client_requests(&self) -> Vec<TokenRequest> {
+        let mut all = self.requests();
+        all.retain(|r| r.user_agent != super::registry::SUPPORT_UA);
+        all
+    }
+
+    /// Requests that were answered with a token (status 200).
     pub fn tokens_issued(&self) -> usize {
         self.requests().iter().filter(|r| r.status == 200).count()
     }
