@@ -222,6 +222,10 @@ fn token_auth_bearer_flow_and_engine_pull() {
     );
     let asked = issuer.requests();
     assert_eq!(asked.len(), 2, "{asked:?}");
+    issuer.set_anonymous_pull(true);
+    let public = issuer.fetch_token(&scope, None);
+    assert_eq!(head(&url, Some(&format!("Bearer {public}"))).status, 200);
+    issuer.set_anonymous_pull(false);
     assert_eq!(asked[0].user, None);
     assert!(asked[0].granted.is_empty());
     assert_eq!(asked[1].user.as_deref(), Some(USER));
@@ -350,4 +354,38 @@ fn cred_helper_script_answers_and_the_docker_cli_uses_it() {
     assert!(ok, "pull with the credential helper: {text}");
     assert!(helper.calls().len() > 2, "{:?}", helper.calls());
     harness::docker(&["rmi", &image.pinned()]);
+}
+
+#[test]
+fn registry_stop_restart_freeze_and_thaw() {
+    let mut registry = TestRegistry::start(RegistryAuth::None);
+    let url = format!("{}/v2/", registry.base_url());
+    registry.stop();
+    assert!(
+        std::net::TcpStream::connect(registry.host()).is_err(),
+        "stopped: refused"
+    );
+    registry.restart();
+    assert_eq!(http_request("GET", &url, &[], None).status, 200);
+    registry.freeze();
+    let mut stream = std::net::TcpStream::connect(registry.host()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = std::io::Read::read(&mut stream, &mut buf);
+    assert!(read.is_err(), "a frozen registry answers nothing: {read:?}");
+    registry.thaw();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }

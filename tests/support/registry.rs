@@ -10,6 +10,10 @@
 //!
 //! The engine reaches `127.0.0.1:PORT` over plain HTTP with no setting (loopback registries
 //! are insecure-allowed; the test dockerd shares the host network).
+//!
+//! The child gets `PR_SET_PDEATHSIG(SIGKILL)`, so a test process killed mid-test leaves no
+//! registry behind; that signal fires when the *thread* that started it exits, so keep a
+//! registry on the thread that started it (each test's own thread, as usual).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -248,6 +252,43 @@ impl TestRegistry {
         self.dir.path().join("data")
     }
 
+    /// Kills the registry: its port refuses connections (a registry that went down) until
+    /// [`Self::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again on the same port with the same storage and auth (after
+    /// [`Self::stop`]); the access log continues.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = start_child(self.dir.path(), self.port)
+            .unwrap_or_else(|log| panic!("docker-registry did not restart; its log:\n{log}"));
+    }
+
+    /// Stops the registry process (SIGSTOP): connections are accepted by the kernel but never
+    /// answered (a hung registry, for timeouts) until [`Self::thaw`].
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Every request in the access log since start (or the last [`Self::clear_requests`]),
     /// oldest first. Waits until the log stops growing (a line is written just after its
     /// answer, so one read right after a client exits could miss the last requests).
@@ -466,6 +507,7 @@ impl TestRegistry {
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
+        // SIGKILL ends a frozen (SIGSTOPped) process too.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -512,10 +554,26 @@ fn start_child(dir: &Path, port: u16) -> Result<Child, String> {
 }
 
 fn spawn(dir: &Path) -> Child {
-    let access = std::fs::File::create(dir.join("access.log")).unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    Command::new(REGISTRY_BIN)
-        .arg("serve")
+    use std::os::unix::process::CommandExt as _;
+    let append = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let mut cmd = Command::new(REGISTRY_BIN);
+    // SAFETY: prctl(2) only, between fork and exec: async-signal-safe, no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (access, log) = (append("access.log"), append("registry.log"));
+    cmd.arg("serve")
         .arg(dir.join("config.yml"))
         .current_dir(dir)
         .stdin(Stdio::null())

@@ -2,7 +2,8 @@
 //! Bearer flow tests: `GET /token?service=…&scope=…` with optional HTTP Basic credentials.
 //!
 //! - Right credentials: a token granting every requested action (`pull`, `push`, `delete`, `*`).
-//! - No credentials: a token with no access, as real issuers answer anonymous clients.
+//! - No credentials: a token with no access, as real issuers answer anonymous clients of a
+//!   private repository ([`TokenIssuer::set_anonymous_pull`]: `pull` only, a public one).
 //! - Wrong credentials: `401`. A `service` other than [`SERVICE`]: `400`.
 //!
 //! The answer is `{"token","access_token","expires_in","issued_at"}`. The token is a JWT
@@ -62,6 +63,7 @@ struct Shared {
     /// Base64 (standard) DER of the signing certificate, for `x5c`.
     cert_der: String,
     expires_in: AtomicU64,
+    anonymous_pull: AtomicBool,
     stop: AtomicBool,
     serial: AtomicU64,
     log: Mutex<Vec<TokenRequest>>,
@@ -84,6 +86,7 @@ impl TokenIssuer {
             key,
             cert_der: pem_body(&cert),
             expires_in: AtomicU64::new(300),
+            anonymous_pull: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             serial: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
@@ -120,6 +123,12 @@ impl TokenIssuer {
     /// leeway to `exp`, so a short value tests the client's cache, not the registry).
     pub fn set_expires_in(&self, seconds: u64) {
         self.shared.expires_in.store(seconds, Ordering::SeqCst);
+    }
+
+    /// Anonymous requests get `pull` on the repositories they ask for (a public registry like
+    /// Docker Hub or ghcr.io for public images); default off (anonymous: no access).
+    pub fn set_anonymous_pull(&self, on: bool) {
+        self.shared.anonymous_pull.store(on, Ordering::SeqCst);
     }
 
     /// Every request so far, oldest first.
@@ -290,6 +299,8 @@ fn decide(
     };
     let access = if authorized {
         grant(&entry.scopes)
+    } else if shared.anonymous_pull.load(Ordering::SeqCst) {
+        pull_only(grant(&entry.scopes))
     } else {
         Vec::new()
     };
@@ -323,6 +334,15 @@ fn grant(scopes: &[String]) -> Vec<(String, String, Vec<String>)> {
                 .collect();
             Some((kind.to_owned(), name.to_owned(), actions))
         })
+        .collect()
+}
+
+/// Only `pull` on repositories, from a grant.
+fn pull_only(access: Vec<(String, String, Vec<String>)>) -> Vec<(String, String, Vec<String>)> {
+    access
+        .into_iter()
+        .filter(|(kind, _, actions)| kind == "repository" && actions.iter().any(|a| a == "pull"))
+        .map(|(kind, name, _)| (kind, name, vec!["pull".to_owned()]))
         .collect()
 }
 
