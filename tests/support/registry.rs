@@ -375,6 +375,8 @@ impl TestRegistry {
         let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY marker {MARKER_PATH}\n");
         std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
         docker_cli(&["build", "-q", "-t", &reference], Some(ctx.path()), None);
+        // Removed from the engine when this function returns or panics (a test starts cold).
+        let _local = RemoveOnDrop(reference.clone());
         let image_id = docker_cli(
             &["image", "inspect", "-f", "{{.Id}}", &reference],
             None,
@@ -384,7 +386,6 @@ impl TestRegistry {
         .to_owned();
         self.login();
         let pushed = docker_cli(&self.with_config(&["push", &reference]), None, None);
-        docker_cli(&["rmi", &reference], None, None);
         let digest = push_digest(&pushed)
             .unwrap_or_else(|| panic!("no digest in the output of docker push:\n{pushed}"));
         let head = self.head_manifest(name, &digest);
@@ -510,6 +511,19 @@ impl Drop for TestRegistry {
         // SIGKILL ends a frozen (SIGSTOPped) process too.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `docker rmi` of a reference when dropped.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
