@@ -1,7 +1,8 @@
 //! Smoke tests of the registry test infrastructure against the real `docker-registry`
 //! (distribution 2.8) and the real engine: pushes and HEADs with no auth, Basic and the token
-//! flow; an index with chosen platforms; request counting from the access log; the 429 relay;
-//! a registry that is down; and the credential-helper script, also as the docker CLI uses it.
+//! flow (and identity tokens); an index with chosen platforms; request counting from the access
+//! log; the 429 relay; a relay that drops Docker-Content-Digest; a registry that is down,
+//! restarted or frozen; and the credential-helper script, also as the docker CLI uses it.
 
 mod support;
 
@@ -15,6 +16,7 @@ use support::registry::{
     ACCEPT_ALL, DOCKER_MANIFEST, IndexKind, MARKER_PATH, OCI_INDEX, RegistryAuth, TestRegistry,
     down_host, http_request,
 };
+use support::rewrite_proxy::RewriteProxy;
 use support::token_issuer::SERVICE;
 
 const USER: &str = "smoke-user";
@@ -120,6 +122,26 @@ fn anonymous_push_head_index_counting_and_delete() {
         &[(&image.digest, "linux/amd64")],
     );
     assert!(list.starts_with("sha256:") && list != index);
+
+    // A registry that omits Docker-Content-Digest (the client must GET and hash).
+    let bare = RewriteProxy::start(&registry.host(), &["Docker-Content-Digest"]);
+    let url = format!("http://{}/v2/smoke/anon/manifests/latest", bare.host());
+    let answer = head(&url, None);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("docker-content-digest"), None, "{answer:?}");
+    let got = http_request("GET", &url, &[("accept", ACCEPT_ALL)], None);
+    assert_eq!(
+        (got.status, got.body.len() as u64),
+        (200, image.size),
+        "{got:?}"
+    );
+    assert_eq!(got.header("docker-content-digest"), None);
+    let relayed: Vec<_> = bare
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.status))
+        .collect();
+    assert_eq!(relayed, [("HEAD".to_owned(), 200), ("GET".to_owned(), 200)]);
 
     registry.delete_manifest("smoke/anon", &image.digest);
     let gone = head(
@@ -261,6 +283,22 @@ fn token_auth_bearer_flow_and_engine_pull() {
             .iter()
             .any(|r| r.user.as_deref() == Some(USER) && r.user_agent.starts_with("docker/")),
         "{engine_asks:?}"
+    );
+    harness::docker(&["rmi", &image.pinned()]);
+
+    // An identity token (config.json `identitytoken`): the engine uses the OAuth2 POST.
+    issuer.clear_requests();
+    let config = tempfile::tempdir().unwrap();
+    registry.docker_config_identity_token(config.path());
+    let (ok, text) = docker_with_config(config.path(), &["pull", &image.pinned()], None);
+    assert!(ok, "engine pull with an identity token: {text}");
+    let posts = issuer.requests();
+    assert!(
+        posts.iter().any(|r| r.method == "POST"
+            && r.grant_type.as_deref() == Some("refresh_token")
+            && r.status == 200
+            && !r.granted.is_empty()),
+        "{posts:?}"
     );
     harness::docker(&["rmi", &image.pinned()]);
 }

@@ -351,6 +351,23 @@ impl TestRegistry {
         )
     }
 
+    /// Token mode: writes `dir/config.json` with `auths[host]` = the issuer's refresh token as
+    /// `identitytoken` (and `auth` = base64 `user:`, as `docker login` stores it), so clients
+    /// must use the OAuth2 POST refresh flow. Returns the file's path.
+    pub fn docker_config_identity_token(&self, dir: &Path) -> PathBuf {
+        let issuer = self
+            .issuer
+            .as_ref()
+            .expect("identity tokens need a Token-mode registry");
+        let (user, _) = self.auth.credentials().expect("Token mode has credentials");
+        let entry = serde_json::json!({
+            "auth": STANDARD.encode(format!("{user}:")),
+            "identitytoken": issuer.refresh_token(),
+        });
+        let config = serde_json::json!({ "auths": { self.host(): entry } });
+        write_json(&dir.join("config.json"), &config)
+    }
+
     /// The `Authorization` value this module uses for `scope`
     /// (`repository:NAME:pull,push`): Basic, a Bearer token from the issuer, or none.
     pub fn authorization(&self, scope: &str) -> Option<String> {
