@@ -562,18 +562,23 @@ fn which(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Spawns the registry and polls `/v2/` until it answers (any status); on exit or timeout,
-/// kills it and returns the tail of its log.
+/// Spawns the registry and polls `/v2/` until it answers (any status) *and* the probe shows
+/// in its own access log (so a foreign server that took the port is not mistaken for it); on
+/// exit or timeout, kills it and returns the tail of its log.
 fn start_child(dir: &Path, port: u16) -> Result<Child, String> {
     let mut child = spawn(dir);
     let deadline = Instant::now() + START_TIMEOUT;
-    let url = format!("http://127.0.0.1:{port}/v2/");
+    let nonce = format!("planner-probe-{}-{port}", std::process::id());
+    let url = format!("http://127.0.0.1:{port}/v2/?{nonce}");
     while Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
             break;
         }
         if try_http("GET", &url).is_some() {
-            return Ok(child);
+            if logged(&dir.join("access.log"), &nonce) {
+                return Ok(child);
+            }
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -582,6 +587,17 @@ fn start_child(dir: &Path, port: u16) -> Result<Child, String> {
     let text = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     Err(lines[lines.len().saturating_sub(30)..].join("\n"))
+}
+
+/// Whether `needle` appears in the file within about a second.
+fn logged(path: &Path, needle: &str) -> bool {
+    for _ in 0..50 {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 fn spawn(dir: &Path) -> Child {
