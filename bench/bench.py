@@ -944,6 +944,207 @@ found done by the other process once their lock was free: {cc['meanwhile']}.
 """
 
 
+# ---- 7. warm no-op ensure of nine registry runtimes ---------------------------------------
+# Groundwork: the local registry, the origin's registry-mode shell loop and the HEAD floor run
+# today; the planner side needs registry mode (`source = "registry"`, see README) and is
+# reported as unavailable until `planner ensure` accepts the config below.
+
+REGISTRY_NS = "molecule-ai/workspace-template-"
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+class LocalRegistry:
+    """examples/bench_tool.rs `registry`: tests/support/registry.rs (Debian's docker-registry
+    on 127.0.0.1, no auth) with one `molecule-ai/workspace-template-<rt>:latest` per runtime."""
+
+    def __init__(self, runtimes):
+        self.proc = subprocess.Popen([TOOL, "registry", REGISTRY_NS, *runtimes],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=ENV)
+        self.lock = threading.Lock()
+        self.host, self.images = None, {}
+        for line in self.proc.stdout:
+            parts = line.split()
+            if parts and parts[0] == "host":
+                self.host = parts[1]
+            elif parts and parts[0] == "image":
+                self.images[parts[1]] = (parts[2], parts[3])
+            elif parts and parts[0] == "ready":
+                break
+        else:
+            raise RuntimeError("bench_tool registry ended before it was ready")
+
+    def _cmd(self, cmd):
+        with self.lock:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+            lines = []
+            while True:
+                line = self.proc.stdout.readline()
+                if not line or line.strip() == "end":
+                    return lines
+                lines.append(line.split())
+
+    def requests(self):
+        """[(method, path, status, engine|client)] at the registry since the last clear."""
+        return [tuple(l[1:5]) for l in self._cmd("log") if l and l[0] == "req"]
+
+    def clear(self):
+        self._cmd("clear")
+
+    def counts(self, who):
+        """{"HEAD manifest": n, "GET blob": n, ...} of the requests sent by `who`."""
+        out = {}
+        for method, path, _, sender in self.requests():
+            if sender != who:
+                continue
+            kind = ("manifest" if "/manifests/" in path else
+                    "blob" if "/blobs/" in path else "other")
+            out[f"{method} {kind}"] = out.get(f"{method} {kind}", 0) + 1
+        return out
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+        if self.host:
+            out = sh(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                     env=ENV, check=False).stdout
+            refs = [l for l in out.splitlines() if l.startswith(self.host + "/")]
+            if refs:
+                sh(["docker", "image", "rm", "-f", *refs], env=ENV, check=False)
+
+
+REGISTRY_SHELL_LOOP = r"""#!/usr/bin/env bash
+# The origin's warm path in registry mode, per runtime and sequentially: pull :latest (the
+# engine resolves the tag at the registry and downloads nothing when it holds the image).
+set -euo pipefail
+for rt in {runtimes}; do
+  docker pull -q "{host}/{ns}$rt:latest" >/dev/null
+done
+"""
+
+
+def head_floor_once(host, names):
+    """The lower bound, measured in-process: one manifest HEAD per runtime, all in parallel."""
+    def one(name):
+        conn = http.client.HTTPConnection(host, timeout=30)
+        conn.request("HEAD", f"/v2/{name}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        if resp.status != 200 or not resp.getheader("Docker-Content-Digest"):
+            raise RuntimeError(f"HEAD {name}: {resp.status}")
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(one, names))
+    return time.perf_counter() - t0
+
+
+def write_registry_config(path, registry, image_prefix, runtimes):
+    """Registry mode per the shared design: {registry}/{registry_image}{runtime}:{registry_tag}."""
+    lines = ["[defaults]", 'source = "registry"', f'registry = "{registry}"',
+             'registry_image = "workspace-template-"', 'registry_tag = "latest"',
+             f'image_prefix = "{image_prefix}"', 'platform = "linux/amd64"', ""]
+    lines += [f"[runtimes.{name}]" for name in runtimes]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def bench_registry(ctx, runs):
+    work = ctx["work"]
+    log("7. registry: starting docker-registry and pushing nine images (setup, not measured)")
+    reg = LocalRegistry(NINE)
+    ctx["registry"] = reg
+    names = [f"{REGISTRY_NS}{rt}" for rt in NINE]
+    script = work.path("registry", "origin-pull.sh")
+    with open(script, "w") as f:
+        f.write(REGISTRY_SHELL_LOOP.format(runtimes=" ".join(NINE), host=reg.host,
+                                           ns=REGISTRY_NS))
+    sh(["bash", script], env=ENV)  # the cold pulls (and a check that it works)
+    reg.clear()
+    sh(["bash", script], env=ENV)
+    shell_counts = reg.counts("engine")
+    b_cmd = ["bash", script]
+
+    def b():
+        t, p = timed(b_cmd)
+        if p.returncode != 0:
+            raise RuntimeError(f"shell loop failed: {p.stderr}")
+        return t
+
+    cfg, cache = work.path("registry", "runtimes.toml"), work.path("registry", "cache")
+    write_registry_config(cfg, f"{reg.host}/molecule-ai", IMAGE_NS + "reg-", NINE)
+    cold = sh(planner(cfg, cache, "ensure", "--all"), check=False, env=ENV)
+    res = {"runs": runs, "shell_counts": shell_counts, "planner_error": None,
+           "planner": [], "shell": [], "planner2": [], "floor": [], "planner_counts": {}}
+    for _ in range(2):
+        head_floor_once(reg.host, names)
+    if cold.returncode != 0:
+        res["planner_error"] = cold.stderr.strip().splitlines()[-1:] or [f"exit {cold.returncode}"]
+        log(f"7. registry: planner registry mode unavailable: {res['planner_error'][0]}")
+        res["shell"] = [b() for _ in range(runs)]
+        res["floor"] = [head_floor_once(reg.host, names) for _ in range(runs)]
+        return res
+    reg.clear()
+    ensure_ok(planner(cfg, cache, "ensure", "--all"), "warm registry ensure")
+    res["planner_counts"] = {**reg.counts("client"),
+                             **{f"engine {k}": v for k, v in reg.counts("engine").items()}}
+    a_cmd = planner(cfg, cache, "-q", "ensure", "--all")
+    for _ in range(2):
+        timed(a_cmd)
+
+    def a():
+        t, p = timed(a_cmd)
+        if p.returncode != 0:
+            raise RuntimeError(f"planner warm registry ensure failed: {p.stderr}")
+        return t
+
+    log(f"7. registry: {runs} alternating pairs planner / docker pull loop")
+    res["planner"], res["shell"] = alternate(runs, a, b)
+    log(f"7. registry: {runs} alternating pairs planner / parallel HEAD floor")
+    res["planner2"], res["floor"] = alternate(runs, a, lambda: head_floor_once(reg.host, names))
+    return res
+
+
+def report_registry(r):
+    counts = lambda c: ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+    b, fl = median(r["shell"]), median(r["floor"])
+    rows = f"""| | median | spread (min–max) | runs |
+|---|---|---|---|
+"""
+    if r["planner_error"]:
+        rows += f"| planner `ensure --all` (warm, nine registry runtimes) | not available: {r['planner_error'][0]} | | |\n"
+    else:
+        a = median(r["planner"])
+        rows += f"| planner `ensure --all` (warm, nine registry runtimes) | **{fmt_ms(a)}** | {spread(r['planner'])} | {r['runs']} |\n"
+    rows += f"""| origin's loop (`docker pull …:latest` per runtime, sequential) | {fmt_ms(b)} | {spread(r['shell'])} | {r['runs']} |
+| floor: nine manifest HEADs in parallel (in-process, Python) | {fmt_ms(fl)} | {spread(r['floor'])} | {r['runs']} |
+"""
+    if not r["planner_error"]:
+        speedup = pair_ratio(r["shell"], r["planner"])
+        vs_floor = pair_ratio(r["planner2"], r["floor"])
+        ok_speed = "met" if speedup >= 20 else "**missed**"
+        ok_floor = "met" if vs_floor <= 1.2 else "**missed**"
+        rows += f"""
+| figure | value | target | |
+|---|---|---|---|
+| speed-up vs the `docker pull` loop (median of per-pair ratios) | **{speedup:.1f}x** | ≥ 20x | {ok_speed} |
+| planner / floor (second alternation) | {vs_floor:.2f}x | ≤ 1.2x | {ok_floor} |
+"""
+    rows += f"""
+At the registry, one warm `docker pull` loop sent: {counts(r['shell_counts'])}.
+"""
+    if not r["planner_error"]:
+        rows += f"One warm planner `ensure --all` sent: {counts(r['planner_counts'])}.\n"
+    return rows
+
+
 # ---- the report ---------------------------------------------------------------------------
 
 
@@ -981,7 +1182,8 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs, smaller 2nd size for 4")
-    ap.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    ap.add_argument("--only", default="1,2,3,4,5,6",
+                    help="comma-separated benchmark numbers (7, registry mode, is opt-in for now)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.md"))
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--baseline", help="another planner binary to compare with in 1, 2 and 6")
@@ -1015,8 +1217,13 @@ def main():
         if 6 in only:
             sections.append(("6. A long plan: `plan --offline` of one runtime on a 2,000 / 20,000-step plan",
                              report_plan(bench_plan(ctx, [2000, 20000], 3 if q else 7))))
+        if 7 in only:
+            sections.append(("7. Warm no-op ensure of nine registry runtimes",
+                             report_registry(bench_registry(ctx, 7 if q else 21))))
     finally:
         ctx["git"].close()
+        if "registry" in ctx:
+            ctx["registry"].close()
         ctx["work"].close()
         for ref in bench_images():
             sh(["docker", "image", "rm", "-f", ref], env=ENV, check=False)

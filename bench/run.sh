@@ -7,13 +7,16 @@
 #   4 planner's peak RSS while streaming 50 MiB and 500 MiB build contexts
 #   5 nine cold runtimes, --jobs 1 vs --jobs 4, and that no work is done twice
 #   6 plan --offline of one runtime on a generated 2,000- and 20,000-step plan
+#   7 (opt-in: --only 7) warm no-op ensure of nine registry runtimes vs the origin's
+#     `docker pull` loop and nine parallel HEADs, against a local docker-registry
 # Every comparison alternates its two sides in the same run; medians and ratios are reported,
 # nothing is asserted. --baseline adds a side-by-side of another planner binary to 1, 2 and 6;
 # --update-doc rewrites the generated part of BENCHMARKS.md. Results: bench/results/latest.md
 # (and stdout). About 5 min in full on 2 cores, 2 min with --quick.
 # Works on a fresh machine: scripts/test-env.sh installs and starts a private Docker engine if
 # none answers (stopped again at exit) and imports the base image; python3 and GNU time are
-# installed if missing. Uses only 127.0.0.1: a git smart-HTTP server (examples/bench_tool.rs).
+# installed if missing. Uses only 127.0.0.1: a git smart-HTTP server and, for 7, a docker-registry
+# (examples/bench_tool.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh

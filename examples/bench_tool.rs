@@ -15,10 +15,23 @@
 //!     left (branch HEAD = <commit>), so that `plan --offline` has an answer for each. Records
 //!     are written without fsync (it is a fixture, not planner's store). Any plan name is
 //!     accepted (the benchmark's own plans are passed to planner with --plans).
+//! bench_tool registry <image-prefix> <runtime>...
+//!     Starts a real registry (tests/support/registry.rs: Debian's docker-registry on
+//!     127.0.0.1, no auth), pushes a distinct tiny image `<host>/<image-prefix><runtime>:latest`
+//!     for each runtime through the engine (then removed from the engine), and prints
+//!     `host <127.0.0.1:PORT>`, one `image <runtime> <reference> <digest>` per runtime, and
+//!     `ready`. Then reads `log` (prints `req <method> <path> <status> <engine|client>` per
+//!     request since the last `clear`, then `end`) and `clear` on stdin; stops at end of input.
 //! ```
 #[allow(dead_code)]
 #[path = "../tests/support/git_server.rs"]
 mod git_server;
+#[allow(dead_code)]
+#[path = "../tests/support/registry.rs"]
+mod registry;
+#[allow(dead_code)]
+#[path = "../tests/support/token_issuer.rs"]
+mod token_issuer;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -34,9 +47,12 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["serve"] => serve(),
         ["seed-records", cfg, cache, commit] => seed(Path::new(cfg), Path::new(cache), commit),
+        ["registry", prefix, runtimes @ ..] if !runtimes.is_empty() => {
+            serve_registry(prefix, runtimes)
+        }
         _ => {
             eprintln!(
-                "usage: bench_tool serve | bench_tool seed-records <runtimes.toml> <cache-dir> <commit>"
+                "usage: bench_tool serve | bench_tool seed-records <runtimes.toml> <cache-dir> <commit>\n       bench_tool registry <image-prefix> <runtime>..."
             );
             ExitCode::from(2)
         }
@@ -67,6 +83,45 @@ fn serve() -> ExitCode {
             }
             "clear" => {
                 server.clear_log();
+                let _ = writeln!(out, "end");
+            }
+            "" => {}
+            other => {
+                let _ = writeln!(out, "error unknown command {other:?}");
+            }
+        }
+        let _ = out.flush();
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve_registry(prefix: &str, runtimes: &[&str]) -> ExitCode {
+    let server = registry::TestRegistry::start(registry::RegistryAuth::None);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "host {}", server.host());
+    for rt in runtimes {
+        let marker = format!(
+            "bench {rt} {} {:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        );
+        let image = server.push_image(&format!("{prefix}{rt}"), "latest", &marker);
+        let _ = writeln!(out, "image {rt} {} {}", image.reference, image.digest);
+    }
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match line.trim() {
+            "log" => {
+                for r in server.client_requests() {
+                    let who = if r.by_engine() { "engine" } else { "client" };
+                    let _ = writeln!(out, "req {} {} {} {who}", r.method, r.path, r.status);
+                }
+                let _ = writeln!(out, "end");
+            }
+            "clear" => {
+                server.clear_requests();
                 let _ = writeln!(out, "end");
             }
             "" => {}

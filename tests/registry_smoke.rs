@@ -1,7 +1,8 @@
 //! Smoke tests of the registry test infrastructure against the real `docker-registry`
 //! (distribution 2.8) and the real engine: pushes and HEADs with no auth, Basic and the token
-//! flow; an index with chosen platforms; request counting from the access log; the 429 relay;
-//! a registry that is down; and the credential-helper script, also as the docker CLI uses it.
+//! flow (and identity tokens); an index with chosen platforms; request counting from the access
+//! log; the 429 relay; a relay that drops Docker-Content-Digest; a registry that is down,
+//! restarted or frozen; and the credential-helper script, also as the docker CLI uses it.
 
 mod support;
 
@@ -15,6 +16,7 @@ use support::registry::{
     ACCEPT_ALL, DOCKER_MANIFEST, IndexKind, MARKER_PATH, OCI_INDEX, RegistryAuth, TestRegistry,
     down_host, http_request,
 };
+use support::rewrite_proxy::RewriteProxy;
 use support::token_issuer::SERVICE;
 
 const USER: &str = "smoke-user";
@@ -121,6 +123,26 @@ fn anonymous_push_head_index_counting_and_delete() {
     );
     assert!(list.starts_with("sha256:") && list != index);
 
+    // A registry that omits Docker-Content-Digest (the client must GET and hash).
+    let bare = RewriteProxy::start(&registry.host(), &["Docker-Content-Digest"]);
+    let url = format!("http://{}/v2/smoke/anon/manifests/latest", bare.host());
+    let answer = head(&url, None);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("docker-content-digest"), None, "{answer:?}");
+    let got = http_request("GET", &url, &[("accept", ACCEPT_ALL)], None);
+    assert_eq!(
+        (got.status, got.body.len() as u64),
+        (200, image.size),
+        "{got:?}"
+    );
+    assert_eq!(got.header("docker-content-digest"), None);
+    let relayed: Vec<_> = bare
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.status))
+        .collect();
+    assert_eq!(relayed, [("HEAD".to_owned(), 200), ("GET".to_owned(), 200)]);
+
     registry.delete_manifest("smoke/anon", &image.digest);
     let gone = head(
         &format!("{}/v2/smoke/anon/manifests/latest", registry.base_url()),
@@ -222,6 +244,10 @@ fn token_auth_bearer_flow_and_engine_pull() {
     );
     let asked = issuer.requests();
     assert_eq!(asked.len(), 2, "{asked:?}");
+    issuer.set_anonymous_pull(true);
+    let public = issuer.fetch_token(&scope, None);
+    assert_eq!(head(&url, Some(&format!("Bearer {public}"))).status, 200);
+    issuer.set_anonymous_pull(false);
     assert_eq!(asked[0].user, None);
     assert!(asked[0].granted.is_empty());
     assert_eq!(asked[1].user.as_deref(), Some(USER));
@@ -257,6 +283,22 @@ fn token_auth_bearer_flow_and_engine_pull() {
             .iter()
             .any(|r| r.user.as_deref() == Some(USER) && r.user_agent.starts_with("docker/")),
         "{engine_asks:?}"
+    );
+    harness::docker(&["rmi", &image.pinned()]);
+
+    // An identity token (config.json `identitytoken`): the engine uses the OAuth2 POST.
+    issuer.clear_requests();
+    let config = tempfile::tempdir().unwrap();
+    registry.docker_config_identity_token(config.path());
+    let (ok, text) = docker_with_config(config.path(), &["pull", &image.pinned()], None);
+    assert!(ok, "engine pull with an identity token: {text}");
+    let posts = issuer.requests();
+    assert!(
+        posts.iter().any(|r| r.method == "POST"
+            && r.grant_type.as_deref() == Some("refresh_token")
+            && r.status == 200
+            && !r.granted.is_empty()),
+        "{posts:?}"
     );
     harness::docker(&["rmi", &image.pinned()]);
 }
@@ -350,4 +392,38 @@ fn cred_helper_script_answers_and_the_docker_cli_uses_it() {
     assert!(ok, "pull with the credential helper: {text}");
     assert!(helper.calls().len() > 2, "{:?}", helper.calls());
     harness::docker(&["rmi", &image.pinned()]);
+}
+
+#[test]
+fn registry_stop_restart_freeze_and_thaw() {
+    let mut registry = TestRegistry::start(RegistryAuth::None);
+    let url = format!("{}/v2/", registry.base_url());
+    registry.stop();
+    assert!(
+        std::net::TcpStream::connect(registry.host()).is_err(),
+        "stopped: refused"
+    );
+    registry.restart();
+    assert_eq!(http_request("GET", &url, &[], None).status, 200);
+    registry.freeze();
+    let mut stream = std::net::TcpStream::connect(registry.host()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = std::io::Read::read(&mut stream, &mut buf);
+    assert!(read.is_err(), "a frozen registry answers nothing: {read:?}");
+    registry.thaw();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }

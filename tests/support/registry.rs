@@ -10,6 +10,10 @@
 //!
 //! The engine reaches `127.0.0.1:PORT` over plain HTTP with no setting (loopback registries
 //! are insecure-allowed; the test dockerd shares the host network).
+//!
+//! The child gets `PR_SET_PDEATHSIG(SIGKILL)`, so a test process killed mid-test leaves no
+//! registry behind; that signal fires when the *thread* that started it exits, so keep a
+//! registry on the thread that started it (each test's own thread, as usual).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -21,8 +25,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::harness::BASE_IMAGE;
 use super::token_issuer::{self, TokenIssuer};
+
+/// The image [`TestRegistry::push_image`] builds FROM: the one scripts/test-env.sh imports
+/// (`harness::BASE_IMAGE`; repeated so the benchmark tool can use this module without harness).
+pub const BASE_IMAGE: &str = "planner-test/busybox:latest";
 
 pub const REGISTRY_BIN: &str = "docker-registry";
 /// The User-Agent of this module's own HTTP requests (filter them out of request counts).
@@ -95,6 +102,16 @@ pub struct RegistryRequest {
 }
 
 impl RegistryRequest {
+    /// Sent by the Docker engine (a pull or push), by its User-Agent `docker/…`.
+    pub fn by_engine(&self) -> bool {
+        self.user_agent.starts_with("docker/")
+    }
+
+    /// Sent by this module's own helpers ([`SUPPORT_UA`]).
+    pub fn by_support(&self) -> bool {
+        self.user_agent == SUPPORT_UA
+    }
+
     /// `/v2/<repo>/manifests/<ref>`: the repository.
     pub fn manifest_of(&self) -> Option<&str> {
         self.repo_before("/manifests/")
@@ -235,6 +252,43 @@ impl TestRegistry {
         self.dir.path().join("data")
     }
 
+    /// Kills the registry: its port refuses connections (a registry that went down) until
+    /// [`Self::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again on the same port with the same storage and auth (after
+    /// [`Self::stop`]); the access log continues.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = start_child(self.dir.path(), self.port)
+            .unwrap_or_else(|log| panic!("docker-registry did not restart; its log:\n{log}"));
+    }
+
+    /// Stops the registry process (SIGSTOP): connections are accepted by the kernel but never
+    /// answered (a hung registry, for timeouts) until [`Self::thaw`].
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Every request in the access log since start (or the last [`Self::clear_requests`]),
     /// oldest first. Waits until the log stops growing (a line is written just after its
     /// answer, so one read right after a client exits could miss the last requests).
@@ -254,10 +308,17 @@ impl TestRegistry {
         self.skip.store(lines.len(), Ordering::SeqCst);
     }
 
-    /// Requests other than this module's own ([`SUPPORT_UA`]).
+    /// Requests other than this module's own ([`SUPPORT_UA`]): the engine's and planner's.
     pub fn client_requests(&self) -> Vec<RegistryRequest> {
         let mut all = self.requests();
-        all.retain(|r| r.user_agent != SUPPORT_UA);
+        all.retain(|r| !r.by_support());
+        all
+    }
+
+    /// Requests neither from this module nor from the engine: planner's own (resolve).
+    pub fn planner_requests(&self) -> Vec<RegistryRequest> {
+        let mut all = self.requests();
+        all.retain(|r| !r.by_support() && !r.by_engine());
         all
     }
 
@@ -290,6 +351,23 @@ impl TestRegistry {
         )
     }
 
+    /// Token mode: writes `dir/config.json` with `auths[host]` = the issuer's refresh token as
+    /// `identitytoken` (and `auth` = base64 `user:`, as `docker login` stores it), so clients
+    /// must use the OAuth2 POST refresh flow. Returns the file's path.
+    pub fn docker_config_identity_token(&self, dir: &Path) -> PathBuf {
+        let issuer = self
+            .issuer
+            .as_ref()
+            .expect("identity tokens need a Token-mode registry");
+        let (user, _) = self.auth.credentials().expect("Token mode has credentials");
+        let entry = serde_json::json!({
+            "auth": STANDARD.encode(format!("{user}:")),
+            "identitytoken": issuer.refresh_token(),
+        });
+        let config = serde_json::json!({ "auths": { self.host(): entry } });
+        write_json(&dir.join("config.json"), &config)
+    }
+
     /// The `Authorization` value this module uses for `scope`
     /// (`repository:NAME:pull,push`): Basic, a Bearer token from the issuer, or none.
     pub fn authorization(&self, scope: &str) -> Option<String> {
@@ -314,6 +392,8 @@ impl TestRegistry {
         let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY marker {MARKER_PATH}\n");
         std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
         docker_cli(&["build", "-q", "-t", &reference], Some(ctx.path()), None);
+        // Removed from the engine when this function returns or panics (a test starts cold).
+        let _local = RemoveOnDrop(reference.clone());
         let image_id = docker_cli(
             &["image", "inspect", "-f", "{{.Id}}", &reference],
             None,
@@ -323,7 +403,6 @@ impl TestRegistry {
         .to_owned();
         self.login();
         let pushed = docker_cli(&self.with_config(&["push", &reference]), None, None);
-        docker_cli(&["rmi", &reference], None, None);
         let digest = push_digest(&pushed)
             .unwrap_or_else(|| panic!("no digest in the output of docker push:\n{pushed}"));
         let head = self.head_manifest(name, &digest);
@@ -446,8 +525,22 @@ impl TestRegistry {
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
+        // SIGKILL ends a frozen (SIGSTOPped) process too.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `docker rmi` of a reference when dropped.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -469,18 +562,23 @@ fn which(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Spawns the registry and polls `/v2/` until it answers (any status); on exit or timeout,
-/// kills it and returns the tail of its log.
+/// Spawns the registry and polls `/v2/` until it answers (any status) *and* the probe shows
+/// in its own access log (so a foreign server that took the port is not mistaken for it); on
+/// exit or timeout, kills it and returns the tail of its log.
 fn start_child(dir: &Path, port: u16) -> Result<Child, String> {
     let mut child = spawn(dir);
     let deadline = Instant::now() + START_TIMEOUT;
-    let url = format!("http://127.0.0.1:{port}/v2/");
+    let nonce = format!("planner-probe-{}-{port}", std::process::id());
+    let url = format!("http://127.0.0.1:{port}/v2/?{nonce}");
     while Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
             break;
         }
         if try_http("GET", &url).is_some() {
-            return Ok(child);
+            if logged(&dir.join("access.log"), &nonce) {
+                return Ok(child);
+            }
+            break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -491,11 +589,38 @@ fn start_child(dir: &Path, port: u16) -> Result<Child, String> {
     Err(lines[lines.len().saturating_sub(30)..].join("\n"))
 }
 
+/// Whether `needle` appears in the file within about a second.
+fn logged(path: &Path, needle: &str) -> bool {
+    for _ in 0..50 {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn spawn(dir: &Path) -> Child {
-    let access = std::fs::File::create(dir.join("access.log")).unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    Command::new(REGISTRY_BIN)
-        .arg("serve")
+    use std::os::unix::process::CommandExt as _;
+    let append = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let mut cmd = Command::new(REGISTRY_BIN);
+    // SAFETY: prctl(2) only, between fork and exec: async-signal-safe, no allocation.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (access, log) = (append("access.log"), append("registry.log"));
+    cmd.arg("serve")
         .arg(dir.join("config.yml"))
         .current_dir(dir)
         .stdin(Stdio::null())

@@ -2,10 +2,15 @@
 //! Bearer flow tests: `GET /token?service=…&scope=…` with optional HTTP Basic credentials.
 //!
 //! - Right credentials: a token granting every requested action (`pull`, `push`, `delete`, `*`).
-//! - No credentials: a token with no access, as real issuers answer anonymous clients.
+//! - No credentials: a token with no access, as real issuers answer anonymous clients of a
+//!   private repository ([`TokenIssuer::set_anonymous_pull`]: `pull` only, a public one).
 //! - Wrong credentials: `401`. A `service` other than [`SERVICE`]: `400`.
 //!
-//! The answer is `{"token","access_token","expires_in","issued_at"}`. The token is a JWT
+//! Also the OAuth2 form POST docker uses with an identity token (`grant_type=refresh_token`
+//! with [`TokenIssuer::refresh_token`], or `grant_type=password`).
+//!
+//! The answer is `{"token","access_token","expires_in","issued_at"}` (+ `refresh_token`, see
+//! [`TokenIssuer::set_offer_refresh_tokens`]). The token is a JWT
 //! distribution 2.8 accepts (`registry/auth/token/token.go`): RS256, the signing certificate
 //! in the header's `x5c` (verified against `rootcertbundle`), claims `iss` = [`ISSUER`],
 //! `sub`, `aud` = [`SERVICE`], `exp`, `nbf`, `iat`, `jti`, `access`. The RSA key and its
@@ -38,9 +43,12 @@ pub struct TokenRequest {
     pub path: String,
     /// The `service` query parameter, if any.
     pub service: Option<String>,
-    /// Every `scope` query parameter (each may hold several space-separated scopes).
+    /// Every `scope` parameter (each may hold several space-separated scopes).
     pub scopes: Vec<String>,
-    /// The user from the Basic `Authorization` header; `None` for anonymous requests.
+    /// POST (OAuth2) only: `password` or `refresh_token`.
+    pub grant_type: Option<String>,
+    /// The user asking (Basic `Authorization` on GET; `username` or a valid refresh token on
+    /// POST); `None` for anonymous requests.
     pub user: Option<String>,
     pub user_agent: String,
     pub status: u16,
@@ -62,6 +70,8 @@ struct Shared {
     /// Base64 (standard) DER of the signing certificate, for `x5c`.
     cert_der: String,
     expires_in: AtomicU64,
+    anonymous_pull: AtomicBool,
+    offer_refresh: AtomicBool,
     stop: AtomicBool,
     serial: AtomicU64,
     log: Mutex<Vec<TokenRequest>>,
@@ -84,6 +94,8 @@ impl TokenIssuer {
             key,
             cert_der: pem_body(&cert),
             expires_in: AtomicU64::new(300),
+            anonymous_pull: AtomicBool::new(false),
+            offer_refresh: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             serial: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
@@ -122,12 +134,39 @@ impl TokenIssuer {
         self.shared.expires_in.store(seconds, Ordering::SeqCst);
     }
 
+    /// Anonymous requests get `pull` on the repositories they ask for (a public registry like
+    /// Docker Hub or ghcr.io for public images); default off (anonymous: no access).
+    pub fn set_anonymous_pull(&self, on: bool) {
+        self.shared.anonymous_pull.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers a GET with `offline_token=true` (or a POST with `access_type=offline`) from the
+    /// right user with a `refresh_token` too: `docker login` then stores it as the
+    /// `identitytoken` of config.json. Default off (docker login stores `auth`).
+    pub fn set_offer_refresh_tokens(&self, on: bool) {
+        self.shared.offer_refresh.store(on, Ordering::SeqCst);
+    }
+
+    /// The refresh token (docker's identity token) this issuer accepts in an OAuth2 POST
+    /// (`grant_type=refresh_token`), for a config.json `identitytoken`.
+    pub fn refresh_token(&self) -> String {
+        self.shared.refresh_token()
+    }
+
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<TokenRequest> {
         lock(&self.shared.log).clone()
     }
 
-    /// Requests that were answered with a token (any status 200).
+    /// Requests other than this module's own (user agent [`super::registry::SUPPORT_UA`]):
+    /// the engine's (`docker/…`) and planner's.
+    pub fn client_requests(&self) -> Vec<TokenRequest> {
+        let mut all = self.requests();
+        all.retain(|r| r.user_agent != super::registry::SUPPORT_UA);
+        all
+    }
+
+    /// Requests that were answered with a token (status 200).
     pub fn tokens_issued(&self) -> usize {
         self.requests().iter().filter(|r| r.status == 200).count()
     }
@@ -207,13 +246,14 @@ fn pem_body(pem: &str) -> String {
         .collect::<String>()
 }
 
-/// Reads one request head, answers it, closes.
+/// Reads one request (head, and a form body for POST), answers it, closes.
 fn answer(mut stream: TcpStream, shared: &Shared) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let Some((method, target, headers)) = read_head(BufReader::new(read_half)) else {
+    let mut reader = BufReader::new(read_half);
+    let Some((method, target, headers)) = read_head(&mut reader) else {
         return;
     };
     let header = |name: &str| {
@@ -227,32 +267,33 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
         .as_ref()
         .map(|u| u.path().to_owned())
         .unwrap_or_default();
-    let pairs: Vec<(String, String)> = url
+    let mut pairs: Vec<(String, String)> = url
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
-    let param = |name: &str| {
-        pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+    if method == "POST" {
+        let len: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = Vec::new();
+        let _ = reader.take(len.min(MAX_HEAD)).read_to_end(&mut body);
+        pairs.extend(url::form_urlencoded::parse(&body).into_owned());
+    }
+    let mut request = Incoming {
+        pairs,
+        basic: header("authorization").and_then(|h| decode_basic(&h)),
     };
-    let scopes: Vec<String> = pairs
-        .iter()
-        .filter(|(n, _)| n == "scope")
-        .map(|(_, v)| v.clone())
-        .collect();
-    let basic = header("authorization").and_then(|h| decode_basic(&h));
     let mut entry = TokenRequest {
         method,
         path,
-        service: param("service"),
-        scopes,
-        user: basic.as_ref().map(|(u, _)| u.clone()),
+        service: request.param("service"),
+        scopes: request.all("scope"),
+        grant_type: request.param("grant_type"),
+        user: None,
         user_agent: header("user-agent").unwrap_or_default(),
         status: 0,
         granted: Vec::new(),
     };
-    let (status, body) = decide(shared, &mut entry, basic.as_ref());
+    let (status, body) = decide(shared, &mut entry, &mut request);
     entry.status = status;
     lock(&shared.log).push(entry);
     let head = format!(
@@ -263,25 +304,85 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
     let _ = stream.write_all(body.as_bytes());
 }
 
-/// The status and JSON body for one request; fills `entry.granted`.
-fn decide(
+/// The parameters (query, and form for POST) and Basic credentials of one request.
+struct Incoming {
+    pairs: Vec<(String, String)>,
+    basic: Option<(String, String)>,
+}
+
+impl Incoming {
+    fn param(&self, name: &str) -> Option<String> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// Who is asking: `Ok(Some(user))` for good credentials (Basic on GET; `password` or
+/// `refresh_token` grant on POST), `Ok(None)` for anonymous, `Err` for bad ones.
+fn identify(
     shared: &Shared,
-    entry: &mut TokenRequest,
-    basic: Option<&(String, String)>,
-) -> (u16, String) {
+    entry: &TokenRequest,
+    request: &Incoming,
+) -> Result<Option<String>, ()> {
+    let good = |u: &str, p: &str| u == shared.user && p == shared.pass;
+    if entry.method == "POST" {
+        return match entry.grant_type.as_deref() {
+            Some("refresh_token")
+                if request.param("refresh_token").as_deref() == Some(&shared.refresh_token()) =>
+            {
+                Ok(Some(shared.user.clone()))
+            }
+            Some("password") => {
+                let (u, p) = (request.param("username"), request.param("password"));
+                match (u, p) {
+                    (Some(u), Some(p)) if good(&u, &p) => Ok(Some(u)),
+                    _ => Err(()),
+                }
+            }
+            _ => Err(()),
+        };
+    }
+    match &request.basic {
+        Some((u, p)) if good(u, p) => Ok(Some(u.clone())),
+        Some(_) => Err(()),
+        None => Ok(None),
+    }
+}
+
+/// The status and JSON body for one request; fills `entry.user` and `entry.granted`.
+fn decide(shared: &Shared, entry: &mut TokenRequest, request: &mut Incoming) -> (u16, String) {
     if !entry.target_ok() {
-        return (404, error_body("NOT_FOUND", "only GET /token is served"));
+        return (
+            404,
+            error_body("NOT_FOUND", "only GET and POST /token are served"),
+        );
     }
     if entry.service.as_deref() != Some(SERVICE) {
         return (400, error_body("INVALID_REQUEST", "unknown service"));
     }
-    let authorized = match basic {
-        Some((u, p)) if *u == shared.user && *p == shared.pass => true,
-        Some(_) => return (401, error_body("UNAUTHORIZED", "bad credentials")),
-        None => false,
+    entry.user = request
+        .basic
+        .as_ref()
+        .map(|(u, _)| u.clone())
+        .or_else(|| request.param("username"));
+    let Ok(user) = identify(shared, entry, request) else {
+        return (401, error_body("UNAUTHORIZED", "bad credentials"));
     };
-    let access = if authorized {
+    entry.user = user.clone().or(entry.user.take());
+    let access = if user.is_some() {
         grant(&entry.scopes)
+    } else if shared.anonymous_pull.load(Ordering::SeqCst) {
+        pull_only(grant(&entry.scopes))
     } else {
         Vec::new()
     };
@@ -289,13 +390,28 @@ fn decide(
         .iter()
         .map(|(t, n, a)| format!("{t}:{n}:{}", a.join(",")))
         .collect();
-    let subject = basic.map(|(u, _)| u.as_str()).unwrap_or("");
-    (200, token_body(shared, subject, &access))
+    // A refresh token (docker's identity token) when asked for offline access, if offered.
+    let offline = request.param("offline_token").as_deref() == Some("true")
+        || request.param("access_type").as_deref() == Some("offline");
+    let refresh = (user.is_some() && offline && shared.offer_refresh.load(Ordering::SeqCst))
+        .then(|| shared.refresh_token());
+    let subject = user.as_deref().unwrap_or("");
+    (
+        200,
+        token_body(shared, subject, &access, refresh.as_deref()),
+    )
 }
 
 impl TokenRequest {
     fn target_ok(&self) -> bool {
-        self.method == "GET" && self.path == "/token"
+        (self.method == "GET" || self.method == "POST") && self.path == "/token"
+    }
+}
+
+impl Shared {
+    /// The one refresh token this issuer hands out and accepts.
+    fn refresh_token(&self) -> String {
+        format!("planner-test-refresh-{}", self.user)
     }
 }
 
@@ -318,7 +434,21 @@ fn grant(scopes: &[String]) -> Vec<(String, String, Vec<String>)> {
         .collect()
 }
 
-fn token_body(shared: &Shared, subject: &str, access: &[(String, String, Vec<String>)]) -> String {
+/// Only `pull` on repositories, from a grant.
+fn pull_only(access: Vec<(String, String, Vec<String>)>) -> Vec<(String, String, Vec<String>)> {
+    access
+        .into_iter()
+        .filter(|(kind, _, actions)| kind == "repository" && actions.iter().any(|a| a == "pull"))
+        .map(|(kind, name, _)| (kind, name, vec!["pull".to_owned()]))
+        .collect()
+}
+
+fn token_body(
+    shared: &Shared,
+    subject: &str,
+    access: &[(String, String, Vec<String>)],
+    refresh: Option<&str>,
+) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -345,10 +475,13 @@ fn token_body(shared: &Shared, subject: &str, access: &[(String, String, Vec<Str
     let issued_at = jiff::Timestamp::from_second(now as i64)
         .unwrap()
         .to_string();
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "token": token, "access_token": token, "expires_in": expires_in, "issued_at": issued_at,
-    })
-    .to_string()
+    });
+    if let Some(refresh) = refresh {
+        body["refresh_token"] = refresh.into();
+    }
+    body.to_string()
 }
 
 /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`) of `data` with the PEM key at `key`.
@@ -386,8 +519,8 @@ fn decode_basic(value: &str) -> Option<(String, String)> {
 /// Method, target and lower-cased headers; `None` when cut or too big.
 type Head = (String, String, Vec<(String, String)>);
 
-fn read_head(reader: BufReader<TcpStream>) -> Option<Head> {
-    let mut limited = reader.take(MAX_HEAD);
+fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Head> {
+    let mut limited = reader.by_ref().take(MAX_HEAD);
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
