@@ -31,6 +31,9 @@ struct Progress {
     id: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// The error body of a non-2xx answer (`{"message": …}`).
+    #[serde(default)]
+    message: Option<String>,
     #[serde(default, rename = "progressDetail")]
     progress_detail: Option<serde_json::Value>,
 }
@@ -174,7 +177,7 @@ fn handle_line(line: &[u8], on_line: &mut impl FnMut(&str)) -> Option<String> {
             text.chars().take(200).collect::<String>()
         ));
     };
-    if let Some(e) = p.error {
+    if let Some(e) = p.error.or(p.message) {
         return Some(e);
     }
     let counting = p
@@ -230,6 +233,10 @@ mod tests {
             )
             .as_deref(),
             Some("denied")
+        );
+        assert_eq!(
+            handle_line(br#"{"message":"pull access denied"}"#, &mut on).as_deref(),
+            Some("pull access denied")
         );
         assert!(handle_line(b"\xff not json", &mut on).is_some());
         assert_eq!(seen, ["abc: Pulling fs layer"]);
