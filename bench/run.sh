@@ -7,7 +7,7 @@
 #   4 planner's peak RSS while streaming 50 MiB and 500 MiB build contexts
 #   5 nine cold runtimes, --jobs 1 vs --jobs 4, and that no work is done twice
 #   6 plan --offline of one runtime on a generated 2,000- and 20,000-step plan
-#   7 (opt-in: --only 7) warm no-op ensure of nine registry runtimes vs the origin's
+#   7 warm no-op ensure of nine registry runtimes vs the origin's
 #     `docker pull` loop and nine parallel HEADs, against a local docker-registry
 # Every comparison alternates its two sides in the same run; medians and ratios are reported,
 # nothing is asserted. --baseline adds a side-by-side of another planner binary to 1, 2 and 6;

@@ -415,3 +415,22 @@ fn planner_registry_switches_the_shipped_style_config_to_registry_mode() {
     let git = r.planner(&["plan", "alpha"]);
     assert!(git.all().contains("resolve-head"), "{}", git.all());
 }
+
+#[test]
+fn offline_plan_uses_the_recorded_digest_and_needs_no_registry() {
+    let mut r = RegEnv::new("reg-offline", RegistryAuth::None);
+    let pushed = r.push("alpha", "v1");
+    r.config("[runtimes.alpha]\n");
+    assert_eq!(r.planner(&["ensure", "alpha"]).code, 0);
+    r.reg.stop();
+    let plan = r.planner(&["plan", "alpha", "--offline"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let short = &pushed.digest["sha256:".len()..][..12];
+    assert!(
+        plan.stdout.contains("offline: last recorded") && plan.stdout.contains(short),
+        "{}",
+        plan.stdout
+    );
+    let online = r.planner(&["plan", "alpha"]);
+    assert_eq!(online.code, 1, "the registry is down: {}", online.all());
+}
