@@ -28,3 +28,4 @@ pub mod report;
 pub mod status;
 pub mod steps;
 pub mod store;
+pub mod watch;

@@ -168,6 +168,17 @@ fn read_small_file(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
+/// Reads a file planner wrote (a record, the watcher's state) as hostile input: only a
+/// regular file of at most `cap` bytes, never through a symlink, never blocking on a FIFO.
+/// `Ok(None)` when nothing is there; `Err(why)` when something else is.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    match read_small_file(path, cap) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::Missing) => Ok(None),
+        Err(ReadError::Invalid(why)) => Err(why),
+    }
+}
+
 /// A fresh random checkout id (64 hex digits): blake3 of the temp dir's random name, the
 /// time and the process.
 pub fn new_checkout_id(tmp: &Path) -> String {
