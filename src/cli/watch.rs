@@ -72,12 +72,32 @@ fn hook_timeout(text: &str) -> Result<Duration, String> {
     bounded(text, Duration::from_secs(1), Duration::from_secs(86_400))
 }
 
-/// `planner watch`: ticks until a signal (or once), rendering as it goes.
+/// `planner watch`: ticks until a signal (or once), rendering as it goes. The signal
+/// handlers are installed first thing, so a SIGTERM while loading still exits 0.
 pub async fn cmd_watch(
     globals: &Globals,
     args: &WatchArgs,
     verbosity: plain::Verbosity,
 ) -> anyhow::Result<ExitCode> {
+    let writer = args.json.then(|| json::Writer::new(std::io::stdout()));
+    let code = tokio::select! {
+        biased;
+        stop = stop_signal() => stopped(stop, writer.as_ref()),
+        end = watch(globals, args, verbosity, writer.clone()) => end?,
+    };
+    if let Some(w) = writer {
+        w.finish();
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Loads, starts the watcher and runs it; `--once`'s exit code.
+async fn watch(
+    globals: &Globals,
+    args: &WatchArgs,
+    verbosity: plain::Verbosity,
+    writer: Option<json::Writer>,
+) -> anyhow::Result<u8> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
     let opts = watch::Options {
@@ -97,16 +117,9 @@ pub async fn cmd_watch(
         },
     };
     let width = runtimes.iter().map(|r| r.name.len()).max().unwrap_or(0);
-    let (sinks, writer) = sinks(args.json, verbosity, width);
+    let sinks = sinks(writer, verbosity, width);
     let watcher = Watcher::start(&loaded, runtimes, opts, sinks)?;
-    let code = tokio::select! {
-        end = watcher.run() => end.exit_code(),
-        stop = stop_signal() => stopped(stop, writer.as_ref()),
-    };
-    if let Some(w) = writer {
-        w.finish();
-    }
-    Ok(ExitCode::from(code))
+    Ok(watcher.run().await.exit_code())
 }
 
 /// The exit code for a signal (SIGTERM 0, SIGINT 130), after saying so.
@@ -122,13 +135,10 @@ fn stopped(stop: Stop, writer: Option<&json::Writer>) -> u8 {
     code
 }
 
-/// The watcher's sinks: plain lines on stderr, or NDJSON on stdout (stderr: problems only).
-fn sinks(
-    as_json: bool,
-    verbosity: plain::Verbosity,
-    width: usize,
-) -> (watch::Sinks, Option<json::Writer>) {
-    let shown = if as_json {
+/// The watcher's sinks: plain lines on stderr; with a `writer` (`--json`), NDJSON on stdout
+/// as well, stderr then showing only problems.
+fn sinks(writer: Option<json::Writer>, verbosity: plain::Verbosity, width: usize) -> watch::Sinks {
+    let shown = if writer.is_some() {
         plain::Verbosity::Quiet
     } else {
         verbosity
@@ -139,20 +149,17 @@ fn sinks(
         }
     });
     let step_lines = render::step_filter(plain::stderr_sink(shown, width));
-    if !as_json {
-        let sinks = watch::Sinks {
+    let Some(writer) = writer else {
+        return watch::Sinks {
             events: lines,
             steps: step_lines,
         };
-        return (sinks, None);
-    }
-    let writer = json::Writer::new(std::io::stdout());
+    };
     let (step_json, _counts) = json::sink(&writer, verbosity == plain::Verbosity::Verbose);
-    let emitter = writer.clone();
     let events: watch::EventSink = Arc::new(move |event| {
         lines(event);
-        emitter.emit(&render::object(event));
+        writer.emit(&render::object(event));
     });
     let steps = report::fan_out(vec![step_lines, render::step_filter(step_json)]);
-    (watch::Sinks { events, steps }, Some(writer))
+    watch::Sinks { events, steps }
 }

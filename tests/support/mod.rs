@@ -6,3 +6,4 @@ pub mod logging_proxy;
 pub mod slow_git;
 pub mod sshd;
 pub mod stall_proxy;
+pub mod watcher;
