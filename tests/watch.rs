@@ -334,3 +334,102 @@ fn a_failing_runtime_does_not_stall_the_others_and_its_host_backs_off() {
     w.signal("TERM");
     assert_eq!(w.exit_code_within(Duration::from_secs(30)), Some(0));
 }
+
+/// Whether process `pid` is gone (or a zombie: killed, waiting to be reaped) within `limit`.
+fn dies_within(pid: &str, limit: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
+                return true;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+#[test]
+fn a_hook_running_at_sigterm_is_killed_and_runs_again_on_the_next_start() {
+    let env = Env::new("watchhookterm");
+    env.template("tpl");
+    env.config(&env.runtime("alpha", "tpl"));
+    let pid_file = env.dir.path().join("hook.pid");
+    let hook = format!(
+        "sleep 300 & echo $! > '{}'; echo hook started; wait",
+        pid_file.display()
+    );
+    let once = |hook: &str| env.planner(&["watch", "alpha", "--once", "--on-change", hook]);
+    assert_eq!(once("true").code, 0);
+    let first = latest_id(&env);
+    env.git.commit("tpl", "main", &[("hello.txt", b"v2\n")]);
+
+    let mut w = Watcher::spawn(&env, &["alpha", "--on-change", &hook]);
+    w.wait_for("the hook's output", |v| {
+        v["event"] == "hook_output" && v["line"] == "hook started"
+    });
+    w.signal("TERM");
+    assert_eq!(
+        w.exit_code_within(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        w.dump()
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(
+        dies_within(pid.trim(), Duration::from_secs(10)),
+        "the hook's child (pid {pid}) outlived the watcher"
+    );
+    // Not acknowledged: the next start announces the move again, and a failing hook
+    // makes --once exit 1 (ensure's semantics), a succeeding one 0.
+    assert_eq!(state(&env)["runtimes"]["alpha"]["id"], first.as_str());
+    let failing = once("echo nope >&2; exit 4");
+    assert_eq!(failing.code, 1, "{}", failing.all());
+    assert!(failing.stderr.contains("hook FAILED"), "{}", failing.all());
+    assert!(
+        failing.stderr.contains("alpha: hook | nope"),
+        "{}",
+        failing.all()
+    );
+    let ok = once("true");
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert!(ok.stderr.contains("hook done"), "{}", ok.all());
+    assert_eq!(
+        state(&env)["runtimes"]["alpha"]["id"],
+        latest_id(&env).as_str()
+    );
+}
+
+#[test]
+fn a_garbage_state_file_is_set_aside_with_a_warning_and_runs_no_hook() {
+    let env = Env::new("watchgarbage");
+    env.template("tpl");
+    env.config(&env.runtime("alpha", "tpl"));
+    assert_eq!(env.planner(&["ensure", "alpha"]).code, 0);
+    let dir = env.cache_path().join("watch");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("state.json"), b"\x00garbage{{{").unwrap();
+    let log = env.dir.path().join("hooks.log");
+    let run = env.planner(&[
+        "watch",
+        "alpha",
+        "--once",
+        "--on-change",
+        &recording_hook(&log),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("warning: state"), "{}", run.all());
+    assert!(run.stderr.contains("malformed"), "{}", run.all());
+    assert!(dir.join("state.json.bad").exists());
+    assert!(hook_runs(&log).is_empty(), "{}", run.all());
+    assert_eq!(
+        state(&env)["runtimes"]["alpha"]["id"],
+        latest_id(&env).as_str()
+    );
+}
