@@ -433,3 +433,53 @@ fn a_garbage_state_file_is_set_aside_with_a_warning_and_runs_no_hook() {
         latest_id(&env).as_str()
     );
 }
+
+/// `ExecStart=` of the example unit, continuation lines joined, split into words.
+fn example_exec_start() -> Vec<String> {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/watch/planner-watch.service"
+    ))
+    .unwrap();
+    let joined = unit.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart= in the example unit");
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_example_service_command_and_hook_work_as_written() {
+    let env = Env::new("watchexample");
+    env.template("tpl");
+    env.config(&env.runtime("alpha", "tpl"));
+    let hook = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/watch/on-change.sh");
+    let words = example_exec_start();
+    assert!(
+        words[0].ends_with("/planner") && words[1] == "watch",
+        "{words:?}"
+    );
+    let mut args: Vec<&str> = words[1..]
+        .iter()
+        .map(|w| match w.as_str() {
+            "/usr/local/lib/planner/on-change.sh" => hook,
+            other => other,
+        })
+        .collect();
+    args.push("--once");
+    assert!(
+        args.contains(&hook),
+        "the unit names the example hook: {words:?}"
+    );
+    assert_eq!(env.planner(&args).code, 0);
+    env.git.commit("tpl", "main", &[("hello.txt", b"v2\n")]);
+    let run = env.planner(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("alpha: hook | alpha: ") && run.stderr.contains(" moved "),
+        "{}",
+        run.all()
+    );
+    assert!(run.stderr.contains("hook done"), "{}", run.all());
+}
