@@ -11,7 +11,8 @@
 //! scheduler ask the kind and never match on it.
 //! Side effects live in [`git`], [`docker`] and [`store`]; [`mask`] hides the token everywhere.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
-//! together for [`cli`], the thin command line the `planner` binary runs.
+//! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
+//! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves.
 pub mod app;
 pub mod cli;
 pub mod config;

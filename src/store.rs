@@ -8,6 +8,7 @@
 //! locks/run.lock                            the run lock: exclusive for whole-run commands
 //!                                           (`ensure --all`, `gc`), shared for `ensure NAME…`
 //! tmp/<key>.<random>/                       work in progress; removed by whoever next holds the key's lock
+//! watch/state.json, watch/lock              `planner watch`'s state and its one-watcher lock ([`crate::watch`])
 //! ```
 //! Records are hints that save work; the engine and the filesystem are the truth.
 

@@ -26,8 +26,9 @@ use crate::store::RunLockMode;
 const AFTER_HELP: &str = "\
 Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir is unusable);
 2 usage or configuration error; 75 another run holds the run lock (--no-wait); 130 interrupted
-(Ctrl-C); 143 terminated (SIGTERM, handled like Ctrl-C). `plan` exits 1 when a step of the plan
-failed (a branch head that could not be resolved included), after printing the plan.
+(Ctrl-C); 143 terminated (SIGTERM, handled like Ctrl-C; `watch` exits 0 instead). `plan` exits
+1 when a step of the plan failed (a branch head that could not be resolved included), after
+printing the plan.
 
 Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, DOCKER_HOST, and the
 token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
