@@ -607,6 +607,10 @@ impl<'a> Watcher<'a> {
         engine: &Engine,
         runtimes: &[Arc<Runtime>],
     ) -> HashMap<String, Option<String>> {
+        let references = runtimes.iter().map(|rt| rt.latest_tag()).collect();
+        let prefixes = runtimes.iter().map(|rt| rt.image_prefix.clone()).collect();
+        // One listing above a few dozen runtimes, concurrent inspects below.
+        let engine = engine.prefetched(references, prefixes).await;
         let mut ids = HashMap::new();
         for rt in runtimes {
             match engine.inspect(&rt.latest_tag()).await {
@@ -1110,10 +1114,9 @@ mod tests {
     #[tokio::test]
     async fn hook_gets_the_change_and_its_output_is_relayed() {
         let (sink, seen) = collect();
-        let cmd = r#"echo "$PLANNER_RUNTIME $PLANNER_IMAGE $PLANNER_OLD_ID $PLANNER_NEW_ID ${WATCH_HIDDEN:-unset}""#;
-        // SAFETY: tests in this module do not read this variable concurrently elsewhere.
-        unsafe { std::env::set_var("WATCH_HIDDEN", "tok") };
-        let hidden = vec!["WATCH_HIDDEN".to_owned()];
+        // HOME stands in for the token variable (set_var is unsound beside other tests).
+        let cmd = r#"echo "$PLANNER_RUNTIME $PLANNER_IMAGE $PLANNER_OLD_ID $PLANNER_NEW_ID ${HOME:-unset}""#;
+        let hidden = vec!["HOME".to_owned()];
         run_hook(cmd, &change(), &hidden, Duration::from_secs(30), &sink)
             .await
             .unwrap();

@@ -227,6 +227,14 @@ fn the_run_lock_is_free_between_ticks_and_sigint_exits_130() {
     // --all: each tick takes the run lock exclusively, as `ensure --all` does.
     let mut w = Watcher::spawn(&env, &["--all", "--interval", "60s", "--jitter", "0s"]);
     w.tick_finished(1);
+    // One watcher per cache dir: a second one exits 75 at once, naming the lock.
+    let second = env.planner(&["watch", "--all", "--once"]);
+    assert_eq!(second.code, 75, "{}", second.all());
+    assert!(
+        second.stderr.contains("another planner watch"),
+        "{}",
+        second.all()
+    );
     let gc = env.planner(&["gc", "--no-wait"]);
     assert_eq!(gc.code, 0, "gc between ticks: {}\n{}", gc.all(), w.dump());
     let ensure = env.planner(&["ensure", "--all", "--no-wait"]);
