@@ -738,7 +738,7 @@ impl<'a> Watcher<'a> {
             return true;
         };
         let started = Instant::now();
-        let result = run_hook(
+        let (result, output) = run_hook(
             &cmd,
             &change,
             &self.hook_env(),
@@ -748,9 +748,16 @@ impl<'a> Watcher<'a> {
         .await;
         let duration = started.elapsed();
         // No await between the hook's end and the write: a stop lands before or after both.
+        // Its last output lines drain after, so a stop then cannot undo a finished hook.
+        let id = if result.is_ok() {
+            &change.new_id
+        } else {
+            &change.old_id
+        };
+        self.acknowledge(rt, id);
+        output.drained().await;
         match result {
             Ok(()) => {
-                self.acknowledge(rt, &change.new_id);
                 self.emit(Event::HookFinished {
                     tick: self.tick,
                     change,
@@ -759,7 +766,6 @@ impl<'a> Watcher<'a> {
                 true
             }
             Err(error) => {
-                self.acknowledge(rt, &change.old_id);
                 self.emit(Event::HookFailed {
                     tick: self.tick,
                     change,
@@ -837,15 +843,41 @@ fn watcher_lock(cache_dir: &Path) -> Result<File, AppError> {
     }
 }
 
-/// Runs the hook: `sh -c CMD` in its own process group with the change in its environment,
-/// stdin closed, output relayed line by line as [`Event::HookOutput`]. `Err` says why it
-/// failed. On timeout or cancellation the whole group is killed.
+/// The hook's output relays, still running when its shell has exited.
+pub struct HookPipes(tokio::task::JoinSet<()>);
+
+impl HookPipes {
+    /// Waits (at most [`DRAIN`]) for the last lines; a background child still holding the
+    /// pipes is not waited for.
+    pub async fn drained(mut self) {
+        let all = async { while self.0.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(DRAIN, all).await;
+    }
+}
+
+/// Runs the hook: `sh -c CMD` in its own process group with the change in its environment
+/// (less the `hidden` variables), stdin closed, output relayed line by line as
+/// [`Event::HookOutput`]. `Err` says why it failed. On timeout or cancellation the whole group
+/// is killed; after a normal exit, whatever it left running is its own.
 pub async fn run_hook(
     cmd: &str,
     change: &Change,
     hidden: &[String],
     limit: Duration,
     events: &EventSink,
+) -> (Result<(), String>, HookPipes) {
+    let mut relays = tokio::task::JoinSet::new();
+    let result = supervise(cmd, change, hidden, limit, events, &mut relays).await;
+    (result, HookPipes(relays))
+}
+
+async fn supervise(
+    cmd: &str,
+    change: &Change,
+    hidden: &[String],
+    limit: Duration,
+    events: &EventSink,
+    relays: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), String> {
     use std::process::Stdio;
     let mut command = tokio::process::Command::new("/bin/sh");
@@ -867,7 +899,6 @@ pub async fn run_hook(
         .spawn()
         .map_err(|e| format!("cannot start /bin/sh for the hook: {e}"))?;
     let mut group = GroupKill(child.id());
-    let mut relays = tokio::task::JoinSet::new();
     if let Some(out) = child.stdout.take() {
         relays.spawn(relay(out, change.runtime.clone(), events.clone()));
     }
@@ -885,8 +916,6 @@ pub async fn run_hook(
         Ok(Ok(status)) => status,
     };
     group.0 = None;
-    let _ =
-        tokio::time::timeout(DRAIN, async { while relays.join_next().await.is_some() {} }).await;
     exit_error(status).map_or(Ok(()), Err)
 }
 
@@ -1117,9 +1146,10 @@ mod tests {
         // HOME stands in for the token variable (set_var is unsound beside other tests).
         let cmd = r#"echo "$PLANNER_RUNTIME $PLANNER_IMAGE $PLANNER_OLD_ID $PLANNER_NEW_ID ${HOME:-unset}""#;
         let hidden = vec!["HOME".to_owned()];
-        run_hook(cmd, &change(), &hidden, Duration::from_secs(30), &sink)
-            .await
-            .unwrap();
+        let (result, output) =
+            run_hook(cmd, &change(), &hidden, Duration::from_secs(30), &sink).await;
+        output.drained().await;
+        result.unwrap();
         let lines: Vec<String> = seen
             .lock()
             .unwrap()
@@ -1139,7 +1169,7 @@ mod tests {
         let (sink, _) = collect();
         let run = |cmd: &'static str, limit| {
             let sink = sink.clone();
-            async move { run_hook(cmd, &change(), &[], limit, &sink).await }
+            async move { run_hook(cmd, &change(), &[], limit, &sink).await.0 }
         };
         assert_eq!(
             run("exit 3", Duration::from_secs(30)).await.unwrap_err(),
