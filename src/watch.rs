@@ -1034,20 +1034,24 @@ mod tests {
         assert!(!b.sits_out("other"));
     }
 
+    /// A runtime from a one-runtime config (not a struct literal: new fields come).
+    fn runtime(repo: &str) -> Runtime {
+        let text = format!("[git]\nallow_insecure_http = true\n[runtimes.a]\nrepo = \"{repo}\"\n");
+        let config = crate::config::parse(&text, "test", &Default::default(), &|_| true).unwrap();
+        config.runtimes["a"].clone()
+    }
+
     #[test]
     fn host_is_the_repo_urls_host_and_port() {
-        let mut rt = crate::config::Runtime {
-            name: "a".into(),
-            repo: url::Url::parse("https://tok@git.example.com/org/a").unwrap(),
-            branch: "main".into(),
-            dockerfile: "Dockerfile".into(),
-            platform: "linux/amd64".into(),
-            image_prefix: "p/".into(),
-            plan: "local-build".into(),
-        };
-        assert_eq!(host_of(&rt), "git.example.com");
-        rt.repo = url::Url::parse("http://127.0.0.1:8080/x").unwrap();
-        assert_eq!(host_of(&rt), "127.0.0.1:8080");
+        assert_eq!(
+            host_of(&runtime("https://git.example.com/org/a")),
+            "git.example.com"
+        );
+        assert_eq!(
+            host_of(&runtime("http://127.0.0.1:8080/x")),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(host_of(&runtime("file:///srv/git/x")), "local");
     }
 
     #[test]
