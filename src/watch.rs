@@ -478,7 +478,7 @@ impl<'a> Watcher<'a> {
         loop {
             let started = Instant::now();
             let end = self.tick().await;
-            let next_in = (!self.opts.once).then(|| self.pause());
+            let next_in = (!self.opts.once).then(|| pause(self.opts.interval, self.opts.jitter));
             self.emit(Event::TickFinished {
                 tick: self.tick,
                 ensured: end.ensured,
@@ -493,13 +493,6 @@ impl<'a> Watcher<'a> {
                 Some(pause) => tokio::time::sleep(pause).await,
             }
         }
-    }
-
-    /// The interval plus a random part of the jitter (`fastrand`: already in the tree through
-    /// `tempfile`; spreading watchers needs no cryptographic randomness).
-    fn pause(&self) -> Duration {
-        let jitter = u64::try_from(self.opts.jitter.as_millis()).unwrap_or(u64::MAX);
-        self.opts.interval + Duration::from_millis(fastrand::u64(0..=jitter))
     }
 
     fn emit(&self, event: Event) {
@@ -812,6 +805,13 @@ struct Ticked {
     end: TickEnd,
 }
 
+/// The interval plus a random part of the jitter, to the millisecond (`fastrand`: already in
+/// the tree through `tempfile`; spreading watchers needs no cryptographic randomness).
+fn pause(interval: Duration, jitter: Duration) -> Duration {
+    let jitter = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
+    interval.saturating_add(Duration::from_millis(fastrand::u64(0..=jitter)))
+}
+
 fn names(rts: &[Arc<Runtime>]) -> Vec<String> {
     rts.iter().map(|r| r.name.clone()).collect()
 }
@@ -1013,6 +1013,16 @@ mod tests {
         // :latest gone: nothing changes.
         assert_eq!(d(Some(&a), Some(&a), None), Decision::Nothing);
         assert_eq!(d(None, None, None), Decision::Nothing);
+    }
+
+    #[test]
+    fn pauses_are_the_interval_plus_up_to_the_jitter() {
+        let (i, j) = (Duration::from_secs(300), Duration::from_secs(30));
+        let pauses: Vec<Duration> = (0..2000).map(|_| pause(i, j)).collect();
+        assert!(pauses.iter().all(|p| *p >= i && *p <= i + j));
+        let distinct: std::collections::HashSet<_> = pauses.iter().collect();
+        assert!(distinct.len() > 100, "the jitter is random");
+        assert_eq!(pause(i, Duration::ZERO), i);
     }
 
     #[test]
