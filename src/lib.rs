@@ -12,7 +12,8 @@
 //! Side effects live in [`git`], [`docker`], [`registry`] (the OCI registry client of registry
 //! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
-//! together for [`cli`], the thin command line the `planner` binary runs.
+//! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
+//! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves.
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -30,3 +31,4 @@ pub mod report;
 pub mod status;
 pub mod steps;
 pub mod store;
+pub mod watch;

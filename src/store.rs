@@ -8,6 +8,7 @@
 //! locks/run.lock                            the run lock: exclusive for whole-run commands
 //!                                           (`ensure --all`, `gc`), shared for `ensure NAME…`
 //! tmp/<key>.<random>/                       work in progress; removed by whoever next holds the key's lock
+//! watch/state.json, watch/lock              `planner watch`'s state and its one-watcher lock ([`crate::watch`])
 //! ```
 //! Records are hints that save work; the engine and the filesystem are the truth.
 
@@ -180,6 +181,17 @@ fn read_small_file(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
         .read_to_end(&mut bytes)
         .map_err(|e| invalid(format!("cannot read it: {e}")))?;
     Ok(bytes)
+}
+
+/// Reads a file planner wrote (a record, the watcher's state) as hostile input: only a
+/// regular file of at most `cap` bytes, never through a symlink, never blocking on a FIFO.
+/// `Ok(None)` when nothing is there; `Err(why)` when something else is.
+pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    match read_small_file(path, cap) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::Missing) => Ok(None),
+        Err(ReadError::Invalid(why)) => Err(why),
+    }
 }
 
 /// A fresh random checkout id (64 hex digits): blake3 of the temp dir's random name, the

@@ -1,10 +1,13 @@
 //! The command line: clap definitions, and the mapping of results to output and exit codes
 //! (0 all ensured; 1 some runtime failed or the environment is unusable; 2 usage or
 //! configuration error; 75 another run holds the run lock and `--no-wait` was given;
-//! 130 interrupted (SIGINT), 143 terminated (SIGTERM)). `ops` holds the `status` and `gc`
-//! commands.
+//! 130 interrupted (SIGINT), 143 terminated (SIGTERM); `watch` exits 0 on SIGTERM). `ops`
+//! holds the `status` and `gc` commands, `watch` the `watch` command.
 
 mod ops;
+mod watch;
+
+pub use watch::WatchArgs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,8 +26,9 @@ use crate::store::RunLockMode;
 const AFTER_HELP: &str = "\
 Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir is unusable);
 2 usage or configuration error; 75 another run holds the run lock (--no-wait); 130 interrupted
-(Ctrl-C); 143 terminated (SIGTERM, handled like Ctrl-C). `plan` exits 1 when a step of the plan
-failed (a branch head that could not be resolved included), after printing the plan.
+(Ctrl-C); 143 terminated (SIGTERM, handled like Ctrl-C; `watch` exits 0 instead). `plan` exits
+1 when a step of the plan failed (a branch head that could not be resolved included), after
+printing the plan.
 
 Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, DOCKER_HOST, and the
 token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
@@ -74,6 +78,11 @@ pub enum Command {
         after_help = "Examples:\n  planner gc --dry-run           # what would be removed, and how much it frees\n  planner gc --keep 1\n\nOnly images carrying planner's labels are ever removed."
     )]
     Gc(GcArgs),
+    /// Keep runtimes fresh: ensure every interval, run a hook when a runtime's :latest moves
+    #[command(
+        after_help = "Examples:\n  planner watch --all                       # every 5m (+ up to 30s jitter)\n  planner watch --all --on-change 'docker compose up -d'   # recreate on a new :latest\n  planner watch codex --once --json         # one tick, NDJSON, ensure's exit code\n\nSIGTERM ends it with exit 0, SIGINT with 130; state: <cache dir>/watch/state.json."
+    )]
+    Watch(WatchArgs),
     /// Print a shell completion script (e.g. `planner completions bash > /etc/bash_completion.d/planner`)
     #[command(
         after_help = "Examples:\n  planner completions bash > ~/.local/share/bash-completion/completions/planner\n  planner completions zsh > \"${fpath[1]}/_planner\"\n  planner completions fish > ~/.config/fish/completions/planner.fish"
@@ -193,7 +202,11 @@ pub fn main() -> ExitCode {
             return fail(&anyhow::Error::new(e).context("cannot start the async runtime"));
         }
     };
+    let watching = matches!(cli.command, Command::Watch(_));
     let code = runtime.block_on(async {
+        if watching {
+            return run(cli).await; // `watch` handles its own signals (SIGTERM exits 0)
+        }
         let stop = tokio::select! {
             code = run(cli) => return code,
             signal = stop_signal() => signal,
@@ -309,6 +322,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Ensure(args) => cmd_ensure(&globals, args, verbosity(&cli)).await,
         Command::Status(args) => ops::cmd_status(&globals, args).await,
         Command::Gc(args) => ops::cmd_gc(&globals, args, verbosity(&cli)).await,
+        Command::Watch(args) => watch::cmd_watch(&globals, args, verbosity(&cli)).await,
         Command::Completions(args) => cmd_completions(args),
     };
     result.unwrap_or_else(|e| fail(&e))

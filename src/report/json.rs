@@ -126,12 +126,12 @@ pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> V
     }))
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Masks every string in `v` (tokens must not reach a log, whatever field they hide in).
-fn masked(v: Value) -> Value {
+pub(crate) fn masked(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(mask(&s).into_owned()),
         Value::Array(a) => Value::Array(a.into_iter().map(masked).collect()),
@@ -143,7 +143,8 @@ fn masked(v: Value) -> Value {
 /// The NDJSON writer: a dedicated thread owns the output and writes the lines sent to it, in
 /// order, flushing after each, so a slow (or stalled) reader of stdout never blocks the
 /// caller (the scheduler's threads, through the event sink). A closed pipe is ignored: the
-/// run goes on and the exit code still tells the truth.
+/// run goes on and the exit code still tells the truth. Clones queue to the same thread.
+#[derive(Clone)]
 pub struct Writer {
     tx: std::sync::mpsc::Sender<Msg>,
 }

@@ -10,6 +10,7 @@ pub mod status;
 pub mod summary;
 pub mod table;
 pub mod tty;
+pub mod watch;
 
 use std::sync::Arc;
 

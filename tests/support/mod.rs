@@ -11,3 +11,4 @@ pub mod slow_git;
 pub mod sshd;
 pub mod stall_proxy;
 pub mod token_issuer;
+pub mod watcher;
