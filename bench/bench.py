@@ -1030,16 +1030,23 @@ done
 """
 
 
-def head_floor_once(host, names):
-    """The lower bound, measured in-process: one manifest HEAD per runtime, all in parallel."""
+def head_floor_once(host, names, inspect=False):
+    """The lower bound, measured in-process: one manifest HEAD per runtime, all in parallel;
+    with `inspect`, each followed by one engine call (inspect of the image by that digest),
+    like bench 1's floor: what any tool that checks the engine must at least do."""
     def one(name):
         conn = http.client.HTTPConnection(host, timeout=30)
         conn.request("HEAD", f"/v2/{name}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT})
         resp = conn.getresponse()
         resp.read()
         conn.close()
-        if resp.status != 200 or not resp.getheader("Docker-Content-Digest"):
+        digest = resp.getheader("Docker-Content-Digest")
+        if resp.status != 200 or not digest:
             raise RuntimeError(f"HEAD {name}: {resp.status}")
+        if inspect:
+            status, _ = engine_get(f"/v1.41/images/{host}/{name}@{digest}/json")
+            if status != 200:
+                raise RuntimeError(f"inspect {host}/{name}@{digest}: {status}")
     t0 = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
         list(pool.map(one, names))
@@ -1082,7 +1089,8 @@ def bench_registry(ctx, runs):
     write_registry_config(cfg, f"{reg.host}/molecule-ai", IMAGE_NS + "reg-", NINE)
     cold = sh(planner(cfg, cache, "ensure", "--all"), check=False, env=ENV)
     res = {"runs": runs, "shell_counts": shell_counts, "planner_error": None,
-           "planner": [], "shell": [], "planner2": [], "floor": [], "planner_counts": {}}
+           "planner": [], "shell": [], "planner2": [], "floor": [], "planner3": [], "floor2": [],
+           "planner_counts": {}}
     for _ in range(2):
         head_floor_once(reg.host, names)
     if cold.returncode != 0:
@@ -1109,6 +1117,9 @@ def bench_registry(ctx, runs):
     res["planner"], res["shell"] = alternate(runs, a, b)
     log(f"7. registry: {runs} alternating pairs planner / parallel HEAD floor")
     res["planner2"], res["floor"] = alternate(runs, a, lambda: head_floor_once(reg.host, names))
+    log(f"7. registry: {runs} alternating pairs planner / HEAD + inspect floor")
+    res["planner3"], res["floor2"] = alternate(
+        runs, a, lambda: head_floor_once(reg.host, names, inspect=True))
     return res
 
 
@@ -1125,6 +1136,7 @@ def report_registry(r):
         rows += f"| planner `ensure --all` (warm, nine registry runtimes) | **{fmt_ms(a)}** | {spread(r['planner'])} | {r['runs']} |\n"
     rows += f"""| origin's loop (`docker pull …:latest` per runtime, sequential) | {fmt_ms(b)} | {spread(r['shell'])} | {r['runs']} |
 | floor: nine manifest HEADs in parallel (in-process, Python) | {fmt_ms(fl)} | {spread(r['floor'])} | {r['runs']} |
+| floor + engine: each HEAD followed by one engine inspect (in-process, Python) | {fmt_ms(median(r['floor2'])) if r['floor2'] else '-'} | {spread(r['floor2']) if r['floor2'] else ''} | {r['runs']} |
 """
     if not r["planner_error"]:
         speedup = pair_ratio(r["shell"], r["planner"])
@@ -1136,6 +1148,8 @@ def report_registry(r):
 |---|---|---|---|
 | speed-up vs the `docker pull` loop (median of per-pair ratios) | **{speedup:.1f}x** | ≥ 20x | {ok_speed} |
 | planner / floor (second alternation) | {vs_floor:.2f}x | ≤ 1.2x | {ok_floor} |
+| planner / floor + engine (third alternation) | {pair_ratio(r["planner3"], r["floor2"]):.2f}x | | |
+| ceiling on this host: `docker pull` loop / floor | {b / fl:.1f}x | | |
 """
     rows += f"""
 At the registry, one warm `docker pull` loop sent: {counts(r['shell_counts'])}.
