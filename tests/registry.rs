@@ -434,3 +434,56 @@ fn offline_plan_uses_the_recorded_digest_and_needs_no_registry() {
     let online = r.planner(&["plan", "alpha"]);
     assert_eq!(online.code, 1, "the registry is down: {}", online.all());
 }
+
+#[test]
+fn watch_picks_up_a_new_push_within_an_interval_and_runs_the_hook_once() {
+    use support::watcher::Watcher;
+    let r = RegEnv::new("reg-watch", RegistryAuth::None);
+    let v1 = r.push("alpha", "v1");
+    r.config("[runtimes.alpha]\n");
+    let log = r.env.dir.path().join("hooks.log");
+    let hook = format!(
+        "echo \"$PLANNER_RUNTIME $PLANNER_IMAGE $PLANNER_OLD_ID $PLANNER_NEW_ID\" >> '{}'",
+        log.display()
+    );
+    let args = [
+        "alpha",
+        "--interval",
+        "1s",
+        "--jitter",
+        "0s",
+        "--on-change",
+        &hook,
+    ];
+    let config = r.docker_config.path().to_owned();
+    let mut w = Watcher::spawn_with(&r.env, &args, |cmd| {
+        cmd.env("DOCKER_CONFIG", &config);
+    });
+    w.tick_finished(1);
+    assert_eq!(
+        image_id(&r.env.latest("alpha")).as_deref(),
+        Some(v1.image_id.as_str()),
+        "{}",
+        w.dump()
+    );
+    let v2 = r.push("alpha", "v2");
+    let done = w.wait_event("hook_finished", Some("alpha"));
+    w.tick_finished(done["tick"].as_u64().unwrap() + 2);
+    w.signal("TERM");
+    assert_eq!(
+        w.exit_code_within(std::time::Duration::from_secs(30)),
+        Some(0)
+    );
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        runs,
+        format!(
+            "alpha {} {} {}\n",
+            r.env.latest("alpha"),
+            v1.image_id,
+            v2.image_id
+        ),
+        "{}",
+        w.dump()
+    );
+}

@@ -26,10 +26,20 @@ pub struct Watcher {
 impl Watcher {
     /// Starts `planner watch --json ARGS…` in `env`.
     pub fn spawn(env: &Env, args: &[&str]) -> Watcher {
+        Watcher::spawn_with(env, args, |_| {})
+    }
+
+    /// Like [`Watcher::spawn`], with `adjust` applied to the command (extra environment).
+    pub fn spawn_with(
+        env: &Env,
+        args: &[&str],
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Watcher {
         let mut all = vec!["watch", "--json"];
         all.extend_from_slice(args);
-        let mut child = env
-            .command(&all)
+        let mut cmd = env.command(&all);
+        adjust(&mut cmd);
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
