@@ -26,6 +26,7 @@ pub mod ids;
 pub mod key;
 pub mod mask;
 pub mod plan;
+mod process;
 pub mod registry;
 pub mod report;
 pub mod status;

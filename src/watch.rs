@@ -901,7 +901,7 @@ async fn supervise(
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start /bin/sh for the hook: {e}"))?;
-    let mut group = GroupKill(child.id());
+    let mut group = crate::process::GroupKill::new(child.id());
     if let Some(out) = child.stdout.take() {
         relays.spawn(relay(out, change.runtime.clone(), events.clone()));
     }
@@ -918,7 +918,7 @@ async fn supervise(
         Ok(Err(e)) => return Err(format!("cannot wait for the hook: {e}")),
         Ok(Ok(status)) => status,
     };
-    group.0 = None;
+    group.disarm();
     exit_error(status).map_or(Ok(()), Err)
 }
 
@@ -959,18 +959,6 @@ async fn relay(pipe: impl tokio::io::AsyncRead + Unpin, runtime: String, events:
             runtime: runtime.clone(),
             line,
         });
-    }
-}
-
-/// Kills the hook's process group when dropped while armed (timeout, cancellation).
-struct GroupKill(Option<u32>);
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
-            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
     }
 }
 

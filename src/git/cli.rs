@@ -152,7 +152,7 @@ fn supervised_git() -> Command {
 /// `index-pack`) included, not only the `git` process.
 async fn output_within(mut cmd: Command, limit: Duration) -> Result<Output, Bounded> {
     let child = cmd.spawn().map_err(Bounded::Io)?;
-    let _group = child.id().map(GroupKill);
+    let _group = crate::process::GroupKill::new(child.id());
     let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(out) => out.map_err(Bounded::Io)?,
         Err(_) => return Err(Bounded::TimedOut),
@@ -162,19 +162,6 @@ async fn output_within(mut cmd: Command, limit: Duration) -> Result<Output, Boun
         return Err(Bounded::GitMissing(stderr.trim().to_owned()));
     }
     Ok(out)
-}
-
-/// Kills a git command's process group when dropped (after the leader was waited for, or
-/// when the wait is abandoned); a group whose members all exited is not signalled.
-struct GroupKill(u32);
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Ok(pgid) = libc::pid_t::try_from(self.0) {
-            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
 }
 
 /// Makes the child a process-group leader that gets SIGTERM when planner dies (the

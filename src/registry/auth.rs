@@ -401,7 +401,7 @@ async fn run_bounded(exe: &Path, server: &str, limit: Duration) -> Result<Helper
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
-    let _group = child.id().map(GroupKill);
+    let _group = crate::process::GroupKill::new(child.id());
     let mut stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -445,18 +445,6 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
         return Err(format!("printed more than {HELPER_OUTPUT_CAP} bytes"));
     }
     Ok(out)
-}
-
-/// Kills a helper's process group when dropped.
-struct GroupKill(u32);
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Ok(pgid) = libc::pid_t::try_from(self.0) {
-            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
 }
 
 /// The helper protocol's answer.

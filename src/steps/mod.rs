@@ -92,19 +92,31 @@ pub trait Kind: Sync {
         Box::pin(async move { Err(StepError::Internal(format!("{name} is not a root step"))) })
     }
 
-    /// Whether the step is materialized, asking the engine and the filesystem.
+    /// Whether the step is materialized, asking the engine and the filesystem. Every kind
+    /// but a root implements it (a root is answered by [`Kind::resolve`], never probed).
     fn probe<'a>(
         &'a self,
-        world: &'a RealWorld,
-        req: &'a ProbeRequest<'_>,
-    ) -> BoxFuture<'a, Result<Probe, StepError>>;
+        _world: &'a RealWorld,
+        _req: &'a ProbeRequest<'_>,
+    ) -> BoxFuture<'a, Result<Probe, StepError>> {
+        Box::pin(async move { Err(root_step(self.name())) })
+    }
 
-    /// Does the step's work and commits its record.
+    /// Does the step's work and commits its record. Every kind but a root implements it.
     fn run<'a>(
         &'a self,
-        world: &'a RealWorld,
-        req: &'a RunRequest<'_>,
-    ) -> BoxFuture<'a, Result<Output, StepError>>;
+        _world: &'a RealWorld,
+        _req: &'a RunRequest<'_>,
+    ) -> BoxFuture<'a, Result<Output, StepError>> {
+        Box::pin(async move { Err(root_step(self.name())) })
+    }
+}
+
+/// The error of a root step asked to be probed or run: a bug (the resolve phase answers it).
+fn root_step(name: &str) -> StepError {
+    StepError::Internal(format!(
+        "{name} is answered in the resolve phase, never probed or run"
+    ))
 }
 
 /// What a step's record stands for, in the cache dir or the engine.

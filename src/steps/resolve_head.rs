@@ -7,12 +7,11 @@ use futures_util::future::BoxFuture;
 use super::{Attests, Kind};
 use crate::config::{Runtime, SourceKind};
 use crate::error::StepError;
-use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::git;
 use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
-use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind};
+use crate::plan::{Node, Resolved, Status, StepKind};
 
 pub struct Step;
 
@@ -46,26 +45,6 @@ impl Kind for Step {
         offline: bool,
     ) -> BoxFuture<'a, Result<Resolved, StepError>> {
         Box::pin(resolve(world, node, key, offline))
-    }
-
-    fn probe<'a>(
-        &'a self,
-        _: &'a RealWorld,
-        _: &'a ProbeRequest<'_>,
-    ) -> BoxFuture<'a, Result<Probe, StepError>> {
-        Box::pin(async { Err(StepError::Internal("resolve-head is not probed".into())) })
-    }
-
-    fn run<'a>(
-        &'a self,
-        _: &'a RealWorld,
-        _: &'a RunRequest<'_>,
-    ) -> BoxFuture<'a, Result<Output, StepError>> {
-        Box::pin(async {
-            Err(StepError::Internal(
-                "resolve-head runs in the resolve phase".into(),
-            ))
-        })
     }
 }
 
