@@ -287,3 +287,98 @@ fn a_container_on_an_old_pulled_image_blocks_its_removal_in_a_mixed_config() {
     assert!(image_id(&old).is_none() && !engine_has(&v1.image_id));
     assert_eq!(r.record_digests("pull"), [v2.digest.as_str()]);
 }
+
+#[test]
+fn a_forged_pinned_tag_is_left_the_registry_reference_goes_with_its_image_a_user_tag_keeps_one() {
+    let r = RegEnv::new("rgc-names");
+    r.config("[runtimes.alpha]\n");
+    let pushed: Vec<PushedImage> = ["v1", "v2", "v3", "v4"]
+        .iter()
+        .map(|v| {
+            let p = r.push("alpha", v);
+            r.ensure("alpha");
+            p
+        })
+        .collect();
+    let pinned: Vec<String> = pushed
+        .iter()
+        .map(|p| r.pinned("alpha", &p.digest))
+        .collect();
+    // v1: its pinned tag now names another image (its record still says v1's).
+    docker(&["tag", BASE_IMAGE, &pinned[0]]);
+    let base_id = image_id(BASE_IMAGE).unwrap();
+    // v2: the registry reference moved back onto it.
+    docker(&["tag", &pushed[1].image_id, &r.registry_ref("alpha")]);
+    // v3: the user's own tag on it.
+    let mine = format!("{}mine:keep", r.env.prefix);
+    docker(&["tag", &pushed[2].image_id, &mine]);
+
+    let dry = json(&r.planner(&["gc", "--keep", "1", "--dry-run", "--json"]));
+    assert!(items_tagged(&dry, &pinned[0]).is_empty(), "{dry:#}");
+    let v2 = items_tagged(&dry, &pinned[1]);
+    let tags: Vec<&str> = v2[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let v2_by_digest = pushed[1].pinned();
+    assert_eq!(
+        tags,
+        [pinned[1].as_str(), &r.registry_ref("alpha"), &v2_by_digest],
+        "{dry:#}"
+    );
+    assert_eq!(v2[0]["deletes_image"], true);
+    let v3 = items_tagged(&dry, &pinned[2]);
+    assert_eq!(v3[0]["tags"].as_array().unwrap().len(), 1, "{dry:#}");
+    assert_eq!(v3[0]["deletes_image"], false, "{dry:#}");
+    assert!(v3[0]["reason"].as_str().unwrap().contains(&mine), "{dry:#}");
+
+    let run = r.planner(&["gc", "--keep", "1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    eprintln!(
+        "--- gc --keep 1 (forged, reference, user tag)\n{}",
+        run.stdout
+    );
+    assert_eq!(
+        image_id(&pinned[0]).as_deref(),
+        Some(base_id.as_str()),
+        "forged: left"
+    );
+    assert!(engine_has(&pushed[0].image_id), "v1 not proven: left");
+    assert!(
+        !engine_has(&pushed[1].image_id),
+        "v2 deleted with its names"
+    );
+    assert!(image_id(&r.registry_ref("alpha")).is_none());
+    assert!(image_id(&pinned[2]).is_none());
+    assert_eq!(
+        image_id(&mine).as_deref(),
+        Some(pushed[2].image_id.as_str())
+    );
+    assert!(
+        docker(&["image", "inspect", "-f", "{{json .RepoDigests}}", &mine])
+            .contains(&pushed[2].digest),
+        "the image the user keeps keeps its digest reference"
+    );
+    let mut left = vec![
+        pushed[0].digest.clone(),
+        pushed[2].digest.clone(),
+        pushed[3].digest.clone(),
+    ];
+    left.sort();
+    assert_eq!(
+        r.record_digests("pull"),
+        left,
+        "records of images still there stay"
+    );
+
+    // The next ensure finds the kept image and puts the registry reference back on it.
+    r.ensure("alpha");
+    assert_eq!(
+        image_id(&r.registry_ref("alpha")).as_deref(),
+        Some(pushed[3].image_id.as_str())
+    );
+    let again = json(&r.planner(&["gc", "--keep", "1", "--json"]));
+    assert_eq!(again["removed"]["images"], 0, "{again:#}");
+}
