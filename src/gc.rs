@@ -1,12 +1,27 @@
 //! `planner gc`: per runtime, keep the newest N commits (images and checkouts) and whatever
 //! `:latest` names; remove the other images planner built, their checkouts, stale temp dirs
-//! and orphan records.
+//! and orphan records. A registry runtime is the same with manifest digests for commits: keep
+//! its newest N pulled digests and whatever `:latest` names, remove the older pulled images.
 //!
 //! Safety rules:
 //! - An image is planner's only if its `dev.planner.key` label recomputes from its other
 //!   labels; only its *pinned* tags (`{image_prefix}{runtime}:{sha12 of its revision}`) are
 //!   removed, by reference and without force, so the engine deletes the image only when no
 //!   other tag is left, and never while a container uses it (those are reported and skipped).
+//! - A pulled image (it carries the publisher's labels, not planner's) is planner's only when
+//!   a valid `pull` record of the runtime names its digest and image ID, the runtime's pinned
+//!   tag `{image_prefix}{runtime}:{12 hex of the digest}` names that image ID, and its
+//!   `RepoDigests` has `{registry}/{repository}@{digest}`: never on a tag match alone. Its
+//!   pinned tag is removed like a built image's. Only when no other tag would be left (so
+//!   the image goes) are the registry's names removed too: the registry reference
+//!   `{registry}/{repository}:{tag}` if it still names the image (it follows the newest pull,
+//!   so normally it does not), then the digest reference (the engine keeps an image while a
+//!   digest reference names it); an image someone else also tagged keeps both.
+//! - Pulled digests are ranked by their records' `finished_at` (pull, tag-latest and
+//!   resolve-digest, which every run rewrites for the digest the tag names now), not by the
+//!   engine's `Created`: that is when the publisher built the image, so a re-pushed older
+//!   build would rank as old although it is what the tag names. `Created` only breaks ties
+//!   (records have seconds).
 //! - Whatever `:latest` names is kept, with its checkout.
 //! - A checkout or temp dir is removed only while holding its key lock (skipped if held).
 //! - A record is an orphan when malformed, or when the checkout/image it describes is gone
@@ -26,8 +41,9 @@ use std::sync::Arc;
 
 use crate::config::Runtime;
 use crate::docker::DockerError;
-use crate::docker::engine::{self as eng, Engine, ImageEntry, RemoveOutcome};
+use crate::docker::engine::{self as eng, Engine, ImageDetail, ImageEntry, RemoveOutcome};
 use crate::key::Key;
+use crate::registry::ImageRef;
 use crate::steps::{self, Attests};
 use crate::store::{self, CheckoutDir, CheckoutState, Store, StoreError};
 
@@ -101,6 +117,8 @@ pub struct GcItem {
     /// Checkout, temp dir or record file.
     pub path: Option<PathBuf>,
     pub commit: Option<String>,
+    /// Pulled image or registry record: the manifest digest.
+    pub digest: Option<String>,
     /// Checkout: the repository identity it belongs to.
     pub repo: Option<String>,
     /// The key whose lock guards it (checkouts: the clone key; temp dirs: their key).
@@ -132,6 +150,7 @@ impl GcItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptCommit {
     pub runtime: String,
+    /// The commit (git runtime) or the manifest digest (registry runtime, `sha256:…`).
     pub commit: String,
     /// 1-based position among the runtime's commits, newest first, when within `--keep`.
     pub newest: Option<usize>,
@@ -241,6 +260,9 @@ pub async fn plan(
     for (repo, group) in &by_repo(runtimes) {
         planner.plan_repo(repo, group).await?;
     }
+    for rt in runtimes {
+        planner.plan_pulled(rt).await?;
+    }
     planner.into_plan().await
 }
 
@@ -310,6 +332,19 @@ struct Untag {
     tags: BTreeSet<String>,
     runtimes: BTreeSet<String>,
     commit: String,
+    /// A pulled image: the registry images and digests it was pulled as.
+    pulls: Vec<(ImageRef, String)>,
+}
+
+/// A registry runtime's pulled digest whose image the engine proves (see the module doc).
+#[derive(Debug)]
+struct PulledDigest {
+    id: String,
+    pinned: String,
+    /// Newest `finished_at` of the runtime's records of the digest, ns.
+    seen: i128,
+    /// The engine's creation time of the image, ns (tie-break only).
+    created: i128,
 }
 
 /// The state [`plan`] builds up: what the engine and the cache dir hold, and the decisions
@@ -319,6 +354,11 @@ struct Planner<'a> {
     store: &'a Store,
     keep: usize,
     own: BTreeMap<String, OwnImage>,
+    /// Pulled images proven planner's, by ID.
+    pulled: BTreeMap<String, ImageDetail>,
+    /// IDs of the images that exist among those records name (planner's own, and those
+    /// registry records name).
+    present: BTreeSet<String>,
     /// Image ID -> names of the containers using it.
     containers: HashMap<String, Vec<String>>,
     records: Vec<store::RecordFile>,
@@ -340,11 +380,14 @@ impl<'a> Planner<'a> {
         let own = own_images(engine, runtimes).await?;
         let containers = engine.containers_by_image().await?;
         let records = store.list_records()?;
+        let present = present_images(engine, &own, &records).await?;
         Ok(Planner {
             engine,
             store,
             keep,
             own,
+            pulled: BTreeMap::new(),
+            present,
             containers,
             records,
             kept: Vec::new(),
@@ -437,6 +480,78 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A registry runtime's pulled digests, ranked newest first: keeps the newest `keep` and
+    /// what `:latest` names, and marks the others' pinned tags for removal. Nothing for a
+    /// git runtime.
+    async fn plan_pulled(&mut self, rt: &Runtime) -> Result<(), GcError> {
+        let Some(image) = rt.registry_image() else {
+            return Ok(());
+        };
+        let latest_id = self.engine.inspect(&rt.latest_tag()).await?.map(|i| i.id);
+        let digests = self.pulled_digests(rt, image).await?;
+        let mut ranked: Vec<(&String, &PulledDigest)> = digests.iter().collect();
+        ranked.sort_by(|a, b| (b.1.seen, b.1.created, b.0).cmp(&(a.1.seen, a.1.created, a.0)));
+        for (rank, (digest, p)) in ranked.into_iter().enumerate() {
+            let newest = (rank < self.keep).then_some(rank + 1);
+            let latest = latest_id.as_deref() == Some(p.id.as_str());
+            if newest.is_some() || latest {
+                self.kept.push(KeptCommit {
+                    runtime: rt.name.clone(),
+                    commit: digest.clone(),
+                    newest,
+                    latest,
+                    image: Some(p.pinned.clone()),
+                    checkout: None,
+                });
+                continue;
+            }
+            let e = self.untag.entry(p.id.clone()).or_default();
+            e.tags.insert(p.pinned.clone());
+            e.runtimes.insert(rt.name.clone());
+            let pull = (image.clone(), digest.clone());
+            if !e.pulls.contains(&pull) {
+                e.pulls.push(pull);
+            }
+        }
+        Ok(())
+    }
+
+    /// The digests `rt`'s valid pull records name whose image the engine proves planner's
+    /// (see the module doc), remembering those images in `self.pulled`.
+    async fn pulled_digests(
+        &mut self,
+        rt: &Runtime,
+        image: &ImageRef,
+    ) -> Result<BTreeMap<String, PulledDigest>, DockerError> {
+        let claims = pull_claims(rt, image, &self.records);
+        let mut out = BTreeMap::new();
+        for (digest, id) in claims {
+            let pinned = rt.pinned_tag(&digest);
+            let Some(detail) = self.engine.inspect_detail(&pinned).await? else {
+                continue;
+            };
+            let by_digest = |r: &String| names_digest(r, image, &digest);
+            if detail.entry.id != id || !detail.repo_digests.iter().any(by_digest) {
+                continue;
+            }
+            let created = detail
+                .created_nanos
+                .unwrap_or(i128::from(detail.entry.created) * NANOS);
+            let seen = records_seen(rt, &digest, &self.records);
+            self.pulled.insert(id.clone(), detail);
+            out.insert(
+                digest,
+                PulledDigest {
+                    id,
+                    pinned,
+                    seen,
+                    created,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// The plan: image items, checkout items, temp dir items, orphan records, then free lock
     /// files (last: removing the others takes their locks); the kept
     /// commits by runtime, newest first.
@@ -464,10 +579,7 @@ impl<'a> Planner<'a> {
     /// unique sizes only when the listing lacks one.
     async fn image_items(&mut self) -> Result<Vec<GcItem>, DockerError> {
         let untag = std::mem::take(&mut self.untag);
-        let unique_sizes = if untag
-            .keys()
-            .any(|id| self.own[id].entry.unique_size.is_none())
-        {
+        let unique_sizes = if untag.keys().any(|id| self.entry(id).unique_size.is_none()) {
             self.engine.unique_image_sizes().await?
         } else {
             HashMap::new()
@@ -478,19 +590,34 @@ impl<'a> Planner<'a> {
             .collect())
     }
 
+    /// The engine's listing of image `id`, one of planner's own or pulled images.
+    fn entry(&self, id: &str) -> &ImageEntry {
+        match self.own.get(id) {
+            Some(img) => &img.entry,
+            None => &self.pulled[id].entry,
+        }
+    }
+
     /// The item removing `u.tags` from image `id`: it deletes the image when no other tag is
-    /// left (then a container using it makes it skipped), otherwise it frees nothing.
+    /// left (then a container using it makes it skipped), otherwise it frees nothing. For a
+    /// pulled image that goes, the registry's names of it go too (see the module doc).
     fn image_item(&self, id: String, u: Untag, unique_sizes: &HashMap<String, u64>) -> GcItem {
-        let img = &self.own[&id];
-        let remaining: Vec<&str> = img
-            .entry
+        let entry = self.entry(&id);
+        let mut remaining: Vec<&str> = entry
             .repo_tags
             .iter()
             .filter(|t| !u.tags.contains(*t))
             .map(String::as_str)
             .collect();
+        let mut tags: Vec<String> = u.tags.iter().cloned().collect();
+        if let Some(detail) = self.pulled.get(&id).filter(|_| !u.pulls.is_empty()) {
+            remaining = registry_names(detail, &u.pulls, remaining, &mut tags);
+        }
         let deletes = remaining.is_empty();
-        let mut reason = format!("commit {} is not kept", short(&u.commit));
+        let mut reason = match u.pulls.first() {
+            Some((_, digest)) => format!("digest {} is not kept", short(digest)),
+            None => format!("commit {} is not kept", short(&u.commit)),
+        };
         if !deletes {
             reason.push_str(&format!(
                 "; the image stays, still tagged {}",
@@ -505,20 +632,26 @@ impl<'a> Planner<'a> {
             _ => ItemStatus::Planned,
         };
         let bytes = if deletes {
-            img.entry
+            entry
                 .unique_size
                 .or_else(|| unique_sizes.get(&id).copied())
-                .unwrap_or(img.entry.size)
+                .unwrap_or(entry.size)
         } else {
             0
         };
+        let key = match (self.own.get(&id), u.pulls.first()) {
+            (Some(img), _) => Some(img.key.clone()),
+            (None, Some((image, digest))) => Some(steps::pull::key(image, digest)),
+            (None, None) => None,
+        };
         GcItem {
             runtimes: u.runtimes.into_iter().collect(),
-            tags: u.tags.into_iter().collect(),
+            tags,
             bytes,
             image_id: Some(id),
-            commit: Some(u.commit),
-            key: Some(img.key.clone()),
+            commit: (!u.commit.is_empty()).then_some(u.commit),
+            digest: u.pulls.first().map(|(_, d)| d.clone()),
+            key,
             deletes_image: deletes,
             ..new_item(ItemKind::Image, reason, status)
         }
@@ -542,7 +675,9 @@ impl<'a> Planner<'a> {
                     "malformed: not a valid record for its name".to_owned(),
                     vec![],
                 )),
-                Some(rec) => record_orphan(rec, self.store, &self.own, &images_by_key, removals),
+                Some(rec) => {
+                    record_orphan(rec, self.store, &self.present, &images_by_key, removals)
+                }
             };
             if let Some((reason, after)) = orphan {
                 items.push(record_item(file, reason, after));
@@ -586,6 +721,7 @@ fn new_item(kind: ItemKind, reason: String, status: ItemStatus) -> GcItem {
         image_id: None,
         path: None,
         commit: None,
+        digest: None,
         repo: None,
         key: None,
         bytes: 0,
@@ -679,6 +815,7 @@ fn record_item(file: store::RecordFile, reason: String, after: Vec<usize>) -> Gc
         image_id: rec.and_then(|r| r.image_id.clone()),
         path: Some(file.path),
         commit: rec.and_then(|r| r.commit.clone()),
+        digest: rec.and_then(|r| r.digest.clone()),
         repo: rec.map(|r| r.repo.clone()),
         key: file.name_key,
         bytes: file.bytes,
@@ -774,6 +911,123 @@ fn pinned_images(
     out
 }
 
+/// The IDs of the images that exist among those records name: planner's own, and each image
+/// a registry runtime's record (pull, or tag-latest with a digest) names, asked of the engine.
+async fn present_images(
+    engine: &Engine,
+    own: &BTreeMap<String, OwnImage>,
+    records: &[store::RecordFile],
+) -> Result<BTreeSet<String>, DockerError> {
+    let mut present: BTreeSet<String> = own.keys().cloned().collect();
+    let mut asked: BTreeSet<&str> = BTreeSet::new();
+    for rec in records.iter().filter_map(|f| f.record.as_ref()) {
+        let registry = attests(rec) == Some(Attests::PulledImage)
+            || (attests(rec) == Some(Attests::LatestTag) && rec.digest.is_some());
+        let Some(id) = rec.image_id.as_deref().filter(|_| registry) else {
+            continue;
+        };
+        if present.contains(id) || !asked.insert(id) {
+            continue;
+        }
+        if let Some(info) = engine.inspect(id).await? {
+            present.insert(info.id);
+        }
+    }
+    Ok(present)
+}
+
+/// `(digest, image ID)` of each valid pull record of `rt` for `image`: its kind, key,
+/// repository and runtimes agree.
+fn pull_claims(
+    rt: &Runtime,
+    image: &ImageRef,
+    records: &[store::RecordFile],
+) -> BTreeMap<String, String> {
+    let repo = rt.repo_identity();
+    let mut out = BTreeMap::new();
+    for rec in records.iter().filter_map(|f| f.record.as_ref()) {
+        if attests(rec) != Some(Attests::PulledImage)
+            || rec.repo != repo
+            || !rec.runtimes.contains(&rt.name)
+        {
+            continue;
+        }
+        let (Some(digest), Some(id)) = (&rec.digest, &rec.image_id) else {
+            continue;
+        };
+        if crate::ids::is_manifest_digest(digest) && rec.key == steps::pull::key(image, digest) {
+            out.insert(digest.clone(), id.clone());
+        }
+    }
+    out
+}
+
+/// The newest `finished_at` (ns) of `rt`'s records of `digest` (pull, tag-latest,
+/// resolve-digest: the last is rewritten by every run that finds the tag there).
+fn records_seen(rt: &Runtime, digest: &str, records: &[store::RecordFile]) -> i128 {
+    let repo = rt.repo_identity();
+    records
+        .iter()
+        .filter_map(|f| f.record.as_ref())
+        .filter(|r| r.repo == repo && r.runtimes.contains(&rt.name))
+        .filter(|r| r.digest.as_deref() == Some(digest))
+        .map(|r| i128::from(r.finished_at) * NANOS)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether the engine's digest reference `engine_ref` (`name@sha256:…`, the name possibly in
+/// the engine's short form, `ubuntu` for `docker.io/library/ubuntu`) is `image`'s at `digest`.
+fn names_digest(engine_ref: &str, image: &ImageRef, digest: &str) -> bool {
+    let Some((name, d)) = engine_ref.split_once('@') else {
+        return false;
+    };
+    d == digest
+        && ImageRef::parse(name)
+            .is_ok_and(|r| r.registry == image.registry && r.repository == image.repository)
+}
+
+/// Whether the engine's tag `engine_ref` (`name:tag`, possibly short) is `image` itself.
+fn names_tag(engine_ref: &str, image: &ImageRef) -> bool {
+    ImageRef::parse(engine_ref).is_ok_and(|r| &r == image)
+}
+
+/// For a pulled image whose pinned tags go: when nothing but the registry's names of it
+/// (`pulls`) would be left, appends those to `tags` (the registry reference tag, then the
+/// digest references, in the engine's spelling) and returns no remaining names; otherwise
+/// returns every name that keeps the image (`remaining` tags, foreign digest references).
+fn registry_names<'a>(
+    detail: &'a ImageDetail,
+    pulls: &[(ImageRef, String)],
+    remaining: Vec<&'a str>,
+    tags: &mut Vec<String>,
+) -> Vec<&'a str> {
+    let ours_tag = |t: &&str| pulls.iter().any(|(image, _)| names_tag(t, image));
+    let ours_digest = |r: &&str| pulls.iter().any(|(image, d)| names_digest(r, image, d));
+    let digests: Vec<&str> = detail.repo_digests.iter().map(String::as_str).collect();
+    let foreign: Vec<&str> = digests
+        .iter()
+        .filter(|r| !ours_digest(r))
+        .copied()
+        .collect();
+    if !foreign.is_empty() || remaining.iter().any(|t| !ours_tag(t)) {
+        return remaining.into_iter().chain(foreign).collect();
+    }
+    tags.extend(
+        remaining
+            .iter()
+            .filter(|t| ours_tag(t))
+            .map(|t| t.to_string()),
+    );
+    tags.extend(
+        digests
+            .iter()
+            .filter(|r| ours_digest(r))
+            .map(|r| r.to_string()),
+    );
+    Vec::new()
+}
+
 /// Which commits of `repo` the records attribute to some runtime, and which to `rt` (a
 /// resolve-head record only counts for `rt` when it is of `rt`'s branch).
 fn record_commits<'r>(
@@ -805,16 +1059,15 @@ fn record_commits<'r>(
 fn record_orphan(
     rec: &store::Record,
     store: &Store,
-    own: &BTreeMap<String, OwnImage>,
+    present: &BTreeSet<String>,
     images_by_key: &HashMap<&Key, Vec<&String>>,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
     match attests(rec)? {
         Attests::BranchHead => None,
-        Attests::PulledImage => None,
         Attests::Checkout => checkout_record_orphan(rec, store, removals),
         Attests::Image => build_record_orphan(rec, images_by_key, removals),
-        Attests::LatestTag => latest_record_orphan(rec, own, removals),
+        Attests::LatestTag | Attests::PulledImage => image_record_orphan(rec, present, removals),
     }
 }
 
@@ -868,17 +1121,18 @@ fn build_record_orphan(
     after.map(|a| ("its image is removed".into(), a))
 }
 
-/// A tag-latest record is an orphan when its image is gone, or after that image is deleted in
-/// this run.
-fn latest_record_orphan(
+/// A tag-latest or pull record is an orphan when the image it names is gone (`present`: the
+/// image IDs that exist among those records name), or after that image is deleted in this
+/// run.
+fn image_record_orphan(
     rec: &store::Record,
-    own: &BTreeMap<String, OwnImage>,
+    present: &BTreeSet<String>,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
     let Some(id) = &rec.image_id else {
         return Some(("malformed: no image id".into(), vec![]));
     };
-    if !own.contains_key(id) {
+    if !present.contains(id) {
         return Some(("its image is gone".into(), vec![]));
     }
     removals
@@ -1109,6 +1363,191 @@ mod tests {
         drop(held);
     }
 
+    fn registry_runtime(name: &str, image: &str) -> Runtime {
+        Runtime {
+            name: name.into(),
+            source: crate::config::Source::Registry(crate::config::RegistrySource {
+                image: ImageRef::parse(image).unwrap(),
+            }),
+            repo: url::Url::parse("https://git.invalid/x").unwrap(),
+            branch: "main".into(),
+            dockerfile: "Dockerfile".into(),
+            platform: "linux/amd64".into(),
+            image_prefix: "p/".into(),
+            plan: "registry-pull".into(),
+        }
+    }
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn pull_record(rt: &Runtime, digest: &str, id: &str, at: u64) -> store::RecordFile {
+        let image = rt.registry_image().unwrap();
+        let record = store::Record {
+            schema: store::RECORD_SCHEMA,
+            kind: "pull".into(),
+            key: steps::pull::key(image, digest),
+            runtimes: vec![rt.name.clone()],
+            repo: rt.repo_identity(),
+            branch: None,
+            commit: None,
+            digest: Some(digest.into()),
+            dockerfile_blake3: None,
+            image_id: Some(id.into()),
+            checkout_id: None,
+            finished_at: at,
+        };
+        store::RecordFile {
+            path: PathBuf::from("r.json"),
+            bytes: 1,
+            name_key: Some(record.key.clone()),
+            record: Some(record),
+        }
+    }
+
+    #[test]
+    fn the_engines_short_names_match_the_registry_image() {
+        let hub = ImageRef::parse("ubuntu").unwrap();
+        let d = digest('a');
+        assert!(names_digest(&format!("ubuntu@{d}"), &hub, &d));
+        assert!(names_digest(
+            &format!("docker.io/library/ubuntu@{d}"),
+            &hub,
+            &d
+        ));
+        assert!(!names_digest(&format!("ubuntu@{}", digest('b')), &hub, &d));
+        assert!(!names_digest(&format!("debian@{d}"), &hub, &d));
+        assert!(!names_digest("ubuntu:latest", &hub, &d));
+        assert!(names_tag("ubuntu:latest", &hub) && names_tag("ubuntu", &hub));
+        assert!(!names_tag("ubuntu:22.04", &hub));
+        let local = ImageRef::parse("127.0.0.1:5000/t/alpha:latest").unwrap();
+        assert!(names_digest(
+            &format!("127.0.0.1:5000/t/alpha@{d}"),
+            &local,
+            &d
+        ));
+        assert!(!names_digest(
+            &format!("127.0.0.1:5001/t/alpha@{d}"),
+            &local,
+            &d
+        ));
+        assert!(!names_tag("p/alpha:aaaaaaaaaaaa", &local));
+    }
+
+    #[test]
+    fn only_valid_pull_records_of_the_runtime_claim_a_digest() {
+        let rt = registry_runtime("alpha", "127.0.0.1:5000/t/alpha:latest");
+        let other = registry_runtime("beta", "127.0.0.1:5000/t/beta:latest");
+        let id = digest('9');
+        let image = rt.registry_image().unwrap();
+        let mut wrong_kind = pull_record(&rt, &digest('b'), &id, 1);
+        wrong_kind.record.as_mut().unwrap().kind = "tag-latest".into();
+        let mut wrong_key = pull_record(&rt, &digest('c'), &id, 1);
+        wrong_key.record.as_mut().unwrap().key = steps::pull::key(image, &digest('d'));
+        let mut no_id = pull_record(&rt, &digest('e'), &id, 1);
+        no_id.record.as_mut().unwrap().image_id = None;
+        let mut other_repo = pull_record(&rt, &digest('f'), &id, 1);
+        other_repo.record.as_mut().unwrap().repo = "127.0.0.1:5000/t/beta".into();
+        let malformed = store::RecordFile {
+            record: None,
+            ..pull_record(&rt, &digest('1'), &id, 1)
+        };
+        let records = vec![
+            pull_record(&rt, &digest('a'), &id, 1),
+            wrong_kind,
+            wrong_key,
+            no_id,
+            other_repo,
+            malformed,
+            pull_record(&other, &digest('2'), &id, 1),
+        ];
+        let claims = pull_claims(&rt, image, &records);
+        assert_eq!(claims.into_iter().collect::<Vec<_>>(), [(digest('a'), id)]);
+    }
+
+    #[test]
+    fn a_digest_is_as_new_as_the_runtimes_newest_record_of_it() {
+        let rt = registry_runtime("alpha", "127.0.0.1:5000/t/alpha:latest");
+        let other = registry_runtime("beta", "127.0.0.1:5000/t/alpha:latest");
+        let (a, id) = (digest('a'), digest('9'));
+        let mut resolve = pull_record(&rt, &a, &id, 50);
+        resolve.record.as_mut().unwrap().kind = "resolve-digest".into();
+        let records = vec![
+            pull_record(&rt, &a, &id, 10),
+            resolve,
+            pull_record(&other, &a, &id, 99),
+            pull_record(&rt, &digest('b'), &id, 70),
+        ];
+        assert_eq!(records_seen(&rt, &a, &records), 50 * NANOS);
+        assert_eq!(records_seen(&rt, &digest('c'), &records), 0);
+    }
+
+    #[test]
+    fn registry_names_go_only_with_the_image() {
+        let image = ImageRef::parse("127.0.0.1:5000/t/alpha:latest").unwrap();
+        let d = digest('a');
+        let pulls = vec![(image.clone(), d.clone())];
+        let ours = format!("127.0.0.1:5000/t/alpha@{d}");
+        let detail = |tags: &[&str], digests: &[&str]| ImageDetail {
+            entry: ImageEntry {
+                id: digest('9'),
+                repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
+            },
+            repo_digests: digests.iter().map(|t| t.to_string()).collect(),
+            created_nanos: None,
+        };
+        let reference = "127.0.0.1:5000/t/alpha:latest";
+        // Only the registry's names left: they go, the reference tag before the digest.
+        let d1 = detail(&["p/alpha:aaaaaaaaaaaa", reference], &[&ours]);
+        let mut tags = vec!["p/alpha:aaaaaaaaaaaa".to_owned()];
+        assert!(registry_names(&d1, &pulls, vec![reference], &mut tags).is_empty());
+        assert_eq!(tags, ["p/alpha:aaaaaaaaaaaa", reference, ours.as_str()]);
+        // Someone else's tag keeps the image: the registry's names stay with it.
+        let d2 = detail(&["p/alpha:aaaaaaaaaaaa", "mine:1", reference], &[&ours]);
+        let mut tags = vec!["p/alpha:aaaaaaaaaaaa".to_owned()];
+        let left = registry_names(&d2, &pulls, vec!["mine:1", reference], &mut tags);
+        assert_eq!(left, ["mine:1", reference]);
+        assert_eq!(tags, ["p/alpha:aaaaaaaaaaaa"]);
+        // So does a digest reference from another repository.
+        let foreign = format!("127.0.0.1:5000/mirror/alpha@{d}");
+        let d3 = detail(&["p/alpha:aaaaaaaaaaaa"], &[&ours, &foreign]);
+        let mut tags = vec!["p/alpha:aaaaaaaaaaaa".to_owned()];
+        assert_eq!(
+            registry_names(&d3, &pulls, vec![], &mut tags),
+            [foreign.as_str()]
+        );
+        assert_eq!(tags.len(), 1);
+    }
+
+    #[test]
+    fn a_pull_or_tag_latest_record_goes_with_the_image_it_names() {
+        let rt = registry_runtime("alpha", "127.0.0.1:5000/t/alpha:latest");
+        let (kept, gone, removed) = (digest('1'), digest('2'), digest('3'));
+        let present = BTreeSet::from([kept.clone(), removed.clone()]);
+        let removals = PlannedRemovals {
+            images: HashMap::from([(removed.clone(), 4)]),
+            checkouts: HashMap::new(),
+        };
+        let orphan = |id: &str, kind: &str| {
+            let mut file = pull_record(&rt, &digest('a'), id, 1);
+            file.record.as_mut().unwrap().kind = kind.into();
+            image_record_orphan(file.record.as_ref().unwrap(), &present, &removals)
+        };
+        for kind in ["pull", "tag-latest"] {
+            assert_eq!(orphan(&kept, kind), None, "{kind}");
+            assert_eq!(
+                orphan(&gone, kind),
+                Some(("its image is gone".into(), vec![]))
+            );
+            assert_eq!(
+                orphan(&removed, kind),
+                Some(("its image is removed".into(), vec![4]))
+            );
+        }
+    }
+
     #[test]
     fn plan_totals_count_only_what_goes() {
         let item = |kind, status, bytes| GcItem {
@@ -1118,6 +1557,7 @@ mod tests {
             image_id: None,
             path: None,
             commit: None,
+            digest: None,
             repo: None,
             key: None,
             bytes,

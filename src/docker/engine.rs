@@ -613,6 +613,16 @@ pub struct ImageEntry {
     pub unique_size: Option<u64>,
 }
 
+/// An image as inspected: what the listing says (no unique size), its digest references
+/// (`RepoDigests`: `name@sha256:…`, where it was pulled from) and its precise creation time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDetail {
+    pub entry: ImageEntry,
+    pub repo_digests: Vec<String>,
+    /// Nanoseconds since the Unix epoch, when the engine states a valid time.
+    pub created_nanos: Option<i128>,
+}
+
 /// What removing one image reference did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveOutcome {
@@ -689,6 +699,38 @@ impl Engine {
     /// `None` when there is no such image.
     pub async fn image_created(&self, reference: &str) -> Result<Option<String>, DockerError> {
         Ok(self.inspect_raw(reference).await?.and_then(|i| i.created))
+    }
+
+    /// An image as the engine inspects it, with its digest references; `None` when there
+    /// is no such image. For `gc`, which proves a pulled image by these.
+    pub async fn inspect_detail(
+        &self,
+        reference: &str,
+    ) -> Result<Option<ImageDetail>, DockerError> {
+        let Some(image) = self.inspect_raw(reference).await? else {
+            return Ok(None);
+        };
+        let id = checked_id(image.id.unwrap_or_default(), "inspect image").map_err(|e| *e)?;
+        let created_nanos = image.created.as_deref().and_then(parse_rfc3339_nanos);
+        let created = created_nanos.map_or(0, |n| i64::try_from(n / 1_000_000_000).unwrap_or(0));
+        let entry = ImageEntry {
+            id,
+            repo_tags: image
+                .repo_tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t != "<none>:<none>")
+                .collect(),
+            labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
+            created,
+            size: image.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            unique_size: None,
+        };
+        Ok(Some(ImageDetail {
+            entry,
+            repo_digests: image.repo_digests.unwrap_or_default(),
+            created_nanos,
+        }))
     }
 
     /// Containers (running or not) by the ID of the image they use: their names.

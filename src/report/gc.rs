@@ -96,10 +96,20 @@ fn target(item: &GcItem, cache_dir: &Path) -> String {
     match (&item.path, item.kind) {
         (_, ItemKind::Image) => {
             let id = item.image_id.as_deref().map(short).unwrap_or_default();
-            format!("{} ({id})", item.tags.join(", "))
+            let tags: Vec<String> = item.tags.iter().map(|t| short_reference(t)).collect();
+            format!("{} ({id})", tags.join(", "))
         }
         (Some(p), _) => show_path(p, cache_dir),
         (None, _) => String::new(),
+    }
+}
+
+/// A reference for the table: a digest reference (`name@sha256:…`) with its digest cut to
+/// 12 hex digits and `…`; a tag as it is.
+fn short_reference(reference: &str) -> String {
+    match reference.split_once('@') {
+        Some((name, digest)) => format!("{name}@sha256:{}…", short(digest)),
+        None => reference.to_owned(),
     }
 }
 
@@ -112,10 +122,15 @@ fn kept_row(k: &KeptCommit, keep: usize) -> Vec<String> {
     if k.latest {
         why.push(":latest".into());
     }
+    let what = if crate::ids::is_manifest_digest(&k.commit) {
+        "digest"
+    } else {
+        "commit"
+    };
     vec![
         "keep".into(),
         k.runtime.clone(),
-        "commit".into(),
+        what.into(),
         short(&k.commit).into(),
         "-".into(),
         why.join("; "),
@@ -249,11 +264,13 @@ pub fn json(plan: &GcPlan, cache_dir: &Path) -> String {
     serde_json::to_string_pretty(&doc).expect("gc report serializes")
 }
 
-/// A kept commit in the gc report's JSON.
+/// A kept commit (or, for a registry runtime, digest) in the gc report's JSON.
 fn kept_json(k: &KeptCommit) -> serde_json::Value {
+    let digest = crate::ids::is_manifest_digest(&k.commit);
     json!({
         "runtime": k.runtime,
-        "commit": k.commit,
+        "commit": (!digest).then_some(&k.commit),
+        "digest": digest.then_some(&k.commit),
         "newest": k.newest,
         "latest": k.latest,
         "image": k.image,
@@ -275,6 +292,7 @@ fn item_json(i: &GcItem) -> serde_json::Value {
         "image_id": i.image_id,
         "path": i.path,
         "commit": i.commit,
+        "digest": i.digest,
         "bytes": i.bytes,
         "deletes_image": (i.kind == ItemKind::Image).then_some(i.deletes_image),
         "reason": i.reason,
@@ -301,6 +319,7 @@ mod tests {
                 image_id: (kind == ItemKind::Image).then(|| format!("sha256:{}", "9".repeat(64))),
                 path: path.map(Into::into),
                 commit: None,
+                digest: None,
                 repo: None,
                 key: None,
                 bytes,
@@ -405,6 +424,32 @@ mod tests {
             failures(&gc_plan(false)),
             "planner: gc: removing temp-dir /elsewhere/y failed: permission denied\n"
         );
+    }
+
+    #[test]
+    fn registry_rows_name_the_digest_and_shorten_digest_references() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let mut plan = gc_plan(true);
+        plan.kept[0].commit = d.clone();
+        plan.items.truncate(1);
+        plan.items[0].tags = vec!["p/alpha:abababababab".into(), format!("r:5000/t/alpha@{d}")];
+        plan.items[0].digest = Some(d.clone());
+        let out = text(&plan, Path::new("/c"), false);
+        assert!(
+            out.contains("keep    alpha    digest  abababababab"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "p/alpha:abababababab, r:5000/t/alpha@sha256:abababababab… (999999999999)"
+            ),
+            "{out}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&json(&plan, Path::new("/c"))).unwrap();
+        assert_eq!(doc["kept"][0]["digest"], d.as_str());
+        assert!(doc["kept"][0]["commit"].is_null());
+        assert_eq!(doc["items"][0]["digest"], d.as_str());
+        assert_eq!(doc["items"][0]["tags"][1], format!("r:5000/t/alpha@{d}"));
     }
 
     #[test]
