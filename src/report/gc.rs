@@ -31,10 +31,14 @@ pub fn text(plan: &GcPlan, cache_dir: &Path, verbose: bool) -> String {
     table.extend(records.into_row(plan.dry_run));
     table.extend(locks.into_lock_row(plan.dry_run));
     let mut out = format!(
-        "gc in {}: keeping the newest {} commit{} of each runtime and what :latest names\n",
+        "gc in {}: keeping the newest {} {} of each runtime and what :latest names\n",
         cache_dir.display(),
         plan.keep,
-        if plan.keep == 1 { "" } else { "s" }
+        if plan.keep == 1 {
+            "commit or digest"
+        } else {
+            "commits or digests"
+        }
     );
     if !table.is_empty() {
         out.push_str(&table.render());
