@@ -30,10 +30,12 @@ Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir
 1 when a step of the plan failed (a branch head that could not be resolved included), after
 printing the plan.
 
-Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, DOCKER_HOST, and the
-token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
+Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, PLANNER_REGISTRY (registry
+mode for runtimes without their own source), DOCKER_HOST, DOCKER_CONFIG (registry credentials),
+and the token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
 
-/// Build container images for allowlisted runtime template repos, pinned to the commit, never twice.
+/// Keep container images for allowlisted runtimes: built from their template repo pinned to the
+/// commit, or pulled from a registry pinned to the digest, never twice.
 #[derive(Debug, Parser)]
 #[command(name = "planner", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -63,17 +65,17 @@ pub enum Command {
         after_help = "Examples:\n  planner plan --all\n  planner plan codex --format json\n  planner plan --all --format dot | dot -Tsvg > plan.svg\n  planner plan --all --offline   # use the last recorded branch heads, no network"
     )]
     Plan(PlanArgs),
-    /// Make sure each runtime's image exists for its branch HEAD: clone, build and tag only what is missing
+    /// Make sure each runtime's image exists for its branch HEAD (or registry digest): clone, build, pull and tag only what is missing
     #[command(
         after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all` (with --json: `plan --format json`)\n  planner ensure --all --json --no-wait -q > prewarm.ndjson   # a nightly job: events + summary, exit 75 if busy"
     )]
     Ensure(EnsureArgs),
-    /// Show per runtime the last resolved commit, its image, `:latest` and the checkout cache (no network unless --refresh)
+    /// Show per runtime the last resolved commit or digest, its image, `:latest` and the checkout cache (no network unless --refresh)
     #[command(
         after_help = "Examples:\n  planner status\n  planner status codex --json\n  planner status --refresh        # ask the git host for the branch heads first"
     )]
     Status(StatusArgs),
-    /// Remove old images and checkouts that planner built: keep the newest N commits per runtime and what :latest names
+    /// Remove old images and checkouts that planner built or pulled: keep the newest N commits or digests per runtime and what :latest names
     #[command(
         after_help = "Examples:\n  planner gc --dry-run           # what would be removed, and how much it frees\n  planner gc --keep 1\n\nOnly images carrying planner's labels are ever removed."
     )]
