@@ -165,6 +165,7 @@ mod tests {
     #[test]
     fn build_key_without_build_args_is_unchanged() {
         // The key of planner-key/1 before build args existed: images built then stay valid.
+        // Bumping KEY_FORMAT changes this value on purpose (then update it).
         assert_eq!(
             build_key(&inputs()).as_str(),
             "31b18731334de6571cfd92ee7e6c75b14d06b1d41ac7b3128df54e790d2cd032"

@@ -342,6 +342,9 @@ fn build_args_from_label(label: Option<&String>) -> BuildArgs {
         .unwrap_or_else(|_| BuildArgs::from([(UNREADABLE.to_owned(), String::new())]))
 }
 
+/// Most build arg changes a stale reason names.
+const MAX_CHANGES_SHOWN: usize = 8;
+
 /// The name [`build_args_from_label`] gives an unreadable label.
 const UNREADABLE: &str = "<unreadable dev.planner.build-args label>";
 
@@ -418,8 +421,14 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
     if from_labels.params != expected.params {
         return Some("key changed: step params".into());
     }
-    let args = build_args_changes(&from_labels.build_args, &expected.build_args);
+    let mut args = build_args_changes(&from_labels.build_args, &expected.build_args);
     if !args.is_empty() {
+        // An image's labels may hold anything: name a few changes, count the rest.
+        if args.len() > MAX_CHANGES_SHOWN {
+            let more = args.len() - MAX_CHANGES_SHOWN;
+            args.truncate(MAX_CHANGES_SHOWN);
+            args.push(format!("and {more} more build arg changes"));
+        }
         return Some(args.join(", "));
     }
     Some(
@@ -506,6 +515,12 @@ mod tests {
         let why = label_mismatch(&image(&a), &key(&b), &b).unwrap();
         assert!(why.len() < 200 && why.ends_with('…'), "{why}");
         assert_eq!(args_note(&a.build_args), " (build args: V=1)");
+        let many: Vec<(String, String)> = (0..50).map(|i| (format!("A{i}"), "x".into())).collect();
+        let many_refs: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let c = inputs(&many_refs);
+        let why = label_mismatch(&image(&c), &key(&a), &a).unwrap();
+        assert!(why.ends_with("and 43 more build arg changes"), "{why}");
         assert_eq!(args_note(&BuildArgs::new()), "");
     }
 }
