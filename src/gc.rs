@@ -1296,6 +1296,7 @@ mod tests {
             dockerfile: "Dockerfile".into(),
             platform: "linux/amd64".into(),
             params: Default::default(),
+            build_args: Default::default(),
         };
         HashMap::from([
             (
@@ -1308,6 +1309,35 @@ mod tests {
             (eng::LABEL_PLATFORM.into(), inputs.platform.clone()),
             (eng::LABEL_PARAMS.into(), "{}".into()),
         ])
+    }
+
+    #[test]
+    fn images_with_build_args_labels_are_planners_too() {
+        let c = "a".repeat(40);
+        let mut l = labels(&c);
+        let args: crate::config::BuildArgs = [("RUNTIME_VERSION".into(), "1.4.2".into())].into();
+        let mut inputs = steps::build::inputs_from_labels(&l);
+        inputs.build_args = args.clone();
+        l.insert(
+            eng::LABEL_KEY.into(),
+            steps::build::key(&inputs).to_string(),
+        );
+        l.insert(
+            eng::LABEL_BUILD_ARGS.into(),
+            crate::config::build_args_label(&args),
+        );
+        assert!(own_labels(&l).is_some(), "with its build args label");
+        let mut edited = l.clone();
+        edited.insert(
+            eng::LABEL_BUILD_ARGS.into(),
+            r#"{"RUNTIME_VERSION":"9"}"#.into(),
+        );
+        assert!(own_labels(&edited).is_none(), "an edited build args label");
+        let mut garbled = l.clone();
+        garbled.insert(eng::LABEL_BUILD_ARGS.into(), "{not json".into());
+        assert!(own_labels(&garbled).is_none(), "an unreadable label");
+        l.remove(eng::LABEL_BUILD_ARGS);
+        assert!(own_labels(&l).is_none(), "its build args label removed");
     }
 
     #[test]
@@ -1375,6 +1405,7 @@ mod tests {
             platform: "linux/amd64".into(),
             image_prefix: "p/".into(),
             plan: "registry-pull".into(),
+            build_args: Default::default(),
         }
     }
 

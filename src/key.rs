@@ -119,6 +119,7 @@ mod tests {
             dockerfile: "Dockerfile".into(),
             platform: "linux/amd64".into(),
             params: BTreeMap::new(),
+            build_args: BTreeMap::new(),
         }
     }
 
@@ -146,11 +147,55 @@ mod tests {
                 params: [("target".into(), "x".into())].into(),
                 ..inputs()
             },
+            BuildInputs {
+                build_args: [("RUNTIME_VERSION".into(), "1.4.2".into())].into(),
+                ..inputs()
+            },
+            BuildInputs {
+                build_args: [("RUNTIME_VERSION".into(), String::new())].into(),
+                ..inputs()
+            },
         ];
         for v in variants {
             assert_ne!(build_key(&v), base, "{v:?}");
         }
         assert_eq!(build_key(&inputs()), base, "deterministic");
+    }
+
+    #[test]
+    fn build_key_without_build_args_is_unchanged() {
+        // The key of planner-key/1 before build args existed: images built then stay valid.
+        // Bumping KEY_FORMAT changes this value on purpose (then update it).
+        assert_eq!(
+            build_key(&inputs()).as_str(),
+            "31b18731334de6571cfd92ee7e6c75b14d06b1d41ac7b3128df54e790d2cd032"
+        );
+    }
+
+    #[test]
+    fn build_args_are_keyed_by_name_and_value() {
+        let with = |pairs: &[(&str, &str)]| {
+            build_key(&BuildInputs {
+                build_args: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..inputs()
+            })
+        };
+        let v1 = with(&[("RUNTIME_VERSION", "1.4.2")]);
+        assert_eq!(v1, with(&[("RUNTIME_VERSION", "1.4.2")]), "deterministic");
+        assert_ne!(v1, with(&[("RUNTIME_VERSION", "1.4.3")]));
+        assert_ne!(v1, with(&[("RUNTIME_VERSIO", "N1.4.2")]), "length-prefixed");
+        assert_ne!(
+            with(&[("A", "1"), ("B", "2")]),
+            with(&[("A", "2"), ("B", "1")])
+        );
+        // Declaration order does not matter: the map is sorted.
+        assert_eq!(
+            with(&[("A", "1"), ("B", "2")]),
+            with(&[("B", "2"), ("A", "1")])
+        );
     }
 
     #[test]

@@ -14,6 +14,10 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+mod build_args;
+pub use build_args::{
+    BuildArgs, MAX_BUILD_ARGS, MAX_NAME_BYTES, MAX_VALUE_BYTES, to_label as build_args_label,
+};
 mod source;
 use source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
 pub use source::{
@@ -152,6 +156,9 @@ pub struct Runtime {
     pub platform: String,
     pub image_prefix: String,
     pub plan: String,
+    /// Declared build args (`build_args`), passed to the engine and part of the build key.
+    /// Only ever from the file, never from the environment or the command line.
+    pub build_args: BuildArgs,
 }
 
 impl Runtime {
@@ -243,6 +250,7 @@ struct RawKeys {
     platform: Option<Spanned<String>>,
     image_prefix: Option<Spanned<String>>,
     plan: Option<Spanned<String>>,
+    build_args: Option<build_args::RawBuildArgs>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +267,7 @@ struct RawRuntime {
     platform: Option<Spanned<String>>,
     image_prefix: Option<Spanned<String>>,
     plan: Option<Spanned<String>>,
+    build_args: Option<build_args::RawBuildArgs>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -493,6 +502,7 @@ struct Defaults {
     registry: Option<Sourced>,
     registry_image: Sourced,
     registry_tag: Sourced,
+    build_args: BuildArgs,
 }
 
 impl Defaults {
@@ -547,8 +557,11 @@ impl Defaults {
                 .or_else(|| own(&raw.registry)),
             registry_image: pick(&raw.registry_image, BUILTIN_REGISTRY_IMAGE),
             registry_tag: pick(&raw.registry_tag, BUILTIN_REGISTRY_TAG),
+            build_args: match &raw.build_args {
+                Some(t) => build_args::validate(t, "defaults", loc)?,
+                None => BuildArgs::new(),
+            },
         };
-        let _ = loc;
         Ok(defaults)
     }
 }
@@ -631,6 +644,10 @@ fn validate_runtime(
         }
         Some(_) => {}
     }
+    let own_args = match &raw.build_args {
+        Some(t) => build_args::validate(t, &format!("runtime {rt:?}"), loc)?,
+        None => BuildArgs::new(),
+    };
     Ok(Runtime {
         name: rt.clone(),
         source,
@@ -640,6 +657,7 @@ fn validate_runtime(
         platform: platform.value,
         image_prefix: image_prefix.value,
         plan: plan.value,
+        build_args: build_args::merge(&defaults.build_args, own_args),
     })
 }
 
@@ -1244,6 +1262,83 @@ mod tests {
         assert!(validate_image_repo("UPPER/x").is_err());
         assert!(validate_image_repo("a//b").is_err());
         assert!(validate_image_repo("a/b-").is_err());
+    }
+
+    #[test]
+    fn build_args_merge_per_key_and_the_runtime_wins() {
+        let cfg = parse_ok(
+            "[defaults]\nbuild_args = { RUNTIME_VERSION = \"1.4.2\", BASE = \"slim\" }\n\
+             [runtimes.a]\n[runtimes.b]\nbuild_args = { RUNTIME_VERSION = \"2.0\", EXTRA = \"\" }\n",
+        );
+        let a = &cfg.runtimes["a"].build_args;
+        assert_eq!(a["RUNTIME_VERSION"], "1.4.2");
+        assert_eq!(a.len(), 2);
+        let b = &cfg.runtimes["b"].build_args;
+        assert_eq!(
+            b.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            ["BASE=slim", "EXTRA=", "RUNTIME_VERSION=2.0"]
+        );
+        assert!(
+            parse_ok("[runtimes.a]\n").runtimes["a"]
+                .build_args
+                .is_empty()
+        );
+        assert!(
+            parse_ok(BUILTIN_RUNTIMES_TOML).runtimes["codex"]
+                .build_args
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_build_args_are_refused_with_line_and_column() {
+        let err = parse_err("[runtimes.a]\nbuild_args = { V = 1 }\n");
+        assert!(err.starts_with("runtimes.toml:2:20: "), "{err}");
+        assert!(
+            err.contains("must be a string, not a integer") && err.contains("V = \"1\""),
+            "{err}"
+        );
+        let err = parse_err("[defaults]\nbuild_args = { V = true }\n[runtimes.a]\n");
+        assert!(err.starts_with("runtimes.toml:2:20: defaults: "), "{err}");
+        let err = parse_err("[runtimes.a]\nbuild_args = { \"1X\" = \"v\" }\n");
+        assert!(
+            err.starts_with("runtimes.toml:2:16: runtime \"a\": invalid build arg name \"1X\""),
+            "{err}"
+        );
+        let err = parse_err("[runtimes.a]\nbuild_args = { \"A-B\" = \"v\" }\n");
+        assert!(err.contains("invalid build arg name"), "{err}");
+        let err = parse_err("[runtimes.a]\nbuild_args = { V = [\"a\"] }\n");
+        assert!(err.contains("not a array"), "{err}");
+        let err = parse_err("[runtimes.a]\nbuild_args = \"V=1\"\n");
+        assert!(err.starts_with("runtimes.toml:2:"), "{err}");
+        let big = format!(
+            "[runtimes.a]\nbuild_args = {{ V = \"{}\" }}\n",
+            "x".repeat(5000)
+        );
+        assert!(parse_err(&big).contains("at most 4096"));
+        let nul = "[runtimes.a]\nbuild_args = { V = \"a\\u0000b\" }\n";
+        assert!(parse_err(nul).contains("NUL"), "{}", parse_err(nul));
+        let many: Vec<String> = (0..65).map(|i| format!("A{i} = \"x\"")).collect();
+        let text = format!("[runtimes.a]\nbuild_args = {{ {} }}\n", many.join(", "));
+        assert!(parse_err(&text).contains("more than 64 build_args"));
+    }
+
+    #[test]
+    fn build_args_never_come_from_the_environment() {
+        let env = EnvOverrides::from_vars(|n| {
+            (n == "RUNTIME_VERSION" || n.starts_with("PLANNER_BUILD")).then(|| "evil".into())
+        });
+        let cfg = parse(
+            "[defaults]\nbuild_args = { RUNTIME_VERSION = \"1.4.2\" }\n[runtimes.a]\n[runtimes.b]\nbuild_args = {}\n",
+            "f",
+            &env,
+            &|_| Some(SourceKind::Git),
+        )
+        .unwrap();
+        assert_eq!(cfg.runtimes["a"].build_args["RUNTIME_VERSION"], "1.4.2");
+        assert_eq!(cfg.runtimes["b"].build_args["RUNTIME_VERSION"], "1.4.2");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub const LABEL_DOCKERFILE: &str = "dev.planner.dockerfile";
 pub const LABEL_DOCKERFILE_BLAKE3: &str = "dev.planner.dockerfile-blake3";
 pub const LABEL_PLATFORM: &str = "dev.planner.platform";
 pub const LABEL_PARAMS: &str = "dev.planner.params";
+/// Declared build args as canonical JSON; absent when none are declared.
+pub const LABEL_BUILD_ARGS: &str = "dev.planner.build-args";
 pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 
@@ -76,6 +78,8 @@ pub struct BuildRequest {
     pub platform: String,
     pub target: Option<String>,
     pub labels: HashMap<String, String>,
+    /// Declared build args (`buildargs`); from `runtimes.toml` only.
+    pub build_args: std::collections::BTreeMap<String, String>,
     /// For errors: where the Dockerfile came from.
     pub repo: String,
     pub commit: String,
@@ -386,6 +390,7 @@ impl Engine {
             platform: req.platform.clone(),
             target: req.target.clone().unwrap_or_default(),
             labels: Some(req.labels.clone()),
+            buildargs: Some(req.build_args.clone().into_iter().collect()),
             ..Default::default()
         };
         let mut stream =

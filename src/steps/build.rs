@@ -8,7 +8,7 @@ use std::path::Path;
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::config::Runtime;
+use crate::config::{BuildArgs, Runtime};
 use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
 use crate::error::StepError;
 use crate::exec::world::RealWorld;
@@ -37,7 +37,13 @@ impl Kind for Step {
     }
 
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
-        vec![("platform", rt.platform.clone())]
+        vec![
+            ("platform", rt.platform.clone()),
+            (
+                "build_args",
+                crate::config::build_args_label(&rt.build_args),
+            ),
+        ]
     }
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
@@ -73,10 +79,15 @@ pub struct BuildInputs {
     pub dockerfile: String,
     pub platform: String,
     pub params: BTreeMap<String, String>,
+    /// Declared build args (`runtimes.toml` only); an image states them in
+    /// [`eng::LABEL_BUILD_ARGS`].
+    pub build_args: BuildArgs,
 }
 
 /// The build key. The Dockerfile's digest is not an input: the commit already fixes every
 /// byte of the tree, so the key is known as soon as the branch HEAD is (see README).
+/// Build args count only when declared: without them the key is what it was before they
+/// existed, so images built then stay valid.
 pub fn key(inputs: &BuildInputs) -> Key {
     let mut b = KeyBuilder::new(StepKind::Build);
     b.field("repo", &inputs.repo)
@@ -85,6 +96,12 @@ pub fn key(inputs: &BuildInputs) -> Key {
         .field("platform", &inputs.platform);
     for (k, v) in &inputs.params {
         b.field(&format!("param.{k}"), v);
+    }
+    if !inputs.build_args.is_empty() {
+        b.field("build_args", &inputs.build_args.len().to_string());
+        for (k, v) in &inputs.build_args {
+            b.field(&format!("build_arg.{k}"), v);
+        }
     }
     b.finish()
 }
@@ -98,11 +115,13 @@ pub fn inputs(node: &Node, commit: &str) -> BuildInputs {
         dockerfile: rt.dockerfile.clone(),
         platform: rt.platform.clone(),
         params: node.params.clone(),
+        build_args: rt.build_args.clone(),
     }
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
     let inputs = inputs(req.node, req.revision);
+    let note = args_note(&inputs.build_args);
     let mut found: Option<(String, String)> = None;
     let mut missing = Vec::new();
     for rt in &req.node.runtimes {
@@ -122,7 +141,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
     Ok(match (found, missing.is_empty()) {
         (Some((tag, id)), true) => Probe::Present {
             output: Output::Image { id },
-            reason: format!("image {tag} present, key matches"),
+            reason: format!("image {tag} present, key matches{note}"),
         },
         (Some((tag, _)), false) => {
             let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();
@@ -135,7 +154,8 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
                 reason: format!("image present as {tag}; only tagging {}", missing[0].1),
             },
             None => Probe::Missing {
-                reason: why_no_image(world, req, &missing[0].0.clone(), &missing[0].1).await?,
+                reason: why_no_image(world, req, &missing[0].0.clone(), &missing[0].1).await?
+                    + &note,
             },
         },
     })
@@ -264,7 +284,7 @@ fn build_request(
     tag: &str,
 ) -> BuildRequest {
     let rt = req.node.runtime();
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (eng::LABEL_KEY.to_owned(), req.key.to_string()),
         (eng::LABEL_KEY_FORMAT.to_owned(), KEY_FORMAT.to_owned()),
         (eng::LABEL_REPO.to_owned(), inputs.repo.clone()),
@@ -278,6 +298,10 @@ fn build_request(
         (eng::LABEL_REVISION.to_owned(), req.revision.to_owned()),
         (eng::LABEL_SOURCE.to_owned(), inputs.repo.clone()),
     ]);
+    if !inputs.build_args.is_empty() {
+        let json = crate::config::build_args_label(&inputs.build_args);
+        labels.insert(eng::LABEL_BUILD_ARGS.to_owned(), json);
+    }
     BuildRequest {
         context_dir: checkout.to_owned(),
         dockerfile: rt.dockerfile.clone(),
@@ -285,6 +309,7 @@ fn build_request(
         platform: rt.platform.clone(),
         target: req.node.params.get("target").cloned(),
         labels,
+        build_args: inputs.build_args.clone(),
         repo: inputs.repo.clone(),
         commit: req.revision.to_owned(),
     }
@@ -303,7 +328,69 @@ pub fn inputs_from_labels(labels: &HashMap<String, String>) -> BuildInputs {
             .get(eng::LABEL_PARAMS)
             .and_then(|p| serde_json::from_str(p).ok())
             .unwrap_or_default(),
+        build_args: build_args_from_label(labels.get(eng::LABEL_BUILD_ARGS)),
     }
+}
+
+/// The build args an image's label states. An unreadable label reads as one arg no
+/// configuration can declare (its name is not an `ARG` name), so its key never matches.
+fn build_args_from_label(label: Option<&String>) -> BuildArgs {
+    let Some(text) = label else {
+        return BuildArgs::new();
+    };
+    serde_json::from_str(text)
+        .unwrap_or_else(|_| BuildArgs::from([(UNREADABLE.to_owned(), String::new())]))
+}
+
+/// Most build arg changes a stale reason names.
+const MAX_CHANGES_SHOWN: usize = 8;
+
+/// The name [`build_args_from_label`] gives an unreadable label.
+const UNREADABLE: &str = "<unreadable dev.planner.build-args label>";
+
+/// How the build args of an image differ from those expected, one phrase per arg
+/// (`build arg V changed: 1 → 2`); empty when equal.
+pub fn build_args_changes(old: &BuildArgs, new: &BuildArgs) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|n| match (old.get(n), new.get(n)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) => Some(format!(
+                "build arg {n} changed: {} → {}",
+                shown(a),
+                shown(b)
+            )),
+            (None, Some(b)) => Some(format!("build arg {n} added: {}", shown(b))),
+            (Some(a), None) => Some(format!("build arg {n} removed (was {})", shown(a))),
+            (None, None) => None,
+        })
+        .collect()
+}
+
+/// A value as a reason shows it: at most 80 characters, quoted when empty or spaced.
+fn shown(value: &str) -> String {
+    let mut text: String = value.chars().take(80).collect();
+    if text.len() < value.len() {
+        text.push('…');
+    }
+    if text.is_empty() || text.contains(char::is_whitespace) {
+        format!("{text:?}")
+    } else {
+        text
+    }
+}
+
+/// The plan's note of a build's declared args (`build args: V=1`), or nothing.
+fn args_note(args: &BuildArgs) -> String {
+    if args.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = args
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shown(v)))
+        .collect();
+    format!(" (build args: {})", list.join(", "))
 }
 
 /// Why an image's labels do not prove it is the output of `key`; `None` when they do.
@@ -334,6 +421,16 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
     if from_labels.params != expected.params {
         return Some("key changed: step params".into());
     }
+    let mut args = build_args_changes(&from_labels.build_args, &expected.build_args);
+    if !args.is_empty() {
+        // An image's labels may hold anything: name a few changes, count the rest.
+        if args.len() > MAX_CHANGES_SHOWN {
+            let more = args.len() - MAX_CHANGES_SHOWN;
+            args.truncate(MAX_CHANGES_SHOWN);
+            args.push(format!("and {more} more build arg changes"));
+        }
+        return Some(args.join(", "));
+    }
     Some(
         if l.get(eng::LABEL_KEY_FORMAT).map(String::as_str) != Some(KEY_FORMAT) {
             format!(
@@ -344,4 +441,86 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
             "its labels do not match its key label".into()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(args: &[(&str, &str)]) -> BuildInputs {
+        BuildInputs {
+            repo: "https://h.example/r".into(),
+            commit: "a".repeat(40),
+            dockerfile: "Dockerfile".into(),
+            platform: "linux/amd64".into(),
+            params: BTreeMap::new(),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// An image's labels as `build_request` writes them.
+    fn image(inputs: &BuildInputs) -> ImageInfo {
+        let mut labels = HashMap::from([
+            (eng::LABEL_KEY.to_owned(), key(inputs).to_string()),
+            (eng::LABEL_KEY_FORMAT.to_owned(), KEY_FORMAT.to_owned()),
+            (eng::LABEL_REPO.to_owned(), inputs.repo.clone()),
+            (eng::LABEL_DOCKERFILE.to_owned(), inputs.dockerfile.clone()),
+            (eng::LABEL_PLATFORM.to_owned(), inputs.platform.clone()),
+            (eng::LABEL_PARAMS.to_owned(), "{}".to_owned()),
+            (eng::LABEL_REVISION.to_owned(), inputs.commit.clone()),
+        ]);
+        if !inputs.build_args.is_empty() {
+            let json = crate::config::build_args_label(&inputs.build_args);
+            labels.insert(eng::LABEL_BUILD_ARGS.to_owned(), json);
+        }
+        ImageInfo {
+            id: "sha256:1".into(),
+            labels,
+        }
+    }
+
+    #[test]
+    fn labels_carry_build_args_back_into_the_key() {
+        for args in [&[][..], &[("RUNTIME_VERSION", "1.4.2"), ("B", "")][..]] {
+            let i = inputs(args);
+            let img = image(&i);
+            assert_eq!(inputs_from_labels(&img.labels), i);
+            assert_eq!(label_mismatch(&img, &key(&i), &i), None, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_changed_build_arg_is_named_in_the_reason() {
+        let old = inputs(&[("RUNTIME_VERSION", "1.4.2"), ("GONE", "x")]);
+        let new = inputs(&[("RUNTIME_VERSION", "1.4.3"), ("NEW", "a b")]);
+        let why = label_mismatch(&image(&old), &key(&new), &new).unwrap();
+        assert_eq!(
+            why,
+            "build arg GONE removed (was x), build arg NEW added: \"a b\", \
+             build arg RUNTIME_VERSION changed: 1.4.2 → 1.4.3"
+        );
+        let none = inputs(&[]);
+        let why = label_mismatch(&image(&none), &key(&old), &old).unwrap();
+        assert!(why.starts_with("build arg GONE added: x"), "{why}");
+    }
+
+    #[test]
+    fn long_values_are_cut_in_reasons() {
+        let long = "v".repeat(500);
+        let a = inputs(&[("V", "1")]);
+        let b = inputs(&[("V", &long)]);
+        let why = label_mismatch(&image(&a), &key(&b), &b).unwrap();
+        assert!(why.len() < 200 && why.ends_with('…'), "{why}");
+        assert_eq!(args_note(&a.build_args), " (build args: V=1)");
+        let many: Vec<(String, String)> = (0..50).map(|i| (format!("A{i}"), "x".into())).collect();
+        let many_refs: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let c = inputs(&many_refs);
+        let why = label_mismatch(&image(&c), &key(&a), &a).unwrap();
+        assert!(why.ends_with("and 43 more build arg changes"), "{why}");
+        assert_eq!(args_note(&BuildArgs::new()), "");
+    }
 }
