@@ -371,28 +371,42 @@ impl Registry {
             let status = resp.status();
             match status {
                 StatusCode::UNAUTHORIZED if !authenticated => {
-                    authorization = Some(self.authenticate(t, resp.headers()).await?);
+                    authorization = Some(self.authenticate(t, resp.headers(), waited).await?);
                     authenticated = true;
                 }
                 StatusCode::UNAUTHORIZED => return Err(self.unauthorized(t).await),
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    let asked = challenge::retry_after(
-                        resp.headers()
-                            .get(header::RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok()),
-                        SystemTime::now(),
-                    );
-                    let wait = asked.unwrap_or(self.inner.backoff * 2u32.pow(rate_retries));
-                    if rate_retries >= MAX_RATE_RETRIES || wait > MAX_WAIT {
-                        return Err(rate_error(t, url, status, asked, *waited));
-                    }
-                    tokio::time::sleep(wait).await;
-                    *waited += wait;
+                    self.wait_out(t, url, &resp, rate_retries, waited).await?;
                     rate_retries += 1;
                 }
                 _ => return Ok(resp),
             }
         }
+    }
+
+    /// Waits out a 429/503 answer (its `Retry-After`, else the backoff for `retries` so far),
+    /// adding the wait to `waited`; the error once retries are spent or the wait is too long.
+    async fn wait_out(
+        &self,
+        t: &Target<'_>,
+        url: &Url,
+        resp: &reqwest::Response,
+        retries: u32,
+        waited: &mut Duration,
+    ) -> Result<(), RegistryError> {
+        let asked = challenge::retry_after(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            SystemTime::now(),
+        );
+        let wait = asked.unwrap_or(self.inner.backoff * 2u32.pow(retries));
+        if retries >= MAX_RATE_RETRIES || wait > MAX_WAIT {
+            return Err(rate_error(t, url, resp.status(), asked, *waited));
+        }
+        tokio::time::sleep(wait).await;
+        *waited += wait;
+        Ok(())
     }
 
     /// The `Authorization` value remembered for this registry and scope, if any.
@@ -409,6 +423,7 @@ impl Registry {
         &self,
         t: &Target<'_>,
         headers: &HeaderMap,
+        waited: &mut Duration,
     ) -> Result<String, RegistryError> {
         lock(&self.inner.tokens).remove(&t.token_key());
         let values = headers
@@ -419,7 +434,7 @@ impl Registry {
         match challenge::pick(&challenges) {
             Some(bearer) if bearer.scheme == "bearer" => {
                 let creds = self.credentials(t.image).await?;
-                let token = self.fetch_token(t, bearer, creds.as_ref()).await?;
+                let token = self.fetch_token(t, bearer, creds.as_ref(), waited).await?;
                 Ok(format!("Bearer {token}"))
             }
             // Basic, or a 401 naming no scheme planner knows: credentials, if there are any.
@@ -434,12 +449,14 @@ impl Registry {
         }
     }
 
-    /// A token for `t`'s scope from the challenge's realm, cached until it expires.
+    /// A token for `t`'s scope from the challenge's realm, cached until it expires. A rate
+    /// limit at the token endpoint is waited out like one at the registry.
     async fn fetch_token(
         &self,
         t: &Target<'_>,
         bearer: &Challenge,
         creds: Option<&Credentials>,
+        waited: &mut Duration,
     ) -> Result<String, RegistryError> {
         let realm = self.realm(t, bearer)?;
         let service = bearer.param("service").unwrap_or_default();
@@ -477,10 +494,23 @@ impl Registry {
                 }
             }
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.transport_error(t, &realm, e))?;
+        let mut retries = 0;
+        let resp = loop {
+            let attempt = req
+                .try_clone()
+                .ok_or_else(|| protocol(t, &realm, "token request not repeatable".into()))?;
+            let resp = attempt
+                .send()
+                .await
+                .map_err(|e| self.transport_error(t, &realm, e))?;
+            match resp.status() {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    self.wait_out(t, &realm, &resp, retries, waited).await?;
+                    retries += 1;
+                }
+                _ => break resp,
+            }
+        };
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

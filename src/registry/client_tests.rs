@@ -669,6 +669,34 @@ async fn rate_limits_are_waited_out_and_reported() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_token_endpoint_is_waited_out_too() {
+    let fake = Fake {
+        auth: Auth::Bearer(Some(("alice", "pw-token-429-alice"))),
+        ..Fake::new().tag("latest", OCI_MANIFEST, manifest(5))
+    };
+    let limited_once = AtomicUsize::new(0);
+    let server = Server::start(move |req| {
+        if req.path() == "/token" && limited_once.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Response::new(429).header("Retry-After", "1");
+        }
+        fake.serve(req)
+    })
+    .await;
+    let (registry, _dir) = client(Some(&creds_json(&server, "alice", "pw-token-429-alice")));
+    let got = registry
+        .resolve(&image(&server, "app"), AMD64)
+        .await
+        .unwrap();
+    assert_eq!(got.rate_limited, Some(Duration::from_secs(1)));
+    let tokens = server
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("GET /token?"))
+        .count();
+    assert_eq!(tokens, 2, "{:?}", server.lines());
+}
+
+#[tokio::test]
 async fn rate_limits_are_bounded() {
     let fake = Fake::new().tag("latest", OCI_MANIFEST, manifest(1));
     let server = limited(fake.clone(), 100, 429, Some("0")).await;
