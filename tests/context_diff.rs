@@ -394,3 +394,90 @@ fn the_top_level_git_dir_is_never_sent_where_docker_build_sends_it() {
     let without: Vec<String> = theirs.iter().filter(|l| !is_git(l)).cloned().collect();
     assert_eq!(ours, without);
 }
+
+/// The context of one commit is the same bytes from any checkout of it: two clones made a
+/// second apart under different umasks (so their files differ in mtime and mode on disk).
+#[test]
+fn one_commit_gives_byte_identical_context_streams_from_two_checkouts() {
+    use futures_util::StreamExt;
+    let git = support::git_server::GitServer::start();
+    let long = format!("{}/{}.txt", "d".repeat(70), "f".repeat(90));
+    let leaked: &'static str = Box::leak(long.into_boxed_str());
+    let commit = trees::commit_tree(
+        &git,
+        "repro",
+        &[
+            File("Dockerfile", COPY),
+            File(".dockerignore", "*.log\nbuild\n!build/keep\n"),
+            File("a/b/c.txt", "c\n"),
+            File("x.log", "log\n"),
+            File("build/keep", "k\n"),
+            File("build/drop", "d\n"),
+            File(leaked, "long\n"),
+            Exec("run.sh", "#!/bin/sh\n"),
+            Link("link", "a/b/c.txt"),
+            Gitlink("module"),
+        ],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("cache-one/checkout");
+    let second = work.path().join("cache-two/elsewhere/checkout");
+    trees::checkout(&git, "repro", &first, true);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    trees::checkout_with_umask(&git, "repro", &second, "002");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tar = |dir: std::path::PathBuf| {
+        rt.block_on(async move {
+            let (body, producer) = planner::docker::context::stream(&dir, "Dockerfile");
+            let chunks: Vec<_> = body.map(|c| c.unwrap()).collect().await;
+            producer.await.unwrap().unwrap();
+            chunks.concat()
+        })
+    };
+    let (one, two) = (tar(first), tar(second));
+    assert_eq!(
+        blake3::hash(&one),
+        blake3::hash(&two),
+        "same commit, same bytes"
+    );
+
+    let time: u64 = git_output(&git, "repro", &["show", "-s", "--format=%ct", &commit])
+        .trim()
+        .parse()
+        .unwrap();
+    let mut archive = tar::Archive::new(&one[..]);
+    let mut names = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        assert_eq!(h.mtime().unwrap(), time, "{name}: the commit's time");
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0), "{name}");
+        assert_eq!(h.username_bytes(), Some(&b""[..]), "{name}");
+        assert_eq!(h.groupname_bytes(), Some(&b""[..]), "{name}");
+        let want = match name.as_str() {
+            "run.sh" | "build" | "module" | "a" | "a/b" => 0o755,
+            "link" => 0o777,
+            n if n.starts_with("ddd") && !n.ends_with(".txt") => 0o755,
+            _ => 0o644,
+        };
+        assert_eq!(h.mode().unwrap(), want, "{name}");
+        names.push(name);
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries in byte order");
+    assert!(names.contains(&"build/keep".to_owned()) && !names.contains(&"x.log".to_owned()));
+}
+
+/// `git` run in the bare repository of `repo`.
+fn git_output(git: &support::git_server::GitServer, repo: &str, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(trees::bare(git, repo))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

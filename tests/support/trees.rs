@@ -112,9 +112,17 @@ fn write_item(work: &Path, item: &Item) {
 /// A checkout of `repo`'s `main` in `dest` as a user makes one (umask 022), without its
 /// `.git` unless `keep_git`.
 pub fn checkout(server: &GitServer, repo: &str, dest: &Path, keep_git: bool) {
+    checkout_with_umask(server, repo, dest, "022");
+    if !keep_git {
+        std::fs::remove_dir_all(dest.join(".git")).unwrap();
+    }
+}
+
+/// A checkout of `repo`'s `main` in `dest` (with its `.git`), made under `umask`.
+pub fn checkout_with_umask(server: &GitServer, repo: &str, dest: &Path, umask: &str) {
     let bare = bare(server, repo);
     let script = format!(
-        "umask 022 && git -c protocol.file.allow=always clone -q '{}' '{}'",
+        "umask {umask} && git -c protocol.file.allow=always clone -q '{}' '{}'",
         bare.display(),
         dest.display()
     );
@@ -129,9 +137,6 @@ pub fn checkout(server: &GitServer, repo: &str, dest: &Path, keep_git: bool) {
         "{script}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if !keep_git {
-        std::fs::remove_dir_all(dest.join(".git")).unwrap();
-    }
 }
 
 /// `name type mode size target` for every entry below `dir` in the image `reference`
