@@ -937,6 +937,24 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_pattern_reached_only_in_the_tar_walk_is_an_error() {
+        // The CLI's context check skips `docs` and passes; its tar walk enters it for the
+        // exception, reaches `[z-a]` at docs/keep and silently ends the context there.
+        let dir = context(&[
+            (".dockerignore", "*\n!docs/keep\n[z-a]\n"),
+            ("Dockerfile", "FROM scratch"),
+            ("docs/keep", "k"),
+        ]);
+        match list_entries(dir.path(), "Dockerfile") {
+            Err(ContextError::Ignore {
+                source: IgnoreError::Unmatchable { line, path, .. },
+                ..
+            }) => assert_eq!((line, path.as_str()), (3, "docs/keep")),
+            other => panic!("expected an unmatchable pattern, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn excluded_directory_without_exceptions_is_not_descended() {
         let dir = context(&[
             (".dockerignore", "node_modules\n"),
