@@ -2,6 +2,7 @@
 //! ([`context`]) and `.dockerignore` semantics ([`ignore`]).
 pub mod context;
 pub mod engine;
+mod goregex;
 pub mod ignore;
 pub mod pull;
 

@@ -397,6 +397,52 @@ async fn rev_parse(
         .to_owned())
 }
 
+/// The committer time (Unix seconds) of the commit checked out at `dir`, read with `git
+/// cat-file commit HEAD` under the same pins as [`modified_paths`] (the caller checked the
+/// checkout first). The build context takes it as every file's mtime, as `git archive` does.
+pub async fn commit_time(dir: &Path) -> Result<u64, GitError> {
+    let failed = |detail: String| GitError::Protocol {
+        url: dir.display().to_string(),
+        detail: format!("git cat-file commit HEAD: {detail}"),
+    };
+    let out = local_git(dir, &["cat-file", "commit", "HEAD"])
+        .await
+        .map_err(|e| match e {
+            Bounded::GitMissing(detail) => GitError::GitMissing { detail },
+            Bounded::Io(e) => failed(e.to_string()),
+            Bounded::TimedOut => failed("timed out".to_owned()),
+        })?;
+    if !out.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("committer "))
+        .and_then(|l| l.rsplit(' ').nth(1))
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(|t| t.max(0) as u64)
+        .ok_or_else(|| failed("no committer time in the commit".to_owned()))
+}
+
+/// Runs a read-only local git command in `dir`, bounded by the default git timeout.
+async fn local_git(dir: &Path, args: &[&str]) -> Result<Output, Bounded> {
+    let mut cmd = supervised_git();
+    GitEnv::local().apply(&mut cmd, &[]);
+    cmd.env("GIT_OPTIONAL_LOCKS", "0")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    tie_to_planner(&mut cmd);
+    output_within(cmd, GitLimits::default().timeout).await
+}
+
 /// Whether the checkout at `dir` still holds exactly its commit's tree: `Ok(None)` when it
 /// does, `Ok(Some(first changed paths))` when files were changed, added or removed since the
 /// checkout, `Err` when git could not tell (missing, not a repository). Writes nothing: no

@@ -11,4 +11,5 @@ pub mod slow_git;
 pub mod sshd;
 pub mod stall_proxy;
 pub mod token_issuer;
+pub mod trees;
 pub mod watcher;
