@@ -5,15 +5,12 @@
 //! (`GET http://host/repo/info/refs`, used as an `http.proxy`), which it rewrites to
 //! origin-form for the backend.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-const MAX_HEAD: u64 = 64 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+use super::relay;
 
 /// One request as the relay saw it.
 #[derive(Debug, Clone)]
@@ -96,12 +93,10 @@ impl Drop for LoggingProxy {
 
 /// Reads and logs the request head, then relays both directions until the backend closes.
 fn relay(client: TcpStream, backend: SocketAddr, log: &Mutex<Vec<LoggedRequest>>) {
-    let _ = client.set_read_timeout(Some(IO_TIMEOUT));
-    let Ok(read_half) = client.try_clone() else {
+    let Some(mut reader) = relay::client_reader(&client) else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
-    let Some(mut head) = read_head(&mut reader) else {
+    let Some(mut head) = relay::read_head(&mut reader) else {
         return;
     };
     let Some(request) = parse_head(&head) else {
@@ -112,45 +107,7 @@ fn relay(client: TcpStream, backend: SocketAddr, log: &Mutex<Vec<LoggedRequest>>
         .unwrap_or_else(|p| p.into_inner())
         .push(request.clone());
     head[0] = format!("{} {origin_form} HTTP/1.1", request.method);
-    let Ok(mut upstream) = TcpStream::connect(backend) else {
-        return;
-    };
-    let mut bytes = head.join("\r\n").into_bytes();
-    bytes.extend_from_slice(b"\r\n\r\n");
-    bytes.extend_from_slice(reader.buffer());
-    if upstream.write_all(&bytes).is_err() {
-        return;
-    }
-    let (Ok(mut up_read), Ok(mut up_write)) = (upstream.try_clone(), upstream.try_clone()) else {
-        return;
-    };
-    let mut client_read = reader.into_inner();
-    let forward = std::thread::spawn(move || {
-        let _ = io::copy(&mut client_read, &mut up_write);
-        let _ = up_write.shutdown(Shutdown::Write);
-    });
-    let mut client_write = client;
-    let _ = io::copy(&mut up_read, &mut client_write);
-    let _ = client_write.shutdown(Shutdown::Both);
-    let _ = upstream.shutdown(Shutdown::Both);
-    let _ = forward.join();
-}
-
-/// The request line and header lines (without the blank line); `None` when cut or too big.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
-    let mut lines = Vec::new();
-    let mut limited = reader.by_ref().take(MAX_HEAD);
-    loop {
-        let mut line = String::new();
-        if limited.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            return Some(lines);
-        }
-        lines.push(line.to_owned());
-    }
+    relay::pipe(client, reader, &head, backend);
 }
 
 fn parse_head(head: &[String]) -> Option<LoggedRequest> {

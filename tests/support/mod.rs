@@ -6,6 +6,7 @@ pub mod harness;
 pub mod logging_proxy;
 pub mod rate_limit_proxy;
 pub mod registry;
+pub mod relay;
 pub mod rewrite_proxy;
 pub mod slow_git;
 pub mod sshd;

@@ -7,14 +7,12 @@
 //! a 429 that closes it); later requests on a relayed keep-alive connection pass unlogged.
 //! Use [`RateLimitProxy::host`] in image references instead of the registry's host.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-const MAX_HEAD: u64 = 64 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+use super::relay;
 
 /// The first request of one connection as the proxy saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +56,7 @@ impl RateLimitProxy {
             stop: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
         });
-        let for_accept = Arc::clone(&shared);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if for_accept.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                let shared = Arc::clone(&for_accept);
-                std::thread::spawn(move || handle(stream, &shared));
-            }
-        });
+        relay::accept_loop(listener, Arc::clone(&shared), |s| &s.stop, handle);
         RateLimitProxy { addr, shared }
     }
 
@@ -99,8 +87,7 @@ impl RateLimitProxy {
 
 impl Drop for RateLimitProxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
+        relay::wake(&self.shared.stop, self.addr);
     }
 }
 
@@ -112,12 +99,10 @@ fn take_limit(remaining: &AtomicUsize) -> bool {
 }
 
 fn handle(mut client: TcpStream, shared: &Shared) {
-    let _ = client.set_read_timeout(Some(IO_TIMEOUT));
-    let Ok(read_half) = client.try_clone() else {
+    let Some(mut reader) = relay::client_reader(&client) else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
-    let Some(head) = read_head(&mut reader) else {
+    let Some(head) = relay::read_head(&mut reader) else {
         return;
     };
     let mut first = head[0].split(' ');
@@ -135,7 +120,7 @@ fn handle(mut client: TcpStream, shared: &Shared) {
         let _ = client.shutdown(Shutdown::Both);
         return;
     }
-    relay(client, reader, &head, shared.backend);
+    relay::pipe(client, reader, &head, shared.backend);
 }
 
 fn too_many(retry_after: Option<&str>) -> String {
@@ -147,47 +132,4 @@ fn too_many(retry_after: Option<&str>) -> String {
         "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-}
-
-/// Sends the head (and whatever was buffered after it) upstream, then copies both ways.
-fn relay(client: TcpStream, reader: BufReader<TcpStream>, head: &[String], backend: SocketAddr) {
-    let Ok(mut upstream) = TcpStream::connect(backend) else {
-        return;
-    };
-    let mut bytes = head.join("\r\n").into_bytes();
-    bytes.extend_from_slice(b"\r\n\r\n");
-    bytes.extend_from_slice(reader.buffer());
-    if upstream.write_all(&bytes).is_err() {
-        return;
-    }
-    let (Ok(mut up_read), Ok(mut up_write)) = (upstream.try_clone(), upstream.try_clone()) else {
-        return;
-    };
-    let mut client_read = reader.into_inner();
-    let forward = std::thread::spawn(move || {
-        let _ = io::copy(&mut client_read, &mut up_write);
-        let _ = up_write.shutdown(Shutdown::Write);
-    });
-    let mut client_write = client;
-    let _ = io::copy(&mut up_read, &mut client_write);
-    let _ = client_write.shutdown(Shutdown::Both);
-    let _ = upstream.shutdown(Shutdown::Both);
-    let _ = forward.join();
-}
-
-/// The request line and header lines (without the blank line); `None` when cut or too big.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
-    let mut lines = Vec::new();
-    let mut limited = reader.by_ref().take(MAX_HEAD);
-    loop {
-        let mut line = String::new();
-        if limited.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            return (!lines.is_empty()).then_some(lines);
-        }
-        lines.push(line.to_owned());
-    }
 }

@@ -7,15 +7,14 @@
 //! Request bodies are read by `Content-Length` only (a chunked request body gets `501`): it is
 //! a relay for a resolving client, not for pushes (push through the registry itself).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-const MAX_HEAD: u64 = 64 * 1024;
+use super::relay;
+
 const MAX_BODY: u64 = 16 * 1024 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One request as the relay saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,17 +57,7 @@ impl RewriteProxy {
             stop: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
         });
-        let for_accept = Arc::clone(&shared);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if for_accept.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                let shared = Arc::clone(&for_accept);
-                std::thread::spawn(move || handle(stream, &shared));
-            }
-        });
+        relay::accept_loop(listener, Arc::clone(&shared), |s| &s.stop, handle);
         RewriteProxy { addr, shared }
     }
 
@@ -84,18 +73,15 @@ impl RewriteProxy {
 
 impl Drop for RewriteProxy {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
+        relay::wake(&self.shared.stop, self.addr);
     }
 }
 
 fn handle(mut client: TcpStream, shared: &Shared) {
-    let _ = client.set_read_timeout(Some(IO_TIMEOUT));
-    let Ok(read_half) = client.try_clone() else {
+    let Some(mut reader) = relay::client_reader(&client) else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
-    let Some(head) = read_head(&mut reader) else {
+    let Some(head) = relay::read_head(&mut reader) else {
         return;
     };
     let mut first = head[0].split(' ');
@@ -138,7 +124,7 @@ fn read_body(reader: &mut BufReader<TcpStream>, head: &[String]) -> Option<Vec<u
 /// Sends the request with `Connection: close` and reads the whole answer (until EOF).
 fn forward(shared: &Shared, head: &[String], body: &[u8]) -> Option<Vec<u8>> {
     let mut upstream = TcpStream::connect(shared.backend).ok()?;
-    let _ = upstream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = upstream.set_read_timeout(Some(relay::IO_TIMEOUT));
     let mut request: Vec<String> = vec![head[0].clone()];
     request.extend(
         head[1..]
@@ -195,21 +181,4 @@ fn header<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
         .find(|l| is_header(l, name))
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim())
-}
-
-/// The request line and header lines (without the blank line); `None` when cut or too big.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
-    let mut lines = Vec::new();
-    let mut limited = reader.by_ref().take(MAX_HEAD);
-    loop {
-        let mut line = String::new();
-        if limited.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            return (!lines.is_empty()).then_some(lines);
-        }
-        lines.push(line.to_owned());
-    }
 }
