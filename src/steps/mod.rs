@@ -23,8 +23,9 @@ use crate::config::{Runtime, SourceKind};
 use crate::error::StepError;
 use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
+use crate::ids::short;
 use crate::key::{Key, KeyInputs};
-use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, StepKind};
+use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind};
 
 /// One step kind: what it is, and what it does to the real world.
 pub trait Kind: Sync {
@@ -109,6 +110,47 @@ pub trait Kind: Sync {
         _req: &'a RunRequest<'_>,
     ) -> BoxFuture<'a, Result<Output, StepError>> {
         Box::pin(async move { Err(root_step(self.name())) })
+    }
+}
+
+/// A root's answer from the network: `current`, said against the previous run's answer.
+/// `what` names the revision ("commit", "digest"), `at` where it was asked (a branch, a tag).
+pub(crate) fn answered(
+    what: &str,
+    at: &str,
+    current: String,
+    previous: Option<String>,
+) -> Resolved {
+    let reason = match &previous {
+        Some(p) if *p != current => format!("new {what} {} (was {})", short(&current), short(p)),
+        Some(_) => format!("{at} still at {}", short(&current)),
+        None => format!("{at} is at {}", short(&current)),
+    };
+    Resolved {
+        revision: current,
+        previous,
+        status: Status::Run,
+        reason,
+    }
+}
+
+/// A root's answer offline: the previous run's, or the error saying `missing` (what has no
+/// record) and how to get one.
+pub(crate) fn answered_offline(
+    at: &str,
+    previous: Option<String>,
+    missing: &str,
+) -> Result<Resolved, StepError> {
+    match previous {
+        Some(p) => Ok(Resolved {
+            reason: format!("offline: last recorded {at} is {}", short(&p)),
+            revision: p.clone(),
+            previous: Some(p),
+            status: Status::Skip,
+        }),
+        None => Err(StepError::Offline(format!(
+            "offline and no {missing}\n  help: run `planner ensure` (or `planner plan` without --offline) once with network access"
+        ))),
     }
 }
 

@@ -9,9 +9,8 @@ use super::{Attests, Kind};
 use crate::config::{Runtime, SourceKind};
 use crate::error::StepError;
 use crate::exec::world::RealWorld;
-use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
-use crate::plan::{Node, Resolved, Status, StepKind};
+use crate::plan::{Node, Resolved, StepKind};
 use crate::registry::ImageRef;
 
 pub struct Step;
@@ -83,21 +82,11 @@ async fn resolve(
     };
     let previous = recorded(world, key, rt);
     if offline {
-        return offline_answer(image, previous);
+        let missing = format!("recorded digest for {image}");
+        return super::answered_offline(&image.to_string(), previous, &missing);
     }
     let found = world.registry.resolve(image, &rt.platform).await?;
     let digest = found.digest;
-    let mut reason = match &previous {
-        Some(p) if *p != digest => format!("new digest {} (was {})", short(&digest), short(p)),
-        Some(_) => format!("{image} still at {}", short(&digest)),
-        None => format!("{image} is at {}", short(&digest)),
-    };
-    if let Some(waited) = found.rate_limited {
-        reason.push_str(&format!(
-            " (rate-limited by the registry: waited {}s)",
-            waited.as_secs()
-        ));
-    }
     // A warm run finds every tag where it was: only the time is new, so no fsync.
     let changed = previous.as_deref() != Some(digest.as_str());
     world
@@ -105,24 +94,12 @@ async fn resolve(
             r.digest = Some(digest.clone());
         })
         .await?;
-    Ok(Resolved {
-        revision: digest,
-        previous,
-        status: Status::Run,
-        reason,
-    })
-}
-
-fn offline_answer(image: &ImageRef, previous: Option<String>) -> Result<Resolved, StepError> {
-    match previous {
-        Some(d) => Ok(Resolved {
-            reason: format!("offline: last recorded {image} is {}", short(&d)),
-            revision: d.clone(),
-            previous: Some(d),
-            status: Status::Skip,
-        }),
-        None => Err(StepError::Offline(format!(
-            "offline and no recorded digest for {image}\n  help: run `planner ensure` (or `planner plan` without --offline) once with network access"
-        ))),
+    let mut answer = super::answered("digest", &image.to_string(), digest, previous);
+    if let Some(waited) = found.rate_limited {
+        answer.reason.push_str(&format!(
+            " (rate-limited by the registry: waited {}s)",
+            waited.as_secs()
+        ));
     }
+    Ok(answer)
 }

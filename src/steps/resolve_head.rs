@@ -9,9 +9,8 @@ use crate::config::{Runtime, SourceKind};
 use crate::error::StepError;
 use crate::exec::world::RealWorld;
 use crate::git;
-use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
-use crate::plan::{Node, Resolved, Status, StepKind};
+use crate::plan::{Node, Resolved, StepKind};
 
 pub struct Step;
 
@@ -70,27 +69,15 @@ async fn resolve(
         .recorded_head(&rt.repo_identity(), &rt.branch)
         .and_then(|r| r.commit);
     if offline {
-        return match previous {
-            Some(c) => Ok(Resolved {
-                reason: format!("offline: last recorded {} is {}", rt.branch, short(&c)),
-                revision: c.clone(),
-                previous: Some(c),
-                status: Status::Skip,
-            }),
-            None => Err(StepError::Offline(format!(
-                "offline and no recorded answer for branch {:?} of {}\n  help: run `planner ensure` (or `planner plan` without --offline) once with network access",
-                rt.branch,
-                rt.repo_identity()
-            ))),
-        };
+        let missing = format!(
+            "recorded answer for branch {:?} of {}",
+            rt.branch,
+            rt.repo_identity()
+        );
+        return super::answered_offline(&rt.branch, previous, &missing);
     }
     let commit =
         git::resolve_head(&world.http, &rt.repo, &rt.branch, &rt.name, &world.auth).await?;
-    let reason = match &previous {
-        Some(p) if *p != commit => format!("new commit {} (was {})", short(&commit), short(p)),
-        Some(_) => format!("{} still at {}", rt.branch, short(&commit)),
-        None => format!("{} is at {}", rt.branch, short(&commit)),
-    };
     // A warm run finds every branch where it was: only the time is new, so no fsync.
     let changed = previous.as_deref() != Some(commit.as_str());
     world
@@ -99,10 +86,5 @@ async fn resolve(
             r.commit = Some(commit.clone());
         })
         .await?;
-    Ok(Resolved {
-        revision: commit,
-        previous,
-        status: Status::Run,
-        reason,
-    })
+    Ok(super::answered("commit", &rt.branch, commit, previous))
 }
