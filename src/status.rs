@@ -121,49 +121,42 @@ pub async fn status(
 
 /// A runtime's revision (commit or digest) as known to `status`, or why it is unknown.
 struct Head {
-    commit: Option<String>,
+    revision: Option<String>,
     /// When it was resolved, seconds since the Unix epoch.
     resolved_at: Option<u64>,
     /// Why asking the git host failed.
     error: Option<String>,
 }
 
-/// Each runtime's commit from the resolve-head record the last `ensure` wrote (no network).
+/// Each runtime's revision from the root record the last `ensure` wrote (no network).
 fn recorded_heads(store: &Store, runtimes: &[Arc<Runtime>]) -> Vec<Head> {
     runtimes
         .iter()
         .map(|rt| {
-            let rec = match rt.registry_image() {
-                None => store.recorded_head(&rt.repo_identity(), &rt.branch),
+            let found = match rt.registry_image() {
+                None => store
+                    .recorded_head(&rt.repo_identity(), &rt.branch)
+                    .and_then(|r| Some((r.commit?, r.finished_at))),
                 Some(image) => recorded_digest(store, rt, image),
             };
-            let (commit, resolved_at) = match rec.and_then(|r| r.commit.map(|c| (c, r.finished_at)))
-            {
-                Some((c, at)) => (Some(c), Some(at)),
-                None => (None, None),
-            };
             Head {
-                commit,
-                resolved_at,
+                revision: found.as_ref().map(|(r, _)| r.clone()),
+                resolved_at: found.map(|(_, at)| at),
                 error: None,
             }
         })
         .collect()
 }
 
-/// A registry runtime's resolve-digest record, as its commit (the revision) and time.
+/// A registry runtime's recorded digest and when it was resolved.
 fn recorded_digest(
     store: &Store,
     rt: &Runtime,
     image: &crate::registry::ImageRef,
-) -> Option<store::Record> {
+) -> Option<(String, u64)> {
     let key = resolve_digest::key(image, &rt.platform);
-    let mut rec = store.read_record(&key, StepKind::ResolveDigest)?;
-    if rec.repo != rt.repo_identity() {
-        return None;
-    }
-    rec.commit = rec.digest.take();
-    Some(rec)
+    let rec = store.read_record(&key, StepKind::ResolveDigest)?;
+    (rec.repo == rt.repo_identity()).then_some((rec.digest?, rec.finished_at))
 }
 
 /// Each runtime's commit asked of the git host now, [`REFRESH_CONCURRENCY`] at a time (read
@@ -189,12 +182,12 @@ async fn refreshed_heads(
             };
             match answer {
                 Ok(c) => Head {
-                    commit: Some(c),
+                    revision: Some(c),
                     resolved_at: Some(store::now_secs()),
                     error: None,
                 },
                 Err(e) => Head {
-                    commit: None,
+                    revision: None,
                     resolved_at: None,
                     error: Some(crate::mask::mask(&e).into_owned()),
                 },
@@ -214,13 +207,13 @@ async fn runtime_status(
     head: Head,
 ) -> Result<RuntimeStatus, DockerError> {
     let repo = rt.repo_identity();
-    let commit = head.commit.as_deref();
+    let commit = head.revision.as_deref();
     let image = pinned_status(engine, rt, commit).await?;
     let latest = latest_status(engine, rt, commit, &image).await?;
     // A directory walk: on the blocking pool, not the async runtime's threads.
     let checkout = {
         let git = rt.registry_image().is_none();
-        let commit = head.commit.clone().filter(|_| git);
+        let commit = head.revision.clone().filter(|_| git);
         let (store, repo) = (store.clone(), repo.clone());
         tokio::task::spawn_blocking(move || checkout_status(&store, &repo, commit.as_deref()))
             .await
@@ -228,8 +221,8 @@ async fn runtime_status(
     };
     let source = rt.source.kind();
     let (commit, digest) = match source {
-        SourceKind::Git => (head.commit, None),
-        SourceKind::Registry => (None, head.commit),
+        SourceKind::Git => (head.revision, None),
+        SourceKind::Registry => (None, head.revision),
     };
     Ok(RuntimeStatus {
         runtime: rt.name.clone(),
