@@ -97,7 +97,8 @@ pub struct Registry {
 type CredsCell = Arc<OnceCell<(Result<Option<Credentials>, RegistryError>, Instant)>>;
 
 struct Inner {
-    http: reqwest::Client,
+    /// Built on first use: a run with only git runtimes never pays for it.
+    http: std::sync::OnceLock<reqwest::Client>,
     settings: RegistrySettings,
     config: DockerConfig,
     /// Per registry auth key: the last lookup (reused for [`CREDENTIALS_TTL`]; a failed
@@ -153,7 +154,7 @@ impl Registry {
     pub fn with_config(settings: RegistrySettings, config: DockerConfig) -> Registry {
         Registry {
             inner: Arc::new(Inner {
-                http: http_client(settings.timeout),
+                http: std::sync::OnceLock::new(),
                 settings,
                 config,
                 creds: Mutex::default(),
@@ -162,6 +163,13 @@ impl Registry {
                 backoff: BACKOFF,
             }),
         }
+    }
+
+    /// The HTTP client, built on first use.
+    fn http(&self) -> &reqwest::Client {
+        self.inner
+            .http
+            .get_or_init(|| http_client(self.inner.settings.timeout))
     }
 
     #[cfg(test)]
@@ -357,8 +365,7 @@ impl Registry {
         let mut rate_retries = 0;
         loop {
             let mut req = self
-                .inner
-                .http
+                .http()
                 .request(method.clone(), url.clone())
                 .header(header::ACCEPT, index::accept());
             if let Some(value) = &authorization {
@@ -469,8 +476,7 @@ impl Registry {
                     .append_pair("scope", &t.scope)
                     .append_pair("client_id", CLIENT_ID)
                     .finish();
-                self.inner
-                    .http
+                self.http()
                     .post(realm.clone())
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(form)
@@ -487,7 +493,7 @@ impl Registry {
                         query.append_pair("account", &c.username);
                     }
                 }
-                let req = self.inner.http.get(url);
+                let req = self.http().get(url);
                 match creds.and_then(Credentials::basic_header) {
                     Some(value) => req.header(header::AUTHORIZATION, value),
                     None => req,
