@@ -264,11 +264,21 @@ fn read_config(path: &Path) -> Result<Option<ConfigFile>, RegistryError> {
         path: path.display().to_string(),
         detail,
     };
-    let file = match std::fs::File::open(path) {
+    // Non-blocking, so a FIFO in its place cannot hang the run (symlinks are followed: dotfile
+    // managers link config.json); only a regular file is read.
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(bad(e.to_string())),
     };
+    if !file.metadata().map_err(|e| bad(e.to_string()))?.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
     let mut text = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(file, CONFIG_CAP + 1), &mut text)
         .map_err(|e| bad(e.to_string()))?;
@@ -555,6 +565,30 @@ mod tests {
             !shown.contains("pw-hub-1") && shown.contains("***"),
             "{shown}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_fifo_or_directory_in_place_of_the_file_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path; no memory is shared.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let within = std::time::Duration::from_secs(5);
+        for path in [fifo, dir.path().to_owned()] {
+            let lookup = DockerConfig::at(&path);
+            let err = tokio::time::timeout(within, lookup.lookup("h"))
+                .await
+                .expect("no hang")
+                .unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        // A symlink to a real file is followed (dotfile managers link config.json).
+        let real = dir.path().join("real.json");
+        std::fs::write(&real, "{}").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(DockerConfig::at(&link).lookup("h").await.unwrap().is_none());
     }
 
     #[tokio::test]
