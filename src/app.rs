@@ -173,6 +173,7 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
         auth: GitAuth::from_env(loaded.config.git.token_env.as_deref())
             .with_limits(loaded.config.git.limits.clone()),
         registry: crate::registry::Registry::new(loaded.config.registry.clone()),
+        bases: crate::bases::Resolver::default(),
         read_only,
     })
 }

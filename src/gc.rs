@@ -1297,6 +1297,7 @@ mod tests {
             platform: "linux/amd64".into(),
             params: Default::default(),
             build_args: Default::default(),
+            bases: Default::default(),
         };
         HashMap::from([
             (
@@ -1406,6 +1407,7 @@ mod tests {
             image_prefix: "p/".into(),
             plan: "registry-pull".into(),
             build_args: Default::default(),
+            base_images: Default::default(),
         }
     }
 

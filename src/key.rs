@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::bases::Bases;
 use crate::plan::{Graph, Node, NodeId, StepKind};
 
 /// Version of the key encoding and of the step semantics it covers.
-pub const KEY_FORMAT: &str = "planner-key/1";
+pub const KEY_FORMAT: &str = "planner-key/2";
 
 /// A step's content address: 64 lowercase hex digits.
 /// Deserializing validates (a record is read from disk, so anything may be there).
@@ -75,25 +76,45 @@ impl KeyBuilder {
     }
 }
 
-/// Computes every node's key from the commits its resolve-head nodes answered, asking each
-/// node's kind ([`crate::steps::Kind::key`]). Nodes whose resolve-head has no commit (it
-/// failed) get a key only when their kind needs no commit.
-pub fn keys_for(graph: &Graph, commits: &HashMap<NodeId, String>) -> HashMap<NodeId, Key> {
+/// Computes every node's key from the revisions its roots answered and the inputs found for
+/// the kinds that discover some ([`crate::steps::Kind::discovers`]: a build's base images),
+/// asking each node's kind ([`crate::steps::Kind::key`]). A node whose inputs are not known
+/// yet (its root failed, its bases are read only once its checkout exists, or its input has
+/// no key) gets no key here; the scheduler completes it once they are ([`key_of`]).
+pub fn keys_for(
+    graph: &Graph,
+    revisions: &HashMap<NodeId, String>,
+    found: &HashMap<NodeId, Bases>,
+) -> HashMap<NodeId, Key> {
     let mut keys: HashMap<NodeId, Key> = HashMap::new();
     for &id in graph.order() {
-        let node = graph.node(id);
         let input = graph.input_of(id).and_then(|n| keys.get(&n));
-        let commit = graph.resolve_of(id).and_then(|r| commits.get(&r));
-        let at = KeyInputs {
-            node,
-            revision: commit.map(String::as_str),
-            input,
-        };
-        if let Some(key) = crate::steps::of(node.kind).key(&at) {
+        if let Some(key) = key_of(graph, id, revisions, found.get(&id), input) {
             keys.insert(id, key);
         }
     }
     keys
+}
+
+/// One node's key from its root's revision, its discovered inputs and its input's key.
+pub fn key_of(
+    graph: &Graph,
+    id: NodeId,
+    revisions: &HashMap<NodeId, String>,
+    found: Option<&Bases>,
+    input: Option<&Key>,
+) -> Option<Key> {
+    let node = graph.node(id);
+    let at = KeyInputs {
+        node,
+        revision: graph
+            .resolve_of(id)
+            .and_then(|r| revisions.get(&r))
+            .map(String::as_str),
+        input,
+        found,
+    };
+    crate::steps::of(node.kind).key(&at)
 }
 
 /// What a kind computes its key from.
@@ -103,11 +124,14 @@ pub struct KeyInputs<'a> {
     pub revision: Option<&'a str>,
     /// The key of its input need ([`Graph::input_of`]), once known.
     pub input: Option<&'a Key>,
+    /// The inputs found in the world for a kind that discovers some, once known.
+    pub found: Option<&'a Bases>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bases::{Base, Origin};
     use crate::steps::build::{BuildInputs, key as build_key};
     use crate::steps::clone::key as clone_key;
     use std::collections::BTreeMap;
@@ -120,6 +144,7 @@ mod tests {
             platform: "linux/amd64".into(),
             params: BTreeMap::new(),
             build_args: BTreeMap::new(),
+            bases: Vec::new(),
         }
     }
 
@@ -163,13 +188,39 @@ mod tests {
     }
 
     #[test]
-    fn build_key_without_build_args_is_unchanged() {
-        // The key of planner-key/1 before build args existed: images built then stay valid.
-        // Bumping KEY_FORMAT changes this value on purpose (then update it).
+    fn build_key_is_stable_across_releases() {
+        // planner-key/2 (build args and base images). Changing this value means every user's
+        // images rebuild: bump KEY_FORMAT on purpose, and say so in README's upgrade notes.
         assert_eq!(
             build_key(&inputs()).as_str(),
-            "31b18731334de6571cfd92ee7e6c75b14d06b1d41ac7b3128df54e790d2cd032"
+            "3727bc3f7beb18b5c96552e277d5f0302bb5f84e89391497871c7f48b7e81918"
         );
+    }
+
+    #[test]
+    fn build_key_covers_each_base_digest() {
+        let base = |reference: &str, digest: char, origin| Base {
+            reference: reference.into(),
+            platform: "linux/amd64".into(),
+            origin,
+            digest: format!("sha256:{}", digest.to_string().repeat(64)),
+        };
+        let with = |bases: Vec<Base>| {
+            build_key(&BuildInputs {
+                bases,
+                ..inputs()
+            })
+        };
+        let one = with(vec![base("python:3.11-slim", 'a', Origin::Registry)]);
+        assert_ne!(one, build_key(&inputs()));
+        assert_ne!(one, with(vec![base("python:3.11-slim", 'b', Origin::Registry)]));
+        assert_ne!(one, with(vec![base("python:3.11", 'a', Origin::Registry)]));
+        assert_ne!(one, with(vec![base("python:3.11-slim", 'a', Origin::Local)]));
+        let two = vec![
+            base("a:1", 'a', Origin::Registry),
+            base("b:1", 'b', Origin::Registry),
+        ];
+        assert_ne!(with(two.clone()), with(vec![two[0].clone()]));
     }
 
     #[test]
@@ -229,7 +280,7 @@ mod tests {
         // Changing this value means every user's images rebuild: bump KEY_FORMAT on purpose.
         assert_eq!(
             clone_key("https://h.example/r", &"a".repeat(40)).as_str(),
-            "bb4e0d34b5f2dd7a4f592c31fba7ea0b689410bd9cb389c7ea24788fcc134776"
+            "39012a878128d80e2c86bae7a64fbc6de37c13792a71ceadc74271eb15106552"
         );
         assert_ne!(
             clone_key("https://h.example/r", &"a".repeat(40)),

@@ -15,9 +15,11 @@
 //! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
 //! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves.
 pub mod app;
+pub mod bases;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod dockerfile;
 pub mod error;
 pub mod exec;
 pub mod gc;

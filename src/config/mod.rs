@@ -159,6 +159,37 @@ pub struct Runtime {
     /// Declared build args (`build_args`), passed to the engine and part of the build key.
     /// Only ever from the file, never from the environment or the command line.
     pub build_args: BuildArgs,
+    /// How the bases its Dockerfile names are keyed (`base_images`).
+    pub base_images: BaseImages,
+}
+
+/// `base_images`: how a build's base images are resolved to the digests its key covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BaseImages {
+    /// Ask each base's registry every run (one HEAD per base, cached for the run).
+    #[default]
+    Track,
+    /// Never ask a registry: key on the image the engine holds.
+    Local,
+}
+
+impl BaseImages {
+    pub fn name(self) -> &'static str {
+        match self {
+            BaseImages::Track => "track",
+            BaseImages::Local => "local",
+        }
+    }
+
+    fn parse(text: &str) -> Result<BaseImages, String> {
+        match text {
+            "track" => Ok(BaseImages::Track),
+            "local" => Ok(BaseImages::Local),
+            other => Err(format!(
+                "base_images = {other:?} is not one of \"track\" (ask the registry for each base every run) or \"local\" (key on what the engine holds)"
+            )),
+        }
+    }
 }
 
 impl Runtime {
@@ -251,6 +282,7 @@ struct RawKeys {
     image_prefix: Option<Spanned<String>>,
     plan: Option<Spanned<String>>,
     build_args: Option<build_args::RawBuildArgs>,
+    base_images: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +300,7 @@ struct RawRuntime {
     image_prefix: Option<Spanned<String>>,
     plan: Option<Spanned<String>>,
     build_args: Option<build_args::RawBuildArgs>,
+    base_images: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -503,6 +536,7 @@ struct Defaults {
     registry_image: Sourced,
     registry_tag: Sourced,
     build_args: BuildArgs,
+    base_images: Sourced,
 }
 
 impl Defaults {
@@ -561,6 +595,7 @@ impl Defaults {
                 Some(t) => build_args::validate(t, "defaults", loc)?,
                 None => BuildArgs::new(),
             },
+            base_images: pick(&raw.base_images, BaseImages::Track.name()),
         };
         Ok(defaults)
     }
@@ -644,6 +679,8 @@ fn validate_runtime(
         }
         Some(_) => {}
     }
+    let base_images = override_or(&raw.base_images, &defaults.base_images);
+    let base_images = BaseImages::parse(&base_images.value).map_err(|m| refused(&base_images, m))?;
     let own_args = match &raw.build_args {
         Some(t) => build_args::validate(t, &format!("runtime {rt:?}"), loc)?,
         None => BuildArgs::new(),
@@ -658,6 +695,7 @@ fn validate_runtime(
         image_prefix: image_prefix.value,
         plan: plan.value,
         build_args: build_args::merge(&defaults.build_args, own_args),
+        base_images,
     })
 }
 

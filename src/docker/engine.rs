@@ -19,6 +19,8 @@ pub const LABEL_PLATFORM: &str = "dev.planner.platform";
 pub const LABEL_PARAMS: &str = "dev.planner.params";
 /// Declared build args as canonical JSON; absent when none are declared.
 pub const LABEL_BUILD_ARGS: &str = "dev.planner.build-args";
+/// The base images a build keyed on (JSON, [`crate::bases::Base`] list).
+pub const LABEL_BASES: &str = "dev.planner.bases";
 pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 

@@ -29,6 +29,8 @@ pub struct RunRequest<'a> {
     pub revision: &'a str,
     /// Output of the step's input need ([`Graph::input_of`]).
     pub input: Option<Output>,
+    /// The inputs discovered for its key, for a kind that has some (a build's bases).
+    pub found: Option<&'a crate::bases::Bases>,
     pub step: StepRef,
     pub sink: &'a Sink,
 }
@@ -62,7 +64,7 @@ pub async fn resolve_all<E: Effects>(
     limit: usize,
     sink: &Sink,
 ) -> HashMap<NodeId, Result<Resolved, String>> {
-    let keys = keys_for(graph, &HashMap::new());
+    let keys = keys_for(graph, &HashMap::new(), &HashMap::new());
     let roots: Vec<NodeId> = graph
         .order()
         .iter()

@@ -16,7 +16,11 @@ use tokio::sync::Semaphore;
 
 use super::{Effects, Event, RunRequest, Sink, StepRef};
 use crate::mask::mask;
-use crate::plan::{Decided, Graph, NodeId, Output, Probe, ProbeRequest, Status};
+use crate::bases::Bases;
+use crate::key::{Key, key_of};
+use crate::plan::{
+    Decided, DiscoverRequest, Discovery, Graph, NodeId, Output, Probe, ProbeRequest, Status,
+};
 
 /// Scheduling options.
 #[derive(Debug, Clone)]
@@ -59,13 +63,23 @@ pub async fn run<E: Effects>(
 struct Sched<'a, E> {
     ctx: StepCtx<'a, E>,
     opts: &'a Options,
+    /// The keys decided, completed as steps whose keys were not known yet start.
+    keys: HashMap<NodeId, Key>,
+    found: HashMap<NodeId, Bases>,
     waiting_on: HashMap<NodeId, usize>,
     ready: VecDeque<NodeId>,
     cancelled: bool,
     out: Outcome,
 }
 
-type Done = (NodeId, Duration, Result<(Output, Option<String>), String>);
+/// A finished step: its output (and the re-check's reason when it found the work done), and
+/// the key it ran under with the inputs discovered for it, when they were completed late.
+type Done = (
+    NodeId,
+    Duration,
+    Result<(Output, Option<String>), String>,
+    Option<(Key, Option<Bases>)>,
+);
 
 impl<'a, E: Effects> Sched<'a, E> {
     fn new(
@@ -85,6 +99,8 @@ impl<'a, E: Effects> Sched<'a, E> {
                 jobs,
             },
             opts,
+            keys: decided.keys.clone(),
+            found: decided.found.clone(),
             waiting_on: HashMap::new(),
             ready: VecDeque::new(),
             cancelled: false,
@@ -124,7 +140,7 @@ impl<'a, E: Effects> Sched<'a, E> {
     }
 
     fn step_ref(&self, id: NodeId) -> StepRef {
-        StepRef::new(self.ctx.graph, id, self.ctx.decided.keys.get(&id))
+        StepRef::new(self.ctx.graph, id, self.keys.get(&id))
     }
 
     /// Reports the steps decided as skipped, blocked or failed before anything runs.
@@ -176,8 +192,8 @@ impl<'a, E: Effects> Sched<'a, E> {
                     self.block(id, "cancelled by --fail-fast".into());
                     continue;
                 }
-                let input = self.input_of(id);
-                running.push(run_step(self.ctx, id, input));
+                let keyed = self.keyed(id);
+                running.push(run_step(self.ctx, id, self.input_of(id), keyed));
             }
             let Some(done) = running.next().await else {
                 break;
@@ -197,7 +213,23 @@ impl<'a, E: Effects> Sched<'a, E> {
         self.out.outputs.get(&need).cloned()
     }
 
-    fn finish(&mut self, (id, duration, result): Done) {
+    /// What a step's key is made of: its decided key, or what completes it.
+    fn keyed(&self, id: NodeId) -> Keyed {
+        match self.keys.get(&id) {
+            Some(key) => Keyed::Known(key.clone(), self.found.get(&id).cloned()),
+            None => Keyed::Late {
+                input: self.ctx.graph.input_of(id).and_then(|n| self.keys.get(&n).cloned()),
+            },
+        }
+    }
+
+    fn finish(&mut self, (id, duration, result, late): Done) {
+        if let Some((key, found)) = late {
+            self.keys.insert(id, key);
+            if let Some(found) = found {
+                self.found.insert(id, found);
+            }
+        }
         let step = self.step_ref(id);
         self.out.durations.insert(id, duration);
         match result {
@@ -314,21 +346,87 @@ impl<E> Clone for StepCtx<'_, E> {
 
 impl<E> Copy for StepCtx<'_, E> {}
 
+/// A step's key as it starts.
+enum Keyed {
+    /// Decided, with the inputs discovered for it.
+    Known(Key, Option<Bases>),
+    /// Not known when deciding: completed from its input's key and output (and, for a
+    /// discovering kind, what it discovers from that output).
+    Late { input: Option<Key> },
+}
+
 /// Locks, re-checks, and runs one step. `Ok((output, Some(reason)))` when the re-check found it done.
-async fn run_step<E: Effects>(ctx: StepCtx<'_, E>, id: NodeId, input: Option<Output>) -> Done {
+async fn run_step<E: Effects>(
+    ctx: StepCtx<'_, E>,
+    id: NodeId,
+    input: Option<Output>,
+    keyed: Keyed,
+) -> Done {
     let started = Instant::now();
-    let result = lock_check_run(&ctx, id, input).await;
+    let (key, found, late) = match complete_key(&ctx, id, input.as_ref(), keyed).await {
+        Ok(k) => k,
+        Err(e) => {
+            let error = mask(&e.to_string()).into_owned();
+            return (id, started.elapsed(), Err(error), None);
+        }
+    };
+    let result = lock_check_run(&ctx, id, input, &key, found.as_ref()).await;
     (
         id,
         started.elapsed(),
         result.map_err(|e| mask(&e.to_string()).into_owned()),
+        late.then_some((key, found)),
     )
+}
+
+/// The step's key and discovered inputs, and whether they were completed now.
+async fn complete_key<E: Effects>(
+    ctx: &StepCtx<'_, E>,
+    id: NodeId,
+    input: Option<&Output>,
+    keyed: Keyed,
+) -> Result<(Key, Option<Bases>, bool), crate::error::StepError> {
+    let input_key = match keyed {
+        Keyed::Known(key, found) => return Ok((key, found, false)),
+        Keyed::Late { input } => input,
+    };
+    let (graph, node) = (ctx.graph, ctx.graph.node(id));
+    let unknown = |why: &str| {
+        crate::error::StepError::Internal(format!(
+            "the key of {} is still not known after its input ran: {why}",
+            node.display_id()
+        ))
+    };
+    let root = graph.resolve_of(id).ok_or_else(|| unknown("it has no root"))?;
+    let revision = ctx.decided.revisions.get(&root).ok_or_else(|| unknown("no revision"))?;
+    let found = if crate::steps::of(node.kind).discovers() {
+        let req = DiscoverRequest {
+            graph,
+            id,
+            node,
+            revision,
+            previous_revision: None,
+            input,
+        };
+        match ctx.effects.discover(req).await? {
+            Discovery::Known(found) => Some(found),
+            Discovery::Unknown { reason } => return Err(unknown(&reason)),
+        }
+    } else {
+        None
+    };
+    let revisions = &ctx.decided.revisions;
+    let key = key_of(graph, id, revisions, found.as_ref(), input_key.as_ref())
+        .ok_or_else(|| unknown("its inputs give none"))?;
+    Ok((key, found, true))
 }
 
 async fn lock_check_run<E: Effects>(
     ctx: &StepCtx<'_, E>,
     id: NodeId,
     input: Option<Output>,
+    key: &Key,
+    found: Option<&Bases>,
 ) -> Result<(Output, Option<String>), crate::error::StepError> {
     let StepCtx {
         graph,
@@ -338,7 +436,6 @@ async fn lock_check_run<E: Effects>(
         jobs,
     } = *ctx;
     let node = graph.node(id);
-    let key = &decided.keys[&id];
     let root = graph
         .resolve_of(id)
         .expect("every step descends from a resolve-head");
@@ -360,6 +457,7 @@ async fn lock_check_run<E: Effects>(
             revision: commit,
             previous_revision: None,
             input: input.as_ref(),
+            found,
         })
         .await?;
     match probe {
@@ -396,6 +494,7 @@ async fn lock_check_run<E: Effects>(
             key,
             revision: commit,
             input,
+            found,
             step,
             sink,
         })

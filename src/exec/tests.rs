@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::plan::graph::tests::graph_for as graph;
-use crate::plan::{Decided, Probe, ProbeRequest, Status, StepKind, decide::decide};
+use crate::plan::{
+    Decided, DiscoverRequest, Discovery, Probe, ProbeRequest, Status, StepKind, decide::decide,
+};
 
 /// An in-memory world: which keys are materialized, which kinds fail, what ran.
 #[derive(Default)]
@@ -20,6 +22,10 @@ struct Fake {
     contended: Option<Key>,
     release_after: Option<(String, StepKind)>,
     released: tokio::sync::Notify,
+    /// Builds discover their bases only from their verified checkout (a new commit).
+    bases_from_checkout_only: bool,
+    /// The base digest discovered, when not the default.
+    base_digest: Option<String>,
 }
 
 fn output_for(kind: StepKind) -> Output {
@@ -41,6 +47,22 @@ fn output_for(kind: StepKind) -> Output {
 }
 
 impl World for Fake {
+    async fn discover(&self, req: DiscoverRequest<'_>) -> Result<Discovery, StepError> {
+        if self.bases_from_checkout_only && req.input.is_none() {
+            return Ok(Discovery::Unknown {
+                reason: "bases not known yet".into(),
+            });
+        }
+        let digest = self.base_digest.clone().unwrap_or_else(|| format!("sha256:{}", "e".repeat(64)));
+        let base = crate::bases::Base {
+            reference: "base:1".into(),
+            platform: "linux/amd64".into(),
+            origin: crate::bases::Origin::Registry,
+            digest,
+        };
+        Ok(Discovery::Known(crate::bases::Bases::new(vec![base], vec![])))
+    }
+
     async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
         Ok(if self.present.lock().unwrap().contains(req.key) {
             Probe::Present {
@@ -334,4 +356,55 @@ async fn a_step_waiting_for_another_process_lock_holds_no_jobs_slot() {
         pos("b", StepKind::TagLatest) < pos("a", StepKind::Clone),
         "{ran:?}"
     );
+}
+
+fn node_of(g: &Graph, rt: &str, kind: StepKind) -> NodeId {
+    *g.order()
+        .iter()
+        .find(|&&n| g.node(n).kind == kind && g.node(n).runtime().name == rt)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_build_whose_bases_are_unknown_is_keyed_once_its_checkout_is_verified() {
+    let g = graph(TWO, &["a"]);
+    let world = Fake {
+        bases_from_checkout_only: true,
+        ..cold_world()
+    };
+    let d = decided(&g, &world).await;
+    let (build, tag) = (
+        node_of(&g, "a", StepKind::Build),
+        node_of(&g, "a", StepKind::TagLatest),
+    );
+    assert!(!d.keys.contains_key(&build) && !d.keys.contains_key(&tag));
+    assert_eq!(d.decisions[&build].status, Status::Run);
+    assert_eq!(d.decisions[&build].reason, "bases not known yet");
+    assert_eq!(d.decisions[&tag].status, Status::Run);
+    assert!(d.keys.contains_key(&node_of(&g, "a", StepKind::Clone)));
+    let out = run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    assert_eq!(out.ran.len(), 4, "{:?}", out.detail);
+    // The keys it ran under are those a world knowing the bases from the start decides.
+    let knowing = cold_world();
+    let full = decided(&g, &knowing).await;
+    let present = world.present.lock().unwrap().clone();
+    for id in [build, tag] {
+        assert!(present.contains(&full.keys[&id]), "{}", g.node(id).display_id());
+    }
+}
+
+#[tokio::test]
+async fn a_moved_base_changes_the_build_key_and_what_follows_it_only() {
+    let g = graph(TWO, &["a"]);
+    let moved = Fake {
+        base_digest: Some(format!("sha256:{}", "f".repeat(64))),
+        ..cold_world()
+    };
+    let (before, after) = (decided(&g, &cold_world()).await, decided(&g, &moved).await);
+    for kind in [StepKind::Clone, StepKind::VerifyDockerfile] {
+        assert_eq!(key_of(&g, &before, "a", kind), key_of(&g, &after, "a", kind));
+    }
+    for kind in [StepKind::Build, StepKind::TagLatest] {
+        assert_ne!(key_of(&g, &before, "a", kind), key_of(&g, &after, "a", kind));
+    }
 }

@@ -12,7 +12,9 @@ use crate::docker::Engine;
 use crate::error::StepError;
 use crate::git::{self, GitAuth};
 use crate::key::Key;
-use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, StepKind, World};
+use crate::plan::{
+    DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, Resolved, StepKind, World,
+};
 use crate::steps;
 use crate::store::{self, CheckoutState, Record, Store};
 
@@ -24,6 +26,8 @@ pub struct RealWorld {
     pub auth: GitAuth,
     /// The registry client (registry runtimes), with its per-run token cache.
     pub registry: crate::registry::Registry,
+    /// Base images resolved this run, each once ([`crate::bases`]).
+    pub bases: crate::bases::Resolver,
     pub read_only: bool,
 }
 
@@ -58,6 +62,7 @@ impl RealWorld {
             http: self.http.clone(),
             auth: self.auth.clone(),
             registry: self.registry.clone(),
+            bases: self.bases.clone(),
             read_only: self.read_only,
         }
     }
@@ -151,6 +156,10 @@ impl RealWorld {
 impl World for RealWorld {
     async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
         steps::of(req.node.kind).probe(self, &req).await
+    }
+
+    async fn discover(&self, req: DiscoverRequest<'_>) -> Result<Discovery, StepError> {
+        steps::of(req.node.kind).discover(self, &req).await
     }
 }
 

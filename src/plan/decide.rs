@@ -7,10 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+
+use futures_util::StreamExt;
 use std::path::PathBuf;
 
 use super::graph::{Graph, Node, NodeId};
 use crate::error::StepError;
+use crate::bases::Bases;
 use crate::key::{Key, keys_for};
 
 /// What a step's decision is.
@@ -108,12 +111,40 @@ pub struct ProbeRequest<'a> {
     pub previous_revision: Option<&'a str>,
     /// The probed output of the step's input need, when it is materialized.
     pub input: Option<&'a Output>,
+    /// The inputs discovered for its key ([`World::discover`]), for a kind that has some.
+    pub found: Option<&'a Bases>,
+}
+
+/// What a discovering step needs: its root's answer and, once it has run, its input's output.
+pub struct DiscoverRequest<'a> {
+    pub graph: &'a Graph,
+    pub id: NodeId,
+    pub node: &'a Node,
+    pub revision: &'a str,
+    pub previous_revision: Option<&'a str>,
+    /// Its input's output: given before running (the verified checkout), `None` when deciding.
+    pub input: Option<&'a Output>,
+}
+
+/// The inputs of a key found in the world, or why they are not known yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    Known(Bases),
+    /// Known only once the step's input has run (its checkout read): the step runs, and the
+    /// reason says why.
+    Unknown { reason: String },
 }
 
 /// The side of the world decisions look at. Implemented for real in `exec::world`.
 pub trait World: Sync {
     fn probe(&self, req: ProbeRequest<'_>)
     -> impl Future<Output = Result<Probe, StepError>> + Send;
+
+    /// The inputs a discovering kind's key covers beyond the graph ([`crate::steps::Kind::discover`]).
+    fn discover(
+        &self,
+        req: DiscoverRequest<'_>,
+    ) -> impl Future<Output = Result<Discovery, StepError>> + Send;
 }
 
 /// The decided graph: a decision, a key (when known) and known outputs per node.
@@ -124,6 +155,8 @@ pub struct Decided {
     pub outputs: HashMap<NodeId, Output>,
     /// Each root node's revision (commit or digest).
     pub revisions: HashMap<NodeId, String>,
+    /// The inputs discovered for discovering nodes (a build's base images), when known.
+    pub found: HashMap<NodeId, Bases>,
 }
 
 /// Decides every node, given the resolve-head answers (`Err` holds the masked error text).
@@ -148,7 +181,8 @@ pub async fn decide<W: World>(
         };
         d.decisions.insert(id, decision);
     }
-    d.keys = keys_for(graph, &d.revisions);
+    let (unknown, probed) = discover_all(graph, &mut d, &previous, world).await;
+    d.keys = keys_for(graph, &d.revisions, &d.found);
     let mut walk = Walk {
         graph,
         world,
@@ -156,13 +190,103 @@ pub async fn decide<W: World>(
         previous,
         needed: graph.goals().iter().copied().collect(),
         why_not: HashMap::new(),
-        probed: HashMap::new(),
+        probed,
+        unknown,
     };
     for &id in graph.order().iter().rev() {
         walk.visit(id).await;
     }
     walk.block_dependents_of_failures();
     walk.d
+}
+
+/// How many discoveries (a few engine inspects, a registry HEAD per new base) run at once.
+const DISCOVER_CONCURRENCY: usize = 16;
+
+/// Asks the world for the discovered inputs of every discovering node whose root answered.
+/// Known ones go into `d.found`; a failure decides the node `Failed`; the rest are returned
+/// with the reason they run (their inputs are known only once their input has run). The
+/// probes of inputs made on the way are returned too, for the walk to reuse.
+async fn discover_all<W: World>(
+    graph: &Graph,
+    d: &mut Decided,
+    previous: &HashMap<NodeId, String>,
+    world: &W,
+) -> (HashMap<NodeId, Result<String, String>>, HashMap<NodeId, Probe>) {
+    // The keys of inputs that need no discovery (a verify's), to probe them.
+    let keys = keys_for(graph, &d.revisions, &HashMap::new());
+    let d_ref: &Decided = d;
+    let asks = graph.order().iter().copied().filter_map(|id| {
+        let node = graph.node(id);
+        if !crate::steps::of(node.kind).discovers() {
+            return None;
+        }
+        let root = graph.resolve_of(id)?;
+        let revision = d_ref.revisions.get(&root)?;
+        let previous_revision = previous.get(&root).map(String::as_str);
+        let keys = &keys;
+        Some(async move {
+            let req = |input| DiscoverRequest {
+                graph,
+                id,
+                node,
+                revision,
+                previous_revision,
+                input,
+            };
+            let first = world.discover(req(None)).await;
+            let Ok(Discovery::Unknown { .. }) = &first else {
+                return (id, first, None);
+            };
+            // Not known from what the engine holds: from the input's output, if it is
+            // materialized (a verified checkout whose image was removed).
+            let Some((input, key)) = graph.input_of(id).and_then(|i| Some((i, keys.get(&i)?)))
+            else {
+                return (id, first, None);
+            };
+            let probe = world
+                .probe(ProbeRequest {
+                    graph,
+                    id: input,
+                    node: graph.node(input),
+                    key,
+                    revision,
+                    previous_revision,
+                    input: None,
+                    found: None,
+                })
+                .await;
+            match probe {
+                Ok(Probe::Present { output, reason }) => {
+                    let answer = world.discover(req(Some(&output))).await;
+                    (id, answer, Some((input, Probe::Present { output, reason })))
+                }
+                Ok(other) => (id, first, Some((input, other))),
+                Err(_) => (id, first, None),
+            }
+        })
+    });
+    let answers: Vec<_> = futures_util::stream::iter(asks)
+        .buffer_unordered(DISCOVER_CONCURRENCY)
+        .collect()
+        .await;
+    let mut unknown = HashMap::new();
+    let mut probed = HashMap::new();
+    for (id, answer, probe) in answers {
+        probed.extend(probe);
+        match answer {
+            Ok(Discovery::Known(bases)) => {
+                d.found.insert(id, bases);
+            }
+            Ok(Discovery::Unknown { reason }) => {
+                unknown.insert(id, Ok(reason));
+            }
+            Err(e) => {
+                unknown.insert(id, Err(crate::mask::mask(&e.to_string()).into_owned()));
+            }
+        }
+    }
+    (unknown, probed)
 }
 
 struct Walk<'a, W> {
@@ -173,6 +297,8 @@ struct Walk<'a, W> {
     needed: HashSet<NodeId>,
     why_not: HashMap<NodeId, String>,
     probed: HashMap<NodeId, Probe>,
+    /// Discovering nodes without known inputs: why they run, or the error of discovering.
+    unknown: HashMap<NodeId, Result<String, String>>,
 }
 
 impl<W: World> Walk<'_, W> {
@@ -213,6 +339,13 @@ impl<W: World> Walk<'_, W> {
             );
             return;
         }
+        if let Some(decision) = self.keyless(id) {
+            if decision.status == Status::Run {
+                self.needed.extend(self.graph.needs(id));
+            }
+            self.d.decisions.insert(id, decision);
+            return;
+        }
         let probe = self.probe(id, root).await;
         let decision = match probe {
             Ok(Probe::Present { output, reason }) => {
@@ -240,6 +373,23 @@ impl<W: World> Walk<'_, W> {
         self.d.decisions.insert(id, decision);
     }
 
+    /// The decision of a needed node whose key is not known yet: it runs (its key is
+    /// completed before it does), or it failed to discover its inputs. `None` when keyed.
+    fn keyless(&self, id: NodeId) -> Option<Decision> {
+        if self.d.keys.contains_key(&id) {
+            return None;
+        }
+        Some(match self.unknown.get(&id) {
+            Some(Ok(reason)) => Decision::new(Status::Run, reason.clone()),
+            Some(Err(error)) => Decision::new(Status::Failed, error.clone()),
+            None => {
+                let input = self.graph.input_of(id).map(|n| self.graph.node(n).display_id());
+                let after = input.unwrap_or_else(|| "its needs".into());
+                Decision::new(Status::Run, format!("follows {after}, whose key is known once it runs"))
+            }
+        })
+    }
+
     /// Records a materialized output; its needs are then not needed on its account.
     fn materialized(&mut self, id: NodeId, output: Output) {
         self.d.outputs.insert(id, output);
@@ -258,6 +408,7 @@ impl<W: World> Walk<'_, W> {
         if node.kind.probes_input()
             && let Some(input) = input
             && !self.probed.contains_key(&input)
+            && self.d.keys.contains_key(&input)
             && let Ok(p) = self.probe_one(input, root, None).await
         {
             self.probed.insert(input, p);
@@ -286,6 +437,7 @@ impl<W: World> Walk<'_, W> {
             revision: &self.d.revisions[&root],
             previous_revision: self.previous.get(&root).map(String::as_str),
             input,
+            found: self.d.found.get(&id),
         };
         self.world.probe(req).await
     }

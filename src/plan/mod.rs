@@ -5,7 +5,10 @@ pub mod graph;
 pub mod load;
 pub mod step;
 
-pub use decide::{Decided, Decision, Output, Probe, ProbeRequest, Resolved, Status, World};
+pub use decide::{
+    Decided, Decision, DiscoverRequest, Discovery, Output, Probe, ProbeRequest, Resolved, Status,
+    World,
+};
 pub use graph::{Graph, Node, NodeId};
 pub use load::{Plan, PlanSet, PlanStep};
 pub use step::StepKind;

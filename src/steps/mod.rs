@@ -25,7 +25,9 @@ use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::ids::short;
 use crate::key::{Key, KeyInputs};
-use crate::plan::{Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind};
+use crate::plan::{
+    DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind,
+};
 
 /// One step kind: what it is, and what it does to the real world.
 pub trait Kind: Sync {
@@ -70,6 +72,23 @@ pub trait Kind: Sync {
     /// of its identity in the graph, so that steps reading the same values are one step.
     fn reads(&self, _rt: &Runtime) -> Vec<(&'static str, String)> {
         Vec::new()
+    }
+
+    /// Whether its key covers inputs found in the world once its root has answered (a
+    /// build's base images), which [`Kind::discover`] finds.
+    fn discovers(&self) -> bool {
+        false
+    }
+
+    /// The inputs its key covers beyond the graph: before deciding (from what the world
+    /// already holds), and again before running when they were not known then (from its
+    /// input's output). Only kinds that [`Kind::discovers`] are asked.
+    fn discover<'a>(
+        &'a self,
+        _world: &'a RealWorld,
+        _req: &'a DiscoverRequest<'_>,
+    ) -> BoxFuture<'a, Result<Discovery, StepError>> {
+        Box::pin(async { Ok(Discovery::Known(Default::default())) })
     }
 
     /// The step's content address from its inputs ([`crate::key`] encodes, with the kind's
