@@ -25,8 +25,9 @@ use crate::ids::short;
 use crate::registry::{ImageRef, Registry};
 
 /// Where a base's digest came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// A registry manifest digest (what `reference@digest` pulls).
@@ -36,8 +37,9 @@ pub enum Origin {
 }
 
 /// One base image as a build key covers it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Base {
     /// The reference as the Dockerfile names it, after ARG substitution.
     pub reference: String,
@@ -180,8 +182,13 @@ struct Answer {
 /// base share one registry request.
 #[derive(Clone, Default)]
 pub struct Resolver {
-    cells: Arc<Mutex<HashMap<(String, String, BaseImages), Arc<OnceCell<Result<Answer, String>>>>>>,
+    cells: Arc<Mutex<HashMap<Asked, Cell>>>,
 }
+
+/// A base as asked: its reference, platform and mode.
+type Asked = (String, String, BaseImages);
+/// Its answer, once: shared by every build asking it.
+type Cell = Arc<OnceCell<Result<Answer, String>>>;
 
 /// What a build's bases are resolved against.
 pub struct Context<'a> {
@@ -253,8 +260,7 @@ async fn resolve_one(
         if !crate::ids::is_manifest_digest(digest) {
             return Err(invalid(format!("{digest:?} is not a sha256 digest")).into());
         }
-        let image = ImageRef::parse(name_of(reference)).map_err(invalid)?;
-        drop(image);
+        ImageRef::parse(name_of(reference)).map_err(invalid)?;
         return Ok(Answer {
             base: base(Origin::Registry, digest.to_owned()),
             note: None,
@@ -286,9 +292,12 @@ async fn resolve_one(
     match cx.registry.resolve(&image, platform).await {
         Ok(found) => Ok(Answer {
             base: base(Origin::Registry, found.digest),
-            note: found
-                .rate_limited
-                .map(|w| format!("rate-limited by the registry for {reference}: waited {}", humantime::format_duration(w))),
+            note: found.rate_limited.map(|w| {
+                format!(
+                    "rate-limited by the registry for {reference}: waited {}",
+                    humantime::format_duration(w)
+                )
+            }),
         }),
         Err(e) => {
             let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
@@ -366,7 +375,12 @@ mod tests {
         let bases = Bases::new(vec![b("z:1", 'a'), b("a:1", 'b'), b("a:1", 'b')], vec![]);
         assert_eq!(bases.bases.len(), 2);
         assert_eq!(from_label(Some(&bases.label())), Some(bases.bases.clone()));
-        for bad in ["", "{}", "[1]", r#"[{"reference":"a","platform":"p","origin":"registry","digest":"x"}]"#] {
+        for bad in [
+            "",
+            "{}",
+            "[1]",
+            r#"[{"reference":"a","platform":"p","origin":"registry","digest":"x"}]"#,
+        ] {
             assert_eq!(from_label(Some(&bad.to_owned())), None, "{bad}");
         }
         assert_eq!(from_label(None), None);
@@ -375,7 +389,10 @@ mod tests {
     #[test]
     fn pinned_references_keep_the_registry_port() {
         let base = b("127.0.0.1:5000/base:1", 'a');
-        assert_eq!(base.pinned(), format!("127.0.0.1:5000/base@{}", base.digest));
+        assert_eq!(
+            base.pinned(),
+            format!("127.0.0.1:5000/base@{}", base.digest)
+        );
         assert_eq!(name_of("127.0.0.1:5000/base"), "127.0.0.1:5000/base");
         assert_eq!(name_of("alpine@sha256:x"), "alpine");
     }

@@ -22,7 +22,10 @@ pub fn base_images(
     let mut out: Vec<BaseRef> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first().is_none_or(|w| !w.eq_ignore_ascii_case("FROM")) {
+        if words
+            .first()
+            .is_none_or(|w| !w.eq_ignore_ascii_case("FROM"))
+        {
             continue;
         }
         let mut rest = &words[1..];
@@ -41,7 +44,10 @@ pub fn base_images(
         if skip {
             continue;
         }
-        let r = BaseRef { reference: (*image).to_owned(), platform };
+        let r = BaseRef {
+            reference: (*image).to_owned(),
+            platform,
+        };
         if !out.contains(&r) {
             out.push(r);
         }

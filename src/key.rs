@@ -205,17 +205,18 @@ mod tests {
             origin,
             digest: format!("sha256:{}", digest.to_string().repeat(64)),
         };
-        let with = |bases: Vec<Base>| {
-            build_key(&BuildInputs {
-                bases,
-                ..inputs()
-            })
-        };
+        let with = |bases: Vec<Base>| build_key(&BuildInputs { bases, ..inputs() });
         let one = with(vec![base("python:3.11-slim", 'a', Origin::Registry)]);
         assert_ne!(one, build_key(&inputs()));
-        assert_ne!(one, with(vec![base("python:3.11-slim", 'b', Origin::Registry)]));
+        assert_ne!(
+            one,
+            with(vec![base("python:3.11-slim", 'b', Origin::Registry)])
+        );
         assert_ne!(one, with(vec![base("python:3.11", 'a', Origin::Registry)]));
-        assert_ne!(one, with(vec![base("python:3.11-slim", 'a', Origin::Local)]));
+        assert_ne!(
+            one,
+            with(vec![base("python:3.11-slim", 'a', Origin::Local)])
+        );
         let two = vec![
             base("a:1", 'a', Origin::Registry),
             base("b:1", 'b', Origin::Registry),

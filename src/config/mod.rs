@@ -680,7 +680,8 @@ fn validate_runtime(
         Some(_) => {}
     }
     let base_images = override_or(&raw.base_images, &defaults.base_images);
-    let base_images = BaseImages::parse(&base_images.value).map_err(|m| refused(&base_images, m))?;
+    let base_images =
+        BaseImages::parse(&base_images.value).map_err(|m| refused(&base_images, m))?;
     let own_args = match &raw.build_args {
         Some(t) => build_args::validate(t, &format!("runtime {rt:?}"), loc)?,
         None => BuildArgs::new(),

@@ -15,9 +15,9 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 
 use super::{Effects, Event, RunRequest, Sink, StepRef};
-use crate::mask::mask;
 use crate::bases::Bases;
 use crate::key::{Key, key_of};
+use crate::mask::mask;
 use crate::plan::{
     Decided, DiscoverRequest, Discovery, Graph, NodeId, Output, Probe, ProbeRequest, Status,
 };
@@ -218,7 +218,11 @@ impl<'a, E: Effects> Sched<'a, E> {
         match self.keys.get(&id) {
             Some(key) => Keyed::Known(key.clone(), self.found.get(&id).cloned()),
             None => Keyed::Late {
-                input: self.ctx.graph.input_of(id).and_then(|n| self.keys.get(&n).cloned()),
+                input: self
+                    .ctx
+                    .graph
+                    .input_of(id)
+                    .and_then(|n| self.keys.get(&n).cloned()),
             },
         }
     }
@@ -370,7 +374,7 @@ async fn run_step<E: Effects>(
             return (id, started.elapsed(), Err(error), None);
         }
     };
-    let result = lock_check_run(&ctx, id, input, &key, found.as_ref()).await;
+    let result = lock_check_run(&ctx, id, input, &key, found.as_ref(), late).await;
     (
         id,
         started.elapsed(),
@@ -397,8 +401,14 @@ async fn complete_key<E: Effects>(
             node.display_id()
         ))
     };
-    let root = graph.resolve_of(id).ok_or_else(|| unknown("it has no root"))?;
-    let revision = ctx.decided.revisions.get(&root).ok_or_else(|| unknown("no revision"))?;
+    let root = graph
+        .resolve_of(id)
+        .ok_or_else(|| unknown("it has no root"))?;
+    let revision = ctx
+        .decided
+        .revisions
+        .get(&root)
+        .ok_or_else(|| unknown("no revision"))?;
     let found = if crate::steps::of(node.kind).discovers() {
         let req = DiscoverRequest {
             graph,
@@ -427,6 +437,7 @@ async fn lock_check_run<E: Effects>(
     input: Option<Output>,
     key: &Key,
     found: Option<&Bases>,
+    late: bool,
 ) -> Result<(Output, Option<String>), crate::error::StepError> {
     let StepCtx {
         graph,
@@ -473,10 +484,16 @@ async fn lock_check_run<E: Effects>(
         Probe::Missing { .. } | Probe::Retag { .. } => {}
     }
     // One reason per step, computed once: the run says what the plan said.
-    let reason = decided
+    let mut reason = decided
         .decisions
         .get(&id)
         .map_or_else(String::new, |d| d.reason.clone());
+    // Notes on inputs discovered only now (a base that could not be checked for updates);
+    // those discovered when deciding are in the decided reason already.
+    for note in found.filter(|_| late).map_or(&[][..], |f| &f.notes[..]) {
+        reason.push_str("; ");
+        reason.push_str(note);
+    }
     // The permit is taken only now, with the key's lock held and the work known to be
     // needed: a step waiting for another process's lock must not hold a `--jobs` slot.
     let _permit = if node.kind.heavy() {

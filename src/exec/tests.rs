@@ -53,14 +53,20 @@ impl World for Fake {
                 reason: "bases not known yet".into(),
             });
         }
-        let digest = self.base_digest.clone().unwrap_or_else(|| format!("sha256:{}", "e".repeat(64)));
+        let digest = self
+            .base_digest
+            .clone()
+            .unwrap_or_else(|| format!("sha256:{}", "e".repeat(64)));
         let base = crate::bases::Base {
             reference: "base:1".into(),
             platform: "linux/amd64".into(),
             origin: crate::bases::Origin::Registry,
             digest,
         };
-        Ok(Discovery::Known(crate::bases::Bases::new(vec![base], vec![])))
+        Ok(Discovery::Known(crate::bases::Bases::new(
+            vec![base],
+            vec![],
+        )))
     }
 
     async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
@@ -389,7 +395,11 @@ async fn a_build_whose_bases_are_unknown_is_keyed_once_its_checkout_is_verified(
     let full = decided(&g, &knowing).await;
     let present = world.present.lock().unwrap().clone();
     for id in [build, tag] {
-        assert!(present.contains(&full.keys[&id]), "{}", g.node(id).display_id());
+        assert!(
+            present.contains(&full.keys[&id]),
+            "{}",
+            g.node(id).display_id()
+        );
     }
 }
 
@@ -402,9 +412,15 @@ async fn a_moved_base_changes_the_build_key_and_what_follows_it_only() {
     };
     let (before, after) = (decided(&g, &cold_world()).await, decided(&g, &moved).await);
     for kind in [StepKind::Clone, StepKind::VerifyDockerfile] {
-        assert_eq!(key_of(&g, &before, "a", kind), key_of(&g, &after, "a", kind));
+        assert_eq!(
+            key_of(&g, &before, "a", kind),
+            key_of(&g, &after, "a", kind)
+        );
     }
     for kind in [StepKind::Build, StepKind::TagLatest] {
-        assert_ne!(key_of(&g, &before, "a", kind), key_of(&g, &after, "a", kind));
+        assert_ne!(
+            key_of(&g, &before, "a", kind),
+            key_of(&g, &after, "a", kind)
+        );
     }
 }

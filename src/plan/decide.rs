@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use std::path::PathBuf;
 
 use super::graph::{Graph, Node, NodeId};
-use crate::error::StepError;
 use crate::bases::Bases;
+use crate::error::StepError;
 use crate::key::{Key, keys_for};
 
 /// What a step's decision is.
@@ -132,7 +132,9 @@ pub enum Discovery {
     Known(Bases),
     /// Known only once the step's input has run (its checkout read): the step runs, and the
     /// reason says why.
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
 }
 
 /// The side of the world decisions look at. Implemented for real in `exec::world`.
@@ -212,7 +214,10 @@ async fn discover_all<W: World>(
     d: &mut Decided,
     previous: &HashMap<NodeId, String>,
     world: &W,
-) -> (HashMap<NodeId, Result<String, String>>, HashMap<NodeId, Probe>) {
+) -> (
+    HashMap<NodeId, Result<String, String>>,
+    HashMap<NodeId, Probe>,
+) {
     // The keys of inputs that need no discovery (a verify's), to probe them.
     let keys = keys_for(graph, &d.revisions, &HashMap::new());
     let d_ref: &Decided = d;
@@ -383,9 +388,15 @@ impl<W: World> Walk<'_, W> {
             Some(Ok(reason)) => Decision::new(Status::Run, reason.clone()),
             Some(Err(error)) => Decision::new(Status::Failed, error.clone()),
             None => {
-                let input = self.graph.input_of(id).map(|n| self.graph.node(n).display_id());
+                let input = self
+                    .graph
+                    .input_of(id)
+                    .map(|n| self.graph.node(n).display_id());
                 let after = input.unwrap_or_else(|| "its needs".into());
-                Decision::new(Status::Run, format!("follows {after}, whose key is known once it runs"))
+                Decision::new(
+                    Status::Run,
+                    format!("follows {after}, whose key is known once it runs"),
+                )
             }
         })
     }

@@ -8,15 +8,15 @@ use std::path::Path;
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
+use crate::bases::{self, Base, Bases, Origin};
 use crate::config::{BuildArgs, Runtime};
 use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
+use crate::dockerfile::BaseRef;
 use crate::error::StepError;
 use crate::exec::world::RealWorld;
 use crate::exec::{Event, RunRequest};
 use crate::ids::short;
 use crate::key::{KEY_FORMAT, Key, KeyBuilder, KeyInputs};
-use crate::bases::{self, Base, Bases, Origin};
-use crate::dockerfile::BaseRef;
 use crate::plan::{DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, StepKind};
 
 pub struct Step;
@@ -266,10 +266,14 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
     let rt = req.node.runtime();
     let tag = rt.pinned_tag(req.revision);
     let why = match world.engine.inspect(&tag).await? {
-        Some(info) if info.labels.get(eng::LABEL_KEY_FORMAT).map(String::as_str) != Some(KEY_FORMAT) => {
+        Some(info)
+            if info.labels.get(eng::LABEL_KEY_FORMAT).map(String::as_str) != Some(KEY_FORMAT) =>
+        {
             format!(
                 "image {tag} predates key format {KEY_FORMAT} (it was built with {}), which covers base images: rebuilt once",
-                info.labels.get(eng::LABEL_KEY_FORMAT).map_or("no key format", |f| shown_label(f))
+                info.labels
+                    .get(eng::LABEL_KEY_FORMAT)
+                    .map_or("no key format", |f| shown_label(f))
             )
         }
         Some(_) => format!("image {tag} was built with other inputs"),
@@ -281,7 +285,11 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
 /// A label value as a reason shows it: short, printable.
 fn shown_label(value: &str) -> &str {
     let ok = value.len() <= 40 && value.chars().all(|c| c.is_ascii_graphic());
-    if ok { value } else { "an unreadable key format" }
+    if ok {
+        value
+    } else {
+        "an unreadable key format"
+    }
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
@@ -363,7 +371,11 @@ async fn why_no_image(
         .or_else(|| previous_revision.map(str::to_owned))
         .filter(|old| old != revision);
     if let Some(old) = old {
-        return Ok(format!("new commit {} (was {})", short(revision), short(&old)));
+        return Ok(format!(
+            "new commit {} (was {})",
+            short(revision),
+            short(&old)
+        ));
     }
     let built = key.and_then(|k| world.store.read_record(k, StepKind::Build));
     if built.is_some_and(|r| r.commit.as_deref() == Some(revision)) {
@@ -464,7 +476,11 @@ async fn ensure_bases(
         };
         if base.origin == Origin::Registry
             && !base.reference.contains('@')
-            && world.engine.inspect(&base.reference).await?.is_none_or(|i| i.id != id)
+            && world
+                .engine
+                .inspect(&base.reference)
+                .await?
+                .is_none_or(|i| i.id != id)
         {
             world.engine.tag(&id, &base.reference).await?;
         }
@@ -473,7 +489,11 @@ async fn ensure_bases(
 }
 
 /// Pulls a registry base at its digest; returns the image ID the engine then holds.
-async fn pull_base(world: &RealWorld, req: &RunRequest<'_>, base: &Base) -> Result<String, StepError> {
+async fn pull_base(
+    world: &RealWorld,
+    req: &RunRequest<'_>,
+    base: &Base,
+) -> Result<String, StepError> {
     let name = base.pinned();
     let name = name.split('@').next().unwrap_or_default();
     let image = crate::registry::ImageRef::parse(name).map_err(StepError::Dockerfile)?;
@@ -491,7 +511,13 @@ async fn pull_base(world: &RealWorld, req: &RunRequest<'_>, base: &Base) -> Resu
     };
     world
         .engine
-        .pull(&image, &base.digest, &base.platform, auth.as_deref(), on_line)
+        .pull(
+            &image,
+            &base.digest,
+            &base.platform,
+            auth.as_deref(),
+            on_line,
+        )
         .await?;
     match world.engine.inspect(&base.pinned()).await? {
         Some(info) => Ok(info.id),
