@@ -230,3 +230,45 @@ impl Drop for RemoveOnDrop {
             .output();
     }
 }
+
+#[test]
+fn an_image_of_the_previous_key_format_is_rebuilt_once_saying_why_without_a_fetch() {
+    let env = Env::new("baseupgrade");
+    let sha = template(&env, "up", &on_base(BASE_IMAGE));
+    env.config(&env.runtime("up", "up"));
+    assert_eq!(env.planner(&["ensure", "up"]).code, 0);
+    // What planner-key/1 left: the same image, its key-format label the old one, no bases.
+    // (Its verify record is of this format, so the bases are read from the checkout; after a
+    // real upgrade they are not known until it is verified again: the reason is the same.)
+    // (Its verify record is of this format, so the bases are read from the checkout; after a
+    // real upgrade they are not known until it is verified again: the reason is the same.)
+    let pinned = env.image("up", &sha);
+    let ctx = tempfile::tempdir().unwrap();
+    let old =
+        format!("FROM {pinned}\nLABEL dev.planner.key-format=planner-key/1 dev.planner.bases=\n");
+    std::fs::write(ctx.path().join("Dockerfile"), old).unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &pinned, "-t", &env.latest("up")])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let run = env.planner(&["ensure", "up"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let build = started(&run, "up", "build");
+    assert!(
+        build.len() == 1
+            && build[0].contains("is stale: key format changed (planner-key/1 -> planner-key/2)"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(env.git.fetch_count("up"), 1, "the checkout is reused");
+    assert_eq!(label(&pinned, "dev.planner.key-format"), "planner-key/2");
+    assert_nothing_ran(&env.planner(&["ensure", "up"]));
+}

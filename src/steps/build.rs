@@ -269,11 +269,10 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
         Some(info)
             if info.labels.get(eng::LABEL_KEY_FORMAT).map(String::as_str) != Some(KEY_FORMAT) =>
         {
+            let old = info.labels.get(eng::LABEL_KEY_FORMAT);
             format!(
-                "image {tag} predates key format {KEY_FORMAT} (it was built with {}), which covers base images: rebuilt once",
-                info.labels
-                    .get(eng::LABEL_KEY_FORMAT)
-                    .map_or("no key format", |f| shown_label(f))
+                "image {tag} is stale: key format changed ({} -> {KEY_FORMAT})",
+                old.map_or("none", |f| shown_label(f))
             )
         }
         Some(_) => format!("image {tag} was built with other inputs"),
@@ -678,7 +677,8 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
         return Some("it was not built by planner (no key label)".into());
     };
     let from_labels = inputs_from_labels(l);
-    if label_key == key.as_str() && self::key(&from_labels) == *key {
+    let format = l.get(eng::LABEL_KEY_FORMAT).map(String::as_str);
+    if label_key == key.as_str() && self::key(&from_labels) == *key && format == Some(KEY_FORMAT) {
         return None;
     }
     let diffs = [
@@ -695,7 +695,6 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
     if !changed.is_empty() {
         return Some(format!("key changed: {}", changed.join(", ")));
     }
-    let format = l.get(eng::LABEL_KEY_FORMAT).map(String::as_str);
     if format != Some(KEY_FORMAT) {
         return Some(format!(
             "key format changed ({} -> {KEY_FORMAT})",
