@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod dockerfile;
 pub mod error;
 pub mod exec;
 pub mod gc;
