@@ -14,6 +14,8 @@
 
 mod lex;
 
+use std::collections::HashSet;
+
 use parse_dockerfile::{Dockerfile, Flag, FromInstruction, Instruction};
 
 use crate::config::BuildArgs;
@@ -23,6 +25,8 @@ use lex::{Env, Lex, LexError, Word};
 pub const MAX_DOCKERFILE_BYTES: usize = crate::steps::verify_dockerfile::DOCKERFILE_CAP as usize;
 /// Longest image reference (or platform) accepted after substitution, in bytes.
 pub const MAX_REFERENCE_BYTES: usize = 1024;
+/// Most distinct base images one Dockerfile may name (each costs a registry request).
+pub const MAX_BASE_IMAGES: usize = 256;
 /// Most bytes substitution may write for one Dockerfile (a bound on hostile ARG chains).
 pub const EXPANSION_BUDGET: usize = 8 * 1024 * 1024;
 
@@ -41,7 +45,7 @@ const AUTOMATIC_ARGS: [&str; 10] = [
 ];
 
 /// One base image of a Dockerfile.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BaseRef {
     /// The image reference after ARG substitution, as written (`python:3.11-slim`,
     /// `127.0.0.1:5000/base:1`, `alpine@sha256:…`).
@@ -104,6 +108,10 @@ pub enum DockerfileError {
         value: String,
     },
     #[error(
+        "Dockerfile line {line}: more than {MAX_BASE_IMAGES} distinct base images\n  help: build from fewer base images (planner checks each one's digest every run)"
+    )]
+    TooManyBases { line: usize },
+    #[error(
         "Dockerfile line {line}: {what} \"{shown}\" {problem}\n  help: fix the image reference (or the build arg it is made of)"
     )]
     BadReference {
@@ -151,8 +159,9 @@ pub fn base_images(
         env,
         lines,
         all_stages: stage_names(&file),
-        earlier: Vec::new(),
+        earlier: HashSet::new(),
         out: Vec::new(),
+        seen: HashSet::new(),
     };
     for instruction in &file.instructions {
         walk.instruction(instruction)?;
@@ -226,7 +235,7 @@ impl std::fmt::Display for Shown<'_> {
 }
 
 /// The names of every stage (`AS name`), lower-cased as Docker compares them.
-fn stage_names(file: &Dockerfile<'_>) -> Vec<String> {
+fn stage_names(file: &Dockerfile<'_>) -> HashSet<String> {
     file.stages()
         .filter_map(|s| s.from.as_.as_ref().map(|(_, n)| n.value.to_lowercase()))
         .collect()
@@ -362,10 +371,11 @@ struct Walk {
     env: Env,
     lines: Lines,
     /// Every stage name in the file (COPY --from may name any).
-    all_stages: Vec<String>,
+    all_stages: HashSet<String>,
     /// Stage names defined so far (a FROM may name only an earlier one).
-    earlier: Vec<String>,
+    earlier: HashSet<String>,
     out: Vec<BaseRef>,
+    seen: HashSet<BaseRef>,
 }
 
 impl Walk {
@@ -401,7 +411,7 @@ impl Walk {
             self.add(line, image.text, platform)?;
         }
         if let Some((_, name)) = &from.as_ {
-            self.earlier.push(name.value.to_lowercase());
+            self.earlier.insert(name.value.to_lowercase());
         }
         Ok(())
     }
@@ -501,7 +511,10 @@ impl Walk {
             reference,
             platform,
         };
-        if !self.out.contains(&base) {
+        if self.seen.insert(base.clone()) {
+            if self.out.len() == MAX_BASE_IMAGES {
+                return Err(DockerfileError::TooManyBases { line });
+            }
             self.out.push(base);
         }
         Ok(())

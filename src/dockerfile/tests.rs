@@ -370,3 +370,50 @@ fn error_too_large_and_exponential_args_are_bounded() {
     text.push_str("FROM $A39\n");
     assert!(error(&text, &[]).contains("expands to more than 8388608 bytes"));
 }
+
+#[test]
+fn hostile_inputs_near_the_cap_finish() {
+    let cap = MAX_DOCKERFILE_BYTES - 64;
+    let fill = |piece: &str| piece.repeat(cap / piece.len());
+    let distinct = |head: &str, line: fn(usize) -> String| {
+        let mut text = head.to_owned();
+        for l in (0..).map(line) {
+            if text.len() + l.len() > cap {
+                break;
+            }
+            text.push_str(&l);
+        }
+        text
+    };
+    let inputs = [
+        format!("FROM a\nRUN x {}", fill("\\\n")),
+        format!("FROM a\n{}", fill("RUN <<E\nE\n")),
+        format!("FROM {}", fill("${A:-")),
+        format!("{}FROM $A0\n", fill("ARG A0=$A0$A0\n")),
+        format!("{}FROM a", fill("ARG A=1\n")),
+        format!("FROM {}", fill("a")),
+        format!("FROM a\n{}", fill("COPY --from=b:1 / /\n")),
+        fill("#\n"),
+        format!("FROM a\nRUN {}", fill("\"")),
+        distinct("FROM a\n", |i| format!("COPY --from=b{i}:1 / /\n")),
+        distinct("", |i| format!("FROM s{i} AS s{i}\n")),
+    ];
+    for text in &inputs {
+        let _ = base_images(text, &args(&[]), AMD64);
+    }
+}
+
+#[test]
+fn error_too_many_base_images() {
+    let text: String = (0..=MAX_BASE_IMAGES)
+        .map(|i| format!("FROM b{i}:1\n"))
+        .collect();
+    assert!(
+        error(&text, &[])
+            .starts_with("Dockerfile line 257: more than 256 distinct base images\n  help: ")
+    );
+    assert_eq!(
+        bases(&text[..text.len() - "FROM b256:1\n".len()]).len(),
+        256
+    );
+}
