@@ -417,3 +417,15 @@ fn error_too_many_base_images() {
         256
     );
 }
+
+#[test]
+fn crlf_line_ends_and_a_from_continued_over_lines() {
+    assert_eq!(
+        bases("ARG T=1\r\nFROM a:$T\r\nFROM \\\r\n  b:2 \\\n  AS x\r\n"),
+        ["a:1", "b:2"]
+    );
+    assert!(
+        error("FROM a\r\n\r\nFROM \\\n  ${X}\n", &[])
+            .starts_with("Dockerfile line 3: FROM ${X} is empty")
+    );
+}
