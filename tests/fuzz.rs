@@ -1,12 +1,13 @@
 //! Property-based fuzzing (proptest) of everything planner reads from outside: git pkt-lines
-//! and ref advertisements, `runtimes.toml`, plan files, `.dockerignore`, and records. Each
+//! and ref advertisements, `runtimes.toml`, plan files, `.dockerignore`, records, and
+//! Dockerfiles (their base images). Each
 //! target gets random bytes or text, and structure-aware inputs (valid documents, mutated or
 //! assembled from hostile pieces), and checks that nothing panics, that errors are clean
 //! (located, one of the documented kinds) and that what is accepted behaves (round trips,
 //! agreement with a reference matcher).
 //!
 //! The suite runs [`SUITE_CASES`] cases per target ([`SUITE_CASES_REGEX`] for `.dockerignore`),
-//! about 4,100 in all; `scripts/fuzz.sh` runs a million per target through `PROPTEST_CASES`,
+//! about 4,900 in all; `scripts/fuzz.sh` runs a million per target through `PROPTEST_CASES`,
 //! which overrides both.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use proptest::test_runner::Config as ProptestConfig;
 
 use planner::config::{self, EnvOverrides};
 use planner::docker::ignore::{DockerIgnore, IgnoreError};
+use planner::dockerfile::{BaseRef, MAX_REFERENCE_BYTES, base_images};
 use planner::git::pktline::{self, Pkt, PktError};
 use planner::key::Key;
 use planner::plan::{Graph, PlanSet, StepKind, load::parse_plan};
@@ -691,5 +693,157 @@ proptest! {
         key in key(),
     ) {
         prop_assert_eq!(read_back(&key, value.to_string().as_bytes())?, None);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfiles (base images)
+
+/// Words that stress substitution, quoting and flags.
+fn dockerfile_word() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9./:@_-]{1,24}",
+        Just("${BASE:-alpine:3.19}".to_owned()),
+        Just("${A}${B}".to_owned()),
+        Just("$TARGETARCH".to_owned()),
+        Just("${A:+${B:-${C}}}".to_owned()),
+        Just("${A#*:}${B%%.*}${C//a/b}".to_owned()),
+        Just("\"quoted $A\"".to_owned()),
+        Just("'single $A'".to_owned()),
+        Just("\\$A`$B".to_owned()),
+        Just("${".to_owned()),
+        Just("${A:?}".to_owned()),
+        Just("scratch".to_owned()),
+        Just("Builder".to_owned()),
+        "[\\PC\\t]{0,12}",
+    ]
+}
+
+/// One Dockerfile-ish line: mostly instructions planner reads, sometimes hostile pieces.
+fn dockerfile_line() -> impl Strategy<Value = String> {
+    let w = dockerfile_word;
+    prop_oneof![
+        3 => (w(), prop::option::of(w())).prop_map(|(i, s)| match s {
+            Some(s) => format!("FROM {i} AS {s}"),
+            None => format!("FROM {i}"),
+        }),
+        2 => (w(), w()).prop_map(|(p, i)| format!("FROM --platform={p} {i}")),
+        3 => (w(), w()).prop_map(|(n, v)| format!("ARG {n}={v}")),
+        1 => w().prop_map(|n| format!("ARG {n}")),
+        2 => w().prop_map(|f| format!("COPY --from={f} /a /b")),
+        1 => w().prop_map(|f| format!("RUN --mount=type=bind,from={f},target=/m true")),
+        1 => Just("RUN a \\\n# comment\n  && b \\\n\n  && c".to_owned()),
+        1 => Just("RUN <<EOF\nFROM evil\nEOF".to_owned()),
+        1 => Just("# escape=`".to_owned()),
+        1 => Just("\\".to_owned()),
+        1 => Just("FROM".to_owned()),
+        1 => "[\\PC\\t]{0,40}",
+    ]
+}
+
+fn dockerfile_text() -> impl Strategy<Value = String> {
+    vec(dockerfile_line(), 0..12).prop_map(|lines| lines.join("\n"))
+}
+
+fn dockerfile_build_args() -> impl Strategy<Value = planner::config::BuildArgs> {
+    prop::collection::btree_map("[A-C]|BASE|TAG", "[a-z0-9:._/$-]{0,12}", 0..4)
+}
+
+/// Runs `base_images` and checks what it answers: errors locate themselves and say what to do;
+/// accepted references are non-empty, bounded, free of control characters and unique.
+fn check_dockerfile(
+    text: &str,
+    args: &planner::config::BuildArgs,
+) -> Result<Option<Vec<BaseRef>>, TestCaseError> {
+    match base_images(text, args, "linux/amd64") {
+        Ok(bases) => {
+            for (i, b) in bases.iter().enumerate() {
+                prop_assert!(!b.reference.is_empty());
+                prop_assert!(b.reference.len() <= MAX_REFERENCE_BYTES);
+                prop_assert!(!b.reference.chars().any(char::is_control));
+                prop_assert!(b.platform.as_deref() != Some(""));
+                prop_assert!(!bases[..i].contains(b), "duplicate {b:?}");
+            }
+            Ok(Some(bases))
+        }
+        Err(e) => {
+            let message = e.to_string();
+            prop_assert!(message.starts_with("Dockerfile "), "{message}");
+            prop_assert!(message.contains("\n  help: "), "{message}");
+            if let Some(rest) = message.strip_prefix("Dockerfile line ") {
+                let line: usize = rest.split(':').next().unwrap().parse().unwrap();
+                prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{message}");
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// A multi-stage Dockerfile of `stages` (image index, stage it builds on, or a COPY --from),
+/// with the base images it names, in order, deduplicated.
+fn multi_stage_dockerfile() -> impl Strategy<Value = (String, Vec<String>)> {
+    vec(
+        (0..4usize, any::<bool>(), any::<bool>(), any::<bool>()),
+        1..8,
+    )
+    .prop_map(|stages| {
+        let mut text = String::from("ARG REG=127.0.0.1:5000\nARG IMG2=${REG}/two\n");
+        let mut want: Vec<String> = Vec::new();
+        let mut add = |r: String| {
+            if !want.contains(&r) {
+                want.push(r);
+            }
+        };
+        for (i, (image, on_stage, upper, copy)) in stages.into_iter().enumerate() {
+            let name = if upper {
+                format!("Stage{i}")
+            } else {
+                format!("stage{i}")
+            };
+            if on_stage && i > 0 {
+                text.push_str(&format!("FROM STAGE{} AS {name}\n", i - 1));
+            } else if image == 2 {
+                text.push_str(&format!("FROM $IMG2 AS {name}\n"));
+                add("127.0.0.1:5000/two".into());
+            } else if image == 3 {
+                text.push_str(&format!("FROM scratch AS {name}\n"));
+            } else {
+                text.push_str(&format!("FROM img{image}:1 AS {name}\n"));
+                add(format!("img{image}:1"));
+            }
+            text.push_str("RUN echo \\\n  # note\n  done\n");
+            if copy {
+                text.push_str(&format!(
+                    "COPY --from=stage0 /a /b\nCOPY --from=copy{image}:2 /c /d\n"
+                ));
+                add(format!("copy{image}:2"));
+            }
+        }
+        (text, want)
+    })
+}
+
+proptest! {
+    #![proptest_config(config(SUITE_CASES))]
+
+    #[test]
+    fn dockerfile_random_bytes_never_panic(bytes in vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes);
+        check_dockerfile(&text, &Default::default())?;
+    }
+
+    #[test]
+    fn dockerfile_structured_lines_never_panic(
+        text in dockerfile_text(),
+        args in dockerfile_build_args(),
+    ) {
+        check_dockerfile(&text, &args)?;
+    }
+
+    #[test]
+    fn dockerfile_multi_stage_bases_are_the_images_named((text, want) in multi_stage_dockerfile()) {
+        let got = check_dockerfile(&text, &Default::default())?;
+        let got: Vec<String> = got.unwrap_or_default().into_iter().map(|b| b.reference).collect();
+        prop_assert_eq!(got, want, "{}", text);
     }
 }
