@@ -272,3 +272,50 @@ fn an_image_of_the_previous_key_format_is_rebuilt_once_saying_why_without_a_fetc
     assert_eq!(label(&pinned, "dev.planner.key-format"), "planner-key/2");
     assert_nothing_ran(&env.planner(&["ensure", "up"]));
 }
+
+#[test]
+fn bases_named_through_args_and_stages_follow_the_declared_build_args() {
+    let env = Env::new("baseargs");
+    let make = |tag: &str, marker: &str| {
+        let reference = format!("{}base:{tag}", env.prefix);
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("marker"), marker).unwrap();
+        let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY marker {MARKER_PATH}\n");
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        let out = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", &reference])
+            .arg(ctx.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    };
+    let (one, two) = (make("1", "one"), make("2", "two"));
+    // The origin's shapes: an ARG before FROM, a named stage built on, comments and a
+    // continued RUN.
+    let dockerfile = format!(
+        "# syntax check: comments and continuations\nARG V=1\nFROM {}base:${{V}} AS build\nRUN echo a \\\n  # a comment inside\n  && echo b > /ab\nFROM build\nCOPY test-id.txt /id\n",
+        env.prefix
+    );
+    let sha = template(&env, "args", &dockerfile);
+    let table = env.runtime("args", "args");
+    env.config(&format!("{table}build_args = {{ V = \"2\" }}\n"));
+    let run = env.planner(&["ensure", "args"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let pinned = env.image("args", &sha);
+    assert_eq!(marker_in(&pinned), "two");
+    let bases = label(&pinned, BASES_LABEL);
+    assert!(bases.contains(&two) && !bases.contains(&one), "{bases}");
+    assert!(
+        !bases.contains("\"build\""),
+        "a stage is not a base: {bases}"
+    );
+    // Rebuilding the base the default names changes nothing: the build arg picked the other.
+    make("1", "one again");
+    assert_nothing_ran(&env.planner(&["ensure", "args"]));
+}
