@@ -266,16 +266,15 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
     let rt = req.node.runtime();
     let tag = rt.pinned_tag(req.revision);
     let why = match world.engine.inspect(&tag).await? {
-        Some(info)
-            if info.labels.get(eng::LABEL_KEY_FORMAT).map(String::as_str) != Some(KEY_FORMAT) =>
-        {
-            let old = info.labels.get(eng::LABEL_KEY_FORMAT);
-            format!(
-                "image {tag} is stale: key format changed ({} -> {KEY_FORMAT})",
-                old.map_or("none", |f| shown_label(f))
-            )
+        // Its bases as it states them, so that the reason names what else changed.
+        Some(info) => {
+            let mut expected = inputs(req.node, req.revision, &Bases::default());
+            expected.bases = inputs_from_labels(&info.labels).bases;
+            match label_mismatch(&info, &key(&expected), &expected) {
+                Some(why) => format!("image {tag} is stale: {why}"),
+                None => format!("image {tag} names no base images"),
+            }
         }
-        Some(_) => format!("image {tag} was built with other inputs"),
         None => why_no_image(world, rt, req.revision, req.previous_revision, None, &tag).await?,
     };
     Ok(format!("{why}{}", args_note(&rt.build_args)))
