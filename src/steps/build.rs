@@ -188,15 +188,18 @@ async fn read_bases(
     let (rt, path, commit) = (rt.clone(), checkout.join(&rt.dockerfile), commit.to_owned());
     let verified = verified_blake3.to_owned();
     tokio::task::spawn_blocking(move || {
+        // `what` ends with its own `help:` line.
         let fail = |what: String| {
             StepError::Dockerfile(format!(
-                "Dockerfile {} in {} at commit {commit}: {what}\n  help: fix the template repository, or set `dockerfile` for runtime {:?} in runtimes.toml",
+                "Dockerfile {} in {} at commit {commit} (runtime {:?}): {what}",
                 rt.dockerfile,
                 rt.repo_identity(),
                 rt.name
             ))
         };
-        let bytes = read_capped(&path).map_err(|e| fail(format!("cannot be read ({e})")))?;
+        let bytes = read_capped(&path).map_err(|e| {
+            fail(format!("cannot be read ({e})\n  help: run the command again; planner re-clones a checkout it cannot read"))
+        })?;
         if blake3::hash(&bytes).to_hex().as_str() != verified {
             return Err(fail(
                 "changed since it was verified\n  help: run the command again".into(),
