@@ -271,6 +271,20 @@ impl TestRegistry {
     /// answered (a hung registry, for timeouts) until [`Self::thaw`].
     pub fn freeze(&self) {
         self.signal(libc::SIGSTOP);
+        // kill(2) returns before every thread has stopped: a thread running on another CPU
+        // may still answer a request. Wait until the kernel reports the process stopped.
+        let stat = format!("/proc/{}/stat", self.child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            if state == Some('T') {
+                // Every thread: the main one may be stopped before the others.
+                std::thread::sleep(Duration::from_millis(50));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn thaw(&self) {
