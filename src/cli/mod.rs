@@ -21,6 +21,7 @@ use crate::app::{self, AppError, Globals};
 use crate::exec;
 use crate::mask::mask;
 use crate::report::{self, json, plain, plan as plan_report, summary, tty};
+use crate::shard::Shard;
 use crate::store::RunLockMode;
 
 const AFTER_HELP: &str = "\
@@ -54,6 +55,9 @@ pub struct Cli {
     /// Print only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Docker engine for this run: unix:///PATH, tcp://HOST:PORT (TLS with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) or ssh://USER@HOST [default: DOCKER_HOST, else the Docker context, else unix:///var/run/docker.sock]
+    #[arg(long, global = true, value_name = "URL", value_parser = engine_url)]
+    pub engine: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -136,6 +140,43 @@ pub struct Selection {
     /// Act on every runtime in runtimes.toml
     #[arg(long)]
     pub all: bool,
+    /// Only this machine's share of the selected runtimes: shard K of N (from 1), or auto/N with K = JOB_COMPLETION_INDEX + 1 (a Kubernetes Indexed Job)
+    #[arg(long, value_name = "K/N", value_parser = shard_arg)]
+    pub shard: Option<Shard>,
+}
+
+impl Selection {
+    /// The runtimes this selection names, cut to its shard. `None` when the shard holds
+    /// none of them (said on stderr: nothing to do is not an error).
+    fn runtimes(&self, config: &crate::config::Config) -> Result<Option<Runtimes>, AppError> {
+        let runtimes = app::select(config, &self.runtimes, self.all)?;
+        let Some(shard) = self.shard else {
+            return Ok(Some(runtimes));
+        };
+        let selected = runtimes.len();
+        let held: Runtimes = runtimes
+            .into_iter()
+            .filter(|r| shard.holds(&r.name))
+            .collect();
+        if held.is_empty() {
+            eprintln!(
+                "planner: shard {shard} holds none of the {selected} selected runtime(s); nothing to do"
+            );
+            return Ok(None);
+        }
+        Ok(Some(held))
+    }
+}
+
+type Runtimes = Vec<Arc<crate::config::Runtime>>;
+
+fn shard_arg(text: &str) -> Result<Shard, String> {
+    let index = std::env::var(crate::shard::INDEX_ENV).ok();
+    Shard::parse(text, index.as_deref())
+}
+
+fn engine_url(text: &str) -> Result<String, String> {
+    crate::docker::endpoint::check_address(text).map(|()| text.to_owned())
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +347,9 @@ fn verbosity(cli: &Cli) -> plain::Verbosity {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Some(url) = &cli.engine {
+        crate::docker::endpoint::set_override(url);
+    }
     let globals = Globals {
         config: cli.config.clone(),
         cache_dir: cli.cache_dir.clone(),
@@ -337,7 +381,9 @@ async fn cmd_plan(
     offline: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
-    let runtimes = app::select(&loaded.config, &sel.runtimes, sel.all)?;
+    let Some(runtimes) = sel.runtimes(&loaded.config)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let planned = app::plan(&loaded, &runtimes, offline).await?;
     let rows = plan_report::rows(&planned.graph, &planned.decided);
     let text = match format {
@@ -364,7 +410,9 @@ async fn cmd_ensure(
     verbosity: plain::Verbosity,
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
-    let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
+    let Some(runtimes) = args.selection.runtimes(&loaded.config)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let mode = if args.selection.all {
         RunLockMode::Exclusive
     } else {
