@@ -97,7 +97,10 @@ pub async fn failure(
     };
     endpoint_error(EndpointError::Ssh {
         host: shown(endpoint),
-        dest: target.host.clone(),
+        dest: match target.port {
+            Some(port) => format!("-p {port} {}", target.host),
+            None => target.host.clone(),
+        },
         detail,
     })
 }
