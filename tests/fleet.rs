@@ -130,3 +130,61 @@ fn an_empty_shard_does_nothing_and_says_so() {
         empty[0].all()
     );
 }
+
+/// The Indexed Job example: completions, parallelism and --shard auto/N agree, and its
+/// arguments run as written for its last index.
+#[test]
+fn the_indexed_job_example_is_consistent_and_runs_as_written() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/fleet/k8s-indexed-job.yaml"
+    ))
+    .unwrap();
+    let value = |key: &str| -> u32 {
+        let line = yaml
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap();
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .split('#')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (completions, parallelism) = (value("completions:"), value("parallelism:"));
+    let args_line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("args:"))
+        .unwrap();
+    let args: Vec<String> = args_line
+        .split_once('[')
+        .unwrap()
+        .1
+        .trim_end_matches(']')
+        .split(',')
+        .map(|a| a.trim().trim_matches('"').to_owned())
+        .collect();
+    let shard = &args[args.iter().position(|a| a == "--shard").unwrap() + 1];
+    assert_eq!(shard, &format!("auto/{completions}"));
+    assert_eq!(completions, parallelism);
+    let env = Env::new("shard-example");
+    config(&env, &NAMES);
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.push("--dry-run");
+    let run = Run::from_output(
+        env.command(&argv)
+            .env("JOB_COMPLETION_INDEX", (completions - 1).to_string())
+            .output()
+            .unwrap(),
+    );
+    assert!(run.code == 0 || run.code == 1, "{}", run.all());
+    assert!(
+        !run.stdout.is_empty() || run.stderr.contains("holds none"),
+        "{}",
+        run.all()
+    );
+}

@@ -32,8 +32,10 @@ Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir
 printing the plan.
 
 Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, PLANNER_REGISTRY (registry
-mode for runtimes without their own source), DOCKER_HOST, DOCKER_CONFIG (registry credentials),
-and the token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
+mode for runtimes without their own source), DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+(TLS engines), DOCKER_CONTEXT, DOCKER_CONFIG (registry credentials, contexts),
+PLANNER_ENGINE_SSH_COMMAND (ssh:// engines), JOB_COMPLETION_INDEX (--shard auto/N), and the token
+variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
 
 /// Keep container images for allowlisted runtimes: built from their template repo pinned to the
 /// commit, or pulled from a registry pinned to the digest, never twice.
@@ -71,7 +73,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make sure each runtime's image exists for its branch HEAD (or registry digest): clone, build, pull and tag only what is missing
     #[command(
-        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all` (with --json: `plan --format json`)\n  planner ensure --all --json --no-wait -q > prewarm.ndjson   # a nightly job: events + summary, exit 75 if busy"
+        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all` (with --json: `plan --format json`)\n  planner ensure --all --json --no-wait -q > prewarm.ndjson   # a nightly job: events + summary, exit 75 if busy\n  planner ensure --all --shard 2/3   # this machine's third of a fleet (auto/3: from JOB_COMPLETION_INDEX)\n  planner --engine tcp://builder:2376 ensure --all   # a remote engine (TLS: DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)"
     )]
     Ensure(EnsureArgs),
     /// Show per runtime the last resolved commit or digest, its image, `:latest` and the checkout cache (no network unless --refresh)
