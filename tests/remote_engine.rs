@@ -400,3 +400,39 @@ fn an_engine_that_is_too_old_or_not_there_is_named_with_the_fix() {
         run.all()
     );
 }
+
+/// Registry mode's pull is the one engine call made without bollard: it too goes over TLS
+/// with the client certificates (it went out in plain HTTP before).
+#[test]
+fn a_registry_pull_goes_through_the_tls_engine() {
+    use support::registry::{RegistryAuth, TestRegistry};
+    let engine = TlsEngine::shared();
+    let env = Env::new("tls-pull");
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let marker = format!("{}pull {}", env.prefix, std::process::id());
+    let pushed = reg.push_image("workspace-template-alpha", "latest", &marker);
+    let text = format!(
+        "[defaults]\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\nsource = \"registry\"\nregistry = \"{}\"\n\n[runtimes.alpha]\n",
+        env.prefix,
+        reg.host()
+    );
+    std::fs::write(env.dir.path().join("runtimes.toml"), text).unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let mut cmd = env.command(&["ensure", "alpha"]);
+    cmd.env("DOCKER_HOST", engine.tcp())
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", engine.good_certs())
+        .env("DOCKER_CONFIG", docker_config.path())
+        .env_remove("PLANNER_REGISTRY");
+    let run = Run::from_output(cmd.output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.count("pull", "done"), 1, "{}", run.all());
+    let out = engine.docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        &env.latest("alpha"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pushed.image_id);
+}

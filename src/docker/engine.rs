@@ -96,6 +96,8 @@ pub struct BuildRequest {
 pub struct Engine {
     pub(super) docker: Docker,
     pub(super) host: String,
+    /// How to reach the engine for the calls made without bollard (the pull).
+    pub(super) endpoint: Arc<Endpoint>,
     /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
     pub(super) idle: Duration,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
@@ -153,17 +155,18 @@ impl Engine {
                 let docker =
                     Docker::connect_with_unix(&endpoint.host, BUILD_TIMEOUT.as_secs(), &version)
                         .map_err(|e| remote::unreachable(&endpoint, e.to_string()))?;
-                return Ok(Engine::new(docker, endpoint.host));
+                return Ok(Engine::new(docker, endpoint));
             }
         }
         let docker = remote::connect(&endpoint).await?;
-        Ok(Engine::new(docker, endpoint.host))
+        Ok(Engine::new(docker, endpoint))
     }
 
-    fn new(docker: Docker, host: String) -> Engine {
+    fn new(docker: Docker, endpoint: Endpoint) -> Engine {
         Engine {
             docker,
-            host,
+            host: endpoint.host.clone(),
+            endpoint: Arc::new(endpoint),
             idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
             known: None,
         }

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use bollard::{ClientVersion, Docker};
+use hyper_util::rt::TokioIo;
 
 use super::endpoint::{Endpoint, EndpointError, Tls, Transport};
 use super::engine::{BUILD_TIMEOUT, DockerError, PING_TIMEOUT};
@@ -247,4 +250,89 @@ pub(super) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+/// A connection hyper can speak HTTP/1 over.
+pub trait HyperIo: hyper::rt::Read + hyper::rt::Write + Unpin + Send {}
+impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send> HyperIo for T {}
+
+/// A fresh connection to the engine, for calls made without bollard (the pull): the same
+/// transport and TLS files as bollard's, so TLS stays TLS.
+pub async fn open(endpoint: &Endpoint) -> Result<Box<dyn HyperIo>, String> {
+    let host = shown(endpoint);
+    let failed = |e: std::io::Error| format!("connecting to {host}: {e}");
+    match &endpoint.transport {
+        Transport::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(failed)?;
+            Ok(Box::new(TokioIo::new(stream)))
+        }
+        Transport::Tcp {
+            authority,
+            tls: None,
+        } => {
+            let stream = tokio::net::TcpStream::connect(authority)
+                .await
+                .map_err(failed)?;
+            Ok(Box::new(TokioIo::new(stream)))
+        }
+        Transport::Tcp {
+            authority,
+            tls: Some(tls),
+        } => {
+            let stream = tokio::net::TcpStream::connect(authority)
+                .await
+                .map_err(failed)?;
+            let tls_stream = tls_connect(stream, &hostname(endpoint), tls)
+                .await
+                .map_err(failed)?;
+            Ok(Box::new(TokioIo::new(tls_stream)))
+        }
+        Transport::Ssh(target) => {
+            let stream = super::ssh::open(target).await.map_err(failed)?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
+/// TLS over `stream` with `tls`'s CA (and the system roots, as bollard trusts) and client pair.
+async fn tls_connect(
+    stream: tokio::net::TcpStream,
+    name: &str,
+    tls: &Tls,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let pem = |path: PathBuf| {
+        std::fs::read(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    };
+    for cert in CertificateDer::pem_slice_iter(&pem(tls.ca())?) {
+        let added = cert
+            .map_err(|e| e.to_string())
+            .and_then(|c| roots.add(c).map_err(|e| e.to_string()));
+        added.map_err(|e| invalid(format!("{}: {e}", tls.ca().display())))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem(tls.cert())?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid(format!("{}: {e}", tls.cert().display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem(tls.key())?)
+        .map_err(|e| invalid(format!("{}: {e}", tls.key().display())))?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| invalid(e.to_string()))?;
+    let bare = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = ServerName::try_from(bare).map_err(|e| invalid(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
 }

@@ -82,6 +82,14 @@ fn argv(target: &SshTarget, command: Option<&str>) -> Vec<String> {
     argv
 }
 
+/// One connection to the engine over ssh (its stderr goes nowhere).
+pub async fn open(
+    target: &SshTarget,
+) -> io::Result<impl hyper::rt::Read + hyper::rt::Write + Unpin + Send + use<>> {
+    let argv = argv(target, std::env::var(SSH_COMMAND_ENV).ok().as_deref());
+    SshStream::spawn(&argv, &SshLog::default()).await
+}
+
 /// What a failed first call over ssh means, with what ssh said on stderr.
 pub async fn failure(
     endpoint: &Endpoint,
