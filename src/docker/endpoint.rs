@@ -216,8 +216,12 @@ fn config_dir(vars: Vars) -> Option<PathBuf> {
         .or_else(|| vars("HOME").map(|h| Path::new(&h).join(".docker")))
 }
 
-/// An address from the flag or `DOCKER_HOST`, with TLS as `DOCKER_TLS_VERIFY` says.
+/// An address from the flag or `DOCKER_HOST`, with TLS as `DOCKER_TLS_VERIFY` says (for
+/// `tcp://` only: a unix socket or ssh has no TLS to turn on).
 fn with_env_tls(host: &str, source: &str, vars: Vars) -> Result<Endpoint, EndpointError> {
+    if !host.starts_with("tcp://") {
+        return Endpoint::parse(host, source, None);
+    }
     let tls = match (vars("DOCKER_TLS_VERIFY"), vars("DOCKER_TLS")) {
         (Some(_), _) => {
             let (dir, which) = match vars("DOCKER_CERT_PATH") {

@@ -233,3 +233,13 @@ fn a_config_json_that_is_not_a_file_or_not_json_names_no_context() {
         DEFAULT_HOST
     );
 }
+
+#[test]
+fn tls_variables_leave_unix_and_ssh_alone() {
+    for host in ["unix:///run/docker.sock", "ssh://h"] {
+        for tls in [("DOCKER_TLS_VERIFY", "1"), ("DOCKER_TLS", "1")] {
+            let e = resolve(None, &[("DOCKER_HOST", host), tls]).unwrap();
+            assert!(!matches!(e.transport, Transport::Tcp { .. }), "{host}");
+        }
+    }
+}
