@@ -13,7 +13,8 @@
 //! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
-//! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves.
+//! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves; [`shard`] splits
+//! the runtimes of a fleet (`--shard K/N`).
 pub mod app;
 pub mod bases;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod plan;
 mod process;
 pub mod registry;
 pub mod report;
+pub mod shard;
 pub mod status;
 pub mod steps;
 pub mod store;

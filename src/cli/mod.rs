@@ -21,6 +21,7 @@ use crate::app::{self, AppError, Globals};
 use crate::exec;
 use crate::mask::mask;
 use crate::report::{self, json, plain, plan as plan_report, summary, tty};
+use crate::shard::Shard;
 use crate::store::RunLockMode;
 
 const AFTER_HELP: &str = "\
@@ -31,8 +32,10 @@ Exit codes: 0 all ensured; 1 some runtime failed (or the Docker engine/cache dir
 printing the plan.
 
 Environment: PLANNER_CONFIG, PLANNER_CACHE_DIR, PLANNER_REPO_PREFIX, PLANNER_REGISTRY (registry
-mode for runtimes without their own source), DOCKER_HOST, DOCKER_CONFIG (registry credentials),
-and the token variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
+mode for runtimes without their own source), DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+(TLS engines), DOCKER_CONTEXT, DOCKER_CONFIG (registry credentials, contexts),
+PLANNER_ENGINE_SSH_COMMAND (ssh:// engines), JOB_COMPLETION_INDEX (--shard auto/N), and the token
+variable named by [git] token_env (PLANNER_GIT_TOKEN in the shipped runtimes.toml).";
 
 /// Keep container images for allowlisted runtimes: built from their template repo pinned to the
 /// commit, or pulled from a registry pinned to the digest, never twice.
@@ -54,6 +57,9 @@ pub struct Cli {
     /// Print only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Docker engine for this run: unix:///PATH, tcp://HOST:PORT (TLS with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) or ssh://USER@HOST [default: DOCKER_HOST, else the Docker context, else unix:///var/run/docker.sock]
+    #[arg(long, global = true, value_name = "URL", value_parser = engine_url)]
+    pub engine: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,7 +73,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make sure each runtime's image exists for its branch HEAD (or registry digest): clone, build, pull and tag only what is missing
     #[command(
-        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all` (with --json: `plan --format json`)\n  planner ensure --all --json --no-wait -q > prewarm.ndjson   # a nightly job: events + summary, exit 75 if busy"
+        after_help = "Examples:\n  planner ensure                 # the default_runtime\n  planner ensure --all --jobs 4  # prewarm every runtime\n  planner ensure codex hermes --fail-fast\n  planner ensure --all --dry-run # same as `planner plan --all` (with --json: `plan --format json`)\n  planner ensure --all --json --no-wait -q > prewarm.ndjson   # a nightly job: events + summary, exit 75 if busy\n  planner ensure --all --shard 2/3   # this machine's third of a fleet (auto/3: from JOB_COMPLETION_INDEX)\n  planner --engine tcp://builder:2376 ensure --all   # a remote engine (TLS: DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)"
     )]
     Ensure(EnsureArgs),
     /// Show per runtime the last resolved commit or digest, its image, `:latest` and the checkout cache (no network unless --refresh)
@@ -136,6 +142,43 @@ pub struct Selection {
     /// Act on every runtime in runtimes.toml
     #[arg(long)]
     pub all: bool,
+    /// Only this machine's share of the selected runtimes: shard K of N (from 1), or auto/N with K = JOB_COMPLETION_INDEX + 1 (a Kubernetes Indexed Job)
+    #[arg(long, value_name = "K/N", value_parser = shard_arg)]
+    pub shard: Option<Shard>,
+}
+
+impl Selection {
+    /// The runtimes this selection names, cut to its shard. `None` when the shard holds
+    /// none of them (said on stderr: nothing to do is not an error).
+    fn runtimes(&self, config: &crate::config::Config) -> Result<Option<Runtimes>, AppError> {
+        let runtimes = app::select(config, &self.runtimes, self.all)?;
+        let Some(shard) = self.shard else {
+            return Ok(Some(runtimes));
+        };
+        let selected = runtimes.len();
+        let held: Runtimes = runtimes
+            .into_iter()
+            .filter(|r| shard.holds(&r.name))
+            .collect();
+        if held.is_empty() {
+            eprintln!(
+                "planner: shard {shard} holds none of the {selected} selected runtime(s); nothing to do"
+            );
+            return Ok(None);
+        }
+        Ok(Some(held))
+    }
+}
+
+type Runtimes = Vec<Arc<crate::config::Runtime>>;
+
+fn shard_arg(text: &str) -> Result<Shard, String> {
+    let index = std::env::var(crate::shard::INDEX_ENV).ok();
+    Shard::parse(text, index.as_deref())
+}
+
+fn engine_url(text: &str) -> Result<String, String> {
+    crate::docker::endpoint::check_address(text).map(|()| text.to_owned())
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +349,9 @@ fn verbosity(cli: &Cli) -> plain::Verbosity {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Some(url) = &cli.engine {
+        crate::docker::endpoint::set_override(url);
+    }
     let globals = Globals {
         config: cli.config.clone(),
         cache_dir: cli.cache_dir.clone(),
@@ -337,7 +383,9 @@ async fn cmd_plan(
     offline: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
-    let runtimes = app::select(&loaded.config, &sel.runtimes, sel.all)?;
+    let Some(runtimes) = sel.runtimes(&loaded.config)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let planned = app::plan(&loaded, &runtimes, offline).await?;
     let rows = plan_report::rows(&planned.graph, &planned.decided);
     let text = match format {
@@ -364,7 +412,9 @@ async fn cmd_ensure(
     verbosity: plain::Verbosity,
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
-    let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
+    let Some(runtimes) = args.selection.runtimes(&loaded.config)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let mode = if args.selection.all {
         RunLockMode::Exclusive
     } else {

@@ -99,7 +99,9 @@ async fn watch(
     writer: Option<json::Writer>,
 ) -> anyhow::Result<u8> {
     let loaded = app::load(globals)?;
-    let runtimes = app::select(&loaded.config, &args.selection.runtimes, args.selection.all)?;
+    let Some(runtimes) = args.selection.runtimes(&loaded.config)? else {
+        return Ok(0);
+    };
     let opts = watch::Options {
         interval: args.interval,
         jitter: args.jitter,

@@ -1,5 +1,5 @@
-//! The Docker engine through bollard: connection (honouring `DOCKER_HOST`, API version
-//! negotiated), image inspection, tagging, and builds from a streamed context.
+//! The Docker engine through bollard: connection (to the engine [`super::endpoint`] names, API
+//! version negotiated), image inspection, tagging, and builds from a streamed context.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +8,9 @@ use std::time::Duration;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
+
+use super::endpoint::{Endpoint, Transport};
+use super::remote;
 
 /// Labels planner puts on every image it builds, so the image describes itself.
 pub const LABEL_KEY: &str = "dev.planner.key";
@@ -43,6 +46,9 @@ pub enum DockerError {
     },
     #[error("Docker engine call {what} failed: {detail}")]
     Api { what: String, detail: String },
+    /// The engine address, its TLS, or what the engine answered first is not usable.
+    #[error(transparent)]
+    Endpoint(Box<super::endpoint::EndpointError>),
     #[error(
         "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
     )]
@@ -92,6 +98,8 @@ pub struct BuildRequest {
 pub struct Engine {
     pub(super) docker: Docker,
     pub(super) host: String,
+    /// How to reach the engine for the calls made without bollard (the pull).
+    pub(super) endpoint: Arc<Endpoint>,
     /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
     pub(super) idle: Duration,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
@@ -121,77 +129,49 @@ fn listing_covers(prefixes: &[String], reference: &str) -> bool {
         })
 }
 
-/// The engine address planner uses, as the user would name it.
-pub fn docker_host() -> (String, String) {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if !h.is_empty() => (h.clone(), format!("DOCKER_HOST is {h}")),
-        _ => (
-            "unix:///var/run/docker.sock".into(),
-            "DOCKER_HOST is unset".into(),
-        ),
-    }
-}
-
 impl Engine {
-    /// Connects, pings within [`PING_TIMEOUT`] and negotiates the API version.
+    /// Connects to the engine [`Endpoint::resolve`] names (`--engine`, `DOCKER_HOST`, a Docker
+    /// context), negotiates the API version and checks it is at least [`remote::MIN_API`].
     pub async fn connect() -> Result<Engine, DockerError> {
-        let (host, env) = docker_host();
-        let unreachable = |detail: String| DockerError::Unreachable {
-            host: host.clone(),
-            detail,
-            env: env.clone(),
-        };
+        let endpoint = Endpoint::resolve().map_err(|e| DockerError::Endpoint(Box::new(e)))?;
         #[cfg(unix)]
-        if let Some(path) = host.strip_prefix("unix://") {
+        if let Transport::Unix(path) = &endpoint.transport {
             // Negotiate from the ping's `Api-Version` header, as the docker CLI does: bollard's
             // negotiation asks `GET /version`, for which dockerd runs `runc --version` and
             // `docker-init --version` (~10 ms, a sixth of a warm `ensure`).
-            let path = path.to_owned();
+            let path = path.to_string_lossy().into_owned();
             let ping = tokio::task::spawn_blocking(move || ping_api_version(&path));
             let version = match tokio::time::timeout(PING_TIMEOUT, ping).await {
                 Err(_) => Err(format!("no answer within {}s", PING_TIMEOUT.as_secs())),
                 Ok(Err(e)) => Err(format!("ping: {e}")),
                 Ok(Ok(answer)) => answer.map_err(|e| e.to_string()),
             }
-            .map_err(unreachable)?;
+            .map_err(|detail| remote::unreachable(&endpoint, detail))?;
             if let Some(server) = version {
+                remote::check_version(&endpoint, &server).map_err(|e| *e)?;
                 let version = if server < *bollard::API_DEFAULT_VERSION {
                     server
                 } else {
                     *bollard::API_DEFAULT_VERSION
                 };
-                let docker = Docker::connect_with_unix(&host, BUILD_TIMEOUT.as_secs(), &version)
-                    .map_err(|e| unreachable(e.to_string()))?;
-                return Ok(Engine {
-                    docker,
-                    host,
-                    idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
-                    known: None,
-                });
+                let docker =
+                    Docker::connect_with_unix(&endpoint.host, BUILD_TIMEOUT.as_secs(), &version)
+                        .map_err(|e| remote::unreachable(&endpoint, e.to_string()))?;
+                return Ok(Engine::new(docker, endpoint));
             }
         }
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker.with_timeout(BUILD_TIMEOUT);
-        match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "no answer within {}s",
-                    PING_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Ok(Ok(_)) => {}
-        }
-        let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
-            .await
-            .map_err(|_| unreachable("version negotiation timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok(Engine {
+        let docker = remote::connect(&endpoint).await?;
+        Ok(Engine::new(docker, endpoint))
+    }
+
+    fn new(docker: Docker, endpoint: Endpoint) -> Engine {
+        Engine {
             docker,
-            host,
+            host: endpoint.host.clone(),
+            endpoint: Arc::new(endpoint),
             idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
             known: None,
-        })
+        }
     }
 
     pub fn host(&self) -> &str {

@@ -1,9 +1,13 @@
-//! Docker: the engine through bollard ([`engine`]), the streamed build context
-//! ([`context`]) and `.dockerignore` semantics ([`ignore`]).
+//! Docker: the engine through bollard ([`engine`]; which engine and how to reach it:
+//! [`endpoint`], [`remote`]), the streamed build context ([`context`]) and `.dockerignore`
+//! semantics ([`ignore`]).
 pub mod context;
+pub mod endpoint;
 pub mod engine;
 mod goregex;
 pub mod ignore;
 pub mod pull;
+pub mod remote;
+mod ssh;
 
 pub use engine::{DockerError, Engine, ImageInfo};

@@ -4,14 +4,13 @@
 //! for a pull, treats an undecodable header as no credentials at all: a private image would
 //! then be pulled anonymously and fail with a misleading "not found" (or worse, a public
 //! image of the same name would be pulled). So this one call goes over the engine's socket
-//! with hyper directly, with the header exactly as [`crate::registry::engine_auth`] encodes
+//! with hyper directly (over the connection [`super::remote::open`] makes), with the header exactly as [`crate::registry::engine_auth`] encodes
 //! it. Progress is bounded by the engine's idle limit like a build's.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyStream, Empty};
-use hyper_util::rt::TokioIo;
 
 use super::engine::{Activity, DockerError, Engine, api};
 use crate::registry::ImageRef;
@@ -118,31 +117,14 @@ impl Engine {
         request.body(Empty::new()).map_err(|e| e.to_string())
     }
 
-    /// Sends `request` over a fresh connection to the engine (unix socket or TCP).
+    /// Sends `request` over a fresh connection to the engine, the way bollard reaches it
+    /// (unix socket, TCP, TLS with the client certificates, ssh).
     async fn send(
         &self,
         request: hyper::Request<Empty<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-        let host = self.host.as_str();
-        if let Some(path) = host.strip_prefix("unix://") {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(|e| format!("connecting to {host}: {e}"))?;
-            return handshake_and_send(TokioIo::new(stream), request).await;
-        }
-        let address = host
-            .strip_prefix("tcp://")
-            .or_else(|| host.strip_prefix("http://"))
-            .ok_or_else(|| {
-                format!(
-                    "pulling through an engine at {} is not supported (unix:// or tcp:// without TLS)",
-                    self.shown_host()
-                )
-            })?;
-        let stream = tokio::net::TcpStream::connect(address.trim_end_matches('/'))
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", self.shown_host()))?;
-        handshake_and_send(TokioIo::new(stream), request).await
+        let io = super::remote::open(&self.endpoint).await?;
+        handshake_and_send(io, request).await
     }
 }
 

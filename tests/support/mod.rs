@@ -11,6 +11,7 @@ pub mod rewrite_proxy;
 pub mod slow_git;
 pub mod sshd;
 pub mod stall_proxy;
+pub mod tls_engine;
 pub mod token_issuer;
 pub mod trees;
 pub mod watcher;

@@ -35,6 +35,11 @@ fn read(path: PathBuf) -> String {
 impl Sshd {
     /// Starts sshd; panics with the fix when it is not installed.
     pub fn start() -> Sshd {
+        Sshd::start_with("")
+    }
+
+    /// Starts sshd with `extra` lines added to its config (e.g. `AcceptEnv DOCKER_HOST`).
+    pub fn start_with(extra: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} missing: run the suite through scripts/test.sh, which installs openssh-server"
@@ -50,7 +55,7 @@ impl Sshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\nStrictModes no\nLogLevel ERROR\n",
+             PermitRootLogin prohibit-password\nStrictModes no\nLogLevel ERROR\n{extra}",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
