@@ -166,13 +166,15 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
     } else {
         Store::open(&loaded.cache_dir).map_err(|e| AppError::Environment(e.to_string()))?
     };
+    let registry = crate::registry::Registry::new(loaded.config.registry.clone());
     Ok(RealWorld {
         store,
         engine,
         http: smart_http::client(),
         auth: GitAuth::from_env(loaded.config.git.token_env.as_deref())
             .with_limits(loaded.config.git.limits.clone()),
-        registry: crate::registry::Registry::new(loaded.config.registry.clone()),
+        cache: crate::cache::SharedCache::new(loaded.config.cache.clone(), registry.clone()),
+        registry,
         bases: crate::bases::Resolver::default(),
         read_only,
     })

@@ -17,6 +17,7 @@
 //! the runtimes of a fleet (`--shard K/N`).
 pub mod app;
 pub mod bases;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod docker;

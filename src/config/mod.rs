@@ -15,9 +15,11 @@ use toml::Spanned;
 use url::Url;
 
 mod build_args;
+mod cache;
 pub use build_args::{
     BuildArgs, MAX_BUILD_ARGS, MAX_NAME_BYTES, MAX_VALUE_BYTES, to_label as build_args_label,
 };
+pub use cache::CacheSettings;
 mod source;
 use source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
 pub use source::{
@@ -79,6 +81,8 @@ pub struct Config {
     pub git: GitSettings,
     pub engine: EngineSettings,
     pub registry: RegistrySettings,
+    /// The shared cache (`[cache]`), when configured.
+    pub cache: Option<CacheSettings>,
     pub runtimes: BTreeMap<String, Runtime>,
 }
 
@@ -265,6 +269,8 @@ struct RawConfig {
     #[serde(default)]
     registry: RawRegistry,
     #[serde(default)]
+    cache: cache::RawCache,
+    #[serde(default)]
     runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
 }
 
@@ -383,6 +389,7 @@ pub fn parse(
     let git = validate_git(&raw.git, &loc)?;
     let engine = validate_engine(&raw.engine, &loc)?;
     let registry = validate_registry(&raw.registry, &loc)?;
+    let cache = cache::validate(&raw.cache, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
@@ -397,6 +404,7 @@ pub fn parse(
         git,
         engine,
         registry,
+        cache,
         runtimes,
     })
 }

@@ -1,4 +1,5 @@
-//! Pulling an image by digest through the engine (`POST /images/create`).
+//! Pulling an image by digest (`POST /images/create`) and pushing a tag
+//! (`POST /images/{name}/push`) through the engine.
 //!
 //! bollard sends `X-Registry-Auth` in standard base64, but the engine decodes base64url and,
 //! for a pull, treats an undecodable header as no credentials at all: a private image would
@@ -35,6 +36,9 @@ struct Progress {
     message: Option<String>,
     #[serde(default, rename = "progressDetail")]
     progress_detail: Option<serde_json::Value>,
+    /// A push's result (`{"Tag": …, "Digest": …, "Size": …}`).
+    #[serde(default)]
+    aux: Option<serde_json::Value>,
 }
 
 impl Engine {
@@ -53,18 +57,50 @@ impl Engine {
         let request = self
             .pull_request(image, digest, platform, auth)
             .map_err(&fail)?;
+        let what = format!("the pull of {reference}");
+        self.transfer("pull", &reference, &what, request, &mut on_line, &fail)
+            .await
+            .map(drop)
+    }
+
+    /// Pushes `image` (`registry/repository:tag`, a tag the engine holds) with `auth`;
+    /// returns the manifest digest the registry stored.
+    pub async fn push(&self, image: &ImageRef, auth: Option<&str>) -> Result<String, DockerError> {
+        let reference = image.to_string();
+        let fail = |detail: String| push_failed(&reference, &detail);
+        let request = self.push_request(image, auth).map_err(&fail)?;
+        let what = format!("the push of {reference}");
+        let aux = self
+            .transfer("push", &reference, &what, request, &mut |_| {}, &fail)
+            .await?;
+        aux.into_iter()
+            .filter_map(|a| a.get("Digest")?.as_str().map(str::to_owned))
+            .find(|d| crate::ids::is_manifest_digest(d))
+            .ok_or_else(|| fail("the engine named no pushed digest".into()))
+    }
+
+    /// Sends a pull or push and reads its progress stream to the end (bounded by the idle
+    /// limit): the `aux` objects it carried, or the first error it reported.
+    async fn transfer(
+        &self,
+        call: &str,
+        reference: &str,
+        what: &str,
+        request: hyper::Request<Empty<Bytes>>,
+        on_line: &mut (impl FnMut(&str) + Send),
+        fail: &(impl Fn(String) -> DockerError + Sync),
+    ) -> Result<Vec<serde_json::Value>, DockerError> {
         let send = self.send(request);
         let response = match tokio::time::timeout(CONNECT_TIMEOUT, send).await {
-            Err(_) => return Err(api("pull", &reference, "the engine did not answer")),
-            Ok(r) => r.map_err(|e| api("pull", &reference, &e))?,
+            Err(_) => return Err(api(call, reference, "the engine did not answer")),
+            Ok(r) => r.map_err(|e| api(call, reference, &e))?,
         };
         let status = response.status();
         let mut body = BodyStream::new(response.into_body());
         let activity = Activity::new();
         let mut pending: Vec<u8> = Vec::new();
-        let mut error = None;
-        let what = format!("the pull of {reference}");
-        while let Some(frame) = self.next_or_idle(&mut body, &activity, &what).await? {
+        let mut stream = Stream::default();
+        while let Some(frame) = self.next_or_idle(&mut body, &activity, what).await? {
             let frame = frame.map_err(|e| fail(format!("reading the engine's answer: {e}")))?;
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -72,22 +108,38 @@ impl Engine {
             pending.extend_from_slice(&data);
             while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=nl).collect();
-                if let Some(e) = handle_line(&line, &mut on_line) {
-                    error.get_or_insert(e);
-                }
+                stream.line(&line, on_line);
             }
             if pending.len() > MAX_LINE {
                 return Err(fail("the engine sent an over-long progress line".into()));
             }
         }
-        if let Some(e) = handle_line(&pending, &mut on_line) {
-            error.get_or_insert(e);
-        }
-        match (status.is_success(), error) {
-            (true, None) => Ok(()),
+        stream.line(&pending, on_line);
+        match (status.is_success(), stream.error) {
+            (true, None) => Ok(stream.aux),
             (_, Some(e)) => Err(fail(e)),
             (false, None) => Err(fail(format!("the engine answered {status}"))),
         }
+    }
+
+    fn push_request(
+        &self,
+        image: &ImageRef,
+        auth: Option<&str>,
+    ) -> Result<hyper::Request<Empty<Bytes>>, String> {
+        let version = self.docker.client_version();
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("tag", &image.tag)
+            .finish();
+        let name = format!("{}/{}", image.registry, image.repository);
+        let path = format!(
+            "/v{}.{}/images/{name}/push?{query}",
+            version.major_version, version.minor_version
+        );
+        let mut request = hyper::Request::post(path).header("Host", "docker");
+        // The engine refuses a push without the header; `{}` is anonymous.
+        request = request.header("X-Registry-Auth", auth.unwrap_or("e30="));
+        request.body(Empty::new()).map_err(|e| e.to_string())
     }
 
     fn pull_request(
@@ -146,33 +198,54 @@ where
         .map_err(|e| format!("sending the pull request: {e}"))
 }
 
-/// Passes a status line on; returns the engine's error message, if the line carries one.
-fn handle_line(line: &[u8], on_line: &mut impl FnMut(&str)) -> Option<String> {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    let Ok(p) = serde_json::from_str::<Progress>(text) else {
-        return Some(format!(
-            "unexpected answer from the engine: {:?}",
-            text.chars().take(200).collect::<String>()
-        ));
-    };
-    if let Some(e) = p.error.or(p.message) {
-        return Some(e);
-    }
-    let counting = p
-        .progress_detail
-        .as_ref()
-        .is_some_and(|d| d.get("current").is_some());
-    if let (Some(status), false) = (p.status, counting) {
-        match p.id {
-            Some(id) => on_line(&format!("{id}: {status}")),
-            None => on_line(&status),
+/// What a progress stream said beyond its status lines.
+#[derive(Default)]
+struct Stream {
+    error: Option<String>,
+    aux: Vec<serde_json::Value>,
+}
+
+impl Stream {
+    /// Passes a status line on, keeping its error (the first) or `aux` object.
+    fn line(&mut self, line: &[u8], on_line: &mut impl FnMut(&str)) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let Ok(p) = serde_json::from_str::<Progress>(text) else {
+            let shown: String = text.chars().take(200).collect();
+            self.error
+                .get_or_insert(format!("unexpected answer from the engine: {shown:?}"));
+            return;
+        };
+        if let Some(e) = p.error.or(p.message) {
+            self.error.get_or_insert(e);
+            return;
+        }
+        if let Some(aux) = p.aux.filter(|_| self.aux.len() < 16) {
+            self.aux.push(aux);
+        }
+        let counting = p
+            .progress_detail
+            .as_ref()
+            .is_some_and(|d| d.get("current").is_some());
+        if let (Some(status), false) = (p.status, counting) {
+            match p.id {
+                Some(id) => on_line(&format!("{id}: {status}")),
+                None => on_line(&status),
+            }
         }
     }
-    None
+}
+
+fn push_failed(reference: &str, detail: &str) -> DockerError {
+    let help = if detail.contains("unauthorized") || detail.contains("denied") {
+        "\n  help: log in to the cache registry (`docker login`) with an account that may push to it"
+    } else {
+        "\n  help: check the cache registry in runtimes.toml ([cache] registry) and that the engine can reach it"
+    };
+    api("push", reference, &format!("{detail}{help}"))
 }
 
 fn pull_failed(reference: &str, detail: &str) -> DockerError {
@@ -193,23 +266,30 @@ fn pull_failed(reference: &str, detail: &str) -> DockerError {
 mod tests {
     use super::*;
 
+    /// The error a stream holds after one line.
+    fn error_of(line: &[u8], on: &mut impl FnMut(&str)) -> Option<String> {
+        let mut stream = Stream::default();
+        stream.line(line, on);
+        stream.error
+    }
+
     #[test]
     fn status_lines_pass_and_errors_are_returned() {
         let mut seen = Vec::new();
         let mut on = |l: &str| seen.push(l.to_owned());
         assert_eq!(
-            handle_line(br#"{"status":"Pulling fs layer","id":"abc"}"#, &mut on),
+            error_of(br#"{"status":"Pulling fs layer","id":"abc"}"#, &mut on),
             None
         );
         assert_eq!(
-            handle_line(
+            error_of(
                 br#"{"status":"Downloading","id":"abc","progressDetail":{"current":1,"total":2}}"#,
                 &mut on
             ),
             None
         );
         assert_eq!(
-            handle_line(
+            error_of(
                 br#"{"errorDetail":{"message":"x"},"error":"denied"}"#,
                 &mut on
             )
@@ -217,10 +297,25 @@ mod tests {
             Some("denied")
         );
         assert_eq!(
-            handle_line(br#"{"message":"pull access denied"}"#, &mut on).as_deref(),
+            error_of(br#"{"message":"pull access denied"}"#, &mut on).as_deref(),
             Some("pull access denied")
         );
-        assert!(handle_line(b"\xff not json", &mut on).is_some());
+        assert!(error_of(b"\xff not json", &mut on).is_some());
         assert_eq!(seen, ["abc: Pulling fs layer"]);
+    }
+
+    #[test]
+    fn a_push_stream_keeps_its_aux_and_the_first_error() {
+        let mut stream = Stream::default();
+        let mut on = |_: &str| {};
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let aux = format!(
+            r#"{{"progressDetail":{{}},"aux":{{"Tag":"k-1","Digest":"{digest}","Size":528}}}}"#
+        );
+        stream.line(aux.as_bytes(), &mut on);
+        stream.line(br#"{"error":"first"}"#, &mut on);
+        stream.line(br#"{"error":"second"}"#, &mut on);
+        assert_eq!(stream.aux[0]["Digest"], digest.as_str());
+        assert_eq!(stream.error.as_deref(), Some("first"));
     }
 }

@@ -28,6 +28,8 @@ pub struct RealWorld {
     pub registry: crate::registry::Registry,
     /// Base images resolved this run, each once ([`crate::bases`]).
     pub bases: crate::bases::Resolver,
+    /// The shared cache of builds (`[cache]`), when configured.
+    pub cache: crate::cache::SharedCache,
     pub read_only: bool,
 }
 
@@ -63,6 +65,7 @@ impl RealWorld {
             auth: self.auth.clone(),
             registry: self.registry.clone(),
             bases: self.bases.clone(),
+            cache: self.cache.clone(),
             read_only: self.read_only,
         }
     }

@@ -36,6 +36,8 @@ use crate::mask::{display_url, register_secret};
 
 /// Cap on a manifest or index body.
 pub const MANIFEST_CAP: usize = 4 * 1024 * 1024;
+/// Cap on an image config blob (labels are read from it).
+pub const CONFIG_CAP: usize = 4 * 1024 * 1024;
 /// Cap on a token endpoint's answer.
 pub const TOKEN_CAP: usize = 1024 * 1024;
 /// Cap on an error body (read to tell a missing tag from a missing repository).
@@ -137,6 +139,30 @@ impl Target<'_> {
     }
 }
 
+/// An image manifest as far as labels need it.
+#[derive(serde::Deserialize)]
+struct ManifestBody {
+    config: Descriptor,
+}
+
+#[derive(serde::Deserialize)]
+struct Descriptor {
+    digest: String,
+}
+
+/// An image config as far as labels need it.
+#[derive(serde::Deserialize)]
+struct ConfigBody {
+    #[serde(default)]
+    config: ConfigInner,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ConfigInner {
+    #[serde(rename = "Labels", default)]
+    labels: Option<HashMap<String, String>>,
+}
+
 /// A manifest body and what it hashes to.
 struct Fetched {
     body: Vec<u8>,
@@ -226,6 +252,48 @@ impl Registry {
         let mut resolution = self.resolve_in(&target, platform, &mut waited).await?;
         resolution.rate_limited = (!waited.is_zero()).then_some(waited);
         Ok(resolution)
+    }
+
+    /// The labels of the image `image`'s repository holds at manifest `digest`: the
+    /// manifest (checked against the digest), then its config blob (capped at
+    /// [`CONFIG_CAP`], checked against the manifest's descriptor). Nothing is pulled.
+    pub async fn image_labels(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<HashMap<String, String>, RegistryError> {
+        let t = Target {
+            image,
+            base: image.api_base(&self.inner.settings.insecure)?,
+            scope: image.pull_scope(),
+        };
+        let mut waited = Duration::ZERO;
+        let url = t.manifest_url(digest);
+        let manifest = self.get_manifest(&t, &url, &mut waited).await?;
+        if manifest.digest != digest {
+            let why = format!("the manifest hashes to {} instead", manifest.digest);
+            return Err(protocol(&t, &url, why));
+        }
+        let config = serde_json::from_slice::<ManifestBody>(&manifest.body)
+            .ok()
+            .map(|m| m.config.digest)
+            .filter(|d| crate::ids::is_manifest_digest(d))
+            .ok_or_else(|| protocol(&t, &url, "the manifest names no image config".into()))?;
+        let path = format!("v2/{}/blobs/{config}", image.repository);
+        let blob_url = t.base.join(&path).unwrap_or_else(|_| t.base.clone());
+        let resp = self.send(&t, Method::GET, &blob_url, &mut waited).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.status_error(&t, &blob_url, resp.status()).await);
+        }
+        let body =
+            read_capped(&t, &blob_url, resp, CONFIG_CAP, self.inner.settings.timeout).await?;
+        if sha256_digest(&body) != config {
+            let why = format!("the image config does not hash to {config}");
+            return Err(protocol(&t, &blob_url, why));
+        }
+        let parsed: ConfigBody = serde_json::from_slice(&body)
+            .map_err(|e| protocol(&t, &blob_url, format!("the image config is not JSON: {e}")))?;
+        Ok(parsed.config.labels.unwrap_or_default())
     }
 
     async fn resolve_in(

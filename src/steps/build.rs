@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
 use crate::bases::{self, Base, Bases, Origin};
+use crate::cache::Lookup;
 use crate::config::{BuildArgs, Runtime};
 use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
 use crate::dockerfile::BaseRef;
@@ -160,11 +161,14 @@ async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discov
         }) => read_bases(rt, checkout, dockerfile_blake3, req.revision).await?,
         _ => match bases_from_images(world, req).await? {
             Some(refs) => refs,
-            None => {
-                return Ok(Discovery::Unknown {
-                    reason: why_unkeyed(world, req).await?,
-                });
-            }
+            None => match bases_from_cache(world, req).await {
+                Some(refs) => refs,
+                None => {
+                    return Ok(Discovery::Unknown {
+                        reason: why_unkeyed(world, req).await?,
+                    });
+                }
+            },
         },
     };
     let cx = bases::Context {
@@ -264,6 +268,22 @@ async fn bases_from_images(
     Ok(None)
 }
 
+/// The bases the shared cache's latest build of this commit and configuration states.
+async fn bases_from_cache(world: &RealWorld, req: &DiscoverRequest<'_>) -> Option<Vec<BaseRef>> {
+    let expected = inputs(req.node, req.revision, &Bases::default());
+    let rt = req.node.runtime();
+    let bases = world.cache.bases_hint(&rt.name, &expected).await?;
+    Some(bases.into_iter().map(base_ref).collect())
+}
+
+/// A keyed base as a reference to resolve again.
+fn base_ref(b: Base) -> BaseRef {
+    BaseRef {
+        reference: b.reference,
+        platform: Some(b.platform),
+    }
+}
+
 /// Why a build whose bases are not known runs (they are read once its checkout is).
 async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<String, StepError> {
     let rt = req.node.runtime();
@@ -331,8 +351,24 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
             None => {
                 let (rt, tag) = (missing[0].0, &missing[0].1);
                 let (rev, prev) = (req.revision, req.previous_revision);
-                Probe::Missing {
-                    reason: why_no_image(world, rt, rev, prev, Some(req.key), tag).await? + &note,
+                let why = why_no_image(world, rt, rev, prev, Some(req.key), tag).await? + &note;
+                match world.cache.lookup(&rt.name, req.key, &inputs).await {
+                    Lookup::Hit(entry) => Probe::Retag {
+                        reason: format!(
+                            "{why}; found in shared cache as {}@{}: pulled, not built",
+                            entry.image,
+                            short_digest(&entry.digest)
+                        ),
+                    },
+                    Lookup::Refused {
+                        image,
+                        why: refused,
+                    } => Probe::Missing {
+                        reason: format!(
+                            "{why}; shared cache entry {image} refused ({refused}): building"
+                        ),
+                    },
+                    Lookup::Miss => Probe::Missing { reason: why },
                 }
             }
         },
@@ -402,7 +438,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
             let b3 = info.labels.get(eng::LABEL_DOCKERFILE_BLAKE3).cloned();
             (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)))
         }
-        None => build_from_input(world, req, &inputs, &tags[0]).await?,
+        None => from_cache_or_build(world, req, &inputs, &tags[0]).await?,
     };
     for tag in &tags {
         if world.engine.inspect(tag).await?.is_none_or(|i| i.id != id) {
@@ -417,6 +453,84 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
         })
         .await?;
     Ok(Output::Image { id })
+}
+
+/// The image of the key from the shared cache (pulled by digest, its labels checked again
+/// once in the engine), or else built here and published there.
+async fn from_cache_or_build(
+    world: &RealWorld,
+    req: &RunRequest<'_>,
+    inputs: &BuildInputs,
+    tag: &str,
+) -> Result<(String, Option<String>), StepError> {
+    let rt = req.node.runtime();
+    if let Lookup::Hit(entry) = world.cache.lookup(&rt.name, req.key, inputs).await {
+        match pull_entry(world, req, inputs, &entry).await {
+            Ok(found) => return Ok(found),
+            Err(e) => world
+                .cache
+                .warn(&format!("cannot pull {}", entry.image), &e.to_string()),
+        }
+    }
+    let (id, b3) = build_from_input(world, req, inputs, tag).await?;
+    world
+        .cache
+        .publish(&world.engine, &rt.name, req.key, inputs, &id)
+        .await;
+    Ok((id, b3))
+}
+
+/// Pulls a cache entry by digest; its labels must prove the key in the engine too.
+async fn pull_entry(
+    world: &RealWorld,
+    req: &RunRequest<'_>,
+    inputs: &BuildInputs,
+    entry: &crate::cache::Entry,
+) -> Result<(String, Option<String>), StepError> {
+    let auth = world
+        .registry
+        .credentials(&entry.image)
+        .await?
+        .map(|c| crate::registry::engine_auth(&c, &entry.image.auth_key()));
+    let (sink, step) = (req.sink.clone(), req.step.clone());
+    let on_line = move |line: &str| {
+        sink(&Event::Output {
+            step: step.clone(),
+            line: crate::mask::mask(line).into_owned(),
+        })
+    };
+    let image = &entry.image;
+    world
+        .engine
+        .pull(
+            image,
+            &entry.digest,
+            &inputs.platform,
+            auth.as_deref(),
+            on_line,
+        )
+        .await?;
+    let pinned = image.with_digest(&entry.digest);
+    let info = world.engine.inspect(&pinned).await?.ok_or_else(|| {
+        StepError::Internal(format!(
+            "the engine reported {pinned} pulled but does not hold it"
+        ))
+    })?;
+    if let Some(why) = label_mismatch(&info, req.key, inputs) {
+        return Err(StepError::Internal(format!(
+            "{pinned} is not the build of the key: {why}"
+        )));
+    }
+    let b3 = info.labels.get(eng::LABEL_DOCKERFILE_BLAKE3).cloned();
+    Ok((info.id, b3.filter(|b| crate::ids::is_blake3_hex(b))))
+}
+
+/// `sha256:` and 12 hex digits.
+fn short_digest(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((alg, hex)) => format!("{alg}:{}", short(hex)),
+        None => short(digest).to_owned(),
+    }
 }
 
 /// Builds from the verified checkout the step's input carries: `(image ID, digest)`.

@@ -277,7 +277,9 @@ impl TestRegistry {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
             let text = std::fs::read_to_string(&stat).unwrap_or_default();
-            let state = text.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            let state = text
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
             if state == Some('T') {
                 // Every thread: the main one may be stopped before the others.
                 std::thread::sleep(Duration::from_millis(50));

@@ -1,0 +1,196 @@
+//! The shared cache end to end: two "machines" on one box (the suite's engine and a second
+//! private dockerd, each with its own cache dir) and one real registry (Debian's
+//! docker-registry on 127.0.0.1). Machine A builds and publishes; machine B, with an empty
+//! cache dir and none of the images, pulls everything and builds nothing; a cache that is
+//! down or lies is a miss, said once. Run through scripts/test.sh.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::harness::{BASE_IMAGE, Env, Run, docker};
+use support::registry::{RegistryAuth, TestRegistry, down_host};
+use support::tls_engine::TlsEngine;
+
+/// A template whose build takes a RUN.
+fn template(env: &Env, repo: &str) -> String {
+    let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY test-id.txt /id\nRUN cat /id > /copied\n");
+    let id = format!("{}{repo} {}\n", env.prefix, std::process::id());
+    env.git.create_repo(
+        repo,
+        &[
+            ("Dockerfile", dockerfile.as_bytes()),
+            ("test-id.txt", id.as_bytes()),
+        ],
+    )
+}
+
+/// runtimes.toml for runtimes `names` (one repo each) with `[cache] registry = cache`.
+fn config(env: &Env, names: &[&str], cache: &str) {
+    let mut text = String::new();
+    for n in names {
+        text.push_str(&env.runtime(n, n));
+    }
+    text.push_str(&format!("\n[cache]\nregistry = \"{cache}\"\n"));
+    env.config(&text);
+}
+
+/// planner on machine B: the second engine, its own cache dir.
+fn on_b(env: &Env, cache_dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_planner"))
+        .arg("--config")
+        .arg(env.dir.path().join("runtimes.toml"))
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(args)
+        .env("DOCKER_HOST", TlsEngine::shared().unix())
+        .env_remove("PLANNER_CONFIG")
+        .env_remove("PLANNER_CACHE_DIR")
+        .env_remove("PLANNER_REPO_PREFIX")
+        .output()
+        .unwrap();
+    Run::from_output(out)
+}
+
+/// An image's ID in machine B's engine.
+fn id_on_b(reference: &str) -> Option<String> {
+    let out = TlsEngine::shared().docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Removes this test's images from machine B's engine.
+fn clean_b(prefix: &str) {
+    let out = TlsEngine::shared().docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mine: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+    if !mine.is_empty() {
+        let mut args = vec!["image", "rm", "-f"];
+        args.extend(mine);
+        TlsEngine::shared().docker(&args);
+    }
+}
+
+/// The build key planner shows for runtime `rt`.
+fn build_key(env: &Env, rt: &str) -> String {
+    let plan = env.planner(&["plan", rt, "--format", "json"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&plan.stdout).unwrap_or_else(|_| panic!("{}", plan.all()));
+    json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "build")
+        .and_then(|s| s["key"].as_str())
+        .expect("a build key")
+        .to_owned()
+}
+
+#[test]
+fn machine_b_pulls_what_machine_a_built_and_clones_and_builds_nothing() {
+    let env = Env::new("cacheab");
+    clean_b(&env.prefix);
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    let shas: Vec<String> = ["c1", "c2"].iter().map(|r| template(&env, r)).collect();
+    config(&env, &["c1", "c2"], &cache);
+
+    let a = env.planner(&["ensure", "c1", "c2"]);
+    assert_eq!(a.code, 0, "{}", a.all());
+    for rt in ["c1", "c2"] {
+        let key = build_key(&env, rt);
+        let head = reg.head_manifest(&format!("planner-cache/{rt}"), &format!("k-{key}"));
+        assert_eq!(head.status, 200, "A published {rt}'s build under its key");
+    }
+
+    let b_cache = tempfile::tempdir().unwrap();
+    let fetches = env.git.fetch_count("c1") + env.git.fetch_count("c2");
+    let plan = on_b(&env, b_cache.path(), &["plan", "c1", "c2"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_eq!(
+        plan.stdout.matches("found in shared cache").count(),
+        2,
+        "{}",
+        plan.all()
+    );
+    let b = on_b(&env, b_cache.path(), &["ensure", "c1", "c2"]);
+    assert_eq!(b.code, 0, "{}", b.all());
+    assert_eq!(b.count("clone", "started"), 0, "no clone on B\n{}", b.all());
+    assert_eq!(b.count("verify-dockerfile", "started"), 0, "{}", b.all());
+    let builds = b.lines("build", "started");
+    assert!(
+        builds.len() == 2 && builds.iter().all(|l| l.contains("found in shared cache")),
+        "B's run does what its plan said\n{}",
+        b.all()
+    );
+    assert!(
+        !b.stderr.contains("Step 1/"),
+        "B built nothing\n{}",
+        b.all()
+    );
+    assert_eq!(
+        env.git.fetch_count("c1") + env.git.fetch_count("c2"),
+        fetches
+    );
+    for (rt, sha) in ["c1", "c2"].iter().zip(&shas) {
+        let pinned = env.image(rt, sha);
+        assert_eq!(
+            id_on_b(&pinned),
+            env.image_id(&pinned),
+            "B holds A's image for {rt}"
+        );
+    }
+    let again = on_b(&env, b_cache.path(), &["ensure", "c1", "c2"]);
+    assert!(!again.stderr.contains(" started "), "{}", again.all());
+    clean_b(&env.prefix);
+}
+
+#[test]
+fn a_cache_that_is_down_is_a_miss_with_one_warning() {
+    let env = Env::new("cachedown");
+    template(&env, "d1");
+    template(&env, "d2");
+    config(
+        &env,
+        &["d1", "d2"],
+        &format!("{}/planner-cache", down_host()),
+    );
+    let run = env.planner(&["ensure", "d1", "d2"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.count("build", "done"), 2, "{}", run.all());
+    let warnings = run.stderr.matches("the shared cache").count();
+    assert_eq!(warnings, 1, "one warning per run\n{}", run.all());
+}
+
+#[test]
+fn a_tampered_entry_is_refused_and_rebuilt() {
+    let env = Env::new("cachetamper");
+    clean_b(&env.prefix);
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    template(&env, "t1");
+    config(&env, &["t1"], &cache);
+    let a = env.planner(&["ensure", "t1"]);
+    assert_eq!(a.code, 0, "{}", a.all());
+    // Someone with push rights points the key tag at an image with other labels.
+    let key = build_key(&env, "t1");
+    let entry = format!("{cache}/t1:k-{key}");
+    docker(&["tag", BASE_IMAGE, &entry]);
+    docker(&["push", &entry]);
+    docker(&["image", "rm", &entry]);
+
+    let b_cache = tempfile::tempdir().unwrap();
+    let b = on_b(&env, b_cache.path(), &["ensure", "t1"]);
+    assert_eq!(b.code, 0, "{}", b.all());
+    assert!(
+        b.all()
+            .contains(&format!("shared cache entry {entry} refused")),
+        "{}",
+        b.all()
+    );
+    assert_eq!(b.count("build", "done"), 1, "rebuilt on B\n{}", b.all());
+    assert_eq!(b.count("clone", "done"), 1, "{}", b.all());
+    clean_b(&env.prefix);
+}
