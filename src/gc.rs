@@ -1406,6 +1406,8 @@ mod tests {
             image_prefix: "p/".into(),
             plan: "registry-pull".into(),
             build_args: Default::default(),
+            builder: Default::default(),
+            build_network: Default::default(),
         }
     }
 

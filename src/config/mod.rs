@@ -18,6 +18,8 @@ mod build_args;
 pub use build_args::{
     BuildArgs, MAX_BUILD_ARGS, MAX_NAME_BYTES, MAX_VALUE_BYTES, to_label as build_args_label,
 };
+mod builder;
+pub use builder::{BuildNetwork, Builder};
 mod source;
 use source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
 pub use source::{
@@ -159,6 +161,10 @@ pub struct Runtime {
     /// Declared build args (`build_args`), passed to the engine and part of the build key.
     /// Only ever from the file, never from the environment or the command line.
     pub build_args: BuildArgs,
+    /// Which builder builds (`builder`; `auto` resolves per engine, see [`Builder::effective`]).
+    pub builder: Builder,
+    /// The network mode of the build's RUN steps (`build_network`).
+    pub build_network: BuildNetwork,
 }
 
 impl Runtime {
@@ -251,6 +257,8 @@ struct RawKeys {
     image_prefix: Option<Spanned<String>>,
     plan: Option<Spanned<String>>,
     build_args: Option<build_args::RawBuildArgs>,
+    builder: Option<Spanned<String>>,
+    build_network: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +276,8 @@ struct RawRuntime {
     image_prefix: Option<Spanned<String>>,
     plan: Option<Spanned<String>>,
     build_args: Option<build_args::RawBuildArgs>,
+    builder: Option<Spanned<String>>,
+    build_network: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -503,6 +513,8 @@ struct Defaults {
     registry_image: Sourced,
     registry_tag: Sourced,
     build_args: BuildArgs,
+    builder: Sourced,
+    build_network: Sourced,
 }
 
 impl Defaults {
@@ -561,6 +573,8 @@ impl Defaults {
                 Some(t) => build_args::validate(t, "defaults", loc)?,
                 None => BuildArgs::new(),
             },
+            builder: pick(&raw.builder, Builder::Auto.name()),
+            build_network: pick(&raw.build_network, BuildNetwork::Default.name()),
         };
         Ok(defaults)
     }
@@ -648,6 +662,12 @@ fn validate_runtime(
         Some(t) => build_args::validate(t, &format!("runtime {rt:?}"), loc)?,
         None => BuildArgs::new(),
     };
+    let builder = override_or(&raw.builder, &defaults.builder);
+    let builder_kind = Builder::from_name(&builder.value)
+        .ok_or_else(|| refused(&builder, builder::bad_builder(&builder.value)))?;
+    let network = override_or(&raw.build_network, &defaults.build_network);
+    let network_mode = BuildNetwork::from_name(&network.value)
+        .ok_or_else(|| refused(&network, builder::bad_network(&network.value)))?;
     Ok(Runtime {
         name: rt.clone(),
         source,
@@ -658,6 +678,8 @@ fn validate_runtime(
         image_prefix: image_prefix.value,
         plan: plan.value,
         build_args: build_args::merge(&defaults.build_args, own_args),
+        builder: builder_kind,
+        build_network: network_mode,
     })
 }
 
@@ -1262,6 +1284,29 @@ mod tests {
         assert!(validate_image_repo("UPPER/x").is_err());
         assert!(validate_image_repo("a//b").is_err());
         assert!(validate_image_repo("a/b-").is_err());
+    }
+
+    #[test]
+    fn builder_and_build_network_default_merge_and_are_checked() {
+        let cfg = parse_ok(
+            "[defaults]\nbuild_network = \"none\"\n[runtimes.a]\n[runtimes.b]\nbuilder = \"classic\"\nbuild_network = \"host\"\n",
+        );
+        assert_eq!(cfg.runtimes["a"].builder, Builder::Auto);
+        assert_eq!(cfg.runtimes["a"].build_network, BuildNetwork::None);
+        assert_eq!(cfg.runtimes["b"].builder, Builder::Classic);
+        assert_eq!(cfg.runtimes["b"].build_network, BuildNetwork::Host);
+        let plain = parse_ok("[runtimes.a]\n");
+        assert_eq!(plain.runtimes["a"].build_network, BuildNetwork::Default);
+        let err = parse_err("[runtimes.a]\nbuilder = \"docker\"\n");
+        assert!(
+            err.contains("runtimes.toml:2:") && err.contains("invalid builder \"docker\""),
+            "{err}"
+        );
+        let err = parse_err("[defaults]\nbuild_network = \"bridge\"\n[runtimes.a]\n");
+        assert!(
+            err.contains("runtimes.toml:2:") && err.contains("\"none\" or \"host\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// Sends `request` over a fresh connection to the engine (unix socket or TCP).
-    async fn send(
+    pub(super) async fn send(
         &self,
         request: hyper::Request<Empty<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {

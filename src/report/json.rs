@@ -81,6 +81,11 @@ pub fn objects(event: &Event, verbose: bool) -> Vec<Value> {
         Event::Waiting { step, reason } => ("step_waiting", step, json!({ "reason": reason })),
         Event::Output { step, line } if verbose => ("step_output", step, json!({ "line": line })),
         Event::Output { .. } => return Vec::new(),
+        Event::BuildStep { step, name, state } => (
+            "build_step",
+            step,
+            json!({ "name": name, "state": state.name() }),
+        ),
     };
     step.runtimes
         .iter()

@@ -50,10 +50,23 @@ pub fn line(event: &Event, verbosity: Verbosity, width: usize) -> Option<String>
             (step, format!("| {line}"))
         }
         Event::Output { .. } => return None,
+        Event::BuildStep { step, name, state } => {
+            (step, format!("{} {}", state.name(), one_line(name)))
+        }
     };
     let who = step.runtimes.join(",");
     let text = format!("{who:<width$}  {:<17}  {what}", step.kind.name());
     Some(mask(&text).replace('\r', ""))
+}
+
+/// A BuildKit step name on one line, at most 100 characters.
+fn one_line(name: &str) -> String {
+    let flat = name.replace(['\n', '\r'], " ");
+    let mut short: String = flat.chars().take(100).collect();
+    if short.len() < flat.len() {
+        short.push('…');
+    }
+    short
 }
 
 /// A sink printing plain lines to stderr. `width` pads the runtime column.
