@@ -327,3 +327,22 @@ fn sigint_and_sigterm_mid_buildkit_build_leave_no_build_running() {
         assert!(env.image_id(&env.latest("slow")).is_none());
     }
 }
+
+#[test]
+fn a_run_without_a_bridge_network_says_to_set_build_network() {
+    let env = Env::new("bk-nonet");
+    let id = unique(&env);
+    let dockerfile = format!("FROM {BASE_IMAGE}\nRUN echo nonet-{id}\n");
+    env.git
+        .create_repo("nonet", &[("Dockerfile", dockerfile.as_bytes())]);
+    env.config(&(env.runtime("nonet", "nonet") + "builder = \"buildkit\"\n"));
+    let run = env.planner(&["ensure", "nonet"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("help: this engine has no bridge network")
+            && run.stderr.contains("set build_network = \"none\""),
+        "{}",
+        run.all()
+    );
+}

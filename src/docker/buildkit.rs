@@ -26,7 +26,7 @@ use http_body_util::Empty;
 
 use super::engine::{
     Activity, BuildOutput, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, build_failed,
-    checked_id,
+    checked_id, with_help,
 };
 use crate::config::Builder;
 use crate::exec::event::BuildStepState;
@@ -290,8 +290,21 @@ impl Progress {
             .or_else(|| vertex.error.as_deref().and_then(exit_code))
             .map_or_else(String::new, |c| format!(" with exit code {c}"));
         let detail = format!("step {} failed{code}: {}", vertex.name, message.trim());
-        build_failed(req, detail, &vertex.output)
+        let help = network_help(req, message);
+        with_help(build_failed(req, detail, &vertex.output), &help)
     }
+}
+
+/// The help for a RUN the engine could not give a network: its default is a bridge, and
+/// an engine run with `--bridge none` has none.
+fn network_help(req: &BuildRequest, message: &str) -> String {
+    if !message.contains("network bridge not found") {
+        return String::new();
+    }
+    format!(
+        "\n  help: this engine has no bridge network, which BuildKit's RUN uses by default; set build_network = \"none\" (RUN steps without network) or \"host\" for runtime {:?} in runtimes.toml",
+        req.runtime
+    )
 }
 
 /// The exit code an engine message names (`... exit code: 3`).

@@ -446,15 +446,15 @@ impl Engine {
                     // A failing producer cuts the upload: its error is the cause, not hyper's.
                     drop(stream);
                     let detail = super::context::producer_failure(producer).await;
-                    let detail = match detail {
-                        Some(c) => format!("build context: {c}"),
+                    let (detail, help) = match detail {
+                        Some(c) => (format!("build context: {c}"), String::new()),
                         None => {
                             let e = e.to_string();
                             let help = self.needs_buildkit_help(req, &e).await;
-                            e + &help
+                            (e, help)
                         }
                     };
-                    return Err(build_failed(req, detail, &tail));
+                    return Err(with_help(build_failed(req, detail, &tail), &help));
                 }
             };
             if let Some(text) = &info.stream {
@@ -465,7 +465,7 @@ impl Engine {
             }
             if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
                 let help = self.needs_buildkit_help(req, &err).await;
-                return Err(build_failed(req, err + &help, &tail));
+                return Err(with_help(build_failed(req, err, &tail), &help));
             }
             if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
                 && let Some(id) = aux.id
@@ -591,6 +591,28 @@ pub(super) fn build_failed(req: &BuildRequest, detail: String, tail: &Tail) -> D
         commit: req.commit.clone(),
         detail: detail.trim().to_owned(),
         tail,
+    }
+}
+
+/// `error` with `help` (`\n  help: …`, or empty) after everything else it says.
+pub(super) fn with_help(error: DockerError, help: &str) -> DockerError {
+    match error {
+        DockerError::BuildFailed {
+            image,
+            dockerfile,
+            repo,
+            commit,
+            detail,
+            tail,
+        } => DockerError::BuildFailed {
+            image,
+            dockerfile,
+            repo,
+            commit,
+            detail,
+            tail: tail + help,
+        },
+        other => other,
     }
 }
 
