@@ -26,6 +26,14 @@ fn unique(env: &Env) -> String {
     )
 }
 
+/// Held by tests that need the engine's build cache to persist (and by the one pruning it):
+/// the tests of this file run in parallel against one engine.
+static BUILD_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn build_cache_lock() -> std::sync::MutexGuard<'static, ()> {
+    BUILD_CACHE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The image's file `path` as text.
 fn text_in_image(reference: &str, path: &str) -> String {
     String::from_utf8_lossy(&file_in_image(reference, path)).into_owned()
@@ -33,6 +41,7 @@ fn text_in_image(reference: &str, path: &str) -> String {
 
 #[test]
 fn a_cache_mount_is_seen_by_the_next_commits_build() {
+    let _cache = build_cache_lock();
     let env = Env::new("bk-cache");
     let id = unique(&env);
     let dockerfile = format!(
@@ -345,4 +354,57 @@ fn a_run_without_a_bridge_network_says_to_set_build_network() {
         "{}",
         run.all()
     );
+}
+
+#[test]
+fn gc_build_cache_frees_the_bytes_buildkit_builds_filled() {
+    let env = Env::new("bk-gc");
+    let id = unique(&env);
+    // Bytes of this run's own: a layer of the context's big file.
+    let mut big = Vec::with_capacity(3 << 20);
+    let mut seed = std::process::id() as u64 | 1;
+    while big.len() < 3 << 20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        big.extend_from_slice(&seed.to_le_bytes());
+    }
+    let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY big.bin /big-{id}.bin\n");
+    env.git.create_repo(
+        "gc",
+        &[("Dockerfile", dockerfile.as_bytes()), ("big.bin", &big)],
+    );
+    env.config(&bk::runtime(&env, "gc", "gc", "buildkit"));
+    let _cache = build_cache_lock();
+    let run = env.planner(&["ensure", "gc"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    env.remove_images();
+    let freed = |args: &[&str]| {
+        let run = env.planner(args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        doc["build_cache"]["freed_bytes"].as_u64().unwrap()
+    };
+    let old_only = freed(&[
+        "gc",
+        "--json",
+        "--dry-run",
+        "--build-cache",
+        "--older-than",
+        "30d",
+    ]);
+    assert_eq!(old_only, 0, "nothing in this engine's cache is 30 days old");
+    let would = freed(&["gc", "--json", "--dry-run", "--build-cache"]);
+    assert!(would >= 3 << 20, "the dry run counts the layer: {would}");
+    let text = env.planner(&["gc", "--build-cache"]);
+    assert_eq!(text.code, 0, "{}", text.all());
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("build cache: freed "))
+        .unwrap_or_else(|| panic!("{}", text.all()))
+        .to_owned();
+    assert!(!line.starts_with("build cache: freed 0 B"), "{line}");
+    let after = freed(&["gc", "--json", "--dry-run", "--build-cache"]);
+    assert!(after < 3 << 20, "pruned: {after} bytes left");
 }

@@ -154,6 +154,93 @@ impl Engine {
     }
 }
 
+/// Entries of the engine's BuildKit cache and the bytes they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildCacheUsage {
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+impl Engine {
+    /// The build cache entries a prune would remove: not in use and, with `older_than`,
+    /// last used longer ago than that (from the engine's disk usage report).
+    pub async fn build_cache_usage(
+        &self,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<BuildCacheUsage, DockerError> {
+        let call = self
+            .docker
+            .df(None::<bollard::query_parameters::DataUsageOptions>);
+        let usage = match tokio::time::timeout(super::engine::CALL_TIMEOUT, call).await {
+            Err(_) => {
+                return Err(super::engine::api(
+                    "disk usage",
+                    "of the build cache",
+                    "timed out",
+                ));
+            }
+            Ok(Err(e)) => {
+                let detail = e.to_string();
+                return Err(super::engine::api(
+                    "disk usage",
+                    "of the build cache",
+                    &detail,
+                ));
+            }
+            Ok(Ok(usage)) => usage,
+        };
+        let now = jiff::Timestamp::now().as_second();
+        let limit = older_than.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let prunable = usage
+            .build_cache
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                let last = c.last_used_at.or(c.created_at).map(|t| t.timestamp());
+                !c.in_use.unwrap_or(false)
+                    && limit.is_none_or(|l| last.is_some_and(|t| now.saturating_sub(t) > l))
+            });
+        Ok(
+            prunable.fold(BuildCacheUsage::default(), |acc, c| BuildCacheUsage {
+                entries: acc.entries + 1,
+                bytes: acc.bytes + c.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            }),
+        )
+    }
+
+    /// Prunes the engine's BuildKit cache: every entry not in use (cache mounts too) or,
+    /// with `older_than`, those last used longer ago. Returns what the engine freed.
+    pub async fn prune_build_cache(
+        &self,
+        older_than: Option<std::time::Duration>,
+    ) -> Result<BuildCacheUsage, DockerError> {
+        let filters = older_than
+            .map(|d| HashMap::from([("until".to_owned(), vec![format!("{}s", d.as_secs())])]));
+        let options = bollard::query_parameters::PruneBuildOptions {
+            all: Some(true),
+            filters,
+            ..Default::default()
+        };
+        let call = self.docker.prune_build(Some(options));
+        // A prune of a large cache takes a while; the build timeout bounds it.
+        match tokio::time::timeout(super::engine::BUILD_TIMEOUT, call).await {
+            Err(_) => Err(super::engine::api("prune", "the build cache", "timed out")),
+            Ok(Err(e)) => Err(super::engine::api(
+                "prune",
+                "the build cache",
+                &e.to_string(),
+            )),
+            Ok(Ok(answer)) => Ok(BuildCacheUsage {
+                entries: answer.caches_deleted.map_or(0, |c| c.len()),
+                bytes: answer
+                    .space_reclaimed
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0),
+            }),
+        }
+    }
+}
+
 /// A fresh session id (BuildKit requires one per build).
 fn session_id() -> String {
     let mut id = String::from("planner-");

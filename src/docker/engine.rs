@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::buildkit::BuildCacheUsage;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
