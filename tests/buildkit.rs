@@ -408,3 +408,40 @@ fn gc_build_cache_frees_the_bytes_buildkit_builds_filled() {
     let after = freed(&["gc", "--json", "--dry-run", "--build-cache"]);
     assert!(after < 3 << 20, "pruned: {after} bytes left");
 }
+
+#[test]
+fn base_image_pulls_authenticate_through_the_session_with_docker_login_credentials() {
+    use support::registry::{MARKER_PATH, RegistryAuth, TestRegistry};
+    let env = Env::new("bk-auth");
+    let id = unique(&env);
+    let secret = "pw-bk>>>~~~session";
+    let reg = TestRegistry::start(RegistryAuth::basic("bob", secret));
+    let base = reg.push_image("bk-base", "v1", &format!("marker-{id}"));
+    let dockerfile = format!("FROM {}\nRUN cat {MARKER_PATH} > /seen\n", base.reference);
+    env.git
+        .create_repo("authed", &[("Dockerfile", dockerfile.as_bytes())]);
+    env.config(&bk::runtime(&env, "authed", "authed", "buildkit"));
+    let config = tempfile::tempdir().unwrap();
+    let run = |env: &Env| {
+        let mut cmd = env.command(&["ensure", "authed"]);
+        cmd.env("DOCKER_CONFIG", config.path());
+        support::harness::Run::from_output(cmd.output().unwrap())
+    };
+    let denied = run(&env);
+    assert_eq!(denied.code, 1, "{}", denied.all());
+    assert!(
+        denied.stderr.contains(&reg.host()) && denied.stderr.contains("help: log in"),
+        "names the registry and what to do: {}",
+        denied.all()
+    );
+    reg.docker_config(config.path());
+    let ok = run(&env);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert_eq!(
+        text_in_image(&env.latest("authed"), "/seen"),
+        format!("marker-{id}")
+    );
+    for r in [&denied, &ok] {
+        assert!(!r.all().contains(secret), "{}", r.all());
+    }
+}

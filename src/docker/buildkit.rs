@@ -382,9 +382,12 @@ impl Progress {
     }
 }
 
-/// The help for a RUN the engine could not give a network: its default is a bridge, and
-/// an engine run with `--bridge none` has none.
+/// The help for a failure: a base image's registry refused the pull, or a RUN the engine
+/// could not give a network (its default is a bridge, and `dockerd --bridge none` has none).
 fn network_help(req: &BuildRequest, message: &str) -> String {
+    if message.contains("401 Unauthorized") || message.contains("403 Forbidden") {
+        return "\n  help: log in to the base image's registry (`docker login HOST`, or credentials in ~/.docker/config.json / DOCKER_CONFIG) with an account that may pull it".to_owned();
+    }
     if !message.contains("network bridge not found") {
         return String::new();
     }
