@@ -145,4 +145,19 @@ mod tests {
                 .ends_with("| Step 1/2")
         );
     }
+
+    #[test]
+    fn buildkit_steps_are_transitions_on_one_line() {
+        use crate::exec::event::BuildStepState;
+        let e = Event::BuildStep {
+            step: step(),
+            name: "[2/5] RUN pip install \\\n  -r req.txt".into(),
+            state: BuildStepState::Cached,
+        };
+        assert_eq!(
+            line(&e, Verbosity::Normal, 5).unwrap(),
+            "codex  build              cached [2/5] RUN pip install \\   -r req.txt"
+        );
+        assert!(line(&e, Verbosity::Quiet, 5).is_none());
+    }
 }

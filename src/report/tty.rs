@@ -294,6 +294,45 @@ mod tests {
     }
 
     #[test]
+    fn buildkit_steps_show_as_the_current_step_with_run_output_after_them() {
+        use crate::exec::event::BuildStepState;
+        let (d, term) = display();
+        let sink = d.sink();
+        let build = || step("alpha", StepKind::Build);
+        sink(&Event::BuildStep {
+            step: build(),
+            name: "[2/5] RUN pip install -r requirements.txt".into(),
+            state: BuildStepState::Started,
+        });
+        sink(&Event::Output {
+            step: build(),
+            line: "Collecting flask".into(),
+        });
+        d.multi.set_move_cursor(false);
+        for bar in d.bars.values() {
+            bar.tick();
+        }
+        let screen = term.contents();
+        assert!(
+            screen.contains("build: [2/5] RUN pip install -r requirements.txt · Collecting flask"),
+            "{screen}"
+        );
+        sink(&Event::BuildStep {
+            step: build(),
+            name: "[3/5] COPY . /app".into(),
+            state: BuildStepState::Cached,
+        });
+        for bar in d.bars.values() {
+            bar.tick();
+        }
+        let screen = term.contents();
+        assert!(
+            screen.contains("build: [3/5] COPY . /app (cached)"),
+            "{screen}"
+        );
+    }
+
+    #[test]
     fn finish_says_what_ran_and_failures_are_printed_above() {
         let (d, term) = display();
         let sink = d.sink();
