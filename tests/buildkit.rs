@@ -26,12 +26,18 @@ fn unique(env: &Env) -> String {
     )
 }
 
-/// Held by tests that need the engine's build cache to persist (and by the one pruning it):
-/// the tests of this file run in parallel against one engine.
-static BUILD_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The tests of this file run in parallel against one engine: each BuildKit build holds this
+/// shared, and the test pruning the build cache holds it alone (a prune of the whole cache
+/// during another test's build can fail that build's context upload, "context not found";
+/// planner's own gc is kept apart from builds by the run lock of their shared cache dir).
+static BUILD_CACHE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn build_cache_lock() -> std::sync::MutexGuard<'static, ()> {
-    BUILD_CACHE.lock().unwrap_or_else(|p| p.into_inner())
+fn building() -> std::sync::RwLockReadGuard<'static, ()> {
+    BUILD_CACHE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pruning() -> std::sync::RwLockWriteGuard<'static, ()> {
+    BUILD_CACHE.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The image's file `path` as text.
@@ -41,7 +47,7 @@ fn text_in_image(reference: &str, path: &str) -> String {
 
 #[test]
 fn a_cache_mount_is_seen_by_the_next_commits_build() {
-    let _cache = build_cache_lock();
+    let _cache = building();
     let env = Env::new("bk-cache");
     let id = unique(&env);
     let dockerfile = format!(
@@ -92,6 +98,7 @@ fn a_cache_mount_is_seen_by_the_next_commits_build() {
 
 #[test]
 fn multi_stage_target_copy_from_and_chmod_build() {
+    let _cache = building();
     let env = Env::new("bk-stages");
     let id = unique(&env);
     let dockerfile = format!(
@@ -143,6 +150,7 @@ fn multi_stage_target_copy_from_and_chmod_build() {
 
 #[test]
 fn a_failing_run_names_the_step_its_exit_code_and_its_output() {
+    let _cache = building();
     let env = Env::new("bk-fail");
     let id = unique(&env);
     let dockerfile = format!(
@@ -171,6 +179,7 @@ fn a_failing_run_names_the_step_its_exit_code_and_its_output() {
 
 #[test]
 fn auto_picks_buildkit_here_and_classic_where_the_engine_has_no_session() {
+    let _cache = building();
     let env = Env::new("bk-auto");
     let id = unique(&env);
     let dockerfile = format!("FROM {BASE_IMAGE}\nRUN echo auto-{id} > /built\n");
@@ -210,6 +219,7 @@ fn auto_picks_buildkit_here_and_classic_where_the_engine_has_no_session() {
 
 #[test]
 fn the_classic_builder_says_a_mount_needs_buildkit_and_how_to_fix_it() {
+    let _cache = building();
     let env = Env::new("bk-classic");
     let dockerfile =
         format!("FROM {BASE_IMAGE}\nRUN --mount=type=cache,target=/cache echo hi > /hi\n");
@@ -230,6 +240,7 @@ fn the_classic_builder_says_a_mount_needs_buildkit_and_how_to_fix_it() {
 
 #[test]
 fn the_classic_builder_still_builds_run_steps() {
+    let _cache = building();
     let env = Env::new("bk-classic-ok");
     env.template("plain");
     env.config(&bk::runtime(&env, "plain", "plain", "classic"));
@@ -291,6 +302,7 @@ fn stderr_until(child: &mut Child, needle: &str) -> std::sync::mpsc::Receiver<Ve
 #[test]
 fn sigint_and_sigterm_mid_buildkit_build_leave_no_build_running() {
     for (n, signal) in [(0, "INT"), (1, "TERM")] {
+        let _cache = building();
         let env = Env::new(&format!("bk-cancel{n}"));
         // A sleep no other test runs, to look for in /proc.
         let secs = (600 + std::process::id() % 1000 * 2 + n).to_string();
@@ -339,6 +351,7 @@ fn sigint_and_sigterm_mid_buildkit_build_leave_no_build_running() {
 
 #[test]
 fn a_run_without_a_bridge_network_says_to_set_build_network() {
+    let _cache = building();
     let env = Env::new("bk-nonet");
     let id = unique(&env);
     let dockerfile = format!("FROM {BASE_IMAGE}\nRUN echo nonet-{id}\n");
@@ -375,7 +388,7 @@ fn gc_build_cache_frees_the_bytes_buildkit_builds_filled() {
         &[("Dockerfile", dockerfile.as_bytes()), ("big.bin", &big)],
     );
     env.config(&bk::runtime(&env, "gc", "gc", "buildkit"));
-    let _cache = build_cache_lock();
+    let _cache = pruning();
     let run = env.planner(&["ensure", "gc"]);
     assert_eq!(run.code, 0, "{}", run.all());
     env.remove_images();
@@ -412,6 +425,7 @@ fn gc_build_cache_frees_the_bytes_buildkit_builds_filled() {
 #[test]
 fn base_image_pulls_authenticate_through_the_session_with_docker_login_credentials() {
     use support::registry::{MARKER_PATH, RegistryAuth, TestRegistry};
+    let _cache = building();
     let env = Env::new("bk-auth");
     let id = unique(&env);
     let secret = "pw-bk>>>~~~session";
@@ -444,4 +458,29 @@ fn base_image_pulls_authenticate_through_the_session_with_docker_login_credentia
     for r in [&denied, &ok] {
         assert!(!r.all().contains(secret), "{}", r.all());
     }
+}
+
+/// The builder is part of the build key: switching it rebuilds, and the reason says why.
+/// Ignored until the build key takes the effective builder (`Engine::effective_builder`;
+/// wired by the lead with the issue 11 key changes): today the second run skips the build.
+#[test]
+#[ignore = "needs the builder in the build key (lead, with issue 11's KEY_FORMAT bump)"]
+fn switching_the_builder_rebuilds_with_the_reason() {
+    let _cache = building();
+    let env = Env::new("bk-switch");
+    env.template("switch");
+    env.config(&bk::runtime(&env, "switch", "switch", "classic"));
+    let first = env.planner(&["ensure", "switch"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let classic = env.image_id(&env.latest("switch")).unwrap();
+    env.config(&bk::runtime(&env, "switch", "switch", "buildkit"));
+    let second = env.planner(&["ensure", "switch"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    let started = second.lines("build", "started");
+    assert!(
+        started.iter().any(|l| l.contains("builder")),
+        "the build runs again and names the builder: {}",
+        second.all()
+    );
+    assert_ne!(env.image_id(&env.latest("switch")).unwrap(), classic);
 }
