@@ -961,14 +961,13 @@ CLASSIC_FETCH_DOCKERFILE = f"""FROM {BASE_IMAGE}
 COPY requirements.txt /app/requirements.txt
 RUN sh -c 'sleep {FETCH_S}; echo wheels > /app/wheels'
 """
+# The stages' RUNs differ (an identical one would be built once, by either builder).
 STAGES_DOCKERFILE = f"""FROM {BASE_IMAGE} AS one
 COPY stamp /stamp
-RUN sleep {FETCH_S}
-RUN echo one > /one
+RUN sleep {FETCH_S} && echo one > /one
 FROM {BASE_IMAGE} AS two
 COPY stamp /stamp
-RUN sleep {FETCH_S}
-RUN echo two > /two
+RUN sleep {FETCH_S} && echo two > /two
 FROM {BASE_IMAGE}
 COPY --from=one /one /one
 COPY --from=two /two /two
