@@ -292,9 +292,14 @@ def write_tree(root, files):
             f.write(data if isinstance(data, bytes) else data.encode())
 
 
-def write_config(path, repo_prefix, image_prefix, runtimes):
+def write_config(path, repo_prefix, image_prefix, runtimes, builder="classic"):
+    # The classic builder unless told: benchmarks 3 and 5 compare with the legacy `docker build`,
+    # and the bench engine has no bridge network (BuildKit's RUN needs build_network there).
     lines = ["[defaults]", f'repo_prefix = "{repo_prefix}"', f'image_prefix = "{image_prefix}"',
-             'platform = "linux/amd64"', "", "[git]", "allow_insecure_http = true", ""]
+             'platform = "linux/amd64"', f'builder = "{builder}"']
+    if builder == "buildkit":
+        lines.append('build_network = "none"')
+    lines += ["", "[git]", "allow_insecure_http = true", ""]
     lines += [f"[runtimes.{name}]" for name in runtimes]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -944,6 +949,93 @@ found done by the other process once their lock was free: {cc['meanwhile']}.
 """
 
 
+# ---- 8. BuildKit vs the classic builder -----------------------------------------------------
+
+# The "download" a RUN does without a cache (no network here: a sleep stands for it).
+FETCH_S = 2
+BK_MOUNT_DOCKERFILE = f"""FROM {BASE_IMAGE}
+COPY requirements.txt /app/requirements.txt
+RUN --mount=type=cache,id=planner-bench-wheels,target=/cache sh -c 'if [ ! -e /cache/wheels ]; then sleep {FETCH_S}; echo wheels > /cache/wheels; fi; cp /cache/wheels /app/wheels'
+"""
+CLASSIC_FETCH_DOCKERFILE = f"""FROM {BASE_IMAGE}
+COPY requirements.txt /app/requirements.txt
+RUN sh -c 'sleep {FETCH_S}; echo wheels > /app/wheels'
+"""
+# The stages' RUNs differ (an identical one would be built once, by either builder).
+STAGES_DOCKERFILE = f"""FROM {BASE_IMAGE} AS one
+COPY stamp /stamp
+RUN sleep {FETCH_S} && echo one > /one
+FROM {BASE_IMAGE} AS two
+COPY stamp /stamp
+RUN sleep {FETCH_S} && echo two > /two
+FROM {BASE_IMAGE}
+COPY --from=one /one /one
+COPY --from=two /two /two
+"""
+
+
+def bench_builders(ctx, runs):
+    git, work = ctx["git"], ctx["work"]
+    prefix = IMAGE_NS + "builders-"
+    remove_images(prefix)
+    n = [0]
+
+    def ensure(builder, dockerfile, extra):
+        """A fresh repo (new content, so no layer is reused) built once with `builder`."""
+        n[0] += 1
+        name = f"b{n[0]}"
+        src = os.path.dirname(work.path("builders-src", name, "x"))
+        write_tree(src, {"Dockerfile": dockerfile, **extra(name)})
+        git.create_repo(f"bld-{name}", src)
+        cfg, cache = work.path("builders", name, "runtimes.toml"), work.path("builders", name, "c")
+        write_config(cfg, f"{git.url}bld-", prefix, [name], builder=builder)
+        t, p = timed(planner(cfg, cache, "ensure", name))
+        if p.returncode != 0:
+            raise RuntimeError(f"{builder} build failed:\n{p.stderr[-3000:]}")
+        return t, cfg, cache
+
+    reqs = lambda name: {"requirements.txt": f"flask  # {name} {time.time()}\n"}
+    stamp = lambda name: {"stamp": f"{name} {time.time()}\n"}
+
+    def mount(builder, cold):
+        dockerfile = BK_MOUNT_DOCKERFILE if builder == "buildkit" else CLASSIC_FETCH_DOCKERFILE
+        if cold and builder == "buildkit":
+            _, cfg, cache = ensure(builder, dockerfile, reqs)
+            remove_images(prefix)
+            sh(planner(cfg, cache, "gc", "--build-cache"), env=ENV)
+        return ensure(builder, dockerfile, reqs)[0]
+
+    log("8. builders: warm-up (base image, first cache mount fill)")
+    mount("buildkit", False), mount("classic", False)
+    res = {"runs": runs}
+    for cold in (True, False):
+        log(f"8. builders: {runs} alternating pairs BuildKit / classic, {'cold' if cold else 'warm-cache'} rebuild")
+        ta, tb = alternate(runs, lambda: mount("buildkit", cold), lambda: mount("classic", cold))
+        res["cold" if cold else "warm"] = (ta, tb)
+    log(f"8. builders: {runs} alternating pairs BuildKit / classic, two independent stages")
+    res["stages"] = alternate(runs, lambda: ensure("buildkit", STAGES_DOCKERFILE, stamp)[0],
+                              lambda: ensure("classic", STAGES_DOCKERFILE, stamp)[0])
+    remove_images(prefix)
+    return res
+
+
+def report_builders(r):
+    rows = []
+    for key, what in [("cold", "cold: empty BuildKit cache, RUN fetches"),
+                      ("warm", "warm-cache rebuild: requirements changed, RUN runs again"),
+                      ("stages", "two independent stages, each a RUN of the fetch's length")]:
+        a, b = r[key]
+        rows.append(f"| {what} | **{fmt_s(median(a))}** | {spread(a)} | **{fmt_s(median(b))}** | {spread(b)} | {pair_ratio(b, a):.2f}x |")
+    return f"""One template per run, new content each time (no layer reused), `planner ensure` timed whole;
+the RUN's "download" is a {FETCH_S} s sleep (no network here). BuildKit's RUN keeps what it fetched in a
+`--mount=type=cache` (the classic builder cannot: its Dockerfile fetches every time).
+Cold BuildKit runs start after `planner gc --build-cache`. {r['runs']} alternating pairs each.
+
+| build | BuildKit (median) | spread | classic (median) | spread | classic / BuildKit |
+|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n"
+
+
 # ---- 7. warm no-op ensure of nine registry runtimes ---------------------------------------
 # planner's warm registry-mode ensure (one HEAD per runtime, no pull) against the origin's
 # registry-mode shell loop (`docker pull` per runtime) and the floor (one parallel HEAD per
@@ -1196,7 +1288,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs, smaller 2nd size for 4")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7",
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8",
                     help="comma-separated benchmark numbers")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.md"))
     ap.add_argument("--command", default="bench/run.sh")
@@ -1234,6 +1326,9 @@ def main():
         if 7 in only:
             sections.append(("7. Warm no-op ensure of nine registry runtimes",
                              report_registry(bench_registry(ctx, 7 if q else 21))))
+        if 8 in only:
+            sections.append(("8. BuildKit vs the classic builder",
+                             report_builders(bench_builders(ctx, 2 if q else 5))))
     finally:
         ctx["git"].close()
         if "registry" in ctx:
@@ -1243,7 +1338,7 @@ def main():
             sh(["docker", "image", "rm", "-f", ref], env=ENV, check=False)
     took = time.time() - started
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != {1, 2, 3, 4, 5, 6} else "")
+    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != {1, 2, 3, 4, 5, 6, 7, 8} else "")
     cmd += f" --baseline {args.baseline}" if args.baseline else ""
     out = [f"Produced by `{cmd}` on {when} in {took / 60:.1f} min.", "",
            "| machine | |", "|---|---|"]

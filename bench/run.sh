@@ -9,6 +9,8 @@
 #   6 plan --offline of one runtime on a generated 2,000- and 20,000-step plan
 #   7 warm no-op ensure of nine registry runtimes vs the origin's
 #     `docker pull` loop and nine parallel HEADs, against a local docker-registry
+#   8 BuildKit vs the classic builder: cold and warm-cache rebuilds of a RUN that fetches into
+#     a cache mount, and a Dockerfile of two independent stages
 # Every comparison alternates its two sides in the same run; medians and ratios are reported,
 # nothing is asserted. --baseline adds a side-by-side of another planner binary to 1, 2 and 6;
 # --update-doc rewrites the generated part of BENCHMARKS.md. Results: bench/results/latest.md

@@ -206,6 +206,34 @@ impl GcPlan {
     }
 }
 
+/// What `gc --build-cache` did (or, in a dry run, would do) to the engine's BuildKit cache.
+/// The engine's cache has no owner: on planner's engine it is what planner's builds filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildCachePrune {
+    /// Only entries last used longer ago than this (`--older-than`); all when `None`.
+    pub older_than: Option<std::time::Duration>,
+    pub dry_run: bool,
+    /// Entries and bytes removed (or that would be), or why it failed.
+    pub outcome: Result<eng::BuildCacheUsage, String>,
+}
+
+/// Prunes the engine's BuildKit cache (a dry run only measures what a prune would free).
+pub async fn build_cache(
+    engine: &Engine,
+    older_than: Option<std::time::Duration>,
+    dry_run: bool,
+) -> BuildCachePrune {
+    let outcome = match dry_run {
+        true => engine.build_cache_usage(older_than).await,
+        false => engine.prune_build_cache(older_than).await,
+    };
+    BuildCachePrune {
+        older_than,
+        dry_run,
+        outcome: outcome.map_err(|e| e.to_string()),
+    }
+}
+
 /// An image whose labels prove planner built it.
 #[derive(Debug, Clone)]
 struct OwnImage {
@@ -1408,6 +1436,8 @@ mod tests {
             plan: "registry-pull".into(),
             build_args: Default::default(),
             base_images: Default::default(),
+            builder: Default::default(),
+            build_network: Default::default(),
         }
     }
 

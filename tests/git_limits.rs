@@ -15,7 +15,7 @@ use support::slow_git::{DripProxy, SilentListener, git_processes_gone_within, gi
 /// Writes runtimes.toml with one runtime `name` at `repo` and the given `[git]` keys.
 fn config(env: &Env, name: &str, repo: &str, git_keys: &str) {
     let text = format!(
-        "[defaults]\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\n\n[git]\ntoken_env = \"PLANNER_GIT_TOKEN\"\nallow_insecure_http = true\n{git_keys}\n\n[runtimes.{name}]\nrepo = \"{repo}\"\n",
+        "[defaults]\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\nbuilder = \"classic\"\n\n[git]\ntoken_env = \"PLANNER_GIT_TOKEN\"\nallow_insecure_http = true\n{git_keys}\n\n[runtimes.{name}]\nrepo = \"{repo}\"\n",
         env.prefix
     );
     std::fs::write(env.dir.path().join("runtimes.toml"), text).unwrap();

@@ -56,7 +56,7 @@ impl RegEnv {
     /// Writes runtimes.toml: registry mode from `self.host`, plus `extra`.
     fn config(&self, extra: &str) -> PathBuf {
         let text = format!(
-            "[defaults]\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\nsource = \"registry\"\nregistry = \"{}\"\nrepo_prefix = \"{}\"\n\n[git]\ntoken_env = \"PLANNER_GIT_TOKEN\"\nallow_insecure_http = true\n\n{extra}",
+            "[defaults]\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\nbuilder = \"classic\"\nsource = \"registry\"\nregistry = \"{}\"\nrepo_prefix = \"{}\"\n\n[git]\ntoken_env = \"PLANNER_GIT_TOKEN\"\nallow_insecure_http = true\n\n{extra}",
             self.env.prefix,
             self.host,
             self.env.git.base_url(),

@@ -88,8 +88,19 @@ pub async fn cmd_gc(
     if !args.dry_run {
         gc::execute(&engine, &store, &mut plan).await;
     }
-    report_gc(&plan, &loaded.cache_dir, args.json, verbosity)?;
-    Ok(if plan.failed() > 0 {
+    let cache = match args.build_cache {
+        true => Some(gc::build_cache(&engine, args.older_than, args.dry_run).await),
+        false => None,
+    };
+    report_gc(
+        &plan,
+        cache.as_ref(),
+        &loaded.cache_dir,
+        args.json,
+        verbosity,
+    )?;
+    let cache_failed = cache.is_some_and(|c| c.outcome.is_err());
+    Ok(if plan.failed() > 0 || cache_failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -117,19 +128,30 @@ async fn gc_store(loaded: &Loaded, args: &GcArgs) -> anyhow::Result<(Store, Opti
 /// stderr; otherwise the table on stdout.
 fn report_gc(
     plan: &GcPlan,
+    cache: Option<&gc::BuildCachePrune>,
     cache_dir: &Path,
     json: bool,
     verbosity: plain::Verbosity,
 ) -> anyhow::Result<()> {
     if json {
-        write_stdout(&mask(&(report::gc::json(plan, cache_dir) + "\n")))
-            .context("cannot write the gc report to stdout")?;
+        let doc = report::gc::json_with_build_cache(plan, cache, cache_dir);
+        write_stdout(&mask(&(doc + "\n"))).context("cannot write the gc report to stdout")?;
     } else if verbosity == plain::Verbosity::Quiet {
-        eprint!("{}", mask(&report::gc::failures(plan)));
+        let cache_failure = cache
+            .map(report::gc::build_cache_failure)
+            .unwrap_or_default();
+        eprint!(
+            "{}{}",
+            mask(&report::gc::failures(plan)),
+            mask(&cache_failure)
+        );
     } else {
         let verbose = verbosity == plain::Verbosity::Verbose;
-        write_stdout(&mask(&report::gc::text(plan, cache_dir, verbose)))
-            .context("cannot write the gc report to stdout")?;
+        let mut text = report::gc::text(plan, cache_dir, verbose);
+        if let Some(cache) = cache {
+            text.push_str(&report::gc::build_cache_text(cache));
+        }
+        write_stdout(&mask(&text)).context("cannot write the gc report to stdout")?;
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ pub use build_args::{
     BuildArgs, MAX_BUILD_ARGS, MAX_NAME_BYTES, MAX_VALUE_BYTES, to_label as build_args_label,
 };
 pub use cache::CacheSettings;
+mod builder;
+pub use builder::{BuildNetwork, Builder};
 mod source;
 use source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
 pub use source::{
@@ -165,6 +167,10 @@ pub struct Runtime {
     pub build_args: BuildArgs,
     /// How the bases its Dockerfile names are keyed (`base_images`).
     pub base_images: BaseImages,
+    /// Which builder builds (`builder`; `auto` resolves per engine, see [`Builder::effective`]).
+    pub builder: Builder,
+    /// The network mode of the build's RUN steps (`build_network`).
+    pub build_network: BuildNetwork,
 }
 
 /// `base_images`: how a build's base images are resolved to the digests its key covers.
@@ -289,6 +295,8 @@ struct RawKeys {
     plan: Option<Spanned<String>>,
     build_args: Option<build_args::RawBuildArgs>,
     base_images: Option<Spanned<String>>,
+    builder: Option<Spanned<String>>,
+    build_network: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,6 +315,8 @@ struct RawRuntime {
     plan: Option<Spanned<String>>,
     build_args: Option<build_args::RawBuildArgs>,
     base_images: Option<Spanned<String>>,
+    builder: Option<Spanned<String>>,
+    build_network: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -545,6 +555,8 @@ struct Defaults {
     registry_tag: Sourced,
     build_args: BuildArgs,
     base_images: Sourced,
+    builder: Sourced,
+    build_network: Sourced,
 }
 
 impl Defaults {
@@ -604,6 +616,8 @@ impl Defaults {
                 None => BuildArgs::new(),
             },
             base_images: pick(&raw.base_images, BaseImages::Track.name()),
+            builder: pick(&raw.builder, Builder::Auto.name()),
+            build_network: pick(&raw.build_network, BuildNetwork::Default.name()),
         };
         Ok(defaults)
     }
@@ -694,6 +708,12 @@ fn validate_runtime(
         Some(t) => build_args::validate(t, &format!("runtime {rt:?}"), loc)?,
         None => BuildArgs::new(),
     };
+    let builder = override_or(&raw.builder, &defaults.builder);
+    let builder_kind = Builder::from_name(&builder.value)
+        .ok_or_else(|| refused(&builder, builder::bad_builder(&builder.value)))?;
+    let network = override_or(&raw.build_network, &defaults.build_network);
+    let network_mode = BuildNetwork::from_name(&network.value)
+        .ok_or_else(|| refused(&network, builder::bad_network(&network.value)))?;
     Ok(Runtime {
         name: rt.clone(),
         source,
@@ -705,6 +725,8 @@ fn validate_runtime(
         plan: plan.value,
         build_args: build_args::merge(&defaults.build_args, own_args),
         base_images,
+        builder: builder_kind,
+        build_network: network_mode,
     })
 }
 
@@ -1309,6 +1331,29 @@ mod tests {
         assert!(validate_image_repo("UPPER/x").is_err());
         assert!(validate_image_repo("a//b").is_err());
         assert!(validate_image_repo("a/b-").is_err());
+    }
+
+    #[test]
+    fn builder_and_build_network_default_merge_and_are_checked() {
+        let cfg = parse_ok(
+            "[defaults]\nbuild_network = \"none\"\n[runtimes.a]\n[runtimes.b]\nbuilder = \"classic\"\nbuild_network = \"host\"\n",
+        );
+        assert_eq!(cfg.runtimes["a"].builder, Builder::Auto);
+        assert_eq!(cfg.runtimes["a"].build_network, BuildNetwork::None);
+        assert_eq!(cfg.runtimes["b"].builder, Builder::Classic);
+        assert_eq!(cfg.runtimes["b"].build_network, BuildNetwork::Host);
+        let plain = parse_ok("[runtimes.a]\n");
+        assert_eq!(plain.runtimes["a"].build_network, BuildNetwork::Default);
+        let err = parse_err("[runtimes.a]\nbuilder = \"docker\"\n");
+        assert!(
+            err.contains("runtimes.toml:2:") && err.contains("invalid builder \"docker\""),
+            "{err}"
+        );
+        let err = parse_err("[defaults]\nbuild_network = \"bridge\"\n[runtimes.a]\n");
+        assert!(
+            err.contains("runtimes.toml:2:") && err.contains("\"none\" or \"host\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::buildkit::BuildCacheUsage;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
@@ -91,6 +92,25 @@ pub struct BuildRequest {
     /// For errors: where the Dockerfile came from.
     pub repo: String,
     pub commit: String,
+    /// The builder as configured; `auto` is resolved by [`Engine::build`]
+    /// ([`Engine::effective_builder`]).
+    pub builder: crate::config::Builder,
+    /// The network mode of RUN steps.
+    pub network: crate::config::BuildNetwork,
+    /// For errors: the runtime whose `builder` to change.
+    pub runtime: String,
+}
+
+/// What a build passes on as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildOutput<'a> {
+    /// A line of output (the classic builder's stream; BuildKit's RUN logs).
+    Line(&'a str),
+    /// A BuildKit step transition.
+    Step {
+        name: &'a str,
+        state: crate::exec::event::BuildStepState,
+    },
 }
 
 /// A connected engine.
@@ -104,6 +124,8 @@ pub struct Engine {
     pub(super) idle: Duration,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
     known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
+    /// Whether the engine offers BuildKit, once asked ([`Engine::offers_buildkit`]).
+    pub(super) buildkit: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// Above this many references, [`Engine::prefetched`] lists images once instead of inspecting
@@ -171,6 +193,7 @@ impl Engine {
             endpoint: Arc::new(endpoint),
             idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
             known: None,
+            buildkit: Arc::default(),
         }
     }
 
@@ -351,9 +374,25 @@ impl Engine {
         }
     }
 
-    /// Builds with the classic builder from a streamed context; returns the image ID.
-    /// `on_line` receives every output line of the build.
+    /// Builds from a streamed context with the builder `req` names (`auto`: BuildKit when
+    /// the engine offers it); returns the image ID. `on_output` receives every output line
+    /// of the build and, with BuildKit, each step transition.
     pub async fn build(
+        &self,
+        req: &BuildRequest,
+        mut on_output: impl FnMut(BuildOutput<'_>) + Send,
+    ) -> Result<String, DockerError> {
+        match self.effective_builder(req.builder).await {
+            crate::config::Builder::Buildkit => self.build_buildkit(req, on_output).await,
+            _ => {
+                self.build_classic(req, |line| on_output(BuildOutput::Line(line)))
+                    .await
+            }
+        }
+    }
+
+    /// Builds with the classic builder; `on_line` receives every output line.
+    async fn build_classic(
         &self,
         req: &BuildRequest,
         mut on_line: impl FnMut(&str) + Send,
@@ -373,6 +412,7 @@ impl Engine {
             target: req.target.clone().unwrap_or_default(),
             labels: Some(req.labels.clone()),
             buildargs: Some(req.build_args.clone().into_iter().collect()),
+            networkmode: req.network.mode().map(str::to_owned),
             ..Default::default()
         };
         let mut stream =
@@ -388,9 +428,15 @@ impl Engine {
                     // A failing producer cuts the upload: its error is the cause, not hyper's.
                     drop(stream);
                     let detail = super::context::producer_failure(producer).await;
-                    let detail =
-                        detail.map_or_else(|| e.to_string(), |c| format!("build context: {c}"));
-                    return Err(build_failed(req, detail, &tail));
+                    let (detail, help) = match detail {
+                        Some(c) => (format!("build context: {c}"), String::new()),
+                        None => {
+                            let e = e.to_string();
+                            let help = self.needs_buildkit_help(req, &e).await;
+                            (e, help)
+                        }
+                    };
+                    return Err(with_help(build_failed(req, detail, &tail), &help));
                 }
             };
             if let Some(text) = &info.stream {
@@ -400,9 +446,12 @@ impl Engine {
                 }
             }
             if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
-                return Err(build_failed(req, err, &tail));
+                let help = self.needs_buildkit_help(req, &err).await;
+                return Err(with_help(build_failed(req, err, &tail), &help));
             }
-            if let Some(id) = info.aux.and_then(|a| a.id) {
+            if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
+                && let Some(id) = aux.id
+            {
                 image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
             }
         }
@@ -423,6 +472,26 @@ impl Engine {
 }
 
 impl Engine {
+    /// The help for a classic build the engine refused because the Dockerfile needs
+    /// BuildKit (`the --mount option requires BuildKit`): what to set, or why this engine
+    /// cannot; empty for any other error.
+    async fn needs_buildkit_help(&self, req: &BuildRequest, error: &str) -> String {
+        if !error.contains("requires BuildKit") {
+            return String::new();
+        }
+        let rt = &req.runtime;
+        if req.builder == crate::config::Builder::Classic {
+            format!(
+                "\n  help: this Dockerfile needs BuildKit, but runtime {rt:?} has builder = \"classic\"; set builder = \"auto\" (or \"buildkit\") for it in runtimes.toml"
+            )
+        } else {
+            format!(
+                "\n  help: this Dockerfile needs BuildKit, and the Docker engine at {} does not offer it (API 1.39 or later with a /session endpoint); upgrade the engine (Docker 18.09 or later)",
+                self.shown_host()
+            )
+        }
+    }
+
     /// The stream's next item, or [`DockerError::Idle`] once nothing moved (no item, and no
     /// `activity` elsewhere, such as context bytes taken) for the idle limit. `next` is
     /// cancel-safe, so waiting again after a timeout loses nothing.
@@ -464,7 +533,7 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last
             .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
@@ -478,11 +547,11 @@ impl Activity {
 
 /// The last lines of build output, for errors.
 #[derive(Default)]
-struct Tail(std::collections::VecDeque<String>);
+pub(super) struct Tail(std::collections::VecDeque<String>);
 
 impl Tail {
     const LINES: usize = 12;
-    fn push(&mut self, line: &str) {
+    pub(super) fn push(&mut self, line: &str) {
         if self.0.len() == Self::LINES {
             self.0.pop_front();
         }
@@ -490,7 +559,7 @@ impl Tail {
     }
 }
 
-fn build_failed(req: &BuildRequest, detail: String, tail: &Tail) -> DockerError {
+pub(super) fn build_failed(req: &BuildRequest, detail: String, tail: &Tail) -> DockerError {
     let tail = if tail.0.is_empty() {
         String::new()
     } else {
@@ -504,6 +573,28 @@ fn build_failed(req: &BuildRequest, detail: String, tail: &Tail) -> DockerError 
         commit: req.commit.clone(),
         detail: detail.trim().to_owned(),
         tail,
+    }
+}
+
+/// `error` with `help` (`\n  help: …`, or empty) after everything else it says.
+pub(super) fn with_help(error: DockerError, help: &str) -> DockerError {
+    match error {
+        DockerError::BuildFailed {
+            image,
+            dockerfile,
+            repo,
+            commit,
+            detail,
+            tail,
+        } => DockerError::BuildFailed {
+            image,
+            dockerfile,
+            repo,
+            commit,
+            detail,
+            tail: tail + help,
+        },
+        other => other,
     }
 }
 
@@ -552,7 +643,7 @@ fn parse_ping_head(head: &str) -> std::io::Result<Option<ClientVersion>> {
 }
 
 /// An image ID the engine answered, checked before planner uses it (`sha256:` + 64 hex).
-fn checked_id(id: String, what: &str) -> Result<String, Box<DockerError>> {
+pub(super) fn checked_id(id: String, what: &str) -> Result<String, Box<DockerError>> {
     if crate::ids::is_image_id(&id) {
         return Ok(id);
     }
@@ -685,7 +776,13 @@ impl Engine {
     /// The creation time of an image as the engine states it (RFC 3339, nanoseconds), or
     /// `None` when there is no such image.
     pub async fn image_created(&self, reference: &str) -> Result<Option<String>, DockerError> {
-        Ok(self.inspect_raw(reference).await?.and_then(|i| i.created))
+        Ok(self
+            .inspect_raw(reference)
+            .await?
+            .and_then(|i| i.created)
+            .and_then(|t| t.timestamp_nanos_opt())
+            .and_then(|n| jiff::Timestamp::from_nanosecond(n.into()).ok())
+            .map(|t| t.to_string()))
     }
 
     /// An image as the engine inspects it, with its digest references; `None` when there
@@ -698,7 +795,10 @@ impl Engine {
             return Ok(None);
         };
         let id = checked_id(image.id.unwrap_or_default(), "inspect image").map_err(|e| *e)?;
-        let created_nanos = image.created.as_deref().and_then(parse_rfc3339_nanos);
+        let created_nanos = image
+            .created
+            .and_then(|t| t.timestamp_nanos_opt())
+            .map(i128::from);
         let created = created_nanos.map_or(0, |n| i64::try_from(n / 1_000_000_000).unwrap_or(0));
         let entry = ImageEntry {
             id,

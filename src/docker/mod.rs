@@ -1,6 +1,7 @@
 //! Docker: the engine through bollard ([`engine`]; which engine and how to reach it:
-//! [`endpoint`], [`remote`]), the streamed build context ([`context`]) and `.dockerignore`
-//! semantics ([`ignore`]).
+//! [`endpoint`], [`remote`]; BuildKit builds in [`buildkit`]), the streamed build context
+//! ([`context`]) and `.dockerignore` semantics ([`ignore`]).
+pub mod buildkit;
 pub mod context;
 pub mod endpoint;
 pub mod engine;
@@ -10,4 +11,4 @@ pub mod pull;
 pub mod remote;
 mod ssh;
 
-pub use engine::{DockerError, Engine, ImageInfo};
+pub use engine::{BuildOutput, DockerError, Engine, ImageInfo};

@@ -171,7 +171,7 @@ impl Engine {
 
     /// Sends `request` over a fresh connection to the engine, the way bollard reaches it
     /// (unix socket, TCP, TLS with the client certificates, ssh).
-    async fn send(
+    pub(super) async fn send(
         &self,
         request: hyper::Request<Empty<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {

@@ -62,6 +62,35 @@ pub enum Event {
         step: StepRef,
         line: String,
     },
+    /// A Dockerfile step as BuildKit reports it (`[2/5] RUN pip install …`, or an internal
+    /// one such as `[internal] load metadata for …`): it started, was found cached, finished
+    /// or failed. Sent once per transition.
+    BuildStep {
+        step: StepRef,
+        name: String,
+        state: BuildStepState,
+    },
+}
+
+/// Where a BuildKit step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStepState {
+    Started,
+    Cached,
+    Done,
+    Failed,
+}
+
+impl BuildStepState {
+    /// As plain lines and NDJSON name it: `started`, `cached`, `done`, `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildStepState::Started => "started",
+            BuildStepState::Cached => "cached",
+            BuildStepState::Done => "done",
+            BuildStepState::Failed => "failed",
+        }
+    }
 }
 
 /// Where events go. Renderers implement it as a closure.

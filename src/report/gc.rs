@@ -243,8 +243,57 @@ fn totals(plan: &GcPlan) -> String {
     out
 }
 
+/// The `gc --build-cache` line: what was (or would be) pruned, or why it failed.
+pub fn build_cache_text(cache: &gc::BuildCachePrune) -> String {
+    let scope = match cache.older_than {
+        Some(d) => format!(
+            "entries last used over {} ago",
+            humantime::format_duration(d)
+        ),
+        None => "every unused entry".to_owned(),
+    };
+    match &cache.outcome {
+        Ok(u) if cache.dry_run => format!(
+            "build cache: would free {} ({} {}, {scope}); dry run, nothing removed\n",
+            human_bytes(u.bytes),
+            u.entries,
+            plural(u.entries, "entry", "entries")
+        ),
+        Ok(u) => format!(
+            "build cache: freed {} ({} {}, {scope})\n",
+            human_bytes(u.bytes),
+            u.entries,
+            plural(u.entries, "entry", "entries")
+        ),
+        Err(_) => build_cache_failure(cache),
+    }
+}
+
+/// The `gc --build-cache` failure line (empty when it did not fail).
+pub fn build_cache_failure(cache: &gc::BuildCachePrune) -> String {
+    match &cache.outcome {
+        Err(why) => format!(
+            "planner: gc: pruning the build cache failed: {why}\n  help: check the engine (`docker system df`), then run `planner gc --build-cache` again\n"
+        ),
+        Ok(_) => String::new(),
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
 /// The gc report as one JSON object.
 pub fn json(plan: &GcPlan, cache_dir: &Path) -> String {
+    json_with_build_cache(plan, None, cache_dir)
+}
+
+/// The gc report as one JSON object, with `build_cache` when `gc --build-cache` ran.
+pub fn json_with_build_cache(
+    plan: &GcPlan,
+    cache: Option<&gc::BuildCachePrune>,
+    cache_dir: &Path,
+) -> String {
     let kept: Vec<_> = plan.kept.iter().map(kept_json).collect();
     let items: Vec<_> = plan.items.iter().map(item_json).collect();
     let doc = json!({
@@ -265,7 +314,25 @@ pub fn json(plan: &GcPlan, cache_dir: &Path) -> String {
         "skipped": plan.skipped(),
         "failed": plan.failed(),
     });
+    let mut doc = doc;
+    if let (Some(cache), serde_json::Value::Object(o)) = (cache, &mut doc) {
+        o.insert("build_cache".into(), build_cache_json(cache));
+    }
     serde_json::to_string_pretty(&doc).expect("gc report serializes")
+}
+
+/// `gc --build-cache` in the gc report's JSON.
+fn build_cache_json(cache: &gc::BuildCachePrune) -> serde_json::Value {
+    let (entries, bytes, error) = match &cache.outcome {
+        Ok(u) => (Some(u.entries), Some(u.bytes), None),
+        Err(why) => (None, None, Some(why)),
+    };
+    json!({
+        "older_than_secs": cache.older_than.map(|d| d.as_secs()),
+        "entries": entries,
+        "freed_bytes": bytes,
+        "error": error,
+    })
 }
 
 /// A kept commit (or, for a registry runtime, digest) in the gc report's JSON.

@@ -81,6 +81,11 @@ pub fn objects(event: &Event, verbose: bool) -> Vec<Value> {
         Event::Waiting { step, reason } => ("step_waiting", step, json!({ "reason": reason })),
         Event::Output { step, line } if verbose => ("step_output", step, json!({ "line": line })),
         Event::Output { .. } => return Vec::new(),
+        Event::BuildStep { step, name, state } => (
+            "build_step",
+            step,
+            json!({ "name": name, "state": state.name() }),
+        ),
     };
     step.runtimes
         .iter()
@@ -274,6 +279,19 @@ mod tests {
         };
         assert!(objects(&e, false).is_empty());
         assert_eq!(objects(&e, true)[0]["line"], "Step 1/2");
+    }
+
+    #[test]
+    fn buildkit_steps_carry_name_and_state() {
+        let e = Event::BuildStep {
+            step: step(&["a"]),
+            name: "[1/2] FROM base".into(),
+            state: crate::exec::event::BuildStepState::Started,
+        };
+        let o = &objects(&e, false)[0];
+        assert_eq!(o["event"], "build_step");
+        assert_eq!(o["name"], "[1/2] FROM base");
+        assert_eq!(o["state"], "started");
     }
 }
 

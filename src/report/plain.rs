@@ -50,10 +50,23 @@ pub fn line(event: &Event, verbosity: Verbosity, width: usize) -> Option<String>
             (step, format!("| {line}"))
         }
         Event::Output { .. } => return None,
+        Event::BuildStep { step, name, state } => {
+            (step, format!("{} {}", state.name(), one_line(name)))
+        }
     };
     let who = step.runtimes.join(",");
     let text = format!("{who:<width$}  {:<17}  {what}", step.kind.name());
     Some(mask(&text).replace('\r', ""))
+}
+
+/// A BuildKit step name on one line, at most 100 characters.
+fn one_line(name: &str) -> String {
+    let flat = name.replace(['\n', '\r'], " ");
+    let mut short: String = flat.chars().take(100).collect();
+    if short.len() < flat.len() {
+        short.push('…');
+    }
+    short
 }
 
 /// A sink printing plain lines to stderr. `width` pads the runtime column.
@@ -131,5 +144,20 @@ mod tests {
                 .unwrap()
                 .ends_with("| Step 1/2")
         );
+    }
+
+    #[test]
+    fn buildkit_steps_are_transitions_on_one_line() {
+        use crate::exec::event::BuildStepState;
+        let e = Event::BuildStep {
+            step: step(),
+            name: "[2/5] RUN pip install \\\n  -r req.txt".into(),
+            state: BuildStepState::Cached,
+        };
+        assert_eq!(
+            line(&e, Verbosity::Normal, 5).unwrap(),
+            "codex  build              cached [2/5] RUN pip install \\   -r req.txt"
+        );
+        assert!(line(&e, Verbosity::Quiet, 5).is_none());
     }
 }

@@ -125,6 +125,10 @@ impl Display {
                 let text = build_progress(&mut st.dockerfile_step, line);
                 bar.set_message(mask(&format!("{kind}: {text}")).into_owned())
             }
+            Event::BuildStep { name, state, .. } => {
+                let text = buildkit_progress(&mut st.dockerfile_step, name, *state);
+                bar.set_message(mask(&format!("{kind}: {text}")).into_owned())
+            }
             Event::Skipped { .. } => {
                 st.skipped += 1;
                 bar.set_message(format!("{kind}: skipped"));
@@ -182,7 +186,8 @@ fn step_of(event: &Event) -> &StepRef {
         | Event::Failed { step, .. }
         | Event::Blocked { step, .. }
         | Event::Waiting { step, .. }
-        | Event::Output { step, .. } => step,
+        | Event::Output { step, .. }
+        | Event::BuildStep { step, .. } => step,
     }
 }
 
@@ -201,6 +206,30 @@ fn build_progress(dockerfile_step: &mut Option<String>, line: &str) -> String {
     match dockerfile_step {
         Some(s) if !line.starts_with("Step ") => format!("{s} · {short}"),
         _ => short,
+    }
+}
+
+/// What to show of a BuildKit step: its name, marked when cached; RUN output lines that
+/// follow show it as their prefix (see [`build_progress`]).
+fn buildkit_progress(
+    dockerfile_step: &mut Option<String>,
+    name: &str,
+    state: crate::exec::event::BuildStepState,
+) -> String {
+    use crate::exec::event::BuildStepState as S;
+    let flat = name.replace(['\n', '\r'], " ");
+    let mut short: String = flat.chars().take(60).collect();
+    if short.len() < flat.len() {
+        short.push('…');
+    }
+    match state {
+        S::Started => {
+            *dockerfile_step = Some(short.clone());
+            short
+        }
+        S::Cached => format!("{short} (cached)"),
+        S::Done => format!("{short} (done)"),
+        S::Failed => format!("{short} FAILED"),
     }
 }
 
@@ -260,6 +289,45 @@ mod tests {
         );
         assert!(
             screen.contains("beta") && screen.contains("build: skipped"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn buildkit_steps_show_as_the_current_step_with_run_output_after_them() {
+        use crate::exec::event::BuildStepState;
+        let (d, term) = display();
+        let sink = d.sink();
+        let build = || step("alpha", StepKind::Build);
+        sink(&Event::BuildStep {
+            step: build(),
+            name: "[2/5] RUN pip install -r requirements.txt".into(),
+            state: BuildStepState::Started,
+        });
+        sink(&Event::Output {
+            step: build(),
+            line: "Collecting flask".into(),
+        });
+        d.multi.set_move_cursor(false);
+        for bar in d.bars.values() {
+            bar.tick();
+        }
+        let screen = term.contents();
+        assert!(
+            screen.contains("build: [2/5] RUN pip install -r requirements.txt · Collecting flask"),
+            "{screen}"
+        );
+        sink(&Event::BuildStep {
+            step: build(),
+            name: "[3/5] COPY . /app".into(),
+            state: BuildStepState::Cached,
+        });
+        for bar in d.bars.values() {
+            bar.tick();
+        }
+        let screen = term.contents();
+        assert!(
+            screen.contains("build: [3/5] COPY . /app (cached)"),
             "{screen}"
         );
     }

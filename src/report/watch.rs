@@ -41,7 +41,8 @@ pub fn step_shown(event: &exec::Event) -> bool {
         exec::Event::Started { step, .. }
         | exec::Event::Finished { step, .. }
         | exec::Event::Waiting { step, .. }
-        | exec::Event::Output { step, .. } => !step.kind.is_root(),
+        | exec::Event::Output { step, .. }
+        | exec::Event::BuildStep { step, .. } => !step.kind.is_root(),
     }
 }
 

@@ -555,13 +555,20 @@ async fn build_from_input(
     ensure_bases(world, req, &inputs.bases).await?;
     let sink = req.sink.clone();
     let step = req.step.clone();
-    let on_line = move |line: &str| {
-        sink(&Event::Output {
-            step: step.clone(),
-            line: crate::mask::mask(line).into_owned(),
+    let on_output = move |output: crate::docker::BuildOutput<'_>| {
+        sink(&match output {
+            crate::docker::BuildOutput::Line(line) => Event::Output {
+                step: step.clone(),
+                line: crate::mask::mask(line).into_owned(),
+            },
+            crate::docker::BuildOutput::Step { name, state } => Event::BuildStep {
+                step: step.clone(),
+                name: crate::mask::mask(name).into_owned(),
+                state,
+            },
         })
     };
-    let id = world.engine.build(&build, on_line).await?;
+    let id = world.engine.build(&build, on_output).await?;
     Ok((id, Some(dockerfile_blake3.clone())))
 }
 
@@ -703,6 +710,9 @@ fn build_request(
         build_args: inputs.build_args.clone(),
         repo: inputs.repo.clone(),
         commit: req.revision.to_owned(),
+        builder: rt.builder,
+        network: rt.build_network,
+        runtime: rt.name.clone(),
     }
 }
 

@@ -118,9 +118,11 @@ impl Env {
     }
 
     /// Writes runtimes.toml with the test's repo prefix and image prefix, plus `extra`.
+    /// Runtimes build with the classic builder unless their table says otherwise (the test
+    /// engine has no bridge, so BuildKit's RUN needs `build_network`: see support::buildkit).
     pub fn config(&self, extra: &str) -> PathBuf {
         let text = format!(
-            "[defaults]\nrepo_prefix = \"{}\"\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\n\n[git]\ntoken_env = \"PLANNER_GIT_TOKEN\"\nallow_insecure_http = true\n\n{extra}",
+            "[defaults]\nrepo_prefix = \"{}\"\nimage_prefix = \"{}\"\nplatform = \"linux/amd64\"\nbuilder = \"classic\"\n\n[git]\ntoken_env = \"PLANNER_GIT_TOKEN\"\nallow_insecure_http = true\n\n{extra}",
             self.git.base_url(),
             self.prefix
         );

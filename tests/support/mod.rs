@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod buildkit;
 pub mod canned_http;
 pub mod cred_helper;
 pub mod git_server;
