@@ -22,7 +22,7 @@ use crate::docker::Engine;
 use crate::dockerfile::BaseRef;
 use crate::error::StepError;
 use crate::ids::short;
-use crate::registry::{ImageRef, Registry};
+use crate::registry::{ImageRef, Registry, RegistryError};
 
 /// Where a base's digest came from.
 #[derive(
@@ -60,11 +60,14 @@ impl Base {
     }
 }
 
-/// A build's bases, sorted and deduplicated (the key's canonical form), and what the user
-/// should know about how they were resolved.
+/// What a build's key covers that only the world answers: its bases, sorted and deduplicated
+/// (the key's canonical form), the builder that builds on this engine (`auto` resolved), and
+/// what the user should know about how they were resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bases {
     pub bases: Vec<Base>,
+    /// The effective builder (`buildkit` or `classic`); `None` until asked of the engine.
+    pub builder: Option<crate::config::Builder>,
     /// Phrases for the plan ("could not check python:3.11 for updates: …").
     pub notes: Vec<String>,
 }
@@ -73,7 +76,11 @@ impl Bases {
     pub fn new(mut bases: Vec<Base>, notes: Vec<String>) -> Bases {
         bases.sort();
         bases.dedup();
-        Bases { bases, notes }
+        Bases {
+            bases,
+            builder: None,
+            notes,
+        }
     }
 
     /// The label value images carry (`dev.planner.bases`): JSON, sorted.
@@ -162,12 +169,13 @@ pub enum BaseError {
     )]
     NotLocal { reference: String, runtime: String },
     #[error(
-        "cannot check base image {reference} of runtime {runtime:?} at its registry, and the engine does not hold it: {detail}\n  help: fix the registry access (`docker login`, [registry] insecure for a plain-HTTP registry) or `docker pull {reference}`; base_images = \"local\" builds only on what the engine holds"
+        "cannot check base image {reference} of runtime {runtime:?} at its registry, and the engine does not hold it: {detail}\n  help: {help}"
     )]
     Unresolved {
         reference: String,
         runtime: String,
         detail: String,
+        help: String,
     },
 }
 
@@ -312,10 +320,27 @@ async fn resolve_one(
                     reference: reference.to_owned(),
                     runtime: cx.runtime.to_owned(),
                     detail: first_line,
+                    help: unresolved_help(&e, &image, reference),
                 }
                 .into()),
             }
         }
+    }
+}
+
+/// What to do about a base the registry would not answer for.
+fn unresolved_help(e: &RegistryError, image: &ImageRef, reference: &str) -> String {
+    let host = &image.registry;
+    match e {
+        RegistryError::Unauthorized { .. } | RegistryError::Forbidden { .. } => format!(
+            "log in to the registry: docker login {host} (planner reads $DOCKER_CONFIG/config.json, else ~/.docker/config.json, and its credential helpers)"
+        ),
+        RegistryError::NotFound { .. } => format!(
+            "{reference} does not exist at {host}: fix the FROM line of the Dockerfile, or the build_args it reads"
+        ),
+        _ => format!(
+            "check the network and access to {host} ([registry] insecure for a plain-HTTP registry), or `docker pull {reference}`; base_images = \"local\" builds only on what the engine holds"
+        ),
     }
 }
 

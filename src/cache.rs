@@ -22,7 +22,9 @@ use crate::docker::Engine;
 use crate::docker::engine::{self as eng, ImageInfo};
 use crate::key::Key;
 use crate::registry::{ImageRef, Registry, RegistryError};
-use crate::steps::build::{BuildInputs, inputs_from_labels, key as build_key, label_mismatch};
+use crate::steps::build::{
+    BuildInputs, inputs_from_labels, key as build_key, label_mismatch, same_source, source_only,
+};
 
 /// The shared cache as one run sees it (cheap to clone: the warning flag is shared).
 #[derive(Clone)]
@@ -155,14 +157,7 @@ impl SharedCache {
             .pointer(runtime, &source_key(expected))
             .filter(|_| self.pulls())?;
         let entry = self.look(&image, &expected.platform).await?;
-        let stated = inputs_from_labels(&entry.labels);
-        let same = BuildInputs {
-            bases: Vec::new(),
-            ..stated
-        } == BuildInputs {
-            bases: Vec::new(),
-            ..expected.clone()
-        };
+        let same = same_source(&inputs_from_labels(&entry.labels), expected);
         let bases = crate::bases::from_label(entry.labels.get(eng::LABEL_BASES));
         bases.filter(|_| same)
     }
@@ -221,12 +216,9 @@ impl SharedCache {
     }
 }
 
-/// The key of a build's inputs without its base images: what a pointer is named by.
+/// The key of a build's inputs without its base images and builder: what a pointer is named by.
 pub fn source_key(inputs: &BuildInputs) -> Key {
-    let without = BuildInputs {
-        bases: Vec::new(),
-        ..inputs.clone()
-    };
+    let without = source_only(inputs);
     let mut b = crate::key::KeyBuilder::new(crate::plan::StepKind::Build);
     b.field("source-of", build_key(&without).as_str());
     b.finish()

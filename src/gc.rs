@@ -1326,6 +1326,7 @@ mod tests {
             params: Default::default(),
             build_args: Default::default(),
             bases: Default::default(),
+            builder: String::new(),
         };
         HashMap::from([
             (

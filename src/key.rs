@@ -145,6 +145,7 @@ mod tests {
             params: BTreeMap::new(),
             build_args: BTreeMap::new(),
             bases: Vec::new(),
+            builder: "classic".into(),
         }
     }
 
@@ -180,6 +181,10 @@ mod tests {
                 build_args: [("RUNTIME_VERSION".into(), String::new())].into(),
                 ..inputs()
             },
+            BuildInputs {
+                builder: "buildkit".into(),
+                ..inputs()
+            },
         ];
         for v in variants {
             assert_ne!(build_key(&v), base, "{v:?}");
@@ -189,11 +194,11 @@ mod tests {
 
     #[test]
     fn build_key_is_stable_across_releases() {
-        // planner-key/2 (build args and base images). Changing this value means every user's
+        // planner-key/2 (build args, base images, builder). Changing this value means every user's
         // images rebuild: bump KEY_FORMAT on purpose, and say so in README's upgrade notes.
         assert_eq!(
             build_key(&inputs()).as_str(),
-            "3727bc3f7beb18b5c96552e277d5f0302bb5f84e89391497871c7f48b7e81918"
+            "8acde40443d0714f465ccf6a9b6a90e3d1e87f52b49cfad89ca4ccff71a52561"
         );
     }
 

@@ -423,7 +423,7 @@ fn gc_build_cache_frees_the_bytes_buildkit_builds_filled() {
 }
 
 #[test]
-fn base_image_pulls_authenticate_through_the_session_with_docker_login_credentials() {
+fn base_image_pulls_under_buildkit_authenticate_with_docker_login_credentials() {
     use support::registry::{MARKER_PATH, RegistryAuth, TestRegistry};
     let _cache = building();
     let env = Env::new("bk-auth");
@@ -461,10 +461,7 @@ fn base_image_pulls_authenticate_through_the_session_with_docker_login_credentia
 }
 
 /// The builder is part of the build key: switching it rebuilds, and the reason says why.
-/// Ignored until the build key takes the effective builder (`Engine::effective_builder`;
-/// wired by the lead with the issue 11 key changes): today the second run skips the build.
 #[test]
-#[ignore = "needs the builder in the build key (lead, with issue 11's KEY_FORMAT bump)"]
 fn switching_the_builder_rebuilds_with_the_reason() {
     let _cache = building();
     let env = Env::new("bk-switch");
@@ -478,7 +475,9 @@ fn switching_the_builder_rebuilds_with_the_reason() {
     assert_eq!(second.code, 0, "{}", second.all());
     let started = second.lines("build", "started");
     assert!(
-        started.iter().any(|l| l.contains("builder")),
+        started
+            .iter()
+            .any(|l| l.contains("builder changed: classic → buildkit")),
         "the build runs again and names the builder: {}",
         second.all()
     );

@@ -25,6 +25,8 @@ pub const LABEL_PARAMS: &str = "dev.planner.params";
 pub const LABEL_BUILD_ARGS: &str = "dev.planner.build-args";
 /// The base images a build keyed on (JSON, [`crate::bases::Base`] list).
 pub const LABEL_BASES: &str = "dev.planner.bases";
+/// The builder that built the image (`buildkit`, `classic`).
+pub const LABEL_BUILDER: &str = "dev.planner.builder";
 pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 

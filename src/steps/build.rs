@@ -100,6 +100,9 @@ pub struct BuildInputs {
     /// The base images, sorted ([`crate::bases`]); an image states them in
     /// [`eng::LABEL_BASES`].
     pub bases: Vec<Base>,
+    /// The builder that builds (`buildkit`, `classic`): they do not make the same image. An
+    /// image states it in [`eng::LABEL_BUILDER`].
+    pub builder: String,
 }
 
 /// The build key. The Dockerfile's digest is not an input: the commit already fixes every
@@ -117,6 +120,7 @@ pub fn key(inputs: &BuildInputs) -> Key {
     for (k, v) in &inputs.build_args {
         b.field(&format!("build_arg.{k}"), v);
     }
+    b.field("builder", &inputs.builder);
     b.field("bases", &inputs.bases.len().to_string());
     for base in &inputs.bases {
         b.field("base.reference", &base.reference)
@@ -145,6 +149,7 @@ pub fn inputs(node: &Node, commit: &str, bases: &Bases) -> BuildInputs {
         params: node.params.clone(),
         build_args: rt.build_args.clone(),
         bases: bases.bases.clone(),
+        builder: bases.builder.unwrap_or(rt.builder).name().to_owned(),
     }
 }
 
@@ -179,7 +184,9 @@ async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discov
         mode: rt.base_images,
         platform: &rt.platform,
     };
-    Ok(Discovery::Known(world.bases.resolve_all(&cx, &refs).await?))
+    let mut found = world.bases.resolve_all(&cx, &refs).await?;
+    found.builder = Some(world.engine.effective_builder(rt.builder).await);
+    Ok(Discovery::Known(found))
 }
 
 /// The bases the verified Dockerfile names (its digest checked against the verify's).
@@ -217,6 +224,31 @@ async fn read_bases(
     .map_err(|e| StepError::Internal(format!("Dockerfile task: {e}")))?
 }
 
+/// Whether two builds have the same source: all inputs but those only the world answers
+/// (bases, builder), which do not change what the Dockerfile names.
+pub fn same_source(a: &BuildInputs, b: &BuildInputs) -> bool {
+    source_only(a) == source_only(b)
+}
+
+/// The inputs without bases and builder.
+pub fn source_only(inputs: &BuildInputs) -> BuildInputs {
+    BuildInputs {
+        bases: Vec::new(),
+        builder: String::new(),
+        ..inputs.clone()
+    }
+}
+
+/// The builder the key names, as the engine call takes it.
+fn effective_builder(keyed: &str, configured: crate::config::Builder) -> crate::config::Builder {
+    use crate::config::Builder;
+    match keyed {
+        "buildkit" => Builder::Buildkit,
+        "classic" => Builder::Classic,
+        _ => configured,
+    }
+}
+
 /// At most the verify cap of a file, refusing more.
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
@@ -249,11 +281,7 @@ async fn bases_from_images(
         let Some(info) = world.engine.inspect(&tag).await? else {
             continue;
         };
-        let from_labels = inputs_from_labels(&info.labels);
-        let same = BuildInputs {
-            bases: Vec::new(),
-            ..from_labels
-        } == expected;
+        let same = same_source(&inputs_from_labels(&info.labels), &expected);
         if let (true, Some(bases)) = (same, bases::from_label(info.labels.get(eng::LABEL_BASES))) {
             let refs = bases
                 .into_iter()
@@ -316,7 +344,12 @@ fn shown_label(value: &str) -> &str {
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepError> {
     let bases = found(req.found, req.node)?;
     let inputs = inputs(req.node, req.revision, bases);
-    let note = format!("{}{}", args_note(&inputs.build_args), notes(bases));
+    let note = format!(
+        "{}{}{}",
+        args_note(&inputs.build_args),
+        builder_note(req.node.runtime(), &inputs.builder),
+        notes(bases)
+    );
     let mut found: Option<(String, String)> = None;
     let mut missing = Vec::new();
     for rt in &req.node.runtimes {
@@ -383,6 +416,14 @@ fn found<'a>(found: Option<&'a Bases>, node: &Node) -> Result<&'a Bases, StepErr
             node.display_id()
         ))
     })
+}
+
+/// Which builder `auto` picked, for the plan (` (builder auto: buildkit)`).
+fn builder_note(rt: &Runtime, effective: &str) -> String {
+    match rt.builder {
+        crate::config::Builder::Auto => format!(" (builder auto: {effective})"),
+        _ => String::new(),
+    }
 }
 
 /// The notes of how bases were resolved, for a reason (`; could not check …`).
@@ -700,6 +741,7 @@ fn build_request(
     }
     let bases = Bases::new(inputs.bases.clone(), Vec::new());
     labels.insert(eng::LABEL_BASES.to_owned(), bases.label());
+    labels.insert(eng::LABEL_BUILDER.to_owned(), inputs.builder.clone());
     BuildRequest {
         context_dir: checkout.to_owned(),
         dockerfile: rt.dockerfile.clone(),
@@ -710,7 +752,7 @@ fn build_request(
         build_args: inputs.build_args.clone(),
         repo: inputs.repo.clone(),
         commit: req.revision.to_owned(),
-        builder: rt.builder,
+        builder: effective_builder(&inputs.builder, rt.builder),
         network: rt.build_network,
         runtime: rt.name.clone(),
     }
@@ -731,6 +773,7 @@ pub fn inputs_from_labels(labels: &HashMap<String, String>) -> BuildInputs {
             .unwrap_or_default(),
         build_args: build_args_from_label(labels.get(eng::LABEL_BUILD_ARGS)),
         bases: bases::from_label(labels.get(eng::LABEL_BASES)).unwrap_or_default(),
+        builder: get(eng::LABEL_BUILDER),
     }
 }
 
@@ -830,6 +873,14 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
     if from_labels.params != expected.params {
         return Some("key changed: step params".into());
     }
+    if from_labels.builder != expected.builder {
+        let was = shown_label(&from_labels.builder);
+        return Some(format!(
+            "builder changed: {} → {}",
+            if was.is_empty() { "none" } else { was },
+            expected.builder
+        ));
+    }
     let mut args = build_args_changes(&from_labels.build_args, &expected.build_args);
     args.extend(bases::changes(&from_labels.bases, &expected.bases));
     if !args.is_empty() {
@@ -860,6 +911,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             bases: Vec::new(),
+            builder: "classic".into(),
         }
     }
 
@@ -873,6 +925,7 @@ mod tests {
             (eng::LABEL_PLATFORM.to_owned(), inputs.platform.clone()),
             (eng::LABEL_PARAMS.to_owned(), "{}".to_owned()),
             (eng::LABEL_REVISION.to_owned(), inputs.commit.clone()),
+            (eng::LABEL_BUILDER.to_owned(), inputs.builder.clone()),
         ]);
         if !inputs.build_args.is_empty() {
             let json = crate::config::build_args_label(&inputs.build_args);
