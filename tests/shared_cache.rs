@@ -194,3 +194,29 @@ fn a_tampered_entry_is_refused_and_rebuilt() {
     assert_eq!(b.count("clone", "done"), 1, "{}", b.all());
     clean_b(&env.prefix);
 }
+
+#[test]
+fn two_machines_building_one_key_at_once_both_succeed_with_one_entry() {
+    let env = Env::new("cacherace");
+    clean_b(&env.prefix);
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    template(&env, "r1");
+    config(&env, &["r1"], &cache);
+    let b_cache = tempfile::tempdir().unwrap();
+    let a = std::thread::scope(|s| {
+        let b = s.spawn(|| on_b(&env, b_cache.path(), &["ensure", "r1"]));
+        let a = env.planner(&["ensure", "r1"]);
+        let b = b.join().unwrap();
+        assert_eq!(b.code, 0, "{}", b.all());
+        a
+    });
+    assert_eq!(a.code, 0, "{}", a.all());
+    let key = build_key(&env, "r1");
+    let head = reg.head_manifest("planner-cache/r1", &format!("k-{key}"));
+    assert_eq!(head.status, 200, "one entry under the key");
+    // Both machines now agree with the cache: nothing runs on either.
+    assert!(!env.planner(&["ensure", "r1"]).stderr.contains(" started "));
+    assert!(!on_b(&env, b_cache.path(), &["ensure", "r1"]).stderr.contains(" started "));
+    clean_b(&env.prefix);
+}
