@@ -221,7 +221,10 @@ pub async fn plan(
     runtimes: &[Arc<Runtime>],
     offline: bool,
 ) -> Result<Planned, AppError> {
-    let world = world(loaded, true).await?;
+    let mut world = world(loaded, true).await?;
+    if offline {
+        world.bases = crate::bases::Resolver::offline();
+    }
     let graph = Graph::compile(runtimes, &loaded.plans);
     let resolutions = exec::resolve_all(
         &graph,

@@ -169,6 +169,10 @@ pub enum BaseError {
     )]
     NotLocal { reference: String, runtime: String },
     #[error(
+        "offline, and base image {reference} of runtime {runtime:?} is not in the engine\n  help: run `planner plan` without --offline (or `docker pull {reference}`) once with network access"
+    )]
+    Offline { reference: String, runtime: String },
+    #[error(
         "cannot check base image {reference} of runtime {runtime:?} at its registry, and the engine does not hold it: {detail}\n  help: {help}"
     )]
     Unresolved {
@@ -191,6 +195,9 @@ struct Answer {
 #[derive(Clone, Default)]
 pub struct Resolver {
     cells: Arc<Mutex<HashMap<Asked, Cell>>>,
+    /// `plan --offline`: no registry is asked; a registry base is keyed on the digest the
+    /// engine's copy was pulled at.
+    offline: bool,
 }
 
 /// A base as asked: its reference, platform and mode.
@@ -210,6 +217,14 @@ pub struct Context<'a> {
 }
 
 impl Resolver {
+    /// A resolver that never asks a registry (`plan --offline`).
+    pub fn offline() -> Resolver {
+        Resolver {
+            offline: true,
+            ..Resolver::default()
+        }
+    }
+
     /// Resolves every base of a build.
     pub async fn resolve_all(
         &self,
@@ -236,7 +251,7 @@ impl Resolver {
         };
         let answer = cell
             .get_or_init(|| async {
-                resolve_one(cx, &r.reference, &platform)
+                resolve_one(cx, &r.reference, &platform, self.offline)
                     .await
                     .map_err(|e| e.to_string())
             })
@@ -250,6 +265,7 @@ async fn resolve_one(
     cx: &Context<'_>,
     reference: &str,
     platform: &str,
+    offline: bool,
 ) -> Result<Answer, StepError> {
     let invalid = |detail: String| BaseError::Invalid {
         reference: reference.to_owned(),
@@ -296,6 +312,19 @@ async fn resolve_one(
             base: base(Origin::Local, l.entry.id.clone()),
             note: None,
         });
+    }
+    if offline {
+        return match pulled_at.flatten() {
+            Some(digest) => Ok(Answer {
+                base: base(Origin::Registry, digest),
+                note: Some(format!("offline: base {reference} not checked for updates")),
+            }),
+            None => Err(BaseError::Offline {
+                reference: reference.to_owned(),
+                runtime: cx.runtime.to_owned(),
+            }
+            .into()),
+        };
     }
     match cx.registry.resolve(&image, platform).await {
         Ok(found) => Ok(Answer {

@@ -88,6 +88,16 @@ fn a_moved_base_rebuilds_exactly_the_runtimes_built_on_it_from_the_new_digest() 
     );
     let off_id = env.image_id(&pinned_off).unwrap();
     assert_nothing_ran(&env.planner(&["ensure", "on", "off"]));
+    // Offline: the bases are keyed on what the engine holds; no registry is asked.
+    reg.clear_requests();
+    let offline = env.planner(&["plan", "--offline", "on", "off"]);
+    assert_eq!(offline.code, 0, "{}", offline.all());
+    assert!(offline.stdout.contains("0 to run"), "{}", offline.all());
+    assert!(
+        reg.planner_requests().is_empty(),
+        "{:?}",
+        reg.planner_requests()
+    );
     // A wiped cache dir decides from the labels: the bases are read back and asked again.
     std::fs::remove_dir_all(env.cache_path()).unwrap();
     assert_nothing_ran(&env.planner(&["ensure", "on", "off"]));
