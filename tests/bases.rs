@@ -102,6 +102,7 @@ fn a_moved_base_rebuilds_exactly_the_runtimes_built_on_it_from_the_new_digest() 
     std::fs::remove_dir_all(env.cache_path()).unwrap();
     assert_nothing_ran(&env.planner(&["ensure", "on", "off"]));
 
+    let first_id = env.image_id(&pinned_on).unwrap();
     let second = push(&reg, &env, "second");
     assert_ne!(first.digest, second.digest);
     // The engine's tag still names the first image: the build must not build on it.
@@ -128,6 +129,11 @@ fn a_moved_base_rebuilds_exactly_the_runtimes_built_on_it_from_the_new_digest() 
     );
     assert!(label(&pinned_on, BASES_LABEL).contains(&second.digest));
     assert_eq!(env.image_id(&pinned_off), Some(off_id));
+    assert_eq!(
+        support::harness::image_id(&first_id),
+        None,
+        "the superseded image is removed, not left untagged"
+    );
     assert_nothing_ran(&env.planner(&["ensure", "on", "off"]));
 }
 

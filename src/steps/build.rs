@@ -482,8 +482,12 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
         None => from_cache_or_build(world, req, &inputs, &tags[0]).await?,
     };
     for tag in &tags {
-        if world.engine.inspect(tag).await?.is_none_or(|i| i.id != id) {
+        let before = world.engine.inspect(tag).await?;
+        if before.as_ref().is_none_or(|i| i.id != id) {
             world.engine.tag(&id, tag).await?;
+        }
+        if let Some(old) = before.filter(|i| i.id != id) {
+            super::drop_superseded(world, &old).await;
         }
     }
     world

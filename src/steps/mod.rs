@@ -173,6 +173,22 @@ pub(crate) fn answered_offline(
     }
 }
 
+/// Removes an image a tag named before a step moved that tag, when planner built it (its
+/// labels carry a key) and no tag names it any more: a rebuild of the same commit (a base
+/// moved, the builder or key format changed) leaves no untagged image behind. Never forced:
+/// an image a container uses stays, and any refusal is left to the user.
+pub(crate) async fn drop_superseded(world: &RealWorld, old: &crate::docker::engine::ImageInfo) {
+    if !old.labels.contains_key(crate::docker::engine::LABEL_KEY) {
+        return;
+    }
+    let Ok(Some(detail)) = world.engine.inspect_detail(&old.id).await else {
+        return;
+    };
+    if detail.entry.repo_tags.is_empty() {
+        let _ = world.engine.remove_reference(&old.id).await;
+    }
+}
+
 /// The error of a root step asked to be probed or run: a bug (the resolve phase answers it).
 fn root_step(name: &str) -> StepError {
     StepError::Internal(format!(

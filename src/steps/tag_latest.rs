@@ -101,13 +101,12 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
         ));
     };
     let latest = req.node.runtime().latest_tag();
-    if world
-        .engine
-        .inspect(&latest)
-        .await?
-        .is_none_or(|i| &i.id != id)
-    {
+    let before = world.engine.inspect(&latest).await?;
+    if before.as_ref().is_none_or(|i| &i.id != id) {
         world.engine.tag(id, &latest).await?;
+    }
+    if let Some(old) = before.filter(|i| &i.id != id) {
+        super::drop_superseded(world, &old).await;
     }
     world
         .record(StepKind::TagLatest, req.key, req.node, |r| {
