@@ -217,6 +217,10 @@ fn two_machines_building_one_key_at_once_both_succeed_with_one_entry() {
     assert_eq!(head.status, 200, "one entry under the key");
     // Both machines now agree with the cache: nothing runs on either.
     assert!(!env.planner(&["ensure", "r1"]).stderr.contains(" started "));
-    assert!(!on_b(&env, b_cache.path(), &["ensure", "r1"]).stderr.contains(" started "));
+    assert!(
+        !on_b(&env, b_cache.path(), &["ensure", "r1"])
+            .stderr
+            .contains(" started ")
+    );
     clean_b(&env.prefix);
 }
