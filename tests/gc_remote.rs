@@ -196,3 +196,21 @@ fn gc_remote_on_a_registry_without_deletes_is_a_clear_error() {
     assert!(all.contains("storage: delete: enabled: true"), "{all}");
     assert_eq!(tags(&reg, "planner-cache/n1"), built, "nothing removed");
 }
+
+#[test]
+fn gc_remote_without_a_shared_cache_says_how_to_configure_one() {
+    let env = Env::new("gcremotenone");
+    env.config(&env.runtime("x1", "x1"));
+    let run = env.planner(&["gc", "--remote", "--dry-run"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.all().contains("no shared cache ([cache] registry)"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.all().contains("help: add [cache] registry"),
+        "{}",
+        run.all()
+    );
+}

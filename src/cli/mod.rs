@@ -113,7 +113,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Keep the newest N commits of each runtime (plus whatever :latest names)
+    /// Keep the newest N commits of each runtime (plus whatever :latest names); with --remote, also its newest N shared-cache entries
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: u32,
     /// Print what would be removed and how much it frees; remove nothing
