@@ -25,6 +25,7 @@ pub mod dockerfile;
 pub mod error;
 pub mod exec;
 pub mod gc;
+pub mod gc_remote;
 pub mod git;
 pub mod ids;
 pub mod key;

@@ -83,7 +83,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Remove old images and checkouts that planner built or pulled: keep the newest N commits or digests per runtime and what :latest names
     #[command(
-        after_help = "Examples:\n  planner gc --dry-run           # what would be removed, and how much it frees\n  planner gc --keep 1\n  planner gc --build-cache --older-than 7d\n\nOnly images carrying planner's labels are ever removed."
+        after_help = "Examples:\n  planner gc --dry-run           # what would be removed, and how much it frees\n  planner gc --keep 1\n  planner gc --build-cache --older-than 7d\n  planner gc --remote --keep 3 --dry-run   # old entries of the shared cache ([cache] registry)\n\nOnly images carrying planner's labels are ever removed. The shared cache is only touched with --remote."
     )]
     Gc(GcArgs),
     /// Keep runtimes fresh: ensure every interval, run a hook when a runtime's :latest moves
@@ -113,7 +113,7 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Keep the newest N commits of each runtime (plus whatever :latest names)
+    /// Keep the newest N commits of each runtime (plus whatever :latest names); with --remote, also its newest N shared-cache entries
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: u32,
     /// Print what would be removed and how much it frees; remove nothing
@@ -128,6 +128,9 @@ pub struct GcArgs {
     /// Also prune the engine's BuildKit build cache (layers and cache mounts of builds)
     #[arg(long)]
     pub build_cache: bool,
+    /// Also remove old entries of the shared cache ([cache] registry): per runtime, keep the newest --keep k- entries and the one its current s- pointer names (the registry must allow deletes)
+    #[arg(long)]
+    pub remote: bool,
     /// With --build-cache: only entries last used longer ago than this (e.g. "7d", "12h")
     #[arg(long, value_name = "DURATION", requires = "build_cache", value_parser = humantime::parse_duration)]
     pub older_than: Option<std::time::Duration>,

@@ -92,19 +92,51 @@ pub async fn cmd_gc(
         true => Some(gc::build_cache(&engine, args.older_than, args.dry_run).await),
         false => None,
     };
-    report_gc(
-        &plan,
-        cache.as_ref(),
-        &loaded.cache_dir,
-        args.json,
-        verbosity,
-    )?;
+    let remote = match args.remote {
+        true => Some(gc_remote(&loaded, &engine, &runtimes, args).await?),
+        false => None,
+    };
+    let reports = Reports {
+        cache: cache.as_ref(),
+        remote: remote.as_ref(),
+    };
+    report_gc(&plan, &reports, &loaded.cache_dir, args.json, verbosity)?;
     let cache_failed = cache.is_some_and(|c| c.outcome.is_err());
-    Ok(if plan.failed() > 0 || cache_failed {
+    let remote_failed = remote.is_some_and(|r| r.failed() > 0);
+    Ok(if plan.failed() > 0 || cache_failed || remote_failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `gc --remote`: plans (and unless `--dry-run` deletes) old entries of the shared cache.
+async fn gc_remote(
+    loaded: &Loaded,
+    engine: &Engine,
+    runtimes: &[std::sync::Arc<crate::config::Runtime>],
+    args: &GcArgs,
+) -> anyhow::Result<crate::gc_remote::RemoteGc> {
+    let Some(cache) = &loaded.config.cache else {
+        return Err(AppError::Usage(
+            "gc --remote: the configuration has no shared cache ([cache] registry)\n  help: add [cache] registry = \"host[:port]/path\" to runtimes.toml, or drop --remote".to_owned(),
+        )
+        .into());
+    };
+    let registry = planner_registry(loaded);
+    let keep = args.keep as usize;
+    let mut remote =
+        crate::gc_remote::plan(&registry, engine, cache, runtimes, keep, args.dry_run).await;
+    if !args.dry_run {
+        crate::gc_remote::execute(&registry, &mut remote).await;
+    }
+    Ok(remote)
+}
+
+/// The optional parts of a gc report.
+struct Reports<'a> {
+    cache: Option<&'a gc::BuildCachePrune>,
+    remote: Option<&'a crate::gc_remote::RemoteGc>,
 }
 
 /// The cache dir for gc: read only for the dry run, which writes nothing (not even a lock
@@ -128,28 +160,34 @@ async fn gc_store(loaded: &Loaded, args: &GcArgs) -> anyhow::Result<(Store, Opti
 /// stderr; otherwise the table on stdout.
 fn report_gc(
     plan: &GcPlan,
-    cache: Option<&gc::BuildCachePrune>,
+    reports: &Reports<'_>,
     cache_dir: &Path,
     json: bool,
     verbosity: plain::Verbosity,
 ) -> anyhow::Result<()> {
+    let (cache, remote) = (reports.cache, reports.remote);
     if json {
-        let doc = report::gc::json_with_build_cache(plan, cache, cache_dir);
+        let doc = report::gc::json_with(plan, cache, remote, cache_dir);
         write_stdout(&mask(&(doc + "\n"))).context("cannot write the gc report to stdout")?;
     } else if verbosity == plain::Verbosity::Quiet {
         let cache_failure = cache
             .map(report::gc::build_cache_failure)
             .unwrap_or_default();
+        let remote_failures = remote.map(report::gc::remote_failures).unwrap_or_default();
         eprint!(
-            "{}{}",
+            "{}{}{}",
             mask(&report::gc::failures(plan)),
-            mask(&cache_failure)
+            mask(&cache_failure),
+            mask(&remote_failures)
         );
     } else {
         let verbose = verbosity == plain::Verbosity::Verbose;
         let mut text = report::gc::text(plan, cache_dir, verbose);
         if let Some(cache) = cache {
             text.push_str(&report::gc::build_cache_text(cache));
+        }
+        if let Some(remote) = remote {
+            text.push_str(&report::gc::remote_text(remote, verbose));
         }
         write_stdout(&mask(&text)).context("cannot write the gc report to stdout")?;
     }

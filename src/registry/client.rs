@@ -155,12 +155,23 @@ struct Descriptor {
 struct ConfigBody {
     #[serde(default)]
     config: ConfigInner,
+    /// When the image was built (RFC 3339), as the builder wrote it.
+    #[serde(default)]
+    created: Option<String>,
 }
 
 #[derive(Default, serde::Deserialize)]
 struct ConfigInner {
     #[serde(rename = "Labels", default)]
     labels: Option<HashMap<String, String>>,
+}
+
+/// What an image config says, as far as planner reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub labels: HashMap<String, String>,
+    /// `created` (RFC 3339), when the config has one.
+    pub created: Option<String>,
 }
 
 /// A manifest body and what it hashes to.
@@ -262,6 +273,16 @@ impl Registry {
         image: &ImageRef,
         digest: &str,
     ) -> Result<HashMap<String, String>, RegistryError> {
+        Ok(self.image_config(image, digest).await?.labels)
+    }
+
+    /// The labels and creation time of the image `image`'s repository holds at manifest
+    /// `digest`, read and checked as [`Self::image_labels`] does.
+    pub async fn image_config(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<ImageConfig, RegistryError> {
         let t = Target {
             image,
             base: image.api_base(&self.inner.settings.insecure)?,
@@ -293,7 +314,10 @@ impl Registry {
         }
         let parsed: ConfigBody = serde_json::from_slice(&body)
             .map_err(|e| protocol(&t, &blob_url, format!("the image config is not JSON: {e}")))?;
-        Ok(parsed.config.labels.unwrap_or_default())
+        Ok(ImageConfig {
+            labels: parsed.config.labels.unwrap_or_default(),
+            created: parsed.created,
+        })
     }
 
     async fn resolve_in(
@@ -991,6 +1015,9 @@ async fn read_capped(
     }
     Ok(body)
 }
+
+#[path = "manage.rs"]
+mod manage;
 
 #[cfg(test)]
 #[path = "client_tests.rs"]

@@ -1030,3 +1030,91 @@ async fn credentials_are_looked_up_once_at_a_time_and_failures_retried() {
     registry.credentials(&img).await.unwrap();
     assert_eq!(runs(), 2);
 }
+
+#[tokio::test]
+async fn tag_lists_follow_link_pages_and_an_unknown_repository_has_none() {
+    let server = Server::start(|req| match (req.path(), req.target.contains("last=b")) {
+        ("/v2/app/tags/list", false) => Response::new(200)
+            .header("link", "</v2/app/tags/list?n=2&last=b>; rel=\"next\"")
+            .body(r#"{"name":"app","tags":["a","b"]}"#),
+        ("/v2/app/tags/list", true) => Response::new(200).body(r#"{"name":"app","tags":["c"]}"#),
+        _ => Response::new(404).body(r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#),
+    })
+    .await;
+    let (registry, _dir) = client(None);
+    let tags = registry.list_tags(&image(&server, "app")).await.unwrap();
+    assert_eq!(tags, ["a", "b", "c"]);
+    let none = registry.list_tags(&image(&server, "other")).await.unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn a_tag_list_page_on_another_host_is_refused() {
+    let server = Server::start(|_| {
+        Response::new(200)
+            .header(
+                "link",
+                "<http://198.51.100.1/v2/app/tags/list?last=a>; rel=\"next\"",
+            )
+            .body(r#"{"tags":["a"]}"#)
+    })
+    .await;
+    let (registry, _dir) = client(None);
+    let err = registry
+        .list_tags(&image(&server, "app"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("another host"), "{err}");
+}
+
+#[tokio::test]
+async fn deleting_asks_for_the_delete_scope_and_a_405_says_how_to_enable_deletes() {
+    let digest = format!("sha256:{:064}", 7);
+    let host = Arc::new(std::sync::OnceLock::<String>::new());
+    let realm = host.clone();
+    let server = Server::start(move |req| match (req.method.as_str(), req.path()) {
+        ("GET", "/token") => Response::new(200).body(r#"{"token":"t0k"}"#),
+        _ if req.header("authorization") != Some("Bearer t0k") => Response::new(401).header(
+            "www-authenticate",
+            &format!(
+                "Bearer realm=\"http://{}/token\",service=\"reg\"",
+                realm.get().unwrap()
+            ),
+        ),
+        ("DELETE", p) if p.starts_with("/v2/ok/") => Response::new(202),
+        _ => Response::new(405).body(r#"{"errors":[{"code":"UNSUPPORTED"}]}"#),
+    })
+    .await;
+    host.set(server.host()).unwrap();
+    let (registry, _dir) = client(None);
+    registry
+        .delete_manifest(&image(&server, "ok:k-1"), &digest)
+        .await
+        .unwrap();
+    let token_asks: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path() == "/token")
+        .map(|r| r.target)
+        .collect();
+    assert!(
+        token_asks[0].contains("scope=repository%3Aok%3Apull%2Cdelete"),
+        "{token_asks:?}"
+    );
+    assert!(
+        server
+            .lines()
+            .contains(&format!("DELETE /v2/ok/manifests/{digest}"))
+    );
+    let err = registry
+        .delete_manifest(&image(&server, "off:k-1"), &digest)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::DeleteDisabled { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&server.host()) && text.contains("storage: delete: enabled: true"),
+        "{text}"
+    );
+}

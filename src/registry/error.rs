@@ -102,6 +102,10 @@ pub enum RegistryError {
         limit: String,
     },
     #[error(
+        "registry {host} does not allow deleting {reference} (HTTP 405 UNSUPPORTED: deletes are disabled)\n  help: enable deletes in the registry's configuration (distribution's config.yml: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true) and restart it, then run gc again"
+    )]
+    DeleteDisabled { reference: String, host: String },
+    #[error(
         "registry answered HTTP {status} for {reference} ({url})\n  help: the registry may be down or misconfigured; try again later"
     )]
     Status {

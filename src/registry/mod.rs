@@ -8,6 +8,7 @@
 //!   `docker-credential-*` helpers; [`engine_auth`], the engine's `X-Registry-Auth`.
 //! - [`client`]: [`Registry::resolve`]: one HEAD in the common case; 401 → Bearer/Basic,
 //!   429 → `Retry-After`; indexes resolved to the platform's entry ([`index`]).
+//! - `client/manage.rs`: listing a repository's tags and deleting manifests (`gc --remote`).
 //! - [`challenge`]: `WWW-Authenticate` and `Retry-After` parsing.
 //! - [`error`]: [`RegistryError`]; every variant names the reference and the fix.
 //!
@@ -23,6 +24,6 @@ pub mod reference;
 mod testserver;
 
 pub use auth::{Credentials, DockerConfig, engine_auth};
-pub use client::{Registry, RegistrySettings, Resolution};
+pub use client::{ImageConfig, Registry, RegistrySettings, Resolution};
 pub use error::{Missing, RegistryError};
 pub use reference::ImageRef;

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::human_bytes;
 use super::table::Table;
 use crate::gc::{self, GcItem, GcPlan, ItemKind, ItemStatus, KeptCommit};
+use crate::gc_remote::{RemoteEntry, RemoteGc};
 use crate::ids::short;
 
 /// The gc report: what is kept and why, what is (or would be) removed, and the total.
@@ -294,6 +295,16 @@ pub fn json_with_build_cache(
     cache: Option<&gc::BuildCachePrune>,
     cache_dir: &Path,
 ) -> String {
+    json_with(plan, cache, None, cache_dir)
+}
+
+/// The gc report as one JSON object, with `build_cache` and `remote` when those ran.
+pub fn json_with(
+    plan: &GcPlan,
+    cache: Option<&gc::BuildCachePrune>,
+    remote: Option<&RemoteGc>,
+    cache_dir: &Path,
+) -> String {
     let kept: Vec<_> = plan.kept.iter().map(kept_json).collect();
     let items: Vec<_> = plan.items.iter().map(item_json).collect();
     let doc = json!({
@@ -318,7 +329,103 @@ pub fn json_with_build_cache(
     if let (Some(cache), serde_json::Value::Object(o)) = (cache, &mut doc) {
         o.insert("build_cache".into(), build_cache_json(cache));
     }
+    if let (Some(remote), serde_json::Value::Object(o)) = (remote, &mut doc) {
+        o.insert("remote".into(), remote_json(remote));
+    }
     serde_json::to_string_pretty(&doc).expect("gc report serializes")
+}
+
+/// The `gc --remote` lines: each entry removed (or that would be) and each runtime left
+/// alone, then a summary.
+pub fn remote_text(remote: &RemoteGc, verbose: bool) -> String {
+    let mut out = String::new();
+    for i in &remote.items {
+        let verb = match (&i.status, remote.dry_run) {
+            (ItemStatus::Planned, _) => "would remove".to_owned(),
+            (ItemStatus::Removed, _) => "removed".to_owned(),
+            (ItemStatus::Skipped(why), _) => format!("skipped ({why})"),
+            (ItemStatus::Failed(_), _) => "FAILED".to_owned(),
+        };
+        out.push_str(&format!(
+            "remote: {verb} {}@{} ({})\n",
+            i.reference, i.digest, i.reason
+        ));
+    }
+    if verbose {
+        for k in &remote.kept {
+            out.push_str(&format!("remote: keep {} ({})\n", k.reference, k.reason));
+        }
+    }
+    out.push_str(&remote_failures(remote));
+    let done = match remote.dry_run {
+        true => "would remove",
+        false => "removed",
+    };
+    let n = remote.removed();
+    out.push_str(&format!(
+        "shared cache {}: {done} {n} {}, kept {}{}\n",
+        remote.registry,
+        plural(n, "entry", "entries"),
+        remote.kept.len(),
+        if remote.dry_run {
+            "; dry run, nothing removed"
+        } else {
+            ""
+        }
+    ));
+    out
+}
+
+/// The `gc --remote` failures, one error each (empty when none failed).
+pub fn remote_failures(remote: &RemoteGc) -> String {
+    let mut out = String::new();
+    for i in &remote.items {
+        if let ItemStatus::Failed(why) = &i.status {
+            out.push_str(&format!(
+                "planner: gc --remote: cannot remove {}@{}: {why}\n",
+                i.reference, i.digest
+            ));
+        }
+    }
+    for e in &remote.errors {
+        out.push_str(&format!(
+            "planner: gc --remote: {e}\n  help: check [cache] registry in runtimes.toml and access to it (`docker login`), then run `planner gc --remote` again\n"
+        ));
+    }
+    out
+}
+
+/// `gc --remote` in the gc report's JSON.
+fn remote_json(remote: &RemoteGc) -> serde_json::Value {
+    let entry = |e: &RemoteEntry| {
+        let detail = match &e.status {
+            ItemStatus::Failed(w) => Some(w.clone()),
+            ItemStatus::Skipped(w) if remote.items.contains(e) => Some(w.clone()),
+            _ => None,
+        };
+        json!({
+            "runtime": e.runtime,
+            "reference": e.reference,
+            "digest": e.digest,
+            "created": e.created,
+            "reason": e.reason,
+            "status": e.status.name(),
+            "detail": detail,
+        })
+    };
+    json!({
+        "registry": remote.registry,
+        "keep": remote.keep,
+        "kept": remote.kept.iter().map(|k| {
+            let mut v = entry(k);
+            v["status"] = "kept".into();
+            v
+        }).collect::<Vec<_>>(),
+        "items": remote.items.iter().map(entry).collect::<Vec<_>>(),
+        "removed": remote.removed(),
+        "failed": remote.failed(),
+        "errors": remote.errors,
+    })
 }
 
 /// `gc --build-cache` in the gc report's JSON.

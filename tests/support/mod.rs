@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 pub mod buildkit;
+pub mod cache_registry;
 pub mod canned_http;
 pub mod cred_helper;
 pub mod git_server;
