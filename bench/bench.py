@@ -1251,6 +1251,241 @@ At the registry, one warm `docker pull` loop sent: {counts(r['shell_counts'])}.
     return rows
 
 
+# ---- 9. machine B's cold ensure from a warm shared cache ----------------------------------
+# Machine A builds the nine runtimes and publishes them to a shared cache (a local
+# docker-registry); machine B (the same engine with the nine images removed and a fresh cache
+# dir) then ensures them from the cache, against building them and against `docker pull` of
+# the same cache entries.
+
+CACHE_REPO = "planner-cache"
+SHARED_PAYLOAD_MB = 4
+# A build of seconds, as the origin's templates: a unique file, a RUN of FETCH_S seconds (the
+# "download", as in 8) writing a few MiB of random bytes (a layer no other image shares).
+SHARED_DOCKERFILE = f"""FROM {BASE_IMAGE}
+COPY id.txt /id.txt
+RUN sleep {FETCH_S} && head -c {SHARED_PAYLOAD_MB * MB} /dev/urandom > /payload && cp /id.txt /id
+"""
+SHARED_JOBS = 4
+
+
+def alternate_many(n, sides):
+    """Runs every side n times, rotating which goes first each round; returns one list each."""
+    out = [[] for _ in sides]
+    for i in range(n):
+        for j in range(len(sides)):
+            k = (i + j) % len(sides)
+            out[k].append(sides[k]())
+    return out
+
+
+def shared_config(path, git, prefix, cache_lines):
+    write_config(path, f"{git.url}sc-", prefix, NINE)
+    if cache_lines:
+        with open(path, "a") as f:
+            f.write("\n[cache]\n" + "\n".join(cache_lines) + "\n")
+
+
+def build_keys(cfg, cache):
+    """{runtime: build key} from `plan --all --format json`."""
+    doc = json.loads(ensure_ok(planner(cfg, cache, "plan", "--all", "--format", "json"),
+                               "plan of the shared-cache runtimes").stdout)
+    return {s["runtime"]: s["key"] for s in doc["steps"] if s["step"] == "build"}
+
+
+def manifest_status(host, name, tag):
+    conn = http.client.HTTPConnection(host, timeout=30)
+    conn.request("HEAD", f"/v2/{name}/manifests/{tag}", headers={"Accept": MANIFEST_ACCEPT})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status
+
+
+def remove_shared(prefix, host):
+    """Machine B cold: every image planner tagged under `prefix` and every image the engine
+    holds from the cache registry (tags and digest references), removed by image ID."""
+    out = sh(["docker", "image", "ls", "--digests", "--format", "{{.ID}} {{.Repository}}"],
+             env=ENV).stdout
+    ids = sorted({l.split()[0] for l in out.splitlines()
+                  if len(l.split()) == 2 and (l.split()[1].startswith(prefix)
+                                              or l.split()[1].startswith(host + "/"))})
+    if ids:
+        sh(["docker", "image", "rm", "-f", *ids], env=ENV)
+    left = sh(["docker", "image", "ls", "--digests", "--format", "{{.Repository}}"],
+              env=ENV).stdout.split()
+    if any(r.startswith(prefix) or r.startswith(host + "/") for r in left):
+        raise RuntimeError(f"images survived removal: {left}")
+
+
+def b_checks(stderr, git, reg):
+    """What one machine-B run did: clones, builds, cache hits, fetches, bytes pulled."""
+    builds = progress_lines(stderr, "build", "started")
+    counts = reg.counts("engine")
+    return {
+        "clones": len(progress_lines(stderr, "clone", "started")),
+        "verifies": len(progress_lines(stderr, "verify-dockerfile", "started")),
+        "builds": len(builds),
+        "hits": sum("found in shared cache" in l for l in builds),
+        "steps_built": stderr.count("Step 1/"),
+        "fetches": sum(git.counts("fetch").values()),
+        "blob_gets": counts.get("GET blob", 0),
+        "tags": len(progress_lines(stderr, "tag-latest", "done")),
+        "warnings": stderr.count("the shared cache"),
+    }
+
+
+def bench_shared(ctx, runs):
+    git, work = ctx["git"], ctx["work"]
+    prefix = IMAGE_NS + "shared-"
+    remove_images(prefix)
+    for rt in NINE:
+        src = os.path.dirname(work.path("shared-src", rt, "x"))
+        write_tree(src, {"Dockerfile": SHARED_DOCKERFILE,
+                         "id.txt": f"shared {rt} {os.getpid()} {time.time()}\n"})
+        git.create_repo(f"sc-{rt}", src)
+    log("9. shared cache: starting an empty docker-registry (setup, not measured)")
+    reg = LocalRegistry([])
+    ctx["registry9"] = reg
+    cache = f"{reg.host}/{CACHE_REPO}"
+    cfg_a, cfg_b = work.path("shared", "a.toml"), work.path("shared", "b.toml")
+    cfg_build = work.path("shared", "build.toml")
+    shared_config(cfg_a, git, prefix, [f'registry = "{cache}"', "push = true"])
+    shared_config(cfg_b, git, prefix, [f'registry = "{cache}"', "push = false"])
+    shared_config(cfg_build, git, prefix, [])
+    remove_shared(prefix, reg.host)
+
+    log("9. shared cache: machine A builds the nine runtimes and fills the cache (not measured)")
+    cache_a = work.path("shared", "cache-a")
+    reg.clear()
+    t_a, p = timed(planner(cfg_a, cache_a, "ensure", "--all", "--jobs", str(SHARED_JOBS)))
+    if p.returncode != 0:
+        raise RuntimeError(f"machine A's ensure failed:\n{p.stderr[-4000:]}")
+    a_builds = len(progress_lines(p.stderr, "build", "done"))
+    a_pushes = reg.counts("engine").get("PUT manifest", 0)
+    keys = build_keys(cfg_a, cache_a)
+    if sorted(keys) != sorted(NINE) or any(not k or k == "-" for k in keys.values()):
+        raise RuntimeError(f"machine A's plan has no key for some runtime: {keys}")
+    entries = [f"{cache}/{rt}:k-{keys[rt]}" for rt in NINE]
+    missing = [e for rt, e in zip(NINE, entries)
+               if manifest_status(reg.host, f"{CACHE_REPO}/{rt}", f"k-{keys[rt]}") != 200]
+    if missing:
+        raise RuntimeError(f"machine A did not publish {missing}")
+    latest = [f"{prefix}{rt}:latest" for rt in NINE]
+    ids_a = [image_id(r) for r in latest]
+    sizes = sh(["docker", "image", "inspect", "--format", "{{.Size}}", *latest],
+               env=ENV).stdout.split()
+    n = [0]
+
+    def fresh_cache():
+        n[0] += 1
+        return os.path.dirname(work.path("shared", f"cache-b{n[0]}", "x"))
+
+    def b_run():
+        """Machine B cold, from the warm cache: (wall, checks, image IDs)."""
+        remove_shared(prefix, reg.host)
+        cache_b = fresh_cache()
+        git.clear()
+        reg.clear()
+        t, p = timed(planner(cfg_b, cache_b, "ensure", "--all", "--jobs", str(SHARED_JOBS)))
+        if p.returncode != 0:
+            raise RuntimeError(f"machine B's ensure failed:\n{p.stderr[-4000:]}")
+        checks = b_checks(p.stderr, git, reg)
+        shutil.rmtree(cache_b, ignore_errors=True)
+        return t, checks
+
+    # Setup check (not timed): machine B cloned nothing and built nothing, pulled A's images.
+    log("9. shared cache: checking machine B's run (no clone, no build; not measured)")
+    _, first = b_run()
+    ids_b = [image_id(r) for r in latest]
+    if (first["clones"], first["verifies"], first["fetches"], first["steps_built"]) != (0, 0, 0, 0) \
+            or first["hits"] != 9 or first["builds"] != 9 or first["tags"] != 9:
+        raise RuntimeError(f"machine B did not just pull from the cache: {first}")
+    if ids_b != ids_a:
+        raise RuntimeError(f"machine B's images differ from A's: {ids_a} vs {ids_b}")
+    a_checks = []
+
+    def side_cache():
+        t, checks = b_run()
+        a_checks.append(checks)
+        return t
+
+    def side_build():
+        remove_shared(prefix, reg.host)
+        cache_b = fresh_cache()
+        t, p = timed(planner(cfg_build, cache_b, "ensure", "--all", "--jobs", str(SHARED_JOBS)))
+        built = len(progress_lines(p.stderr, "build", "done"))
+        if p.returncode != 0 or built != 9:
+            raise RuntimeError(f"building the nine failed ({built} built):\n{p.stderr[-4000:]}")
+        shutil.rmtree(cache_b, ignore_errors=True)
+        return t
+
+    seq = work.path("shared", "pull-seq.sh")
+    with open(seq, "w") as f:
+        f.write("set -euo pipefail\n" + "".join(f"docker pull -q {e} >/dev/null\n"
+                                               for e in entries))
+    par = work.path("shared", "pull-par.sh")
+    with open(par, "w") as f:
+        f.write("set -euo pipefail\nprintf '%s\\n' " + " ".join(entries)
+                + f" | xargs -P {SHARED_JOBS} -n 1 docker pull -q >/dev/null\n")
+
+    def side_pull(script):
+        def run():
+            remove_shared(prefix, reg.host)
+            t, p = timed(["bash", script])
+            if p.returncode != 0:
+                raise RuntimeError(f"docker pull loop failed:\n{p.stderr[-3000:]}")
+            return t
+        return run
+
+    side_build()  # warm-up of the build path (page cache, engine)
+    side_pull(seq)()
+    log(f"9. shared cache: {runs} rounds of B from the cache / building / pull loop / parallel pulls")
+    tc, tb, ts, tp = alternate_many(runs, [side_cache, side_build, side_pull(seq),
+                                           side_pull(par)])
+    remove_shared(prefix, reg.host)
+    return {"runs": runs, "cache": tc, "build": tb, "seq": ts, "par": tp, "checks": a_checks,
+            "first": first, "machine_a": t_a, "a_builds": a_builds, "a_pushes": a_pushes,
+            "image_mb": median([int(s) for s in sizes]) / MB}
+
+
+def report_shared(r):
+    c, b, s, p = (median(r[k]) for k in ("cache", "build", "seq", "par"))
+    vs_build = pair_ratio(r["build"], r["cache"])
+    vs_seq = pair_ratio(r["cache"], r["seq"])
+    vs_par = pair_ratio(r["cache"], r["par"])
+    met = lambda ok: "met" if ok else "**missed**"
+    ch = r["checks"]
+    clean = all((x["clones"], x["verifies"], x["fetches"], x["steps_built"]) == (0, 0, 0, 0)
+                and x["hits"] == 9 for x in ch)
+    blobs = sorted({x["blob_gets"] for x in ch})
+    return f"""Nine templates (`FROM {BASE_IMAGE}`, `COPY` of a unique file, `RUN sleep {FETCH_S}` writing
+{SHARED_PAYLOAD_MB} MiB of random bytes: images of {r['image_mb']:.1f} MiB sharing only the base), a local
+docker-registry as the shared cache. Machine A (setup): one `ensure --all` with `push = true`,
+{r['a_builds']} builds, {r['a_pushes']} manifests pushed, {fmt_s(r['machine_a'])}. Every measured run starts as
+machine B cold: the nine images and everything pulled from the cache removed from the engine,
+a fresh cache dir. planner runs with `--jobs {SHARED_JOBS}` (its default is the CPU count, at most 4:
+{min(os.cpu_count() or 1, 4)} here), the parallel pulls {SHARED_JOBS} at a time. {r['runs']} rounds, the four sides rotated.
+
+| machine B, nine runtimes | median | spread (min–max) | runs |
+|---|---|---|---|
+| planner `ensure --all`, warm shared cache (`push = false`) | **{fmt_s(c)}** | {spread(r['cache'])} | {r['runs']} |
+| planner `ensure --all`, no cache: clone and build | **{fmt_s(b)}** | {spread(r['build'])} | {r['runs']} |
+| `docker pull` of the nine `k-<key>` entries, sequential loop | {fmt_s(s)} | {spread(r['seq'])} | {r['runs']} |
+| `docker pull` of the same, {SHARED_JOBS} at a time (`xargs -P {SHARED_JOBS}`) | {fmt_s(p)} | {spread(r['par'])} | {r['runs']} |
+
+| figure | value | target | |
+|---|---|---|---|
+| building / from the cache (median of per-round ratios) | **{vs_build:.1f}x** | ≥ 5x | {met(vs_build >= 5)} |
+| from the cache / sequential `docker pull` loop | **{vs_seq:.2f}x** | ≤ 1.2x | {met(vs_seq <= 1.2)} |
+| from the cache / parallel `docker pull` | {vs_par:.2f}x | ≤ 1.2x | {met(vs_par <= 1.2)} |
+
+Check (every cache run, from planner's progress lines and the git server's and registry's
+logs): {'no clone, no verify, no fetch, no Dockerfile step; all nine builds were shared-cache hits' if clean else '**work done — see ' + repr(ch) + '**'};
+the engine fetched {', '.join(map(str, blobs))} blobs per run. Before timing, machine B's image IDs were
+checked equal to machine A's.
+"""
+
+
 # ---- the report ---------------------------------------------------------------------------
 
 
@@ -1288,7 +1523,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs, smaller 2nd size for 4")
-    ap.add_argument("--only", default="1,2,3,4,5,6,7,8",
+    ap.add_argument("--only", default="1,2,3,4,5,6,7,8,9",
                     help="comma-separated benchmark numbers")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.md"))
     ap.add_argument("--command", default="bench/run.sh")
@@ -1329,16 +1564,20 @@ def main():
         if 8 in only:
             sections.append(("8. BuildKit vs the classic builder",
                              report_builders(bench_builders(ctx, 2 if q else 5))))
+        if 9 in only:
+            sections.append(("9. Machine B's cold ensure from a warm shared cache",
+                             report_shared(bench_shared(ctx, 3 if q else 7))))
     finally:
         ctx["git"].close()
-        if "registry" in ctx:
-            ctx["registry"].close()
+        for name in ("registry", "registry9"):
+            if name in ctx:
+                ctx[name].close()
         ctx["work"].close()
         for ref in bench_images():
             sh(["docker", "image", "rm", "-f", ref], env=ENV, check=False)
     took = time.time() - started
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != {1, 2, 3, 4, 5, 6, 7, 8} else "")
+    cmd = args.command + (" --quick" if q else "") + (f" --only {args.only}" if only != set(range(1, 10)) else "")
     cmd += f" --baseline {args.baseline}" if args.baseline else ""
     out = [f"Produced by `{cmd}` on {when} in {took / 60:.1f} min.", "",
            "| machine | |", "|---|---|"]

@@ -11,13 +11,15 @@
 #     `docker pull` loop and nine parallel HEADs, against a local docker-registry
 #   8 BuildKit vs the classic builder: cold and warm-cache rebuilds of a RUN that fetches into
 #     a cache mount, and a Dockerfile of two independent stages
+#   9 machine B's cold ensure of nine runtimes from a warm shared cache ([cache], a local
+#     docker-registry filled by machine A) vs building them and vs `docker pull` of the entries
 # Every comparison alternates its two sides in the same run; medians and ratios are reported,
 # nothing is asserted. --baseline adds a side-by-side of another planner binary to 1, 2 and 6;
 # --update-doc rewrites the generated part of BENCHMARKS.md. Results: bench/results/latest.md
 # (and stdout). About 5 min in full on 2 cores, 2 min with --quick.
 # Works on a fresh machine: scripts/test-env.sh installs and starts a private Docker engine if
 # none answers (stopped again at exit) and imports the base image; python3 and GNU time are
-# installed if missing. Uses only 127.0.0.1: a git smart-HTTP server and, for 7, a docker-registry
+# installed if missing. Uses only 127.0.0.1: a git smart-HTTP server and, for 7 and 9, a docker-registry
 # (examples/bench_tool.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."

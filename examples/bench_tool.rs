@@ -15,10 +15,11 @@
 //!     left (branch HEAD = <commit>), so that `plan --offline` has an answer for each. Records
 //!     are written without fsync (it is a fixture, not planner's store). Any plan name is
 //!     accepted (the benchmark's own plans are passed to planner with --plans).
-//! bench_tool registry <image-prefix> <runtime>...
+//! bench_tool registry <image-prefix> [<runtime>...]
 //!     Starts a real registry (tests/support/registry.rs: Debian's docker-registry on
 //!     127.0.0.1, no auth), pushes a distinct tiny image `<host>/<image-prefix><runtime>:latest`
-//!     for each runtime through the engine (then removed from the engine), and prints
+//!     for each runtime through the engine (then removed from the engine; no runtime: an empty
+//!     registry, e.g. a shared cache for planner to fill), and prints
 //!     `host <127.0.0.1:PORT>`, one `image <runtime> <reference> <digest>` per runtime, and
 //!     `ready`. Then reads `log` (prints `req <method> <path> <status> <engine|client>` per
 //!     request since the last `clear`, then `end`) and `clear` on stdin; stops at end of input.
@@ -47,12 +48,10 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["serve"] => serve(),
         ["seed-records", cfg, cache, commit] => seed(Path::new(cfg), Path::new(cache), commit),
-        ["registry", prefix, runtimes @ ..] if !runtimes.is_empty() => {
-            serve_registry(prefix, runtimes)
-        }
+        ["registry", prefix, runtimes @ ..] => serve_registry(prefix, runtimes),
         _ => {
             eprintln!(
-                "usage: bench_tool serve | bench_tool seed-records <runtimes.toml> <cache-dir> <commit>\n       bench_tool registry <image-prefix> <runtime>..."
+                "usage: bench_tool serve | bench_tool seed-records <runtimes.toml> <cache-dir> <commit>\n       bench_tool registry <image-prefix> [<runtime>...]"
             );
             ExitCode::from(2)
         }
