@@ -9,8 +9,8 @@
 //! entry counts only when its labels recompute to the key (the build step checks them), and a
 //! pointer only gives base references, whose digests are resolved anew.
 //!
-//! Any cache error (unreachable, 5xx, auth) is a miss: the build goes on locally, and the
-//! run warns once.
+//! Any cache error (unreachable, 5xx, auth) is a miss: the build goes on locally, the run
+//! warns once, and the cache is not asked again in that run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub struct SharedCache {
     settings: Option<CacheSettings>,
     registry: Registry,
     warned: Arc<AtomicBool>,
+    /// Set when the cache failed (not when it held a refused entry).
+    broken: Arc<AtomicBool>,
 }
 
 /// An entry the cache holds: its manifest digest and its image's labels.
@@ -48,6 +50,7 @@ impl SharedCache {
             settings,
             registry,
             warned: Arc::default(),
+            broken: Arc::default(),
         }
     }
 
@@ -79,6 +82,9 @@ impl SharedCache {
     /// What the cache holds at `image` for `platform`: `None` on a miss, and on any error
     /// (after one warning per run).
     pub async fn look(&self, image: &ImageRef, platform: &str) -> Option<Entry> {
+        if self.failed() {
+            return None;
+        }
         let found = async {
             let digest = self.registry.resolve(image, platform).await?.digest;
             let labels = self.registry.image_labels(image, &digest).await?;
@@ -92,13 +98,25 @@ impl SharedCache {
             }),
             Err(RegistryError::NotFound { .. }) => None,
             Err(e) => {
-                self.warn(
+                self.fail(
                     &format!("cannot read the shared cache at {image}"),
                     &e.to_string(),
                 );
                 None
             }
         }
+    }
+
+    /// Whether the cache failed this run: it is not asked again (a broken cache would
+    /// otherwise cost every build its timeouts and the engine's push retries).
+    fn failed(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Warns (once per run) that the cache failed, and stops asking it.
+    fn fail(&self, what: &str, error: &str) {
+        self.broken.store(true, Ordering::Relaxed);
+        self.warn(what, error);
     }
 
     /// Warns once per run that the cache failed; the build goes on locally.
@@ -173,10 +191,15 @@ impl SharedCache {
         inputs: &BuildInputs,
         id: &str,
     ) -> Option<String> {
-        let entry = self.entry(runtime, key).filter(|_| self.pushes())?;
+        let entry = self
+            .entry(runtime, key)
+            .filter(|_| self.pushes() && !self.failed())?;
         let pointer = self.pointer(runtime, &source_key(inputs))?;
         let published = async {
             let existing = self.look(&entry, &inputs.platform).await;
+            if self.failed() {
+                return Err("the cache failed earlier in this run".to_owned());
+            }
             let digest = match existing {
                 Some(found) => found.digest,
                 None => self.push(engine, &entry, id).await?,
@@ -187,7 +210,7 @@ impl SharedCache {
         match published.await {
             Ok(digest) => Some(digest),
             Err(e) => {
-                self.warn(
+                self.fail(
                     &format!("cannot publish to the shared cache at {entry}"),
                     &e,
                 );

@@ -224,3 +224,27 @@ fn two_machines_building_one_key_at_once_both_succeed_with_one_entry() {
     );
     clean_b(&env.prefix);
 }
+
+#[test]
+fn a_cache_that_answers_500_is_a_miss_with_one_warning() {
+    let env = Env::new("cache500");
+    let broken = support::canned_http::CannedHttp::start(500, "text/plain", b"boom".to_vec());
+    let host = broken
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    template(&env, "e1");
+    template(&env, "e2");
+    config(&env, &["e1", "e2"], &format!("{host}/planner-cache"));
+    let run = env.planner(&["ensure", "e1", "e2"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.count("build", "done"), 2, "{}", run.all());
+    let warnings = run.stderr.matches("the shared cache").count();
+    assert_eq!(warnings, 1, "one warning per run\n{}", run.all());
+    assert!(
+        run.stderr.contains("500"),
+        "the warning says what the cache answered\n{}",
+        run.all()
+    );
+}
