@@ -136,7 +136,7 @@ pub fn changes(old: &[Base], new: &[Base]) -> Vec<String> {
 }
 
 /// `sha256:` and 12 hex digits.
-fn shown_digest(digest: &str) -> String {
+pub(crate) fn shown_digest(digest: &str) -> String {
     match digest.split_once(':') {
         Some((alg, hex)) => format!("{alg}:{}…", short(hex)),
         None => short(digest).to_owned(),

@@ -228,10 +228,9 @@ impl SharedCache {
             .map_err(|e| e.to_string())?;
         let auth = self
             .registry
-            .credentials(image)
+            .engine_auth(image)
             .await
-            .map_err(|e| e.to_string())?
-            .map(|c| crate::registry::engine_auth(&c, &image.auth_key()));
+            .map_err(|e| e.to_string())?;
         let pushed = engine.push(image, auth.as_deref()).await;
         // The cache's name is not kept in the engine: the pinned tags name the image.
         let _ = engine.remove_reference(&reference).await;

@@ -60,6 +60,23 @@ fn shown(digest: &str) -> String {
     format!("sha256:{}…", &digest[7..19])
 }
 
+/// Builds `reference` in the engine only (no registry names it): `BASE_IMAGE` plus a file
+/// [`MARKER_PATH`] holding `marker`.
+fn build_local_base(reference: &str, marker: &str) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("marker"), marker).unwrap();
+    let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY marker {MARKER_PATH}\n");
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", reference])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+}
+
 fn push(reg: &TestRegistry, env: &Env, what: &str) -> PushedImage {
     let marker = format!("{}{what} {}", env.prefix, std::process::id());
     reg.push_image("base", "1", &marker)
@@ -186,21 +203,7 @@ fn local_mode_keys_on_the_image_the_engine_holds_and_never_asks_a_registry() {
     // must not ask 127.0.0.1:9 (nothing listens there).
     let base = "127.0.0.1:9/planner-e2e/baselocal-base:1";
     let make_base = |marker: &str| {
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(ctx.path().join("marker"), marker).unwrap();
-        let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY marker {MARKER_PATH}\n");
-        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-        let out = std::process::Command::new("docker")
-            .args(["build", "-q", "-t", base])
-            .arg(ctx.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_local_base(base, marker);
         env.image_id(base).unwrap()
     };
     let _cleanup = RemoveOnDrop(base.to_owned());
@@ -294,21 +297,7 @@ fn bases_named_through_args_and_stages_follow_the_declared_build_args() {
     let env = Env::new("baseargs");
     let make = |tag: &str, marker: &str| {
         let reference = format!("{}base:{tag}", env.prefix);
-        let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(ctx.path().join("marker"), marker).unwrap();
-        let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY marker {MARKER_PATH}\n");
-        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-        let out = std::process::Command::new("docker")
-            .args(["build", "-q", "-t", &reference])
-            .arg(ctx.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        build_local_base(&reference, marker);
         reference
     };
     let (one, two) = (make("1", "one"), make("2", "two"));

@@ -242,6 +242,13 @@ impl Registry {
         found.clone()
     }
 
+    /// The `X-Registry-Auth` value the engine needs to pull or push `image`, from the same
+    /// credentials ([`Registry::credentials`]); `None` when there are none.
+    pub async fn engine_auth(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        let creds = self.credentials(image).await?;
+        Ok(creds.map(|c| super::engine_auth(&c, &image.auth_key())))
+    }
+
     /// Resolves `image`'s tag to the manifest digest for `platform` (`os/arch[/variant]`).
     ///
     /// One `HEAD /v2/<name>/manifests/<tag>` sending the OCI index, OCI manifest, Docker list

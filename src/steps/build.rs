@@ -390,7 +390,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
                         reason: format!(
                             "{why}; found in shared cache as {}@{}: pulled, not built",
                             entry.image,
-                            short_digest(&entry.digest)
+                            bases::shown_digest(&entry.digest)
                         ),
                     },
                     Lookup::Refused {
@@ -532,35 +532,9 @@ async fn pull_entry(
     inputs: &BuildInputs,
     entry: &crate::cache::Entry,
 ) -> Result<(String, Option<String>), StepError> {
-    let auth = world
-        .registry
-        .credentials(&entry.image)
-        .await?
-        .map(|c| crate::registry::engine_auth(&c, &entry.image.auth_key()));
-    let (sink, step) = (req.sink.clone(), req.step.clone());
-    let on_line = move |line: &str| {
-        sink(&Event::Output {
-            step: step.clone(),
-            line: crate::mask::mask(line).into_owned(),
-        })
-    };
-    let image = &entry.image;
-    world
-        .engine
-        .pull(
-            image,
-            &entry.digest,
-            &inputs.platform,
-            auth.as_deref(),
-            on_line,
-        )
-        .await?;
-    let pinned = image.with_digest(&entry.digest);
-    let info = world.engine.inspect(&pinned).await?.ok_or_else(|| {
-        StepError::Internal(format!(
-            "the engine reported {pinned} pulled but does not hold it"
-        ))
-    })?;
+    let (image, digest) = (&entry.image, &entry.digest);
+    let info = super::pull_by_digest(world, req, image, digest, &inputs.platform).await?;
+    let pinned = image.with_digest(digest);
     if let Some(why) = label_mismatch(&info, req.key, inputs) {
         return Err(StepError::Internal(format!(
             "{pinned} is not the build of the key: {why}"
@@ -568,14 +542,6 @@ async fn pull_entry(
     }
     let b3 = info.labels.get(eng::LABEL_DOCKERFILE_BLAKE3).cloned();
     Ok((info.id, b3.filter(|b| crate::ids::is_blake3_hex(b))))
-}
-
-/// `sha256:` and 12 hex digits.
-fn short_digest(digest: &str) -> String {
-    match digest.split_once(':') {
-        Some((alg, hex)) => format!("{alg}:{}", short(hex)),
-        None => short(digest).to_owned(),
-    }
 }
 
 /// Builds from the verified checkout the step's input carries: `(image ID, digest)`.
@@ -664,35 +630,8 @@ async fn pull_base(
     let name = base.pinned();
     let name = name.split('@').next().unwrap_or_default();
     let image = crate::registry::ImageRef::parse(name).map_err(StepError::Dockerfile)?;
-    let auth = world
-        .registry
-        .credentials(&image)
-        .await?
-        .map(|c| crate::registry::engine_auth(&c, &image.auth_key()));
-    let (sink, step) = (req.sink.clone(), req.step.clone());
-    let on_line = move |line: &str| {
-        sink(&Event::Output {
-            step: step.clone(),
-            line: crate::mask::mask(line).into_owned(),
-        })
-    };
-    world
-        .engine
-        .pull(
-            &image,
-            &base.digest,
-            &base.platform,
-            auth.as_deref(),
-            on_line,
-        )
-        .await?;
-    match world.engine.inspect(&base.pinned()).await? {
-        Some(info) => Ok(info.id),
-        None => Err(StepError::Internal(format!(
-            "the engine reported base {} pulled but does not hold it\n  help: run the command again",
-            base.pinned()
-        ))),
-    }
+    let info = super::pull_by_digest(world, req, &image, &base.digest, &base.platform).await?;
+    Ok(info.id)
 }
 
 /// An image already carrying the key under one of `tags` (another runtime built it, or

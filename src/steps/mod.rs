@@ -173,6 +173,36 @@ pub(crate) fn answered_offline(
     }
 }
 
+/// Pulls `image` at `digest` for `platform` with the user's credentials for its registry,
+/// passing the engine's status lines on as the step's output; returns the image the engine
+/// then holds under `image@digest`.
+pub(crate) async fn pull_by_digest(
+    world: &RealWorld,
+    req: &RunRequest<'_>,
+    image: &crate::registry::ImageRef,
+    digest: &str,
+    platform: &str,
+) -> Result<crate::docker::engine::ImageInfo, StepError> {
+    let auth = world.registry.engine_auth(image).await?;
+    let (sink, step) = (req.sink.clone(), req.step.clone());
+    let on_line = move |line: &str| {
+        sink(&crate::exec::Event::Output {
+            step: step.clone(),
+            line: crate::mask::mask(line).into_owned(),
+        })
+    };
+    world
+        .engine
+        .pull(image, digest, platform, auth.as_deref(), on_line)
+        .await?;
+    let by_digest = image.with_digest(digest);
+    world.engine.inspect(&by_digest).await?.ok_or_else(|| {
+        StepError::Internal(format!(
+            "the engine reported {by_digest} pulled but does not hold it\n  help: run the command again"
+        ))
+    })
+}
+
 /// Removes an image a tag named before a step moved that tag, when planner built it (its
 /// labels carry a key) and no tag names it any more: a rebuild of the same commit (a base
 /// moved, the builder or key format changed) leaves no untagged image behind. Never forced:

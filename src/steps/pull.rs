@@ -8,8 +8,8 @@ use futures_util::future::BoxFuture;
 use super::{Attests, Kind};
 use crate::config::Runtime;
 use crate::error::StepError;
+use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
-use crate::exec::{Event, RunRequest};
 use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
@@ -173,28 +173,7 @@ async fn pull(
     req: &RunRequest<'_>,
     image: &ImageRef,
 ) -> Result<String, StepError> {
-    let auth = world
-        .registry
-        .credentials(image)
-        .await?
-        .map(|c| crate::registry::engine_auth(&c, &image.auth_key()));
-    let (sink, step) = (req.sink.clone(), req.step.clone());
-    let on_line = move |line: &str| {
-        sink(&Event::Output {
-            step: step.clone(),
-            line: crate::mask::mask(line).into_owned(),
-        })
-    };
-    let rt = req.node.runtime();
-    world
-        .engine
-        .pull(image, req.revision, &rt.platform, auth.as_deref(), on_line)
-        .await?;
-    let by_digest = image.with_digest(req.revision);
-    match world.engine.inspect(&by_digest).await? {
-        Some(info) => Ok(info.id),
-        None => Err(StepError::Internal(format!(
-            "the engine reported {by_digest} pulled but does not hold it\n  help: run the command again"
-        ))),
-    }
+    let platform = &req.node.runtime().platform;
+    let info = super::pull_by_digest(world, req, image, req.revision, platform).await?;
+    Ok(info.id)
 }
