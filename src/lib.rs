@@ -19,23 +19,47 @@ pub mod app;
 pub mod bases;
 pub mod cache;
 pub mod cli;
-pub mod config;
-pub mod docker;
-pub mod dockerfile;
 pub mod error;
 pub mod exec;
 pub mod gc;
 pub mod gc_remote;
-pub mod git;
-pub mod ids;
 pub mod key;
-pub mod mask;
 pub mod plan;
-mod process;
-pub mod registry;
 pub mod report;
 pub mod shard;
 pub mod status;
 pub mod steps;
 pub mod store;
 pub mod watch;
+
+pub use planner_base::{ids, mask, process};
+pub use planner_config as config;
+pub use planner_docker::dockerfile;
+pub use planner_git as git;
+pub use planner_registry as registry;
+
+/// The Docker engine crate, under its old path; [`docker::context::stream`] keeps its old
+/// signature (the checkout's commit time asked of git).
+pub mod docker {
+    pub use planner_docker::*;
+
+    /// The build context ([`planner_docker::context`]).
+    pub mod context {
+        pub use planner_docker::context::*;
+
+        /// [`planner_docker::context::stream`] with the real host (git's commit time).
+        pub fn stream(
+            root: &std::path::Path,
+            dockerfile_rel: &str,
+        ) -> (
+            impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+            Producer,
+        ) {
+            planner_docker::context::stream(
+                root,
+                dockerfile_rel,
+                crate::steps::host::Host::shared(),
+            )
+        }
+    }
+}

@@ -575,7 +575,7 @@ async fn build_from_input(
             crate::docker::BuildOutput::Step { name, state } => Event::BuildStep {
                 step: step.clone(),
                 name: crate::mask::mask(name).into_owned(),
-                state,
+                state: step_state(state),
             },
         })
     };
@@ -698,6 +698,19 @@ fn build_request(
         builder: effective_builder(&inputs.builder, rt.builder),
         network: rt.build_network,
         runtime: rt.name.clone(),
+        host: super::host::Host::shared(),
+    }
+}
+
+/// A BuildKit step's state as the event stream carries it.
+fn step_state(state: crate::docker::BuildStepState) -> crate::exec::event::BuildStepState {
+    use crate::docker::BuildStepState as Docker;
+    use crate::exec::event::BuildStepState as Event;
+    match state {
+        Docker::Started => Event::Started,
+        Docker::Cached => Event::Cached,
+        Docker::Done => Event::Done,
+        Docker::Failed => Event::Failed,
     }
 }
 

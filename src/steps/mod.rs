@@ -11,6 +11,7 @@
 
 pub mod build;
 pub mod clone;
+pub mod host;
 pub mod pull;
 pub mod resolve_digest;
 pub mod resolve_head;

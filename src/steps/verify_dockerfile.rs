@@ -15,8 +15,8 @@ use crate::key::{Key, KeyBuilder, KeyInputs};
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::store::{self, CheckoutState};
 
-/// Largest Dockerfile planner accepts.
-pub const DOCKERFILE_CAP: u64 = 1024 * 1024;
+/// Largest Dockerfile planner accepts (the Dockerfile parser's bound too).
+pub use crate::dockerfile::DOCKERFILE_CAP;
 
 pub struct Step;
 

@@ -1,0 +1,25 @@
+//! Docker: the engine through bollard ([`engine`]; which engine and how to reach it:
+//! [`endpoint`], [`remote`]; BuildKit builds in [`buildkit`]), the streamed build context
+//! ([`context`]), `.dockerignore` semantics ([`ignore`]), pulls by digest ([`pull`]) and the
+//! Dockerfile parser ([`dockerfile`]: which base images a Dockerfile names).
+//!
+//! The crate knows no git and no registry client: what a build needs from them (the
+//! checkout's commit time, the registry logins BuildKit's session answers with) it asks
+//! through [`host::BuildHost`], which `planner-steps` implements.
+pub mod buildkit;
+pub mod context;
+pub mod dockerfile;
+pub mod endpoint;
+pub mod engine;
+mod goregex;
+pub mod host;
+pub mod ignore;
+pub mod pull;
+pub mod remote;
+mod ssh;
+
+pub use engine::{BuildOutput, BuildStepState, DockerError, Engine, ImageInfo};
+pub use host::{BuildHost, Login};
+
+// The shared helpers, named as before the split (`crate::mask`, `crate::ids`).
+use planner_base::{ids, mask};

@@ -1,0 +1,34 @@
+//! The OCI / Docker registry client of registry mode: resolve `registry/repository:tag` to the
+//! digest of the runtime platform's manifest, with credentials found as the docker CLI finds
+//! them, and never a pull.
+//!
+//! - [`reference`](mod@reference): [`ImageRef`], distribution's reference grammar, Docker Hub normalization,
+//!   the transport rule (HTTPS; plain HTTP for loopback and `[registry] insecure` hosts).
+//! - [`auth`]: [`Credentials`] from `config.json` (`credHelpers`, `credsStore`, `auths`) and
+//!   `docker-credential-*` helpers; [`engine_auth`], the engine's `X-Registry-Auth`.
+//! - [`client`]: [`Registry::resolve`]: one HEAD in the common case; 401 → Bearer/Basic,
+//!   429 → `Retry-After`; indexes resolved to the platform's entry ([`index`]).
+//! - `client/manage.rs`: listing a repository's tags and deleting manifests (`gc --remote`).
+//! - [`challenge`]: `WWW-Authenticate` and `Retry-After` parsing.
+//! - [`error`]: [`RegistryError`]; every variant names the reference and the fix.
+//!
+//! Every secret read (password, identity token, helper secret, bearer token, the encoded
+//! header values) goes through [`crate::mask::register_secret`], so no output shows it.
+pub mod auth;
+pub mod challenge;
+pub mod client;
+pub mod error;
+pub mod index;
+/// The image-reference grammar lives in `planner-base` (config needs it too).
+pub use planner_base::reference;
+#[cfg(test)]
+mod testserver;
+
+pub use auth::{Credentials, DockerConfig, engine_auth};
+pub use client::{ImageConfig, Registry, Resolution};
+pub use planner_base::settings::RegistrySettings;
+
+// The shared helpers, named as before the split (`crate::mask`, `crate::ids`, ...).
+pub use error::{Missing, RegistryError};
+use planner_base::{ids, mask, process};
+pub use reference::ImageRef;
