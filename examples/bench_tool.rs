@@ -24,6 +24,9 @@
 //!     `ready`. Then reads `log` (prints `req <method> <path> <status> <engine|client>` per
 //!     request since the last `clear`, then `end`) and `clear` on stdin; stops at end of input.
 //! ```
+
+// A command-line tool of the benchmarks: it prints its answers.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #[allow(dead_code)]
 #[path = "../tests/support/git_server.rs"]
 mod git_server;
@@ -40,6 +43,7 @@ use std::process::ExitCode;
 
 use planner::config::{self, EnvOverrides};
 use planner::steps;
+use planner::steps::record::RecordFields;
 use planner::store::{RECORD_SCHEMA, Record, now_secs};
 
 fn main() -> ExitCode {
@@ -156,12 +160,12 @@ fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
             key: steps::resolve_head::key(&repo, &rt.branch),
             runtimes: vec![rt.name.clone()],
             repo,
-            branch: Some(rt.branch.clone()),
-            commit: Some(commit.to_owned()),
-            digest: None,
-            dockerfile_blake3: None,
-            image_id: None,
-            checkout_id: None,
+            fields: RecordFields {
+                branch: Some(rt.branch.clone()),
+                commit: Some(commit.to_owned()),
+                ..Default::default()
+            }
+            .into_map(),
             finished_at: now_secs(),
         };
         let path = records.join(format!("{}.json", rec.key));

@@ -44,7 +44,8 @@ use crate::docker::DockerError;
 use crate::docker::engine::{self as eng, Engine, ImageDetail, ImageEntry, RemoveOutcome};
 use crate::key::Key;
 use crate::registry::ImageRef;
-use crate::steps::{self, Attests};
+use crate::steps::record::{RecordFileView as RecordFile, RecordView as Record};
+use crate::steps::{self, Attests, labels};
 use crate::store::{self, CheckoutDir, CheckoutState, Store, StoreError};
 
 /// Version of the `gc --json` document.
@@ -246,8 +247,8 @@ struct OwnImage {
 
 /// `(key, commit)` when the labels carry a key that recomputes from the other labels.
 fn own_labels(labels: &HashMap<String, String>) -> Option<(Key, String)> {
-    let label_key = Key::parse(labels.get(eng::LABEL_KEY)?)?;
-    let commit = labels.get(eng::LABEL_REVISION)?.clone();
+    let label_key = Key::parse(labels.get(labels::LABEL_KEY)?)?;
+    let commit = labels.get(labels::LABEL_REVISION)?.clone();
     if !crate::ids::is_commit(&commit) {
         return None;
     }
@@ -313,7 +314,7 @@ async fn own_images(
 ) -> Result<BTreeMap<String, OwnImage>, DockerError> {
     let image_repos: BTreeSet<String> = runtimes.iter().map(|r| r.image_repo()).collect();
     let mut own = BTreeMap::new();
-    for entry in engine.list_images_with_label(eng::LABEL_KEY).await? {
+    for entry in engine.list_images_with_label(labels::LABEL_KEY).await? {
         let Some((key, commit)) = own_labels(&entry.labels) else {
             continue;
         };
@@ -389,7 +390,7 @@ struct Planner<'a> {
     present: BTreeSet<String>,
     /// Image ID -> names of the containers using it.
     containers: HashMap<String, Vec<String>>,
-    records: Vec<store::RecordFile>,
+    records: Vec<RecordFile>,
     kept: Vec<KeptCommit>,
     /// Image ID -> what gc removes from it.
     untag: BTreeMap<String, Untag>,
@@ -407,7 +408,7 @@ impl<'a> Planner<'a> {
     ) -> Result<Self, GcError> {
         let own = own_images(engine, runtimes).await?;
         let containers = engine.containers_by_image().await?;
-        let records = store.list_records()?;
+        let records = steps::record::list(store)?;
         let present = present_images(engine, &own, &records).await?;
         Ok(Planner {
             engine,
@@ -686,11 +687,7 @@ impl<'a> Planner<'a> {
     }
 
     /// One item per orphan record (see [`record_orphan`]), malformed ones included.
-    fn record_items(
-        &self,
-        records: Vec<store::RecordFile>,
-        removals: &PlannedRemovals,
-    ) -> Vec<GcItem> {
+    fn record_items(&self, records: Vec<RecordFile>, removals: &PlannedRemovals) -> Vec<GcItem> {
         let images_by_key: HashMap<&Key, Vec<&String>> =
             self.own.values().fold(HashMap::new(), |mut m, img| {
                 m.entry(&img.key).or_default().push(&img.entry.id);
@@ -836,7 +833,7 @@ fn lock_file_items(store: &Store) -> Result<Vec<GcItem>, StoreError> {
 }
 
 /// The item removing record `file`, an orphan for `reason` once the items `after` are gone.
-fn record_item(file: store::RecordFile, reason: String, after: Vec<usize>) -> GcItem {
+fn record_item(file: RecordFile, reason: String, after: Vec<usize>) -> GcItem {
     let rec = file.record.as_ref();
     GcItem {
         runtimes: rec.map(|r| r.runtimes.clone()).unwrap_or_default(),
@@ -889,7 +886,7 @@ fn artifacts(
     runtimes_on_repo: usize,
     own: &BTreeMap<String, OwnImage>,
     checkouts: &[CheckoutDir],
-    records: &[store::RecordFile],
+    records: &[RecordFile],
 ) -> BTreeMap<String, CommitArtifacts> {
     let mut out = pinned_images(rt, own);
     let (attributed, mine) = record_commits(rt, repo, records);
@@ -944,7 +941,7 @@ fn pinned_images(
 async fn present_images(
     engine: &Engine,
     own: &BTreeMap<String, OwnImage>,
-    records: &[store::RecordFile],
+    records: &[RecordFile],
 ) -> Result<BTreeSet<String>, DockerError> {
     let mut present: BTreeSet<String> = own.keys().cloned().collect();
     let mut asked: BTreeSet<&str> = BTreeSet::new();
@@ -966,11 +963,7 @@ async fn present_images(
 
 /// `(digest, image ID)` of each valid pull record of `rt` for `image`: its kind, key,
 /// repository and runtimes agree.
-fn pull_claims(
-    rt: &Runtime,
-    image: &ImageRef,
-    records: &[store::RecordFile],
-) -> BTreeMap<String, String> {
+fn pull_claims(rt: &Runtime, image: &ImageRef, records: &[RecordFile]) -> BTreeMap<String, String> {
     let repo = rt.repo_identity();
     let mut out = BTreeMap::new();
     for rec in records.iter().filter_map(|f| f.record.as_ref()) {
@@ -992,7 +985,7 @@ fn pull_claims(
 
 /// The newest `finished_at` (ns) of `rt`'s records of `digest` (pull, tag-latest,
 /// resolve-digest: the last is rewritten by every run that finds the tag there).
-fn records_seen(rt: &Runtime, digest: &str, records: &[store::RecordFile]) -> i128 {
+fn records_seen(rt: &Runtime, digest: &str, records: &[RecordFile]) -> i128 {
     let repo = rt.repo_identity();
     records
         .iter()
@@ -1061,7 +1054,7 @@ fn registry_names<'a>(
 fn record_commits<'r>(
     rt: &Runtime,
     repo: &str,
-    records: &'r [store::RecordFile],
+    records: &'r [RecordFile],
 ) -> (BTreeSet<&'r str>, BTreeSet<&'r str>) {
     let mut attributed: BTreeSet<&str> = BTreeSet::new();
     let mut mine: BTreeSet<&str> = BTreeSet::new();
@@ -1085,7 +1078,7 @@ fn record_commits<'r>(
 
 /// Why a well-formed record is an orphan, and after which removals; `None` to keep it.
 fn record_orphan(
-    rec: &store::Record,
+    rec: &Record,
     store: &Store,
     present: &BTreeSet<String>,
     images_by_key: &HashMap<&Key, Vec<&String>>,
@@ -1100,14 +1093,14 @@ fn record_orphan(
 }
 
 /// What a record stands for, asked of the kind it names; `None` for an unknown kind.
-fn attests(rec: &store::Record) -> Option<Attests> {
+fn attests(rec: &Record) -> Option<Attests> {
     steps::by_name(&rec.kind).map(|k| k.attests())
 }
 
 /// A clone or verify-dockerfile record is an orphan when its checkout is gone, or after the
 /// checkout's removal in this run.
 fn checkout_record_orphan(
-    rec: &store::Record,
+    rec: &Record,
     store: &Store,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
@@ -1134,7 +1127,7 @@ fn checkout_record_orphan(
 /// A build record is an orphan when no image carries its key, or after every image that does
 /// is deleted in this run.
 fn build_record_orphan(
-    rec: &store::Record,
+    rec: &Record,
     images_by_key: &HashMap<&Key, Vec<&String>>,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
@@ -1153,7 +1146,7 @@ fn build_record_orphan(
 /// image IDs that exist among those records name), or after that image is deleted in this
 /// run.
 fn image_record_orphan(
-    rec: &store::Record,
+    rec: &Record,
     present: &BTreeSet<String>,
     removals: &PlannedRemovals,
 ) -> Option<(String, Vec<usize>)> {
@@ -1330,14 +1323,14 @@ mod tests {
         };
         HashMap::from([
             (
-                eng::LABEL_KEY.into(),
+                labels::LABEL_KEY.into(),
                 steps::build::key(&inputs).to_string(),
             ),
-            (eng::LABEL_REPO.into(), inputs.repo.clone()),
-            (eng::LABEL_REVISION.into(), commit.into()),
-            (eng::LABEL_DOCKERFILE.into(), inputs.dockerfile.clone()),
-            (eng::LABEL_PLATFORM.into(), inputs.platform.clone()),
-            (eng::LABEL_PARAMS.into(), "{}".into()),
+            (labels::LABEL_REPO.into(), inputs.repo.clone()),
+            (labels::LABEL_REVISION.into(), commit.into()),
+            (labels::LABEL_DOCKERFILE.into(), inputs.dockerfile.clone()),
+            (labels::LABEL_PLATFORM.into(), inputs.platform.clone()),
+            (labels::LABEL_PARAMS.into(), "{}".into()),
         ])
     }
 
@@ -1349,24 +1342,24 @@ mod tests {
         let mut inputs = steps::build::inputs_from_labels(&l);
         inputs.build_args = args.clone();
         l.insert(
-            eng::LABEL_KEY.into(),
+            labels::LABEL_KEY.into(),
             steps::build::key(&inputs).to_string(),
         );
         l.insert(
-            eng::LABEL_BUILD_ARGS.into(),
+            labels::LABEL_BUILD_ARGS.into(),
             crate::config::build_args_label(&args),
         );
         assert!(own_labels(&l).is_some(), "with its build args label");
         let mut edited = l.clone();
         edited.insert(
-            eng::LABEL_BUILD_ARGS.into(),
+            labels::LABEL_BUILD_ARGS.into(),
             r#"{"RUNTIME_VERSION":"9"}"#.into(),
         );
         assert!(own_labels(&edited).is_none(), "an edited build args label");
         let mut garbled = l.clone();
-        garbled.insert(eng::LABEL_BUILD_ARGS.into(), "{not json".into());
+        garbled.insert(labels::LABEL_BUILD_ARGS.into(), "{not json".into());
         assert!(own_labels(&garbled).is_none(), "an unreadable label");
-        l.remove(eng::LABEL_BUILD_ARGS);
+        l.remove(labels::LABEL_BUILD_ARGS);
         assert!(own_labels(&l).is_none(), "its build args label removed");
     }
 
@@ -1377,13 +1370,13 @@ mod tests {
         assert_eq!(commit, c);
         assert_eq!(k.as_str().len(), 64);
         let mut copied = labels(&c);
-        copied.insert(eng::LABEL_REVISION.into(), "b".repeat(40));
+        copied.insert(labels::LABEL_REVISION.into(), "b".repeat(40));
         assert!(
             own_labels(&copied).is_none(),
             "a copied key label is not trusted"
         );
         let mut none = labels(&c);
-        none.remove(eng::LABEL_KEY);
+        none.remove(labels::LABEL_KEY);
         assert!(own_labels(&none).is_none());
         assert!(own_labels(&HashMap::new()).is_none());
     }
@@ -1446,9 +1439,9 @@ mod tests {
         format!("sha256:{}", c.to_string().repeat(64))
     }
 
-    fn pull_record(rt: &Runtime, digest: &str, id: &str, at: u64) -> store::RecordFile {
+    fn pull_record(rt: &Runtime, digest: &str, id: &str, at: u64) -> RecordFile {
         let image = rt.registry_image().unwrap();
-        let record = store::Record {
+        let record = Record {
             schema: store::RECORD_SCHEMA,
             kind: "pull".into(),
             key: steps::pull::key(image, digest),
@@ -1462,7 +1455,7 @@ mod tests {
             checkout_id: None,
             finished_at: at,
         };
-        store::RecordFile {
+        RecordFile {
             path: PathBuf::from("r.json"),
             bytes: 1,
             name_key: Some(record.key.clone()),
@@ -1513,7 +1506,7 @@ mod tests {
         no_id.record.as_mut().unwrap().image_id = None;
         let mut other_repo = pull_record(&rt, &digest('f'), &id, 1);
         other_repo.record.as_mut().unwrap().repo = "127.0.0.1:5000/t/beta".into();
-        let malformed = store::RecordFile {
+        let malformed = RecordFile {
             record: None,
             ..pull_record(&rt, &digest('1'), &id, 1)
         };

@@ -37,8 +37,8 @@ use crate::config::Runtime;
 use crate::docker::Engine;
 use crate::exec;
 use crate::ids;
-use crate::report::summary::RuntimeSummary;
 use crate::store::{self, RunLockMode};
+use crate::summary::{RunStatus, RuntimeSummary};
 
 /// Version of `watch/state.json`.
 pub const STATE_SCHEMA: u32 = 1;
@@ -535,7 +535,7 @@ impl<'a> Watcher<'a> {
         let failed = observed
             .summary
             .iter()
-            .filter(|s| s.status == "failed")
+            .filter(|s| s.status == RunStatus::Failed)
             .count();
         Ticked {
             ensured: observed.summary.len() - failed,
@@ -629,7 +629,7 @@ impl<'a> Watcher<'a> {
     fn note_failures(&mut self, attempted: &[Arc<Runtime>], summary: &[RuntimeSummary]) {
         let failed: HashMap<&str, &RuntimeSummary> = summary
             .iter()
-            .filter(|s| s.status == "failed")
+            .filter(|s| s.status == RunStatus::Failed)
             .map(|s| (s.runtime.as_str(), s))
             .collect();
         let mut by_host: BTreeMap<String, Vec<&Arc<Runtime>>> = BTreeMap::new();
@@ -1038,7 +1038,7 @@ mod tests {
     /// A runtime from a one-runtime config (not a struct literal: new fields come).
     fn runtime(table: &str) -> Runtime {
         let text = format!("[git]\nallow_insecure_http = true\n[runtimes.a]\n{table}\n");
-        let plans = crate::plan::PlanSet::load(None).unwrap();
+        let plans = crate::steps::plans::load(None).unwrap();
         let config =
             crate::config::parse(&text, "test", &Default::default(), &|p| plans.source(p)).unwrap();
         config.runtimes["a"].clone()

@@ -4,6 +4,10 @@
 //! 130 interrupted (SIGINT), 143 terminated (SIGTERM); `watch` exits 0 on SIGTERM). `ops`
 //! holds the `status` and `gc` commands, `watch` the `watch` command.
 
+// The command line and the renderers are the only code that prints (`[workspace.lints]`
+// denies `print_stdout`/`print_stderr` everywhere else).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod ops;
 mod watch;
 

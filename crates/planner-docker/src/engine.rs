@@ -13,23 +13,6 @@ use futures_util::StreamExt;
 use super::endpoint::{Endpoint, Transport};
 use super::remote;
 
-/// Labels planner puts on every image it builds, so the image describes itself.
-pub const LABEL_KEY: &str = "dev.planner.key";
-pub const LABEL_KEY_FORMAT: &str = "dev.planner.key-format";
-pub const LABEL_REPO: &str = "dev.planner.repo";
-pub const LABEL_DOCKERFILE: &str = "dev.planner.dockerfile";
-pub const LABEL_DOCKERFILE_BLAKE3: &str = "dev.planner.dockerfile-blake3";
-pub const LABEL_PLATFORM: &str = "dev.planner.platform";
-pub const LABEL_PARAMS: &str = "dev.planner.params";
-/// Declared build args as canonical JSON; absent when none are declared.
-pub const LABEL_BUILD_ARGS: &str = "dev.planner.build-args";
-/// The base images a build keyed on (JSON, [`crate::bases::Base`] list).
-pub const LABEL_BASES: &str = "dev.planner.bases";
-/// The builder that built the image (`buildkit`, `classic`).
-pub const LABEL_BUILDER: &str = "dev.planner.builder";
-pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
-pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
-
 /// How long to wait for the engine to answer a ping before calling it unreachable.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-call timeout for quick calls (inspect, tag).
