@@ -41,7 +41,8 @@ use std::sync::Arc;
 
 use crate::config::Runtime;
 use crate::docker::DockerError;
-use crate::docker::engine::{self as eng, Engine, ImageDetail, ImageEntry, RemoveOutcome};
+use crate::docker::engine::Engine;
+use crate::docker::images::{self as eng, ImageDetail, ImageEntry, RemoveOutcome};
 use crate::key::Key;
 use crate::registry::ImageRef;
 use crate::steps::record::{RecordFileView as RecordFile, RecordView as Record};
@@ -215,7 +216,7 @@ pub struct BuildCachePrune {
     pub older_than: Option<std::time::Duration>,
     pub dry_run: bool,
     /// Entries and bytes removed (or that would be), or why it failed.
-    pub outcome: Result<eng::BuildCacheUsage, String>,
+    pub outcome: Result<crate::docker::BuildCacheUsage, String>,
 }
 
 /// Prunes the engine's BuildKit cache (a dry run only measures what a prune would free).

@@ -6,9 +6,8 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::raw::{RawKeys, RawRuntime};
+use crate::raw::{Locator, RawKeys, RawRuntime};
 use crate::source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
-use crate::validate::Locator;
 use crate::{
     BUILTIN_BRANCH, BUILTIN_DOCKERFILE, BUILTIN_IMAGE_PREFIX, BUILTIN_PLATFORM,
     BUILTIN_REPO_PREFIX, BaseImages, BuildArgs, BuildNetwork, Builder, ConfigError, RegistrySource,

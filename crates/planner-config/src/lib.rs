@@ -36,17 +36,16 @@ pub use planner_base::settings::{
 };
 pub use planner_base::{BuildNetwork, Builder};
 use planner_base::{ids, mask};
-use raw::RawConfig;
+pub use raw::line_column;
+use raw::{Locator, RawConfig};
 pub use source::{
     DEFAULT_REGISTRY_TIMEOUT, RegistrySource, Source, SourceKind, validate_insecure_host,
 };
-use validate::{
-    Locator, validate_default_runtime, validate_engine, validate_git, validate_registry,
-    validate_runtime,
-};
 pub use validate::{
-    line_column, validate_branch, validate_dockerfile, validate_image_repo, validate_platform,
-    validate_repo_url,
+    validate_branch, validate_dockerfile, validate_image_repo, validate_platform, validate_repo_url,
+};
+use validate::{
+    validate_default_runtime, validate_engine, validate_git, validate_registry, validate_runtime,
 };
 
 /// The `runtimes.toml` shipped in the repository, embedded so an installed binary works alone.

@@ -2,7 +2,6 @@
 //! and column, what is wrong and how to fix it.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use toml::Spanned;
 use url::Url;
 
 use crate::defaults::{Defaults, Sourced, override_or, plan_of, refuse, repo_of, source_of};
-use crate::raw::{RawEngine, RawGit, RawRegistry, RawRuntime};
+use crate::raw::{Locator, RawEngine, RawGit, RawRegistry, RawRuntime};
 use crate::{
     BaseImages, BuildArgs, BuildNetwork, Builder, ConfigError, EngineSettings, GitLimits,
     GitSettings, RegistrySettings, Runtime, SourceKind, build_args,
@@ -30,33 +29,6 @@ static IMAGE_HOST_RE: LazyLock<Regex> =
 
 /// The longest duration any `[git]` limit accepts.
 const MAX_GIT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Turns byte spans into `file:line:column` errors.
-pub(crate) struct Locator<'a> {
-    pub(crate) file: &'a str,
-    pub(crate) text: &'a str,
-}
-
-impl Locator<'_> {
-    pub(crate) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        let (line, column) = line_column(self.text, span.start);
-        ConfigError::Invalid {
-            file: self.file.to_owned(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-    (line, column)
-}
 
 /// The `[engine]` table: `idle_timeout` is a duration (`"10m"`, `"90s"`), at least a second.
 pub(crate) fn validate_engine(

@@ -1,5 +1,8 @@
 //! Step kinds as the core knows them: a [`Kind`] trait with what the graph, keys, `decide`
-//! and the scheduler ask of a kind, and [`StepKind`], an opaque `Copy` handle to one.
+//! and the scheduler ask of a kind, and [`StepKind`], an opaque `Copy` handle to one; and
+//! the steps they make: a graph [`Node`], what its key is made from ([`KeyInputs`], the
+//! [`Answer`]s of its roots), what its records carry ([`RecordField`]). One module, because
+//! these name each other (a kind keys a node, a node has a kind).
 //!
 //! The core never names a kind. The kinds themselves live in `planner-steps` (one module
 //! each, listed once in its registry), which hands a [`Kinds`] registry to plan loading and
@@ -7,11 +10,12 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use planner_config::{Runtime, SourceKind};
 
-use crate::key::{Key, KeyInputs};
-use crate::store::RecordField;
+use crate::key::Key;
+use crate::output::{Found, Output};
 
 /// What the core asks of a step kind. Its side effects (resolve, discover, probe, run) are
 /// not here: the core reaches them through [`crate::exec::Effects`] and [`crate::plan::World`].
@@ -182,5 +186,75 @@ impl Kinds {
     /// The kind named `name`; `None` for a name no kind has.
     pub fn find(&self, name: &str) -> Option<StepKind> {
         self.all.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+/// One step of work, shared by every runtime whose plan reaches it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: StepKind,
+    /// The plan step id (from the first runtime that reached the node).
+    pub step_id: String,
+    /// The runtimes that need this node, in request order; the first one names it.
+    pub runtimes: Vec<Arc<Runtime>>,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub(crate) identity: blake3::Hash,
+}
+
+impl Node {
+    /// The runtime the node is reported under.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtimes[0]
+    }
+
+    /// Names of all runtimes sharing this node.
+    pub fn runtime_names(&self) -> Vec<String> {
+        self.runtimes.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// A stable, readable id: `runtime/step-id`.
+    pub fn display_id(&self) -> String {
+        format!("{}/{}", self.runtime().name, self.step_id)
+    }
+}
+
+/// A root a step descends from, and what it answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub node: &'a Node,
+    /// The revision the root answered (a commit, a manifest digest, a version).
+    pub revision: &'a str,
+}
+
+/// What a kind computes its key from.
+pub struct KeyInputs<'a> {
+    pub node: &'a Node,
+    /// The revision its primary root answered (the root its input chain descends from:
+    /// [`Graph::resolve_of`]), once known.
+    pub revision: Option<&'a str>,
+    /// Every root the step descends from through any need, with its answer, for the roots
+    /// that answered ([`Graph::roots_of`]): a build whose build arg is a `resolve-version`
+    /// root's answer finds it here.
+    pub answers: Vec<Answer<'a>>,
+    /// The key of its input need ([`Graph::input_of`]), once known.
+    pub input: Option<&'a Key>,
+    /// The inputs found in the world for a kind that discovers some, once known.
+    pub found: Option<&'a Found>,
+    /// Its input's output, once the input is materialized (probed present, or ran): for a
+    /// kind keyed on what its input produced (an image ID). `None` while computing keys
+    /// before deciding.
+    pub input_output: Option<&'a Output>,
+}
+
+/// A field a kind's records carry, with the check its value must pass when read back.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordField {
+    pub name: &'static str,
+    pub valid: fn(&str) -> bool,
+}
+
+impl RecordField {
+    pub const fn new(name: &'static str, valid: fn(&str) -> bool) -> RecordField {
+        RecordField { name, valid }
     }
 }

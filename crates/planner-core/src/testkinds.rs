@@ -7,10 +7,11 @@
 use planner_base::ids;
 use planner_config::SourceKind;
 
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
+use crate::kind::KeyInputs;
+use crate::kind::RecordField;
 use crate::kind::{Kind, Kinds, StepKind};
 use crate::output::OutputData;
-use crate::store::RecordField;
 
 /// The record fields of the real kinds, with their checks.
 pub const FIELDS: &[RecordField] = &[
@@ -43,7 +44,7 @@ pub const BUILD: StepKind = StepKind::new(&Named("build"));
 
 /// The key the real `clone` kind gives a checkout (same encoding).
 pub fn clone_key(repo: &str, commit: &str) -> Key {
-    KeyBuilder::new(CLONE)
+    KeyBuilder::new(CLONE.name())
         .field("repo", repo)
         .field("commit", commit)
         .finish()
@@ -72,7 +73,7 @@ impl Kind for Src {
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         Some(
-            KeyBuilder::new(SRC)
+            KeyBuilder::new(SRC.name())
                 .field("repo", &at.node.runtime().repo_identity())
                 .finish(),
         )
@@ -93,7 +94,11 @@ impl Kind for Ver {
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         let package = at.node.params.get("package")?;
-        Some(KeyBuilder::new(VER).field("package", package).finish())
+        Some(
+            KeyBuilder::new(VER.name())
+                .field("package", package)
+                .finish(),
+        )
     }
 }
 
@@ -115,7 +120,7 @@ impl Kind for Make {
     }
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
-        let mut b = KeyBuilder::new(MAKE);
+        let mut b = KeyBuilder::new(MAKE.name());
         b.field("revision", at.revision?);
         for answer in &at.answers {
             b.field(answer.node.kind.name(), answer.revision);
@@ -143,7 +148,11 @@ impl Kind for Check {
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         let made = at.input_output?.get::<Made>()?;
-        Some(KeyBuilder::new(CHECK).field("made", &made.id).finish())
+        Some(
+            KeyBuilder::new(CHECK.name())
+                .field("made", &made.id)
+                .finish(),
+        )
     }
 
     fn record_fields(&self) -> &'static [RecordField] {

@@ -18,17 +18,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::auth::DockerCredentials;
-use bollard::models::BuildInfoAux;
+use bollard::models::{BuildInfo, BuildInfoAux};
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::Empty;
 
-use super::engine::{
-    Activity, BuildOutput, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, build_failed,
-    checked_id, with_help,
+use crate::build::{
+    Answers, BuildOutput, BuildRequest, BuildStepState, Tail, Taken, build_failed, with_help,
 };
-use crate::engine::BuildStepState;
+use crate::endpoint::{BUILD_TIMEOUT, CALL_TIMEOUT, PING_TIMEOUT};
+use crate::engine::{Activity, Engine};
+use crate::error::{DockerError, api, checked_id};
 use planner_base::Builder;
 
 /// Most vertices tracked in one build (a hostile engine cannot make planner grow without bound).
@@ -77,7 +78,7 @@ impl Engine {
     pub(super) async fn build_buildkit(
         &self,
         req: &BuildRequest,
-        mut on_output: impl FnMut(BuildOutput<'_>) + Send,
+        on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
         let (body, producer) =
             super::context::stream(&req.context_dir, &req.dockerfile, req.host.clone());
@@ -99,59 +100,55 @@ impl Engine {
             session: Some(session_id()),
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(
+        let stream = self.docker.build_image(
             options,
             Some(credentials),
             Some(bollard::body_try_stream(body)),
         );
-        let mut progress = Progress::default();
-        let mut image_id = None;
         let what = format!("the BuildKit build of {}", req.tag);
-        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
-            let info = match item {
-                Ok(info) => info,
-                Err(e) => {
-                    drop(stream);
-                    let cause = super::context::producer_failure(producer).await;
-                    return Err(match cause {
-                        Some(c) => build_failed(req, format!("build context: {c}"), &progress.all),
-                        None => progress.failure(req, &engine_message(&e)),
-                    });
-                }
-            };
-            match info.aux {
-                Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
-                Some(BuildInfoAux::Default(aux)) => {
-                    if let Some(id) = aux.id {
-                        image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
-                    }
-                }
-                None => {}
+        let mut answers = BuildKit {
+            progress: Progress::default(),
+            on_output,
+        };
+        self.read_build(req, stream, producer, &activity, &what, &mut answers)
+            .await
+    }
+}
+
+/// BuildKit's answers: its progress (vertices and their logs) and the image ID; errors are
+/// the failing vertex's.
+struct BuildKit<F> {
+    progress: Progress,
+    on_output: F,
+}
+
+impl<F: FnMut(BuildOutput<'_>) + Send> Answers for BuildKit<F> {
+    const CLASSIC: bool = false;
+
+    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>> {
+        match info.aux {
+            Some(BuildInfoAux::BuildKit(status)) => {
+                self.progress.apply(status, &mut self.on_output);
+                Ok(Taken::Nothing)
             }
+            Some(BuildInfoAux::Default(aux)) => match aux.id {
+                Some(id) => Ok(Taken::Image(checked_id(id, "build")?)),
+                None => Ok(Taken::Nothing),
+            },
+            None => Ok(Taken::Nothing),
         }
-        match producer.await {
-            Ok(Ok(_stats)) => {}
-            Ok(Err(e)) => {
-                return Err(build_failed(
-                    req,
-                    format!("build context: {e}"),
-                    &progress.all,
-                ));
-            }
-            Err(e) => {
-                return Err(build_failed(
-                    req,
-                    format!("build context: {e}"),
-                    &progress.all,
-                ));
-            }
-        }
-        match image_id {
-            Some(id) => Ok(id),
-            None => self.inspect(&req.tag).await?.map(|i| i.id).ok_or_else(|| {
-                build_failed(req, "the engine reported no image".into(), &progress.all)
-            }),
-        }
+    }
+
+    fn stream_error(&self, error: &bollard::errors::Error) -> String {
+        engine_message(error)
+    }
+
+    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError {
+        self.progress.failure(req, message)
+    }
+
+    fn tail(&self) -> &Tail {
+        &self.progress.all
     }
 }
 
@@ -172,21 +169,13 @@ impl Engine {
         let call = self
             .docker
             .df(None::<bollard::query_parameters::DataUsageOptions>);
-        let usage = match tokio::time::timeout(super::engine::CALL_TIMEOUT, call).await {
+        let usage = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Err(_) => {
-                return Err(super::engine::api(
-                    "disk usage",
-                    "of the build cache",
-                    "timed out",
-                ));
+                return Err(api("disk usage", "of the build cache", "timed out"));
             }
             Ok(Err(e)) => {
                 let detail = e.to_string();
-                return Err(super::engine::api(
-                    "disk usage",
-                    "of the build cache",
-                    &detail,
-                ));
+                return Err(api("disk usage", "of the build cache", &detail));
             }
             Ok(Ok(usage)) => usage,
         };
@@ -224,13 +213,9 @@ impl Engine {
         };
         let call = self.docker.prune_build(Some(options));
         // A prune of a large cache takes a while; the build timeout bounds it.
-        match tokio::time::timeout(super::engine::BUILD_TIMEOUT, call).await {
-            Err(_) => Err(super::engine::api("prune", "the build cache", "timed out")),
-            Ok(Err(e)) => Err(super::engine::api(
-                "prune",
-                "the build cache",
-                &e.to_string(),
-            )),
+        match tokio::time::timeout(BUILD_TIMEOUT, call).await {
+            Err(_) => Err(api("prune", "the build cache", "timed out")),
+            Ok(Err(e)) => Err(api("prune", "the build cache", &e.to_string())),
             Ok(Ok(answer)) => Ok(BuildCacheUsage {
                 entries: answer.caches_deleted.map_or(0, |c| c.len()),
                 bytes: answer

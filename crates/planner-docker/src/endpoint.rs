@@ -8,12 +8,21 @@
 //! `DOCKER_CERT_PATH`, else the docker config dir. A context uses the TLS material the CLI
 //! stored for it (`contexts/tls/<sha256 of name>/docker/`). TLS without verification
 //! (`DOCKER_TLS` alone, a context's `SkipTLSVerify`) is refused, never downgraded.
-//! Connecting is [`super::remote`]'s job.
+//! How long planner waits on the engine is here too ([`PING_TIMEOUT`], [`CALL_TIMEOUT`],
+//! [`BUILD_TIMEOUT`]). Connecting is [`super::remote`]'s job.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+
+/// How long to wait for the engine to answer a ping before calling it unreachable.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-call timeout for quick calls (inspect, tag).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Builds may take long; cancellation (Ctrl-C, --fail-fast) ends them sooner.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// The engine when nothing names one.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";

@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyStream, Empty};
 
-use super::engine::{Activity, DockerError, Engine, api};
+use crate::engine::{Activity, Engine};
+use crate::error::{DockerError, api};
 use planner_base::ImageRef;
 
 /// Cap of one line of the engine's progress stream (a hostile engine cannot make planner

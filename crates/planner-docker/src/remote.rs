@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use bollard::{ClientVersion, Docker};
 use hyper_util::rt::TokioIo;
 
+use super::endpoint::{BUILD_TIMEOUT, PING_TIMEOUT};
 use super::endpoint::{Endpoint, EndpointError, Tls, Transport};
-use super::engine::{BUILD_TIMEOUT, DockerError, PING_TIMEOUT};
+use crate::error::{DockerError, chain, endpoint_error, shown, unreachable};
 
 /// The oldest engine API planner uses (Docker 20.10).
 pub const MIN_API: ClientVersion = ClientVersion {
@@ -219,37 +220,6 @@ fn hostname(endpoint: &Endpoint) -> String {
             .to_owned(),
         _ => shown(endpoint),
     }
-}
-
-pub(super) fn unreachable(endpoint: &Endpoint, detail: String) -> DockerError {
-    DockerError::Unreachable {
-        host: shown(endpoint),
-        detail,
-        env: endpoint.source.clone(),
-    }
-}
-
-pub(super) fn endpoint_error(e: EndpointError) -> DockerError {
-    DockerError::Endpoint(Box::new(e))
-}
-
-/// The address as errors show it: userinfo masked.
-pub(super) fn shown(endpoint: &Endpoint) -> String {
-    crate::mask::mask(&endpoint.host).into_owned()
-}
-
-/// An error and its sources, `: `-joined, each once.
-pub(super) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// A connection hyper can speak HTTP/1 over.

@@ -20,8 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::endpoint::{Endpoint, EndpointError, SshTarget};
-use super::engine::DockerError;
-use super::remote::{endpoint_error, shown};
+use crate::error::{DockerError, endpoint_error, shown};
 
 /// The body type of bollard's requests.
 type BollardBody = <bollard::BollardRequest as RequestBody>::Body;

@@ -10,17 +10,19 @@ use super::{Attests, Error, Kind, Work};
 use crate::bases::{self, Base, Bases, Origin};
 use crate::cache::Lookup;
 use crate::config::{BuildArgs, Runtime};
-use crate::docker::engine::{BuildRequest, ImageInfo};
+use crate::docker::build::BuildRequest;
+use crate::docker::engine::ImageInfo;
 use crate::dockerfile::BaseRef;
 use crate::exec::{Event, RunRequest, event::SubstepState};
 use crate::ids::short;
-use crate::key::{Key, KeyInputs};
+use crate::key::Key;
 use crate::labels;
 pub use crate::labels::{
     BuildInputs, build_args_changes, inputs_from_labels, key, label_mismatch, same_source,
     source_only,
 };
 use crate::outputs::{Image, Verified};
+use crate::plan::KeyInputs;
 use crate::plan::{DiscoverRequest, Discovery, Found, Node, Output, Probe, ProbeRequest, StepKind};
 use crate::record::{FIELDS, RecordFields};
 use crate::store::RecordField;

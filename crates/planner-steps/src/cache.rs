@@ -243,7 +243,7 @@ impl SharedCache {
 /// The key of a build's inputs without its base images and builder: what a pointer is named by.
 pub fn source_key(inputs: &BuildInputs) -> Key {
     let without = source_only(inputs);
-    let mut b = crate::key::KeyBuilder::named(labels::BUILD);
+    let mut b = crate::key::KeyBuilder::new(labels::BUILD);
     b.field("source-of", build_key(&without).as_str());
     b.finish()
 }

@@ -7,8 +7,9 @@ use super::{Attests, Error, Kind, Work};
 use crate::exec::RunRequest;
 use crate::git;
 use crate::ids::short;
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
 use crate::outputs::Checkout;
+use crate::plan::KeyInputs;
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::FIELDS;
 use crate::store::{self, CheckoutState, RecordField};
@@ -66,7 +67,7 @@ impl Work for Step {
 
 /// The key of a checkout: the repository identity and the commit.
 pub fn key(repo: &str, commit: &str) -> Key {
-    KeyBuilder::new(KIND)
+    KeyBuilder::new(KIND.name())
         .field("repo", repo)
         .field("commit", commit)
         .finish()

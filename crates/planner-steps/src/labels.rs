@@ -53,7 +53,7 @@ pub struct BuildInputs {
 /// The build key. The Dockerfile's digest is not an input: the commit already fixes every
 /// byte of the tree. The base images are: the digest each `FROM` resolved to (see README).
 pub fn key(inputs: &BuildInputs) -> Key {
-    let mut b = KeyBuilder::named(BUILD);
+    let mut b = KeyBuilder::new(BUILD);
     b.field("repo", &inputs.repo)
         .field("commit", &inputs.commit)
         .field("dockerfile", &inputs.dockerfile)

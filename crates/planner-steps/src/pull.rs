@@ -9,8 +9,9 @@ use super::{Attests, Error, Kind, Work};
 use crate::config::Runtime;
 use crate::exec::RunRequest;
 use crate::ids::short;
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
 use crate::outputs::Image;
+use crate::plan::KeyInputs;
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::FIELDS;
 use crate::registry::ImageRef;
@@ -74,7 +75,7 @@ impl Work for Step {
 
 /// The key of a pull: the image repository and the manifest digest.
 pub fn key(image: &ImageRef, digest: &str) -> Key {
-    KeyBuilder::new(KIND)
+    KeyBuilder::new(KIND.name())
         .field(
             "repository",
             &format!("{}/{}", image.registry, image.repository),

@@ -7,7 +7,8 @@ use futures_util::future::BoxFuture;
 
 use super::{Attests, Error, Kind, Work};
 use crate::config::{Runtime, SourceKind};
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
+use crate::plan::KeyInputs;
 use crate::plan::{Node, Resolved, StepKind};
 use crate::record::{FIELDS, RecordFields};
 use crate::registry::ImageRef;
@@ -65,7 +66,7 @@ impl Work for Step {
 /// The key of a tag's resolve: the full reference (registry, repository, tag) and the
 /// platform whose manifest is asked for.
 pub fn key(image: &ImageRef, platform: &str) -> Key {
-    KeyBuilder::new(KIND)
+    KeyBuilder::new(KIND.name())
         .field("image", &image.to_string())
         .field("platform", platform)
         .finish()

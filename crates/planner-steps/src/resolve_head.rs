@@ -7,7 +7,8 @@ use futures_util::future::BoxFuture;
 use super::{Attests, Error, Kind, Work};
 use crate::config::{Runtime, SourceKind};
 use crate::git;
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
+use crate::plan::KeyInputs;
 use crate::plan::{Node, Resolved, StepKind};
 use crate::record::{FIELDS, RecordFields};
 use crate::store::{Record, RecordField, Store};
@@ -59,7 +60,7 @@ impl Work for Step {
 
 /// The key of a branch's resolve: the repository identity and the branch.
 pub fn key(repo: &str, branch: &str) -> Key {
-    KeyBuilder::new(KIND)
+    KeyBuilder::new(KIND.name())
         .field("repo", repo)
         .field("branch", branch)
         .finish()

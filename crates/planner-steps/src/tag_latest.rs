@@ -7,8 +7,9 @@ use super::{Attests, Error, Kind, Work};
 use crate::config::Runtime;
 use crate::exec::RunRequest;
 use crate::ids::short;
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
 use crate::outputs::{Image, Tagged};
+use crate::plan::KeyInputs;
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::FIELDS;
 use crate::store::RecordField;
@@ -75,7 +76,7 @@ impl Work for Step {
 
 /// The key of a tag move: the build's key and the `:latest` tag.
 pub fn key(build: &Key, latest_tag: &str) -> Key {
-    KeyBuilder::new(KIND)
+    KeyBuilder::new(KIND.name())
         .field("build", build.as_str())
         .field("tag", latest_tag)
         .finish()

@@ -9,8 +9,9 @@ use super::{Attests, Error, Kind, Work};
 use crate::config::Runtime;
 use crate::exec::RunRequest;
 use crate::ids::short;
-use crate::key::{Key, KeyBuilder, KeyInputs};
+use crate::key::{Key, KeyBuilder};
 use crate::outputs::{Checkout, Verified};
+use crate::plan::KeyInputs;
 use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::{FIELDS, RecordFields};
 use crate::store::{self, CheckoutState, RecordField};
@@ -72,7 +73,7 @@ impl Work for Step {
 
 /// The key of a verify: the checkout's key and the Dockerfile's path in it.
 pub fn key(clone: &Key, dockerfile: &str) -> Key {
-    KeyBuilder::new(KIND)
+    KeyBuilder::new(KIND.name())
         .field("clone", clone.as_str())
         .field("dockerfile", dockerfile)
         .finish()

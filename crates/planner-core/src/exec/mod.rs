@@ -17,8 +17,9 @@ pub use event::{Event, Sink, StepRef};
 pub use scheduler::{Options, Outcome, run};
 
 use crate::error::StepError;
-use crate::key::{Key, keys_for};
+use crate::key::Key;
 use crate::output::{Found, Output};
+use crate::plan::keys::keys_for;
 use crate::plan::{Answer, Graph, Node, NodeId, Resolved, World};
 
 /// What running a step needs.

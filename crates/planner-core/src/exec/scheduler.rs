@@ -17,8 +17,9 @@ use tokio::sync::Semaphore;
 use planner_base::mask::mask;
 
 use super::{Effects, Event, RunRequest, Sink, StepRef};
-use crate::key::{Key, key_of};
+use crate::key::Key;
 use crate::output::{Found, Output};
+use crate::plan::keys::key_of;
 use crate::plan::{
     Decided, DiscoverRequest, Discovery, Graph, NodeId, Probe, ProbeRequest, Status,
 };

@@ -142,7 +142,7 @@ fn opts() -> Options {
 
 /// The key `check` has when `make` made `id`.
 fn check_key(id: &str) -> Key {
-    crate::key::KeyBuilder::new(CHECK)
+    crate::key::KeyBuilder::new(CHECK.name())
         .field("made", id)
         .finish()
 }

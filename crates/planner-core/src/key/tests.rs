@@ -15,7 +15,7 @@ fn keys_deserialize_only_when_valid() {
 
 #[test]
 fn fields_are_length_prefixed() {
-    let a = KeyBuilder::new(CLONE).field("ab", "c").finish();
-    let b = KeyBuilder::new(CLONE).field("a", "bc").finish();
+    let a = KeyBuilder::new(CLONE.name()).field("ab", "c").finish();
+    let b = KeyBuilder::new(CLONE.name()).field("a", "bc").finish();
     assert_ne!(a, b);
 }

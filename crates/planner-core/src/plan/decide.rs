@@ -10,9 +10,11 @@ use std::future::Future;
 
 use futures_util::StreamExt;
 
-use super::graph::{Answer, Graph, Node, NodeId};
+use super::graph::{Graph, NodeId};
+use super::keys::{key_of, keys_for};
 use crate::error::StepError;
-use crate::key::{Key, key_of, keys_for};
+use crate::key::Key;
+use crate::kind::{Answer, Node};
 use crate::output::{Found, Output, Revision};
 
 /// What a step's decision is.

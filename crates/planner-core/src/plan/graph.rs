@@ -13,39 +13,10 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use planner_config::Runtime;
 
 use super::load::{Plan, PlanSet};
-use crate::kind::StepKind;
+use crate::kind::{Answer, Node, StepKind};
 
 /// Index of a node in the [`Graph`].
 pub type NodeId = NodeIndex;
-
-/// One step of work, shared by every runtime whose plan reaches it.
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub kind: StepKind,
-    /// The plan step id (from the first runtime that reached the node).
-    pub step_id: String,
-    /// The runtimes that need this node, in request order; the first one names it.
-    pub runtimes: Vec<Arc<Runtime>>,
-    pub params: std::collections::BTreeMap<String, String>,
-    identity: blake3::Hash,
-}
-
-impl Node {
-    /// The runtime the node is reported under.
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtimes[0]
-    }
-
-    /// Names of all runtimes sharing this node.
-    pub fn runtime_names(&self) -> Vec<String> {
-        self.runtimes.iter().map(|r| r.name.clone()).collect()
-    }
-
-    /// A stable, readable id: `runtime/step-id`.
-    pub fn display_id(&self) -> String {
-        format!("{}/{}", self.runtime().name, self.step_id)
-    }
-}
 
 /// The compiled, immutable step graph. Edges run from a need to the step that needs it.
 #[derive(Debug)]
@@ -55,14 +26,6 @@ pub struct Graph {
     goals: Vec<NodeId>,
     /// By node index: the roots each node descends from through any need, sorted.
     roots: Vec<Vec<NodeId>>,
-}
-
-/// A root a step descends from, and what it answered.
-#[derive(Debug, Clone, Copy)]
-pub struct Answer<'a> {
-    pub node: &'a Node,
-    /// The revision the root answered (a commit, a manifest digest, a version).
-    pub revision: &'a str,
 }
 
 impl Graph {

@@ -26,11 +26,10 @@ use crate::key::Key;
 mod locks;
 mod records;
 
+pub use crate::kind::RecordField;
 pub use locks::{KeyLock, RunLockMode};
 use records::read_small_file;
-pub use records::{
-    Fields, RECORD_CAP, RECORD_SCHEMA, Record, RecordField, RecordFile, read_capped,
-};
+pub use records::{Fields, RECORD_CAP, RECORD_SCHEMA, Record, RecordFile, read_capped};
 
 #[derive(Debug, thiserror::Error)]
 #[error(

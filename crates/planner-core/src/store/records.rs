@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, disk_usage, io_err, read_dir_or_empty, write_atomic};
 use crate::key::Key;
-use crate::kind::{Kinds, StepKind};
+use crate::kind::{Kinds, RecordField, StepKind};
 
 /// Version of the record format.
 pub const RECORD_SCHEMA: u32 = 1;
@@ -38,19 +38,6 @@ pub struct Record {
     pub fields: Fields,
     /// Seconds since the Unix epoch.
     pub finished_at: u64,
-}
-
-/// A field a kind's records carry, with the check its value must pass when read back.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordField {
-    pub name: &'static str,
-    pub valid: fn(&str) -> bool,
-}
-
-impl RecordField {
-    pub const fn new(name: &'static str, valid: fn(&str) -> bool) -> RecordField {
-        RecordField { name, valid }
-    }
 }
 
 impl Record {
