@@ -7,6 +7,10 @@ use base64::Engine as _;
 use super::*;
 use crate::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::testserver::{Request, Response, Server};
+use crate::token::{DEFAULT_TOKEN_LIFETIME, parse_token};
+use reqwest::header;
+use std::time::SystemTime;
+use url::Url;
 
 const AMD64: &str = "linux/amd64";
 

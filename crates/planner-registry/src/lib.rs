@@ -6,8 +6,11 @@
 //!   the transport rule (HTTPS; plain HTTP for loopback and `[registry] insecure` hosts).
 //! - [`auth`]: [`Credentials`] from `config.json` (`credHelpers`, `credsStore`, `auths`) and
 //!   `docker-credential-*` helpers; [`engine_auth`], the engine's `X-Registry-Auth`.
-//! - [`client`]: [`Registry::resolve`]: one HEAD in the common case; 401 → Bearer/Basic,
-//!   429 → `Retry-After`; indexes resolved to the platform's entry ([`index`]).
+//! - [`client`]: [`Registry::resolve`] and the other calls: one HEAD in the common case;
+//!   401 → Bearer/Basic, 429 → `Retry-After`; indexes resolved to the platform's entry
+//!   ([`index`]). Behind it: `transport` (the client's state, one request sent, authenticated,
+//!   retried, its status and body checked), `token` (answering a challenge) and `manifests`
+//!   (tags to digests, manifests fetched and checked).
 //! - `client/manage.rs`: listing a repository's tags and deleting manifests (`gc --remote`).
 //! - [`challenge`]: `WWW-Authenticate` and `Retry-After` parsing.
 //! - [`error`]: [`RegistryError`]; every variant names the reference and the fix.
@@ -19,6 +22,9 @@ pub mod challenge;
 pub mod client;
 pub mod error;
 pub mod index;
+mod manifests;
+mod token;
+mod transport;
 /// The image-reference grammar lives in `planner-base` (config needs it too).
 pub use planner_base::reference;
 #[cfg(test)]

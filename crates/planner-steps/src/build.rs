@@ -77,7 +77,7 @@ impl Kind for Step {
 
 impl Work for Step {
     fn attests(&self) -> Attests {
-        Attests::Image
+        Attests::KeyedImage
     }
 
     fn discover<'a>(

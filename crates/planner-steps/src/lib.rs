@@ -237,17 +237,19 @@ fn root_step(name: &str) -> Error {
 /// new kind reuses, so that `gc` needs no change for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attests {
-    /// A root's answer (where a branch or a registry tag was): kept; it saves no work to
-    /// remove.
-    BranchHead,
-    /// A checkout in the cache dir: an orphan once the checkout is gone.
+    /// A root's answer (where a branch or a registry tag was, a released version): kept; it
+    /// saves no work to remove. `gc` attributes a branch's commits to the runtimes of its
+    /// record (`branch` field).
+    RootAnswer,
+    /// A checkout in the cache dir (`commit` field): an orphan once the checkout is gone.
     Checkout,
-    /// An image carrying the step's key: an orphan once no image carries it.
-    Image,
-    /// The image a `:latest` tag names: an orphan once that image is gone.
-    LatestTag,
-    /// An image pulled by digest (the record carries the digest and the image ID): an
-    /// orphan once the engine no longer holds that image.
+    /// An image carrying the step's key in its labels: an orphan once no image carries it.
+    KeyedImage,
+    /// An image the record names by ID (`image_id` field; `:latest`'s, a tested or pushed
+    /// image's): an orphan once that image is gone.
+    NamedImage,
+    /// An image pulled by digest (`digest` and `image_id` fields): an orphan once the engine
+    /// no longer holds that image; its digest is ranked for `gc --keep`.
     PulledImage,
 }
 

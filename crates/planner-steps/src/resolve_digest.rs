@@ -49,7 +49,7 @@ impl Kind for Step {
 
 impl Work for Step {
     fn attests(&self) -> Attests {
-        Attests::BranchHead
+        Attests::RootAnswer
     }
 
     fn resolve<'a>(

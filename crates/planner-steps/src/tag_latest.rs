@@ -54,7 +54,7 @@ impl Kind for Step {
 
 impl Work for Step {
     fn attests(&self) -> Attests {
-        Attests::LatestTag
+        Attests::NamedImage
     }
 
     fn probe<'a>(
