@@ -3,6 +3,9 @@
 //! classic builder and BuildKit ([`Engine::read_build`]): the idle bound, a failing context
 //! upload named as the cause, the last lines of output in the error, the image ID checked.
 //! BuildKit's own parts (the session, its progress) are in [`crate::buildkit`].
+//!
+//! Upward call, on purpose: [`Engine::build`] dispatches to `Engine::build_buildkit`, defined
+//! in `buildkit` (which builds on this module's types); a method call, no import.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -32,6 +32,8 @@ const CHANNEL_CAPACITY: usize = 4;
 const IGNORE_FILE: &str = ".dockerignore";
 /// Clone metadata, never part of the commit's tree.
 const GIT_DIR: &str = ".git";
+/// The log target, as it was before the workspace split (`PLANNER_LOG=planner::docker::context=debug`).
+const TARGET: &str = "planner::docker::context";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -442,7 +444,7 @@ impl<S: Sink> Walker<'_, S> {
             return Ok(());
         }
         if !kind.is_file() && !kind.is_symlink() {
-            tracing::warn!(path = %at.abs.display(), "skipping special file in build context");
+            tracing::warn!(target: TARGET, path = %at.abs.display(), "skipping special file in build context");
             self.stats.excluded += 1;
             return Ok(());
         }
@@ -543,7 +545,9 @@ fn produce(
     let result =
         walk(root, dockerfile_rel, &mut sink).and_then(|stats| sink.finish().map(|()| stats));
     match &result {
-        Ok(stats) => tracing::debug!(?stats, root = %root.display(), "build context sent"),
+        Ok(stats) => {
+            tracing::debug!(target: TARGET, ?stats, root = %root.display(), "build context sent")
+        }
         Err(err) => sink.fail(err),
     }
     result

@@ -1,6 +1,9 @@
 //! The registry client's state ([`Registry`]: one per run, its tokens and credentials shared
 //! by clones) and its requests: one request sent, authenticated on a 401 and retried once,
 //! 429/503 waited out within bounds, statuses turned into errors, every body capped.
+//!
+//! Upward call, on purpose: a 401 is answered by `Registry::authenticate`, defined in `token`
+//! (which sends its own requests through this module); a method call, no import.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -204,7 +204,7 @@ fn effective_builder(keyed: &str, configured: crate::config::Builder) -> crate::
 /// At most the verify cap of a file, refusing more.
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let cap = super::verify_dockerfile::DOCKERFILE_CAP;
+    let cap = crate::dockerfile::DOCKERFILE_CAP;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(cap + 1)

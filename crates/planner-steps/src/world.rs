@@ -4,6 +4,10 @@
 //! work and commit the step's record as soon as it succeeds. What each kind probes and runs
 //! lives in its module ([`crate::Work`]); this is what they share (records, the blocking
 //! pool, checkout checks) and the dispatch to them.
+//!
+//! Upward import, on purpose: the dispatch asks the registry in `lib.rs` ([`crate::work`]),
+//! which lists the kind modules that sit above this one (they run against `RealWorld`). The
+//! kinds stay the only place a kind is named.
 
 use std::collections::HashMap;
 
