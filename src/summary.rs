@@ -78,10 +78,12 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
         None => Some(format!("{}: did not finish", graph.node(*id).kind)),
         _ => None,
     });
-    // The revision its root answered (a root's output is its revision).
+    // The revision the primary root of its goal answered (its commit or digest; a plan may
+    // have other roots, such as a released version, which are not its commit).
     let commit = mine
-        .iter()
-        .find_map(|id| decided.revisions.get(id).cloned());
+        .last()
+        .and_then(|&goal| graph.resolve_of(goal))
+        .and_then(|root| decided.revisions.get(&root).cloned());
     let image = commit.as_ref().and_then(|c| {
         let node = graph.node(*mine.last()?);
         let runtime = node.runtimes.iter().find(|r| r.name == rt)?;
