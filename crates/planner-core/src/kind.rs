@@ -230,13 +230,13 @@ pub struct Answer<'a> {
 pub struct KeyInputs<'a> {
     pub node: &'a Node,
     /// The revision its primary root answered (the root its input chain descends from:
-    /// [`Graph::resolve_of`]), once known.
+    /// [`crate::plan::Graph::resolve_of`]), once known.
     pub revision: Option<&'a str>,
     /// Every root the step descends from through any need, with its answer, for the roots
-    /// that answered ([`Graph::roots_of`]): a build whose build arg is a `resolve-version`
-    /// root's answer finds it here.
+    /// that answered ([`crate::plan::Graph::roots_of`]): a step keyed on a released version (a second
+    /// root) finds that root's answer here.
     pub answers: Vec<Answer<'a>>,
-    /// The key of its input need ([`Graph::input_of`]), once known.
+    /// The key of its input need ([`crate::plan::Graph::input_of`]), once known.
     pub input: Option<&'a Key>,
     /// The inputs found in the world for a kind that discovers some, once known.
     pub found: Option<&'a Found>,

@@ -378,8 +378,8 @@ impl<W: World> Walk<'_, W> {
 
     /// Completes, in dependency order, the keys made from an input's output: a kind that
     /// [`probes_input`](crate::kind::Kind::probes_input) whose key was not known from the
-    /// graph gets it from its input's probed output when that input is materialized (smoke
-    /// and publish are keyed on the image ID a build produced), and the steps keyed on it
+    /// graph gets it from its input's probed output when that input is materialized (a step
+    /// keyed on the image ID its input produced), and the steps keyed on it
     /// follow. Kinds whose keys need no output are not probed here.
     async fn keys_from_outputs(&mut self) {
         for &id in self.graph.order() {
