@@ -76,10 +76,17 @@ fn docs_reference_config_is_accepted() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(2), "the page's runtimes.toml is refused: {stderr}");
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "the page's runtimes.toml is refused: {stderr}"
+        );
         if out.status.success() && stderr.contains("nothing to do") {
             empty_shards += 1;
         }
     }
-    assert!(empty_shards > 0, "no shard of 4 was empty: the check proved nothing");
+    assert!(
+        empty_shards > 0,
+        "no shard of 4 was empty: the check proved nothing"
+    );
 }

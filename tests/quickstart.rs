@@ -26,15 +26,22 @@ enum Block {
 }
 
 fn quickstart_blocks(readme: &str) -> Vec<Block> {
-    let start = readme.find(BEGIN).expect("README has the quickstart:begin marker");
-    let end = readme.find(END).expect("README has the quickstart:end marker");
+    let start = readme
+        .find(BEGIN)
+        .expect("README has the quickstart:begin marker");
+    let end = readme
+        .find(END)
+        .expect("README has the quickstart:end marker");
     let mut blocks = Vec::new();
     let mut lines = readme[start..end].lines();
     while let Some(line) = lines.next() {
         let Some(lang) = line.strip_prefix("```") else {
             continue;
         };
-        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
         match lang {
             "sh" => blocks.push(Block::Sh(body.join("\n") + "\n")),
             "console" => blocks.push(Block::Console(console_steps(&body))),
@@ -121,7 +128,11 @@ impl Drop for QuickstartEnv {
     /// Removes the images this run built (by the commits of its repository), nothing else.
     fn drop(&mut self) {
         let repo = self.root.path().join("planner-quickstart/hello");
-        let Ok(out) = Command::new("git").arg("-C").arg(&repo).args(["rev-list", "--all"]).output()
+        let Ok(out) = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["rev-list", "--all"])
+            .output()
         else {
             return;
         };
@@ -129,7 +140,10 @@ impl Drop for QuickstartEnv {
             .lines()
             .map(|sha| format!("quickstart/hello:{}", &sha[..12.min(sha.len())]))
             .collect();
-        let ids: Vec<String> = ours.iter().filter_map(|r| support::harness::image_id(r)).collect();
+        let ids: Vec<String> = ours
+            .iter()
+            .filter_map(|r| support::harness::image_id(r))
+            .collect();
         let latest = support::harness::image_id("quickstart/hello:latest");
         let mut refs = ours;
         if latest.is_some_and(|id| ids.contains(&id)) {
@@ -149,10 +163,9 @@ fn readme_quickstart_works_verbatim() {
         "the quickstart shows no console block"
     );
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_planner")).parent().unwrap();
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_owned())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_owned()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .unwrap();
     let env = QuickstartEnv {
         root: tempfile::tempdir().unwrap(),
@@ -164,7 +177,10 @@ fn readme_quickstart_works_verbatim() {
         match block {
             Block::Sh(script) => {
                 let (code, out, now) = run(script, &cwd, &env);
-                assert_eq!(code, 0, "quickstart block failed:\n{script}\n--- output\n{out}");
+                assert_eq!(
+                    code, 0,
+                    "quickstart block failed:\n{script}\n--- output\n{out}"
+                );
                 cwd = now;
             }
             Block::Console(steps) => {
