@@ -1,0 +1,371 @@
+//! A real PyPI-compatible index for the `resolve-version` tests: pypiserver (pinned by
+//! scripts/test-env.sh) on 127.0.0.1 over a directory of package files the test writes.
+//!
+//! What pypiserver 2.4.2 answers (seen in tests/index_smoke.rs, read in its `_app.py`):
+//! - `GET /simple/<name>/`: PEP 503 HTML only, `text/html; charset=UTF-8`, whatever the
+//!   `Accept` (no PEP 691 JSON, no PEP 629 `pypi:repository-version` meta). One
+//!   `<a href="/packages/<file>#sha256=<hex>">file</a><br>` per file, sorted by version;
+//!   hrefs are absolute paths. No `data-yanked` (PEP 592: pypiserver issue #555, open), no
+//!   `data-requires-python`. HTTP/1.0, `Server: WSGIServer/0.2`, one request at a time.
+//! - A name that is not normalized (`Demo_Pkg`, `demo.pkg`) answers `301` to the full URL
+//!   `http://127.0.0.1:PORT/simple/demo-pkg/`; a missing trailing slash `301`s to the same
+//!   spelling with one. An unknown project is `404` here (`--disable-fallback`; pypiserver's
+//!   default would redirect it to pypi.org).
+//! - `/<name>/json` is pypiserver's own `{"info": {"version": …}, "releases": …}`: its
+//!   `info.version` counts pre-releases. Not a standard API; do not use it.
+//! - New and removed files show at once: without the `watchdog` extra pypiserver caches no
+//!   listing (`--backend auto` picks the uncached one), and it reads each file to hash it.
+//! - [`PypiIndex::start_with_basic_auth`]: listing and downloads need Basic auth (htpasswd,
+//!   apr1-md5); no credentials answer `401` with `WWW-Authenticate: Basic realm="pypi"`,
+//!   wrong ones `403`.
+//!
+//! Files: pypiserver only parses file names (`name-version.tar.gz`, `.zip`, wheels) and hashes
+//! the bytes; the files written here are real minimal ones all the same (an sdist with
+//! `PKG-INFO`, a wheel with `METADATA`, `WHEEL` and `RECORD`), named as PEP 625 and the wheel
+//! spec say. Yanking cannot be shown with pypiserver: see the report of the test
+//! infrastructure work (no PEP 592 in any pypiserver release).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::index_proc::{self, ServerProcess};
+use super::registry::{HttpResponse, http_request};
+
+pub const PYPISERVER_ENV: &str = "PLANNER_TEST_PYPISERVER";
+
+/// pypiserver's realm in `WWW-Authenticate`.
+pub const BASIC_REALM: &str = "pypi";
+
+pub struct PypiIndex {
+    port: u16,
+    packages: PathBuf,
+    credentials: Option<(String, String)>,
+    startup: Duration,
+    process: ServerProcess,
+}
+
+static SHARED: OnceLock<PypiIndex> = OnceLock::new();
+
+impl PypiIndex {
+    /// An open index (no auth) of this test's own.
+    pub fn start() -> PypiIndex {
+        PypiIndex::launch(None)
+    }
+
+    /// An index whose listing and downloads need Basic auth as `user:pass`.
+    pub fn start_with_basic_auth(user: &str, pass: &str) -> PypiIndex {
+        PypiIndex::launch(Some((user.to_owned(), pass.to_owned())))
+    }
+
+    /// One open index for the whole test binary, started on first use; use
+    /// [`index_proc::unique_name`] for project names so tests do not see each other's files.
+    pub fn shared() -> &'static PypiIndex {
+        SHARED.get_or_init(PypiIndex::start)
+    }
+
+    fn launch(credentials: Option<(String, String)>) -> PypiIndex {
+        let program = index_proc::tool(PYPISERVER_ENV, "pypi-server");
+        let mut failures = Vec::new();
+        // A port picked here can be taken before pypiserver binds it: retry with another.
+        for _ in 0..3 {
+            let dir = index_proc::server_dir("pl-pypi-");
+            let packages = dir.join("packages");
+            std::fs::create_dir(&packages).unwrap();
+            let port = index_proc::free_port();
+            // Only this server answers 200 on this path (a foreign one on the port would not).
+            let health = format!("/health-{}", index_proc::unique_name("probe"));
+            let mut args: Vec<String> = [
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--disable-fallback",
+                "--health-endpoint",
+                &health,
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            match &credentials {
+                Some((user, pass)) => {
+                    let htpasswd = dir.join("htpasswd");
+                    write_htpasswd(&htpasswd, user, pass);
+                    args.extend(["--authenticate".into(), "list,download,update".into()]);
+                    args.extend(["--passwords".into(), htpasswd.display().to_string()]);
+                }
+                None => args.extend(["--authenticate", ".", "--passwords", "."].map(String::from)),
+            }
+            args.push(packages.display().to_string());
+            let process = ServerProcess::spawn(&dir, "pypiserver.log", &program, &args);
+            let url = format!("http://127.0.0.1:{port}{health}");
+            match process.wait_ready(|| index_proc::probe(&url) == Some(200)) {
+                Ok(startup) => {
+                    return PypiIndex {
+                        port,
+                        packages,
+                        credentials,
+                        startup,
+                        process,
+                    };
+                }
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!(
+            "pypiserver did not start on 127.0.0.1:\n{}",
+            failures.join("\n---\n")
+        )
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT/simple/`, the index URL (as `PIP_INDEX_URL` names it).
+    pub fn simple_url(&self) -> String {
+        format!("{}/simple/", self.base_url())
+    }
+
+    /// `http://user:pass@127.0.0.1:PORT/simple/` for an index with Basic auth (the
+    /// `PIP_INDEX_URL` form with userinfo); the plain URL for an open one.
+    pub fn simple_url_with_credentials(&self) -> String {
+        match &self.credentials {
+            Some((user, pass)) => format!("http://{user}:{pass}@127.0.0.1:{}/simple/", self.port),
+            None => self.simple_url(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/simple/<normalized>/`
+    pub fn project_url(&self, project: &str) -> String {
+        format!("{}{}/", self.simple_url(), normalize(project))
+    }
+
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// How long the server took to answer after it was started.
+    pub fn startup(&self) -> Duration {
+        self.startup
+    }
+
+    /// The directory pypiserver serves (files appear and disappear in the listing at once).
+    pub fn packages_dir(&self) -> &Path {
+        &self.packages
+    }
+
+    /// The server's output (startup lines, errors; pypiserver logs no access lines here).
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+
+    /// Releases `version` of `project` as an sdist `{name}-{version}.tar.gz` (PEP 625 name:
+    /// normalized, `_` for runs of `-_.`); returns the file name.
+    pub fn add(&self, project: &str, version: &str) -> String {
+        let file = format!("{}-{version}.tar.gz", dist_name(project));
+        self.add_file(&file, &sdist(project, version));
+        file
+    }
+
+    /// [`PypiIndex::add`] for a PEP 440 pre-release (`2.0rc1`, `1.1a2`, `3.0.dev1`, `2.0b1`);
+    /// panics on a final version, so a test says which one it means.
+    pub fn add_pre(&self, project: &str, version: &str) -> String {
+        assert!(
+            is_pre_release(version),
+            "add_pre({project:?}, {version:?}): not a PEP 440 pre-release or dev release"
+        );
+        self.add(project, version)
+    }
+
+    /// Releases `version` of `project` as a wheel `{name}-{version}-py3-none-any.whl`;
+    /// returns the file name.
+    pub fn add_wheel(&self, project: &str, version: &str) -> String {
+        let file = format!("{}-{version}-py3-none-any.whl", dist_name(project));
+        self.add_file(&file, &wheel(project, version));
+        file
+    }
+
+    /// Writes any file into the served directory (a legacy or odd file name, hostile bytes),
+    /// atomically (a listing never sees half a file).
+    pub fn add_file(&self, file: &str, bytes: &[u8]) {
+        assert!(
+            !file.contains('/') && !file.starts_with('.'),
+            "add_file({file:?}): a plain file name (pypiserver skips dot files)"
+        );
+        let tmp = self.packages.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, self.packages.join(file)).unwrap();
+    }
+
+    /// Removes a file [`PypiIndex::add`] (or its siblings) wrote.
+    pub fn remove_file(&self, file: &str) {
+        std::fs::remove_file(self.packages.join(file))
+            .unwrap_or_else(|e| panic!("remove {file}: {e}"));
+    }
+
+    /// `GET` of a path (`/simple/…`) with these headers, Basic credentials added when the
+    /// index has them; redirects are not followed.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        let url = format!("{}{path}", self.base_url());
+        let auth = self.credentials.as_ref().map(|(u, p)| basic(u, p));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(("authorization", auth));
+        }
+        http_request("GET", &url, &all, None)
+    }
+
+    /// The file names the index lists for `project` (the anchors' text of its simple page),
+    /// in the server's order; empty for a project it does not have.
+    pub fn listed(&self, project: &str) -> Vec<String> {
+        let response = self.get(&format!("/simple/{}/", normalize(project)), &[]);
+        if response.status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(
+            response.status, 200,
+            "simple page of {project}: {response:?}"
+        );
+        anchors(&String::from_utf8_lossy(&response.body))
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    }
+}
+
+/// PEP 503 normalization: runs of `-`, `_`, `.` become `-`, lower case.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The distribution-file spelling of a name (PEP 625, wheel spec): normalized, `_` for `-`.
+pub fn dist_name(name: &str) -> String {
+    normalize(name).replace('-', "_")
+}
+
+/// Whether a PEP 440 version has a pre-release (`a`, `b`, `rc`, `c`, `alpha`, `beta`, `pre`,
+/// `preview`) or dev segment; enough for test data, not a version parser.
+pub fn is_pre_release(version: &str) -> bool {
+    let public = version
+        .split('+')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let letters: Vec<String> = public
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    letters.iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "a" | "b" | "c" | "rc" | "alpha" | "beta" | "pre" | "preview" | "dev"
+        )
+    })
+}
+
+/// `(href, text)` of each `<a …>` of an HTML page (what pypiserver writes; not a general parser).
+pub fn anchors(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<a ") {
+        rest = &rest[start..];
+        let Some(tag_end) = rest.find('>') else { break };
+        let tag = &rest[..tag_end];
+        let href = tag
+            .split_once("href=\"")
+            .and_then(|(_, h)| h.split_once('"'))
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_default();
+        let after = &rest[tag_end + 1..];
+        let Some(close) = after.find("</a>") else {
+            break;
+        };
+        out.push((href, after[..close].trim().to_owned()));
+        rest = &after[close..];
+    }
+    out
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    format!("Basic {token}")
+}
+
+/// An htpasswd line with apr1-md5 (`htpasswd -m`), which passlib checks without a bcrypt
+/// module (scripts/test-env.sh installs apache2-utils).
+fn write_htpasswd(path: &Path, user: &str, pass: &str) {
+    let out = std::process::Command::new("htpasswd")
+        .args(["-nbm", user, pass])
+        .output()
+        .expect("htpasswd (apache2-utils; scripts/test-env.sh installs it)");
+    assert!(out.status.success(), "htpasswd: {out:?}");
+    std::fs::write(path, &out.stdout).unwrap();
+}
+
+fn metadata(project: &str, version: &str) -> String {
+    format!("Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n")
+}
+
+/// A minimal sdist: `{name}-{version}/PKG-INFO` in a gzipped tar.
+fn sdist(project: &str, version: &str) -> Vec<u8> {
+    let root = format!("{}-{version}", dist_name(project));
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let pkg_info = metadata(project, version);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(pkg_info.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("{root}/PKG-INFO"), pkg_info.as_bytes())
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// A minimal pure-Python wheel: `METADATA`, `WHEEL` and `RECORD` in `{name}-{version}.dist-info`.
+fn wheel(project: &str, version: &str) -> Vec<u8> {
+    let info = format!("{}-{version}.dist-info", dist_name(project));
+    let files = [
+        (format!("{info}/METADATA"), metadata(project, version)),
+        (
+            format!("{info}/WHEEL"),
+            "Wheel-Version: 1.0\nGenerator: planner-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .to_owned(),
+        ),
+        (format!("{info}/RECORD"), String::new()),
+    ];
+    let record: String = files[..2]
+        .iter()
+        .map(|(name, _)| format!("{name},,\n"))
+        .chain([format!("{info}/RECORD,,\n")])
+        .collect();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, body) in &files {
+        let body = if name.ends_with("/RECORD") {
+            &record
+        } else {
+            body
+        };
+        zip.start_file(name.as_str(), options).unwrap();
+        zip.write_all(body.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
