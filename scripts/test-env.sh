@@ -48,15 +48,19 @@ install_packages() {
 }
 
 # The package indexes the resolve-version tests run (tests/support/pypi_index.rs and
-# npm_registry.rs start them on 127.0.0.1): pypiserver from PyPI in a venv, verdaccio from the
-# npm registry, pinned, under $PLANNER_TOOLS_DIR (default ~/.cache/planner-test-tools) so the
+# npm_registry.rs start them on 127.0.0.1): pypiserver from PyPI in a venv, simple-repository-
+# server in another (PEP 691 JSON and PEP 592 yanking, which pypiserver lacks), verdaccio from
+# the npm registry, all pinned, under $PLANNER_TOOLS_DIR (default ~/.cache/planner-test-tools) so the
 # system Python and the global npm stay untouched. A venv rather than `pip install --user`:
 # --user would put pypiserver and its pins (pip>=26, packaging>=26) into the one user site that
 # every python3 of this user imports. Each tool installs into a directory named by its version,
 # under an flock (several test runs may start at once), and is marked done by a stamp written
 # only after it ran; $tools/bin/ links to the current ones, which is where the tests look when
-# PLANNER_TEST_PYPISERVER / PLANNER_TEST_VERDACCIO are unset. Called by scripts/test.sh.
+# PLANNER_TEST_PYPISERVER, PLANNER_TEST_PYPI_JSON_PYTHON, PLANNER_TEST_VERDACCIO are unset.
+# Called by scripts/test.sh.
 PYPISERVER_VERSION=2.4.2
+SIMPLE_REPOSITORY_SERVER_VERSION=0.10.0
+SIMPLE_REPOSITORY_VERSION=0.11.1
 VERDACCIO_VERSION=6.8.0
 PLANNER_TOOLS_DIR=${PLANNER_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/planner-test-tools}
 
@@ -65,11 +69,13 @@ tools_fail() {
   tail -n 30 "$2" >&2 2>/dev/null || true
 }
 
-install_pypiserver() {
-  local dir="$PLANNER_TOOLS_DIR/pypiserver-$PYPISERVER_VERSION" log="$PLANNER_TOOLS_DIR/pypiserver.log"
-  local spec="pypiserver[passlib]==$PYPISERVER_VERSION"
-  if [ "$(cat "$dir/.planner-installed" 2>/dev/null)" = "$spec" ]; then return; fi
-  echo "test-env: installing $spec into $dir" >&2
+# install_venv DIR CHECK SPEC...: a venv at DIR with SPEC installed, then the command CHECK
+# (relative to DIR) must run.
+install_venv() {
+  local dir=$1 check=$2 log="$1.log"
+  shift 2
+  if [ "$(cat "$dir/.planner-installed" 2>/dev/null)" = "$*" ]; then return; fi
+  echo "test-env: installing $* into $dir" >&2
   rm -rf "$dir"
   if ! python3 -m venv "$dir" >"$log" 2>&1; then
     # Debian's own python3 makes venvs only with python3-venv.
@@ -77,17 +83,18 @@ install_pypiserver() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >>"$log" 2>&1 || true
     rm -rf "$dir"
   fi
+  # shellcheck disable=SC2086 # CHECK is a command with its arguments
   if ! { [ -x "$dir/bin/python" ] || python3 -m venv "$dir"; } >>"$log" 2>&1 ||
-    ! "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-input "$spec" >>"$log" 2>&1 ||
-    ! "$dir/bin/pypi-server" --version >>"$log" 2>&1; then
-    tools_fail "installing $spec failed (it needs python3 >= 3.10 with venv, and PyPI)" "$log"
+    ! "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-input "$@" >>"$log" 2>&1 ||
+    ! "$dir/"$check >>"$log" 2>&1; then
+    tools_fail "installing $* failed (it needs python3 >= 3.10 with venv, and PyPI)" "$log"
     return 1
   fi
-  echo "$spec" >"$dir/.planner-installed"
+  echo "$*" >"$dir/.planner-installed"
 }
 
 install_verdaccio() {
-  local dir="$PLANNER_TOOLS_DIR/verdaccio-$VERDACCIO_VERSION" log="$PLANNER_TOOLS_DIR/verdaccio.log"
+  local dir="$PLANNER_TOOLS_DIR/verdaccio-$VERDACCIO_VERSION" log="$PLANNER_TOOLS_DIR/verdaccio-$VERDACCIO_VERSION.log"
   local spec="verdaccio@$VERDACCIO_VERSION" node_major
   if [ "$(cat "$dir/.planner-installed" 2>/dev/null)" = "$spec" ]; then return; fi
   node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -109,13 +116,21 @@ install_index_servers() {
   mkdir -p "$PLANNER_TOOLS_DIR/bin"
   (
     flock 9
-    install_pypiserver
+    install_venv "$PLANNER_TOOLS_DIR/pypiserver-$PYPISERVER_VERSION" "bin/pypi-server --version" \
+      "pypiserver[passlib]==$PYPISERVER_VERSION"
+    install_venv "$PLANNER_TOOLS_DIR/simple-repository-server-$SIMPLE_REPOSITORY_SERVER_VERSION" \
+      "bin/simple-repository-server --help" \
+      "simple-repository-server==$SIMPLE_REPOSITORY_SERVER_VERSION" \
+      "simple-repository==$SIMPLE_REPOSITORY_VERSION"
     install_verdaccio
     ln -sfn "../pypiserver-$PYPISERVER_VERSION/bin/pypi-server" "$PLANNER_TOOLS_DIR/bin/pypi-server"
+    # The venv itself: its python finds the venv only when run by a path inside it.
+    ln -sfn "../simple-repository-server-$SIMPLE_REPOSITORY_SERVER_VERSION" "$PLANNER_TOOLS_DIR/bin/pypi-json-venv"
     ln -sfn "../verdaccio-$VERDACCIO_VERSION/node_modules/.bin/verdaccio" "$PLANNER_TOOLS_DIR/bin/verdaccio"
   ) 9>"$PLANNER_TOOLS_DIR/.lock"
   export PLANNER_TOOLS_DIR
   export PLANNER_TEST_PYPISERVER="$PLANNER_TOOLS_DIR/pypiserver-$PYPISERVER_VERSION/bin/pypi-server"
+  export PLANNER_TEST_PYPI_JSON_PYTHON="$PLANNER_TOOLS_DIR/simple-repository-server-$SIMPLE_REPOSITORY_SERVER_VERSION/bin/python"
   export PLANNER_TEST_VERDACCIO="$PLANNER_TOOLS_DIR/verdaccio-$VERDACCIO_VERSION/node_modules/.bin/verdaccio"
 }
 

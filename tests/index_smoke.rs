@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use sha2::Digest as _;
 use support::index_proc::{probe, unique_name};
 use support::npm_registry::{ABBREVIATED, NpmAuth, NpmRegistry, encode_name};
-use support::pypi_index::{BASIC_REALM, PypiIndex, anchors, dist_name};
+use support::pypi_index::{BASIC_REALM, PEP691_JSON, PypiIndex, anchors, dist_name, normalize};
 use support::registry::HttpResponse;
-
-const PEP691_JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
@@ -44,10 +42,7 @@ fn pypiserver_lists_releases_pre_releases_and_wheels() {
     assert_eq!(files[2], format!("{name}-1.1-py3-none-any.whl"));
 
     let page = timed("GET simple page", || {
-        index.get(
-            &format!("/simple/{}/", support::pypi_index::normalize(&project)),
-            &[],
-        )
+        index.get(&format!("/simple/{}/", normalize(&project)), &[])
     });
     assert_eq!(page.status, 200, "{page:?}");
     assert_eq!(header(&page, "content-type"), "text/html; charset=UTF-8");
@@ -60,7 +55,7 @@ fn pypiserver_lists_releases_pre_releases_and_wheels() {
     assert_eq!(listed, expected, "{html}");
     // Each href is an absolute path to the file with the sha256 of its bytes.
     for (href, text) in &links {
-        let bytes = std::fs::read(index.packages_dir().join(text)).unwrap();
+        let bytes = std::fs::read(index.file_path(&project, text)).unwrap();
         let digest: String = sha2::Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -68,9 +63,9 @@ fn pypiserver_lists_releases_pre_releases_and_wheels() {
         assert_eq!(href, &format!("/packages/{text}#sha256={digest}"));
     }
     // The files are real archives: gzip and zip magic.
-    let sdist = std::fs::read(index.packages_dir().join(&files[0])).unwrap();
+    let sdist = std::fs::read(index.file_path(&project, &files[0])).unwrap();
     assert_eq!(&sdist[..2], &[0x1f, 0x8b]);
-    let wheel = std::fs::read(index.packages_dir().join(&files[2])).unwrap();
+    let wheel = std::fs::read(index.file_path(&project, &files[2])).unwrap();
     assert_eq!(&wheel[..4], b"PK\x03\x04");
     println!("pypiserver simple page:\n{html}");
 }
@@ -87,7 +82,7 @@ fn pypiserver_sees_added_and_removed_files_at_once() {
         timed("list after adding 1.1", || index.listed(&project)),
         vec![first.clone(), second.clone()]
     );
-    index.remove_file(&second);
+    index.remove_file(&project, &second);
     assert_eq!(index.listed(&project), vec![first]);
 }
 
@@ -96,7 +91,7 @@ fn pypiserver_answers_html_only_and_redirects_to_the_normalized_name() {
     let index = PypiIndex::shared();
     let project = unique_name("redir");
     index.add(&project, "1.0");
-    let normalized = support::pypi_index::normalize(&project);
+    let normalized = normalize(&project);
 
     // No PEP 691: a JSON Accept still gets HTML (and no PEP 592 attribute exists to see).
     let page = index.get(
@@ -148,6 +143,123 @@ fn pypiserver_with_basic_auth_wants_credentials() {
             .simple_url_with_credentials()
             .starts_with("http://reader:s3cret-pw@127.0.0.1:")
     );
+}
+
+#[test]
+#[should_panic(expected = "pypiserver cannot yank")]
+fn pypiserver_cannot_yank() {
+    let index = PypiIndex::shared();
+    let project = unique_name("noyank");
+    let file = index.add(&project, "1.0");
+    index.yank(&project, &file, "broken");
+}
+
+#[test]
+fn simple_repository_serves_json_and_yanked_files() {
+    let index = timed("simple-repository-server start", PypiIndex::start_json);
+    println!(
+        "simple-repository-server answered after {:?}",
+        index.startup()
+    );
+    let project = unique_name("Json.Pkg");
+    let normalized = normalize(&project);
+    let old = index.add(&project, "1.0");
+    let yanked = index.add(&project, "1.1");
+    let wheel = index.add_wheel(&project, "1.1");
+    let pre = index.add_pre(&project, "2.0rc1");
+    index.yank(&project, &yanked, "broken build");
+
+    let page = timed("GET simple page as JSON", || {
+        index.get(
+            &format!("/simple/{normalized}/"),
+            &[("accept", PEP691_JSON)],
+        )
+    });
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(header(&page, "content-type"), PEP691_JSON);
+    let doc: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
+    println!(
+        "PEP 691 page: {}",
+        serde_json::to_string_pretty(&doc).unwrap()
+    );
+    assert_eq!(doc["meta"]["api-version"], "1.1");
+    assert_eq!(doc["name"], normalized.as_str());
+    let files: Vec<(String, Option<String>)> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let name = f["filename"].as_str().unwrap().to_owned();
+            (name, f["yanked"].as_str().map(str::to_owned))
+        })
+        .collect();
+    let mut expected = vec![
+        (old.clone(), None),
+        (yanked.clone(), Some("broken build".to_owned())),
+        (wheel.clone(), None),
+        (pre.clone(), None),
+    ];
+    expected.sort();
+    let mut got = files.clone();
+    got.sort();
+    assert_eq!(got, expected);
+    let mut versions: Vec<&str> = doc["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["1.0", "1.1", "2.0rc1"]);
+
+    // HTML by default, with the PEP 592 attribute and the PEP 629 meta.
+    let html_page = index.get(&format!("/simple/{normalized}/"), &[]);
+    assert_eq!(
+        header(&html_page, "content-type"),
+        "text/html; charset=utf-8"
+    );
+    let html = String::from_utf8(html_page.body.clone()).unwrap();
+    assert!(html.contains(r#"<meta name="pypi:repository-version" content="1.1">"#));
+    let line = html
+        .lines()
+        .find(|l| l.contains(&format!(">{yanked}<")))
+        .unwrap();
+    assert!(line.contains(r#"data-yanked="broken build""#), "{line}");
+    assert_eq!(html.matches("data-yanked").count(), 1, "{html}");
+    println!("HTML page:\n{html}");
+
+    // A whole version yanked: both of its files.
+    index.yank_version(&project, "1.0", "superseded");
+    let doc: serde_json::Value = serde_json::from_slice(
+        &index
+            .get(
+                &format!("/simple/{normalized}/"),
+                &[("accept", PEP691_JSON)],
+            )
+            .body,
+    )
+    .unwrap();
+    let yanked_now = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["yanked"].is_string())
+        .count();
+    assert_eq!(yanked_now, 2);
+
+    // Redirects and a missing project.
+    let moved = index.get(&format!("/simple/{}/", project.to_uppercase()), &[]);
+    assert_eq!(moved.status, 301, "{moved:?}");
+    // A relative Location (resolve it against the request URL).
+    assert_eq!(header(&moved, "location"), format!("../{normalized}/"));
+    let slash = index.get(&format!("/simple/{normalized}"), &[]);
+    assert_eq!(slash.status, 307);
+    assert_eq!(header(&slash, "location"), index.project_url(&project));
+    let missing = index.get(&format!("/simple/{}/", unique_name("absent")), &[]);
+    assert_eq!(missing.status, 404);
+    // A new file shows at once.
+    let newer = index.add(&project, "1.2");
+    assert!(index.listed(&project).contains(&newer));
 }
 
 #[test]
@@ -272,7 +384,7 @@ fn verdaccio_token_mode_wants_a_token_to_read() {
 }
 
 /// Not a test of its own: `servers_die_with_the_test_process` runs it in a child process,
-/// which starts both shared servers, prints where they are and aborts.
+/// which starts the shared servers, prints where they are and aborts.
 #[test]
 #[ignore = "run by servers_die_with_the_test_process"]
 fn child_starts_servers_and_aborts() {
@@ -280,8 +392,14 @@ fn child_starts_servers_and_aborts() {
         return;
     }
     let pypi = PypiIndex::shared();
+    let json = PypiIndex::shared_json();
     let npm = NpmRegistry::shared(NpmAuth::Open);
-    println!("PYPI {} NPM {}", pypi.base_url(), npm.url());
+    println!(
+        "PYPI {} JSON {} NPM {}",
+        pypi.base_url(),
+        json.base_url(),
+        npm.url()
+    );
     std::process::abort();
 }
 

@@ -3,8 +3,9 @@
 //! under a small `sh` that holds its directory.
 //!
 //! scripts/test-env.sh (`install_index_servers`, called by scripts/test.sh) installs pinned
-//! pypiserver and verdaccio under `$PLANNER_TOOLS_DIR` (default `~/.cache/planner-test-tools`)
-//! and exports `PLANNER_TEST_PYPISERVER` / `PLANNER_TEST_VERDACCIO`; without those variables the
+//! pypiserver, simple-repository-server and verdaccio under `$PLANNER_TOOLS_DIR` (default
+//! `~/.cache/planner-test-tools`) and exports `PLANNER_TEST_PYPISERVER`,
+//! `PLANNER_TEST_PYPI_JSON_PYTHON` and `PLANNER_TEST_VERDACCIO`; without those variables the
 //! programs are looked up in `$PLANNER_TOOLS_DIR/bin/`, so `cargo test` alone works once the
 //! script has run.
 //!

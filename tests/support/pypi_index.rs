@@ -1,32 +1,47 @@
-//! A real PyPI-compatible index for the `resolve-version` tests: pypiserver (pinned by
-//! scripts/test-env.sh) on 127.0.0.1 over a directory of package files the test writes.
+//! Real PyPI-compatible indexes for the `resolve-version` tests, on 127.0.0.1 over a
+//! directory of package files the test writes (pinned by scripts/test-env.sh):
+//! - [`PypiFlavor::Pypiserver`] ([`PypiIndex::start`]): pypiserver, PEP 503 HTML only; the
+//!   one with Basic auth.
+//! - [`PypiFlavor::SimpleRepository`] ([`PypiIndex::start_json`]): simple-repository-server's
+//!   library behind tests/support/pypi_json_index.py: PEP 691 JSON by content negotiation and
+//!   PEP 592 yanking ([`PypiIndex::yank`]), neither of which any pypiserver release has
+//!   (pypiserver issues #508 and #555, open).
 //!
-//! What pypiserver 2.4.2 answers (seen in tests/index_smoke.rs, read in its `_app.py`):
-//! - `GET /simple/<name>/`: PEP 503 HTML only, `text/html; charset=UTF-8`, whatever the
-//!   `Accept` (no PEP 691 JSON, no PEP 629 `pypi:repository-version` meta). One
-//!   `<a href="/packages/<file>#sha256=<hex>">file</a><br>` per file, sorted by version;
-//!   hrefs are absolute paths. No `data-yanked` (PEP 592: pypiserver issue #555, open), no
+//! What pypiserver 2.4.2 answers (pinned down in tests/index_smoke.rs; read in its `_app.py`):
+//! - `GET /simple/<name>/`: `200 text/html; charset=UTF-8` whatever the `Accept`; no PEP 629
+//!   `pypi:repository-version` meta. One `<a href="/packages/<file>#sha256=<hex>">file</a><br>`
+//!   per file, sorted by version; hrefs are absolute paths. No `data-yanked`, no
 //!   `data-requires-python`. HTTP/1.0, `Server: WSGIServer/0.2`, one request at a time.
 //! - A name that is not normalized (`Demo_Pkg`, `demo.pkg`) answers `301` to the full URL
 //!   `http://127.0.0.1:PORT/simple/demo-pkg/`; a missing trailing slash `301`s to the same
-//!   spelling with one. An unknown project is `404` here (`--disable-fallback`; pypiserver's
+//!   spelling with one. An unknown project is `404` (`--disable-fallback`; pypiserver's
 //!   default would redirect it to pypi.org).
 //! - `/<name>/json` is pypiserver's own `{"info": {"version": …}, "releases": …}`: its
 //!   `info.version` counts pre-releases. Not a standard API; do not use it.
 //! - New and removed files show at once: without the `watchdog` extra pypiserver caches no
 //!   listing (`--backend auto` picks the uncached one), and it reads each file to hash it.
-//! - [`PypiIndex::start_with_basic_auth`]: listing and downloads need Basic auth (htpasswd,
-//!   apr1-md5); no credentials answer `401` with `WWW-Authenticate: Basic realm="pypi"`,
-//!   wrong ones `403`.
+//! - With Basic auth ([`PypiIndex::start_with_basic_auth`]) listing and downloads need it (an
+//!   htpasswd file, apr1-md5): no credentials answer `401` with `WWW-Authenticate: Basic
+//!   realm="pypi"`, wrong ones `403`.
 //!
-//! Files: pypiserver only parses file names (`name-version.tar.gz`, `.zip`, wheels) and hashes
+//! What simple-repository-server 0.10.0 (simple-repository 0.11.1) answers:
+//! - `GET /simple/<name>/` with `Accept: application/vnd.pypi.simple.v1+json`: `200` of that
+//!   content type, `{"meta": {"api-version": "1.1"}, "name", "files": [{"filename", "url",
+//!   "hashes": {}, "size", "upload-time", "yanked": "<reason>"?}], "versions": [...]}`
+//!   (`versions` unsorted); otherwise `text/html; charset=utf-8` with the PEP 629 meta,
+//!   relative hrefs `../../resources/<name>/<file>` and `data-yanked="<reason>"`.
+//! - Not normalized: `301` with a *relative* `Location: ../<normalized>/`; no trailing slash:
+//!   `307` to the full URL with one; unknown: `404`. HTTP/1.1, uvicorn.
+//! - Files and yanks show at once (the directory and the SQLite file are read per request).
+//!
+//! Files: both servers only parse file names (`name-version.tar.gz`, wheels) and hash or size
 //! the bytes; the files written here are real minimal ones all the same (an sdist with
 //! `PKG-INFO`, a wheel with `METADATA`, `WHEEL` and `RECORD`), named as PEP 625 and the wheel
-//! spec say. Yanking cannot be shown with pypiserver: see the report of the test
-//! infrastructure work (no PEP 592 in any pypiserver release).
+//! spec say.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -34,11 +49,29 @@ use super::index_proc::{self, ServerProcess};
 use super::registry::{HttpResponse, http_request};
 
 pub const PYPISERVER_ENV: &str = "PLANNER_TEST_PYPISERVER";
+/// The python of the simple-repository-server venv.
+pub const PYPI_JSON_PYTHON_ENV: &str = "PLANNER_TEST_PYPI_JSON_PYTHON";
+/// The PEP 691 media type.
+pub const PEP691_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// The simple-repository-server venv's python under `$PLANNER_TOOLS_DIR/bin/` (a link to the
+/// venv, so that python finds it).
+const JSON_PYTHON: &str = "pypi-json-venv/bin/python";
 
 /// pypiserver's realm in `WWW-Authenticate`.
 pub const BASIC_REALM: &str = "pypi";
 
+/// Which server: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PypiFlavor {
+    /// pypiserver: PEP 503 HTML, Basic auth possible, no yanking.
+    Pypiserver,
+    /// simple-repository-server: PEP 503 HTML and PEP 691 JSON, PEP 592 yanking, no auth.
+    SimpleRepository,
+}
+
 pub struct PypiIndex {
+    flavor: PypiFlavor,
     port: u16,
     packages: PathBuf,
     credentials: Option<(String, String)>,
@@ -47,62 +80,52 @@ pub struct PypiIndex {
 }
 
 static SHARED: OnceLock<PypiIndex> = OnceLock::new();
+static SHARED_JSON: OnceLock<PypiIndex> = OnceLock::new();
 
 impl PypiIndex {
-    /// An open index (no auth) of this test's own.
+    /// An open pypiserver of this test's own.
     pub fn start() -> PypiIndex {
-        PypiIndex::launch(None)
+        PypiIndex::launch(PypiFlavor::Pypiserver, None)
     }
 
-    /// An index whose listing and downloads need Basic auth as `user:pass`.
+    /// A pypiserver whose listing and downloads need Basic auth as `user:pass`.
     pub fn start_with_basic_auth(user: &str, pass: &str) -> PypiIndex {
-        PypiIndex::launch(Some((user.to_owned(), pass.to_owned())))
+        let credentials = Some((user.to_owned(), pass.to_owned()));
+        PypiIndex::launch(PypiFlavor::Pypiserver, credentials)
     }
 
-    /// One open index for the whole test binary, started on first use; use
+    /// A simple-repository-server of this test's own (PEP 691 JSON, yanking).
+    pub fn start_json() -> PypiIndex {
+        PypiIndex::launch(PypiFlavor::SimpleRepository, None)
+    }
+
+    /// One open pypiserver for the whole test binary, started on first use; use
     /// [`index_proc::unique_name`] for project names so tests do not see each other's files.
     pub fn shared() -> &'static PypiIndex {
         SHARED.get_or_init(PypiIndex::start)
     }
 
-    fn launch(credentials: Option<(String, String)>) -> PypiIndex {
-        let program = index_proc::tool(PYPISERVER_ENV, "pypi-server");
+    /// [`PypiIndex::shared`] for the simple-repository-server flavor.
+    pub fn shared_json() -> &'static PypiIndex {
+        SHARED_JSON.get_or_init(PypiIndex::start_json)
+    }
+
+    fn launch(flavor: PypiFlavor, credentials: Option<(String, String)>) -> PypiIndex {
         let mut failures = Vec::new();
-        // A port picked here can be taken before pypiserver binds it: retry with another.
+        // A port picked here can be taken before the server binds it: retry with another.
         for _ in 0..3 {
             let dir = index_proc::server_dir("pl-pypi-");
             let packages = dir.join("packages");
             std::fs::create_dir(&packages).unwrap();
             let port = index_proc::free_port();
-            // Only this server answers 200 on this path (a foreign one on the port would not).
-            let health = format!("/health-{}", index_proc::unique_name("probe"));
-            let mut args: Vec<String> = [
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--disable-fallback",
-                "--health-endpoint",
-                &health,
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            match &credentials {
-                Some((user, pass)) => {
-                    let htpasswd = dir.join("htpasswd");
-                    write_htpasswd(&htpasswd, user, pass);
-                    args.extend(["--authenticate".into(), "list,download,update".into()]);
-                    args.extend(["--passwords".into(), htpasswd.display().to_string()]);
-                }
-                None => args.extend(["--authenticate", ".", "--passwords", "."].map(String::from)),
-            }
-            args.push(packages.display().to_string());
-            let process = ServerProcess::spawn(&dir, "pypiserver.log", &program, &args);
-            let url = format!("http://127.0.0.1:{port}{health}");
-            match process.wait_ready(|| index_proc::probe(&url) == Some(200)) {
-                Ok(startup) => {
+            let started = match flavor {
+                PypiFlavor::Pypiserver => spawn_pypiserver(&dir, port, credentials.as_ref()),
+                PypiFlavor::SimpleRepository => spawn_simple_repository(&dir, port),
+            };
+            match started {
+                Ok((process, startup)) => {
                     return PypiIndex {
+                        flavor,
                         port,
                         packages,
                         credentials,
@@ -114,9 +137,13 @@ impl PypiIndex {
             }
         }
         panic!(
-            "pypiserver did not start on 127.0.0.1:\n{}",
+            "{flavor:?} did not start on 127.0.0.1:\n{}",
             failures.join("\n---\n")
         )
+    }
+
+    pub fn flavor(&self) -> PypiFlavor {
+        self.flavor
     }
 
     /// `http://127.0.0.1:PORT`
@@ -154,12 +181,16 @@ impl PypiIndex {
         self.startup
     }
 
-    /// The directory pypiserver serves (files appear and disappear in the listing at once).
-    pub fn packages_dir(&self) -> &Path {
-        &self.packages
+    /// Where the file `file` of `project` is (pypiserver: one flat directory;
+    /// simple-repository: a directory per normalized project).
+    pub fn file_path(&self, project: &str, file: &str) -> PathBuf {
+        match self.flavor {
+            PypiFlavor::Pypiserver => self.packages.join(file),
+            PypiFlavor::SimpleRepository => self.packages.join(normalize(project)).join(file),
+        }
     }
 
-    /// The server's output (startup lines, errors; pypiserver logs no access lines here).
+    /// The server's output (startup lines, errors; simple-repository's access lines).
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
@@ -168,7 +199,7 @@ impl PypiIndex {
     /// normalized, `_` for runs of `-_.`); returns the file name.
     pub fn add(&self, project: &str, version: &str) -> String {
         let file = format!("{}-{version}.tar.gz", dist_name(project));
-        self.add_file(&file, &sdist(project, version));
+        self.add_file(project, &file, &sdist(project, version));
         file
     }
 
@@ -186,26 +217,64 @@ impl PypiIndex {
     /// returns the file name.
     pub fn add_wheel(&self, project: &str, version: &str) -> String {
         let file = format!("{}-{version}-py3-none-any.whl", dist_name(project));
-        self.add_file(&file, &wheel(project, version));
+        self.add_file(project, &file, &wheel(project, version));
         file
     }
 
-    /// Writes any file into the served directory (a legacy or odd file name, hostile bytes),
-    /// atomically (a listing never sees half a file).
-    pub fn add_file(&self, file: &str, bytes: &[u8]) {
+    /// Writes any file of `project` (a legacy or odd file name, hostile bytes), atomically (a
+    /// listing never sees half a file).
+    pub fn add_file(&self, project: &str, file: &str, bytes: &[u8]) {
         assert!(
             !file.contains('/') && !file.starts_with('.'),
-            "add_file({file:?}): a plain file name (pypiserver skips dot files)"
+            "add_file({file:?}): a plain file name (the servers skip dot files)"
         );
-        let tmp = self.packages.join(format!(".{file}.tmp"));
+        let path = self.file_path(project, file);
+        let dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let tmp = dir.join(format!(".{file}.tmp"));
         std::fs::write(&tmp, bytes).unwrap();
-        std::fs::rename(&tmp, self.packages.join(file)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
     }
 
-    /// Removes a file [`PypiIndex::add`] (or its siblings) wrote.
-    pub fn remove_file(&self, file: &str) {
-        std::fs::remove_file(self.packages.join(file))
+    /// Removes a file of `project` that [`PypiIndex::add`] (or its siblings) wrote.
+    pub fn remove_file(&self, project: &str, file: &str) {
+        std::fs::remove_file(self.file_path(project, file))
             .unwrap_or_else(|e| panic!("remove {file}: {e}"));
+    }
+
+    /// Yanks one file of `project` (PEP 592) with a reason, which must not be empty (the
+    /// server ignores an empty one). simple-repository flavor only: pypiserver cannot yank.
+    pub fn yank(&self, project: &str, file: &str, reason: &str) {
+        self.record_yank("yanked_releases", "file_name", project, file, reason);
+    }
+
+    /// Yanks every file of one version of `project` (the way PyPI yanks a release).
+    pub fn yank_version(&self, project: &str, version: &str, reason: &str) {
+        self.record_yank("yanked_versions", "version", project, version, reason);
+    }
+
+    fn record_yank(&self, table: &str, column: &str, project: &str, what: &str, reason: &str) {
+        assert_eq!(
+            self.flavor,
+            PypiFlavor::SimpleRepository,
+            "pypiserver cannot yank (no PEP 592 in any release): use PypiIndex::start_json()"
+        );
+        assert!(!reason.is_empty(), "yank {what}: give a reason");
+        let sql = format!(
+            "INSERT OR REPLACE INTO {table} (project_name, {column}, reason) VALUES (?, ?, ?)"
+        );
+        let script = "import sqlite3, sys\n\
+                      c = sqlite3.connect(sys.argv[1])\n\
+                      c.execute(sys.argv[2], sys.argv[3:6])\n\
+                      c.commit()\n";
+        let out = Command::new(index_proc::tool(PYPI_JSON_PYTHON_ENV, JSON_PYTHON))
+            .arg("-c")
+            .arg(script)
+            .arg(self.process.dir().join("yanks.sqlite"))
+            .args([sql.as_str(), &normalize(project), what, reason])
+            .output()
+            .expect("run python for sqlite3");
+        assert!(out.status.success(), "yank {what}: {out:?}");
     }
 
     /// `GET` of a path (`/simple/…`) with these headers, Basic credentials added when the
@@ -236,6 +305,67 @@ impl PypiIndex {
             .map(|(_, text)| text)
             .collect()
     }
+}
+
+/// Starts pypiserver over `dir/packages`; the process and how long it took to answer.
+fn spawn_pypiserver(
+    dir: &Path,
+    port: u16,
+    credentials: Option<&(String, String)>,
+) -> Result<(ServerProcess, Duration), String> {
+    let program = index_proc::tool(PYPISERVER_ENV, "pypi-server");
+    // Only this server answers 200 on this path (a foreign one on the port would not).
+    let health = format!("/health-{}", index_proc::unique_name("probe"));
+    let port_text = port.to_string();
+    let mut args: Vec<String> = [
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port_text,
+        "--disable-fallback",
+        "--health-endpoint",
+        &health,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    match credentials {
+        Some((user, pass)) => {
+            let htpasswd = dir.join("htpasswd");
+            write_htpasswd(&htpasswd, user, pass);
+            args.extend(["--authenticate".into(), "list,download,update".into()]);
+            args.extend(["--passwords".into(), htpasswd.display().to_string()]);
+        }
+        None => args.extend(["--authenticate", ".", "--passwords", "."].map(String::from)),
+    }
+    args.push(dir.join("packages").display().to_string());
+    let process = ServerProcess::spawn(dir, "server.log", &program, &args);
+    let url = format!("http://127.0.0.1:{port}{health}");
+    let startup = process.wait_ready(|| index_proc::probe(&url) == Some(200))?;
+    Ok((process, startup))
+}
+
+/// Starts tests/support/pypi_json_index.py over `dir/packages` with yanks in
+/// `dir/yanks.sqlite`.
+fn spawn_simple_repository(dir: &Path, port: u16) -> Result<(ServerProcess, Duration), String> {
+    let python = index_proc::tool(PYPI_JSON_PYTHON_ENV, JSON_PYTHON);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pypi_json_index.py");
+    let args = [
+        script.display().to_string(),
+        dir.join("packages").display().to_string(),
+        dir.join("yanks.sqlite").display().to_string(),
+        port.to_string(),
+    ];
+    let process = ServerProcess::spawn(dir, "server.log", &python, &args);
+    let url = format!("http://127.0.0.1:{port}/simple/");
+    // Ours when it answers and its own log names the port (uvicorn's "running on" line).
+    let listening = format!("http://127.0.0.1:{port}");
+    let log = dir.join("server.log");
+    let startup = process.wait_ready(|| {
+        index_proc::probe(&url) == Some(200)
+            && std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&listening))
+    })?;
+    Ok((process, startup))
 }
 
 /// PEP 503 normalization: runs of `-`, `_`, `.` become `-`, lower case.
