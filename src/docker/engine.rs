@@ -63,7 +63,7 @@ pub enum DockerError {
     #[error(transparent)]
     Endpoint(Box<super::endpoint::EndpointError>),
     #[error(
-        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
+        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}, so planner asks this engine nothing more in this run\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
     )]
     Idle {
         host: String,
