@@ -16,9 +16,10 @@ use crate::report::{self, plain};
 use crate::status::{self, Heads};
 use crate::store::{self, KeyLock, RunLockMode, Store};
 
-/// Connects to the Docker engine; failing is an environment error (exit 1).
-async fn connect() -> anyhow::Result<Engine> {
-    Ok(Engine::connect()
+/// Connects to the Docker engine, its calls bounded as `[engine]` says; failing is an
+/// environment error (exit 1).
+async fn connect(loaded: &Loaded) -> anyhow::Result<Engine> {
+    Ok(Engine::connect(&loaded.config.engine)
         .await
         .map_err(|e| AppError::Environment(e.to_string()))?)
 }
@@ -35,7 +36,7 @@ pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<
     // Registers the token for masking even when nothing is refreshed.
     let auth = GitAuth::from_env(loaded.config.git.token_env.as_deref())
         .with_limits(loaded.config.git.limits.clone());
-    let engine = connect().await?;
+    let engine = connect(&loaded).await?;
     let store = Store::read_only(&loaded.cache_dir);
     let heads = if args.refresh {
         Heads::Refresh
@@ -72,7 +73,7 @@ pub async fn cmd_gc(
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &[], true)?;
-    let engine = connect().await?;
+    let engine = connect(&loaded).await?;
     let (store, _run_lock) = gc_store(&loaded, args).await?;
     let mut plan = gc::plan(&engine, &store, &runtimes, args.keep as usize)
         .await

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use http_body_util::Empty;
 
 use super::engine::{
-    Activity, BuildOutput, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, build_failed,
+    Activity, BuildOutput, BuildRequest, DockerError, Engine, IDLE_KEY, Tail, build_failed,
     checked_id, with_help,
 };
 use crate::config::Builder;
@@ -67,7 +67,11 @@ impl Engine {
         else {
             return false;
         };
-        match tokio::time::timeout(PING_TIMEOUT, self.send(request)).await {
+        // No answer in time marks the engine stalled: the next call fails with that error.
+        match self
+            .bounded("the BuildKit probe (POST /session)", self.send(request))
+            .await
+        {
             Ok(Ok(response)) => response.status() != hyper::StatusCode::NOT_FOUND,
             _ => false,
         }
@@ -168,27 +172,7 @@ impl Engine {
         &self,
         older_than: Option<std::time::Duration>,
     ) -> Result<BuildCacheUsage, DockerError> {
-        let call = self
-            .docker
-            .df(None::<bollard::query_parameters::DataUsageOptions>);
-        let usage = match tokio::time::timeout(super::engine::CALL_TIMEOUT, call).await {
-            Err(_) => {
-                return Err(super::engine::api(
-                    "disk usage",
-                    "of the build cache",
-                    "timed out",
-                ));
-            }
-            Ok(Err(e)) => {
-                let detail = e.to_string();
-                return Err(super::engine::api(
-                    "disk usage",
-                    "of the build cache",
-                    &detail,
-                ));
-            }
-            Ok(Ok(usage)) => usage,
-        };
+        let usage = self.disk_usage("of the build cache").await?;
         let now = jiff::Timestamp::now().as_second();
         let limit = older_than.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let prunable = usage
@@ -222,15 +206,16 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.prune_build(Some(options));
-        // A prune of a large cache takes a while; the build timeout bounds it.
-        match tokio::time::timeout(super::engine::BUILD_TIMEOUT, call).await {
-            Err(_) => Err(super::engine::api("prune", "the build cache", "timed out")),
-            Ok(Err(e)) => Err(super::engine::api(
+        // A prune of a large cache takes a while, and answers only at its end: the idle limit
+        // bounds it, as it bounds a build.
+        let what = "the build cache prune";
+        match self.bounded_by(self.idle, IDLE_KEY, what, call).await? {
+            Err(e) => Err(super::engine::api(
                 "prune",
                 "the build cache",
                 &e.to_string(),
             )),
-            Ok(Ok(answer)) => Ok(BuildCacheUsage {
+            Ok(answer) => Ok(BuildCacheUsage {
                 entries: answer.caches_deleted.map_or(0, |c| c.len()),
                 bytes: answer
                     .space_reclaimed

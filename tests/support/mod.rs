@@ -3,6 +3,7 @@ pub mod buildkit;
 pub mod cache_registry;
 pub mod canned_http;
 pub mod cred_helper;
+pub mod disk_usage;
 pub mod git_server;
 pub mod harness;
 pub mod index_proc;
