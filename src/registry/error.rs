@@ -75,6 +75,17 @@ pub enum RegistryError {
         host: String,
         detail: String,
     },
+    #[error(
+        "the token endpoint {realm} of registry {host} (for {reference}) redirected to another origin, {target}; planner sends credentials only to the origin they are for and the token realm it names, never across a redirect to another origin\n  help: the registry's token realm must name the token endpoint's own address (ask its operator), or pull anonymously (docker logout {host})"
+    )]
+    TokenRedirect {
+        reference: String,
+        host: String,
+        /// The realm's origin (`scheme://host[:port]`).
+        realm: String,
+        /// The origin the redirect named.
+        target: String,
+    },
     #[error("credentials for {host}: {detail}\n  help: {help}")]
     Credentials {
         host: String,
