@@ -772,24 +772,22 @@ impl Registry {
                 format!("the token realm {} is not a URL: {e}", shown(realm)),
             )
         })?;
-        let plain_ok = url.host_str().is_some_and(|host| {
-            let authority = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            plain_http_allowed(&authority, &self.inner.settings.insecure)
+        let authority = url.host_str().map(|host| match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
         });
+        let plain_ok = authority
+            .as_deref()
+            .is_some_and(|a| plain_http_allowed(a, &self.inner.settings.insecure));
         match url.scheme() {
             "https" => Ok(url),
             "http" if plain_ok => Ok(url),
-            _ => Err(protocol(
-                t,
-                base,
-                format!(
-                    "the token realm {} is not HTTPS; planner sends credentials over plain HTTP only to loopback hosts and those in [registry] insecure",
-                    shown(&display_url(&url))
-                ),
-            )),
+            _ => Err(RegistryError::InsecureRealm {
+                reference: t.reference(),
+                host: t.host(),
+                realm: shown(&display_url(&url)),
+                realm_host: authority.unwrap_or_default(),
+            }),
         }
     }
 

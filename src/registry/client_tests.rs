@@ -920,8 +920,16 @@ async fn credentials_go_to_plain_http_realms_only_where_the_registry_may_be() {
         .resolve(&image(&server, "app"), AMD64)
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Protocol { .. }), "{err}");
-    assert!(err.to_string().contains("not HTTPS"), "{err}");
+    assert!(matches!(err, RegistryError::InsecureRealm { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("not HTTPS") && text.contains("http://auth.example/token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add \"auth.example\" to [registry] insecure"),
+        "{text}"
+    );
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -947,7 +955,10 @@ async fn https_to_a_plain_http_registry_suggests_insecure() {
 /// `http://localhost:<port of server>`: another origin than `server.host()` (127.0.0.1), on
 /// the same loopback listener.
 fn other_origin(server: &Server) -> String {
-    format!("http://localhost:{}", server.host().rsplit(':').next().unwrap())
+    format!(
+        "http://localhost:{}",
+        server.host().rsplit(':').next().unwrap()
+    )
 }
 
 #[tokio::test]
@@ -1051,11 +1062,9 @@ async fn a_token_endpoint_redirecting_within_its_origin_is_followed_with_the_bod
         "/token/v2" => Response::new(200)
             .header("Content-Type", "application/json")
             .body(format!(r#"{{"token":"{TOKEN}"}}"#)),
-        _ if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) => {
-            Response::new(200)
-                .header("Content-Type", OCI_MANIFEST)
-                .header("Docker-Content-Digest", &sha256_digest(&manifest(12)))
-        }
+        _ if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) => Response::new(200)
+            .header("Content-Type", OCI_MANIFEST)
+            .header("Docker-Content-Digest", &sha256_digest(&manifest(12))),
         _ => {
             let host = req.header("host").unwrap_or_default();
             let challenge = format!(r#"Bearer realm="http://{host}/token",service="s""#);
@@ -1105,7 +1114,10 @@ async fn session_tokens_follow_the_same_rules() {
         asked.header("authorization"),
         Some(basic("sess-user", "pw-session-1").as_str())
     );
-    assert!(asked.target.contains("scope=repository%3Aapp%3Apull"), "{asked:?}");
+    assert!(
+        asked.target.contains("scope=repository%3Aapp%3Apull"),
+        "{asked:?}"
+    );
     // A plain-HTTP realm on a host that is not loopback (nor insecure) is refused before any
     // request, as a challenge naming it is.
     let err = registry
@@ -1113,7 +1125,10 @@ async fn session_tokens_follow_the_same_rules() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not HTTPS"), "{err}");
-    assert!(err.to_string().contains("/app"), "names the repository: {err}");
+    assert!(
+        err.to_string().contains("/app"),
+        "names the repository: {err}"
+    );
     assert_eq!(server.requests().len(), 1);
 }
 
