@@ -10,8 +10,8 @@
 //! record), listed once in the registry [`steps::of`]; the graph, keys, `decide` and the
 //! scheduler ask the kind and never match on it.
 //! Side effects live in [`git`], [`docker`], [`registry`] (the OCI registry client of registry
-//! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere, and [`origin`] is
-//! where they may go.
+//! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere, and
+//! [`origin`] says where they may go.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
 //! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves; [`shard`] splits
