@@ -374,3 +374,127 @@ impl Auth for SessionAuth {
         Ok(Response::new(VerifyTokenAuthorityResponse { signed }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{DockerConfig, RegistrySettings};
+    use ring::signature::{ED25519, UnparsedPublicKey};
+
+    /// A session answering for `named`, with `auths` in a fresh config.json.
+    fn auth(named: &[&str], auths: &str) -> (SessionAuth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, format!(r#"{{"auths": {auths}}}"#)).unwrap();
+        let registry = Registry::with_config(RegistrySettings::default(), DockerConfig::at(path));
+        let named: Vec<String> = named.iter().map(|s| s.to_string()).collect();
+        (SessionAuth::new(registry, &named), dir)
+    }
+
+    async fn credentials(auth: &SessionAuth, host: &str) -> CredentialsResponse {
+        let req = Request::new(CredentialsRequest { host: host.into() });
+        auth.credentials(req).await.unwrap().into_inner()
+    }
+
+    #[tokio::test]
+    async fn credentials_go_only_to_named_registries_and_never_as_an_identity_token() {
+        let auths = r#"{"named.example:5000": {"username": "u", "password": "pw-session-unit"},
+                        "other.example": {"username": "u", "password": "pw-other-unit"},
+                        "tok.example": {"identitytoken": "idtok-session-unit"},
+                        "https://index.docker.io/v1/": {"username": "hub", "password": "pw-hub-unit"}}"#;
+        let (auth, _dir) = auth(&["Named.example:5000", "tok.example", "docker.io"], auths);
+        let named = credentials(&auth, "named.example:5000").await;
+        assert_eq!(
+            (named.username.as_str(), named.secret.as_str()),
+            ("u", "pw-session-unit")
+        );
+        // config.json holds some for it, but this build does not name it.
+        assert_eq!(
+            credentials(&auth, "other.example").await,
+            CredentialsResponse::default()
+        );
+        // An identity token is only good at a token endpoint: planner exchanges it itself.
+        assert_eq!(
+            credentials(&auth, "tok.example").await,
+            CredentialsResponse::default()
+        );
+        assert_eq!(credentials(&auth, DOCKER_HUB_HOST).await.username, "hub");
+    }
+
+    #[tokio::test]
+    async fn planner_is_the_token_authority_only_where_it_holds_named_credentials() {
+        let auths = r#"{"named.example": {"username": "u", "password": "pw-authority-unit"},
+                        "other.example": {"username": "u", "password": "pw-other-authority"}}"#;
+        let (auth, _dir) = auth(&["named.example", "bare.example"], auths);
+        let ask = |host: &str| GetTokenAuthorityRequest {
+            host: host.into(),
+            salt: b"salt-1".to_vec(),
+        };
+        for host in ["other.example", "bare.example"] {
+            let err = auth
+                .get_token_authority(Request::new(ask(host)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unavailable, "{host}");
+        }
+        let key = auth
+            .get_token_authority(Request::new(ask("named.example")))
+            .await
+            .unwrap()
+            .into_inner()
+            .public_key;
+        assert_eq!(key.len(), 32);
+        let payload = b"buildkit's 32-byte challenge....".to_vec();
+        let verify = VerifyTokenAuthorityRequest {
+            host: "named.example".into(),
+            payload: payload.clone(),
+            salt: b"salt-1".to_vec(),
+        };
+        let signed = auth
+            .verify_token_authority(Request::new(verify))
+            .await
+            .unwrap()
+            .into_inner()
+            .signed;
+        // NaCl `sign`: the signature, then the message.
+        let (signature, message) = signed.split_at(64);
+        assert_eq!(message, payload.as_slice());
+        UnparsedPublicKey::new(&ED25519, &key)
+            .verify(message, signature)
+            .expect("signed with the key planner vouched with");
+        // Another salt (an engine restart) is another key.
+        let other = GetTokenAuthorityRequest {
+            salt: b"salt-2".to_vec(),
+            ..ask("named.example")
+        };
+        let rekeyed = auth.get_token_authority(Request::new(other)).await.unwrap();
+        assert_ne!(rekeyed.into_inner().public_key, key);
+    }
+
+    #[tokio::test]
+    async fn tokens_for_unnamed_registries_and_refused_realms_are_errors() {
+        let auths = r#"{"named.example": {"username": "u", "password": "pw-fetch-unit"}}"#;
+        let (auth, _dir) = auth(&["named.example"], auths);
+        let fetch = |host: &str, realm: &str| FetchTokenRequest {
+            host: host.into(),
+            realm: realm.into(),
+            service: "s".into(),
+            scopes: vec!["repository:a:pull".into()],
+            ..Default::default()
+        };
+        let err = auth
+            .fetch_token(Request::new(fetch("other.example", "https://a.example/t")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let err = auth
+            .fetch_token(Request::new(fetch(
+                "named.example",
+                "http://auth.example/t",
+            )))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("is not HTTPS"), "{}", err.message());
+        assert!(!err.message().contains("pw-fetch-unit"));
+    }
+}
