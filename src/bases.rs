@@ -51,6 +51,13 @@ pub struct Base {
 }
 
 impl Base {
+    /// The registry its reference names (`host[:port]`, `docker.io` for Docker Hub).
+    pub fn registry(&self) -> Option<String> {
+        ImageRef::parse(name_of(&self.reference))
+            .ok()
+            .map(|image| image.registry)
+    }
+
     /// The reference the engine holds this base under at exactly its digest.
     pub fn pinned(&self) -> String {
         match self.origin {

@@ -10,14 +10,14 @@
 //! - Errors name the failing step, its exit code and the last lines of its own output.
 //! - Cancel: dropping the build future closes the `/build` request and the session; the
 //!   engine then cancels the solve (no build left running).
-//! - Base-image pulls authenticate through the session's auth service with the credentials
-//!   `docker login` left ([`crate::registry::DockerConfig`]), for the registries the
-//!   Dockerfile's `FROM` lines name.
+//! - The session is planner's own ([`super::session`]; the `/build` call goes out without
+//!   bollard, [`super::build_api`]): what BuildKit pulls itself authenticates through its
+//!   auth service, which answers only for the registries this build names and fetches every
+//!   token in planner, under the rules of planner's own registry client.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bollard::auth::DockerCredentials;
 use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use bytes::Bytes;
@@ -89,7 +89,11 @@ impl Engine {
             let activity = activity.clone();
             body.inspect(move |_| activity.touch())
         };
-        let credentials = base_image_credentials(req).await;
+        let session = session_id();
+        let _session = self
+            .start_session(&session, req.credentials.clone())
+            .await
+            .map_err(|e| build_failed(req, format!("BuildKit session: {e}"), &Tail::default()))?;
         let options = BuildImageOptions {
             dockerfile: req.dockerfile.clone(),
             t: Some(req.tag.clone()),
@@ -99,14 +103,10 @@ impl Engine {
             buildargs: Some(req.build_args.clone().into_iter().collect()),
             networkmode: req.network.mode().map(str::to_owned),
             version: BuilderVersion::BuilderBuildKit,
-            session: Some(session_id()),
+            session: Some(session),
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(
-            options,
-            Some(credentials),
-            Some(bollard::body_try_stream(body)),
-        );
+        let mut stream = self.build_stream(&options, body);
         let mut progress = Progress::default();
         let mut image_id = None;
         let what = format!("the BuildKit build of {}", req.tag);
@@ -392,84 +392,6 @@ fn exit_code(message: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// The registries the Dockerfile's `FROM` lines name (`FROM [--platform=…] image [AS name]`),
-/// by their `config.json` key; stage names and `scratch` are not registries.
-fn from_registries(dockerfile: &str) -> Vec<crate::registry::ImageRef> {
-    let mut stages: Vec<String> = Vec::new();
-    let mut out = Vec::new();
-    for line in dockerfile.lines().take(10_000) {
-        let mut words = line.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
-            continue;
-        }
-        let mut words = words.skip_while(|w| w.starts_with("--"));
-        let Some(image) = words.next() else { continue };
-        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("AS"))
-            && let Some(name) = words.next()
-        {
-            stages.push(name.to_ascii_lowercase());
-        }
-        let image = image.split('@').next().unwrap_or(image);
-        if image.contains('$') || image == "scratch" || stages.iter().any(|s| s == image) {
-            continue;
-        }
-        if let Ok(reference) = crate::registry::ImageRef::parse(image)
-            && !out.contains(&reference)
-        {
-            out.push(reference);
-        }
-    }
-    out
-}
-
-/// Credentials for the base images' registries, keyed as the session's auth service asks
-/// (the `config.json` key). A registry without credentials (or whose lookup fails) is left
-/// out: its pulls go anonymous, and the engine's error names the registry.
-async fn base_image_credentials(req: &BuildRequest) -> HashMap<String, DockerCredentials> {
-    let path = req.context_dir.join(&req.dockerfile);
-    let Ok(text) = read_capped(&path).await else {
-        return HashMap::new();
-    };
-    let config = crate::registry::DockerConfig::from_env();
-    let mut out = HashMap::new();
-    for image in from_registries(&text) {
-        let key = image.auth_key();
-        if out.contains_key(&key) {
-            continue;
-        }
-        if let Ok(Some(creds)) = config.lookup(&key).await {
-            let docker = match creds.identity_token {
-                true => DockerCredentials {
-                    identitytoken: Some(creds.secret.clone()),
-                    serveraddress: Some(key.clone()),
-                    ..Default::default()
-                },
-                false => DockerCredentials {
-                    username: Some(creds.username.clone()),
-                    password: Some(creds.secret.clone()),
-                    serveraddress: Some(key.clone()),
-                    ..Default::default()
-                },
-            };
-            if key == "https://index.docker.io/v1/" {
-                // The session's auth service is asked for Docker Hub by its registry host.
-                out.insert("registry-1.docker.io".to_owned(), docker.clone());
-            }
-            out.insert(key, docker);
-        }
-    }
-    out
-}
-
-/// The Dockerfile's text, at most 1 MiB of it (it was verified before the build).
-async fn read_capped(path: &std::path::Path) -> std::io::Result<String> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await?;
-    let mut bytes = Vec::new();
-    file.take(1024 * 1024).read_to_end(&mut bytes).await?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,17 +460,11 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_and_base_registries_are_read() {
+    fn exit_codes_are_read() {
         assert_eq!(
             exit_code("executor failed running [/bin/sh -c exit 3]: exit code: 3"),
             Some(3)
         );
         assert_eq!(exit_code("no such thing"), None);
-        let found = from_registries(
-            "# syntax\nFROM --platform=$BUILDPLATFORM localhost:5000/a/b:1 AS build\n\
-             from build\nFROM scratch\nFROM ${BASE}\nFROM busybox@sha256:00\nFROM localhost:5000/a/b:1\n",
-        );
-        let keys: Vec<String> = found.iter().map(|r| r.auth_key()).collect();
-        assert_eq!(keys, ["localhost:5000", "https://index.docker.io/v1/"]);
     }
 }

@@ -1,6 +1,8 @@
 //! Docker: the engine through bollard ([`engine`]; which engine and how to reach it:
-//! [`endpoint`], [`remote`]; BuildKit builds in [`buildkit`]), the streamed build context
-//! ([`context`]) and `.dockerignore` semantics ([`ignore`]).
+//! [`endpoint`], [`remote`]; BuildKit builds in [`buildkit`], with planner's own session,
+//! [`session`], and `/build` call, [`build_api`]), the streamed build context ([`context`])
+//! and `.dockerignore` semantics ([`ignore`]).
+pub mod build_api;
 pub mod buildkit;
 pub mod context;
 pub mod endpoint;
@@ -9,6 +11,8 @@ mod goregex;
 pub mod ignore;
 pub mod pull;
 pub mod remote;
+pub mod session;
 mod ssh;
 
 pub use engine::{BuildOutput, DockerError, Engine, ImageInfo};
+pub use session::SessionAuth;

@@ -562,7 +562,8 @@ async fn build_from_input(
             req.node.runtime().latest_tag()
         )));
     };
-    let build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+    let mut build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+    build.credentials = session_auth(world, &inputs.bases);
     ensure_bases(world, req, &inputs.bases).await?;
     let sink = req.sink.clone();
     let step = req.step.clone();
@@ -581,6 +582,14 @@ async fn build_from_input(
     };
     let id = world.engine.build(&build, on_output).await?;
     Ok((id, Some(dockerfile_blake3.clone())))
+}
+
+/// What the build's BuildKit session may authenticate with: the registries of its bases
+/// (found by the Dockerfile parser, after build-arg substitution) and the run's registry
+/// client; a registry the build does not name (a `# syntax=` frontend's) gets nothing.
+fn session_auth(world: &RealWorld, bases: &[Base]) -> crate::docker::SessionAuth {
+    let registries: Vec<String> = bases.iter().filter_map(Base::registry).collect();
+    crate::docker::SessionAuth::new(world.registry.clone(), &registries)
 }
 
 /// Makes the engine hold every base at exactly the digest the key names, before the build
@@ -698,6 +707,7 @@ fn build_request(
         builder: effective_builder(&inputs.builder, rt.builder),
         network: rt.build_network,
         runtime: rt.name.clone(),
+        credentials: crate::docker::SessionAuth::none(),
     }
 }
 
