@@ -256,7 +256,11 @@ fn gc_remote_never_deletes_a_digest_a_kept_tag_names() {
         "the dry run says why the old entry stays\n{}",
         dry.all()
     );
-    assert!(!dry.stdout.contains("would remove "), "{}", dry.all());
+    assert!(
+        !dry.stdout.contains("remote: would remove"),
+        "{}",
+        dry.all()
+    );
     let json = env.planner(&["gc", "--remote", "--keep", "2", "--dry-run", "--json"]);
     assert_eq!(remote_items(&json.stdout), [], "{}", json.all());
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();

@@ -475,11 +475,11 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
         .collect();
     let candidates: Vec<String> = tags.iter().cloned().chain(latest_tags(req.node)).collect();
     // A re-tag needs no input: the image is there under another candidate tag.
-    let (id, dockerfile_blake3) = match existing_image(world, &candidates, req.key, &inputs).await?
-    {
+    let existing = existing_image(world, &candidates, req.key, &inputs).await?;
+    let (id, dockerfile_blake3, pulled) = match existing {
         Some((_, info)) => {
             let b3 = info.labels.get(eng::LABEL_DOCKERFILE_BLAKE3).cloned();
-            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)))
+            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)), false)
         }
         None => from_cache_or_build(world, req, &inputs, &tags[0]).await?,
     };
@@ -492,6 +492,15 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
             super::drop_superseded(world, &old).await;
         }
     }
+    // Pulled, and keyed on the verified Dockerfile: the pointer names this build from now on
+    // (once the image has its tags: pushing under the pointer tags and untags it).
+    if pulled && matches!(req.input, Some(Output::Verified { .. })) {
+        let rt = &req.node.runtime().name;
+        let cache = &world.cache;
+        cache
+            .repoint(&world.engine, rt, req.key, &inputs, &id)
+            .await;
+    }
     world
         .record(StepKind::Build, req.key, req.node, |r| {
             r.commit = Some(req.revision.to_owned());
@@ -503,25 +512,18 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
 }
 
 /// The image of the key from the shared cache (pulled by digest, its labels checked again
-/// once in the engine), or else built here and published there.
+/// once in the engine), or else built here and published there: `(image ID, Dockerfile
+/// digest, whether it was pulled)`.
 async fn from_cache_or_build(
     world: &RealWorld,
     req: &RunRequest<'_>,
     inputs: &BuildInputs,
     tag: &str,
-) -> Result<(String, Option<String>), StepError> {
+) -> Result<(String, Option<String>, bool), StepError> {
     let rt = req.node.runtime();
     if let Lookup::Hit(entry) = world.cache.lookup(&rt.name, req.key, inputs).await {
         match pull_entry(world, req, inputs, &entry).await {
-            Ok(found) => {
-                // Keyed on the verified Dockerfile: the pointer names this build from now on.
-                if matches!(req.input, Some(Output::Verified { .. })) {
-                    let cache = &world.cache;
-                    let (engine, id) = (&world.engine, &found.0);
-                    cache.repoint(engine, &rt.name, req.key, inputs, id).await;
-                }
-                return Ok(found);
-            }
+            Ok((id, b3)) => return Ok((id, b3, true)),
             Err(e) => world
                 .cache
                 .warn(&format!("cannot pull {}", entry.image), &e.to_string()),
@@ -532,7 +534,7 @@ async fn from_cache_or_build(
         .cache
         .publish(&world.engine, &rt.name, req.key, inputs, &id)
         .await;
-    Ok((id, b3))
+    Ok((id, b3, false))
 }
 
 /// Pulls a cache entry by digest; its labels must prove the key in the engine too.
