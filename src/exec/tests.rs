@@ -476,3 +476,24 @@ async fn a_build_keyed_on_a_pointer_is_keyed_again_on_its_checkout_with_what_fol
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn a_verified_checkout_decides_over_a_pointer_when_deciding() {
+    let g = graph(TWO, &["a"]);
+    let world = Fake {
+        pointer_names: Some("other:1".into()),
+        ..cold_world()
+    };
+    let checkout = decided(&g, &cold_world()).await;
+    let verify = key_of(&g, &checkout, "a", StepKind::VerifyDockerfile);
+    world.present.lock().unwrap().insert(verify);
+    let d = decided(&g, &world).await;
+    let build = node_of(&g, "a", StepKind::Build);
+    assert_eq!(d.keys[&build], checkout.keys[&build]);
+    assert_eq!(d.found[&build].hint, None);
+    let notes = &d.found[&build].notes;
+    assert_eq!(
+        notes,
+        &["shared cache pointer reg/c/a:s-1 named other base images: ignored"]
+    );
+}
