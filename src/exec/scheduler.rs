@@ -1,13 +1,13 @@
 //! The scheduler: runs the `Run` steps of a decided graph in dependency order.
 //!
-//! A step starts when all its needs have their outputs. Before running, a step takes its
-//! key's lock and asks the world again: if another process produced the output meanwhile,
-//! the step is skipped ("someone beat us to it"). A key decided from a hint (a build's bases
-//! from the shared cache's pointer or an image's labels) is first derived again from the
-//! step's input (its verified checkout); when it changes, the steps that follow are keyed
-//! again as they start. Only then do clones and builds take a slot
-//! of the `--jobs` semaphore (other steps are cheap and unbounded), so a step waiting for
-//! another process's lock holds no slot. A failed step blocks its dependents; other
+//! A step starts when all its needs have their outputs. A key decided from a hint (a
+//! build's bases from the shared cache's pointer or an image's labels) is first derived
+//! again from the step's input (its verified checkout); when it changes, the steps that
+//! follow are keyed again as they start. Before running, a step takes its key's lock and
+//! asks the world again: if another process produced the output meanwhile, the step is
+//! skipped ("someone beat us to it"). Only then do clones and builds take a slot of the
+//! `--jobs` semaphore (other steps are cheap and unbounded), so a step waiting for another
+//! process's lock holds no slot. A failed step blocks its dependents; other
 //! runtimes go on unless `fail_fast`.
 
 use std::collections::{HashMap, VecDeque};
