@@ -132,20 +132,16 @@ pub fn derived_over_hint(hinted: &Bases, mut derived: Bases, step: &str) -> Base
     derived
 }
 
-/// `a:1, b:2` (at most [`MAX_SHOWN`], then a count), with each base's digest; `none`.
+/// `a:1 (sha256:…), b:2 (sha256:…)` (at most [`MAX_SHOWN`], then a count); `none`.
 fn listed(bases: &[Base]) -> String {
     if bases.is_empty() {
         return "none".to_owned();
     }
-    let mut out: Vec<String> = bases
+    let named: Vec<String> = bases
         .iter()
-        .take(MAX_SHOWN)
         .map(|b| format!("{} ({})", b.reference, shown_digest(&b.digest)))
         .collect();
-    if bases.len() > MAX_SHOWN {
-        out.push(format!("and {} more", bases.len() - MAX_SHOWN));
-    }
-    out.join(", ")
+    crate::text::list(&named, MAX_SHOWN)
 }
 
 impl Bases {

@@ -138,20 +138,16 @@ const INVALID_SHOWN: usize = 3;
 
 /// Warns that a listing held names that are not tags (a few of them, escaped; then a count).
 fn warn_invalid(image: &ImageRef, invalid: &[String]) {
-    let mut shown: Vec<String> = invalid
+    let shown: Vec<String> = invalid
         .iter()
-        .take(INVALID_SHOWN)
         .map(|t| crate::registry::reference::shown(t))
         .collect();
-    if invalid.len() > INVALID_SHOWN {
-        shown.push(format!("and {} more", invalid.len() - INVALID_SHOWN));
-    }
     tracing::warn!(
         "registry {} listed {} names in {} that are not valid tag names ({}): skipped\n  help: a registry never lists such names (distribution refuses them on push): check what answers at {}",
         image.registry,
         invalid.len(),
         image.repository,
-        shown.join(", "),
+        crate::text::list(&shown, INVALID_SHOWN),
         image.registry
     );
 }
