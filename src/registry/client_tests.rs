@@ -1205,6 +1205,20 @@ async fn tag_lists_follow_link_pages_and_an_unknown_repository_has_none() {
 }
 
 #[tokio::test]
+async fn names_outside_the_tag_grammar_are_dropped_from_a_tag_list() {
+    let server = Server::start(|_| {
+        let tags = serde_json::json!({"tags": [
+            "k-1", "k-/../../../other/repo", "", ".hidden", "k-\u{1b}[2J", "t".repeat(129), "s-2",
+        ]});
+        Response::new(200).body(tags.to_string())
+    })
+    .await;
+    let (registry, _dir) = client(None);
+    let tags = registry.list_tags(&image(&server, "app")).await.unwrap();
+    assert_eq!(tags, ["k-1", "s-2"]);
+}
+
+#[tokio::test]
 async fn a_tag_list_page_on_another_host_is_refused() {
     let server = Server::start(|_| {
         Response::new(200)
