@@ -25,11 +25,11 @@ install_packages() {
   command -v jq >/dev/null || missing+=(jq)
   command -v script >/dev/null || missing+=(bsdutils)
   command -v flock >/dev/null || missing+=(util-linux)
-  # sshd for the ssh:// tests (each test starts its own on a loopback port; see tests/support/sshd.rs).
+  # sshd for the ssh:// tests (each test starts its own on a loopback port; see support::sshd).
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   # A real OCI registry for the registry-mode tests (distribution 2.8; each test starts its own
-  # on a loopback port, see tests/support/registry.rs), htpasswd for its Basic auth, and openssl
-  # for the token issuer's key and certificate (tests/support/token_issuer.rs).
+  # on a loopback port, see support::registry), htpasswd for its Basic auth, and openssl
+  # for the token issuer's key and certificate (support::token_issuer).
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v openssl >/dev/null || missing+=(openssl)
@@ -47,8 +47,8 @@ install_packages() {
   fi
 }
 
-# The package indexes the resolve-version tests run (tests/support/pypi_index.rs and
-# npm_registry.rs start them on 127.0.0.1): pypiserver from PyPI in a venv, simple-repository-
+# The package indexes the resolve-version tests run (support::pypi_index and
+# support::npm_registry start them on 127.0.0.1): pypiserver from PyPI in a venv, simple-repository-
 # server in another (PEP 691 JSON and PEP 592 yanking, which pypiserver lacks), verdaccio from
 # the npm registry, all pinned, under $PLANNER_TOOLS_DIR (default ~/.cache/planner-test-tools) so the
 # system Python and the global npm stay untouched. A venv rather than `pip install --user`:

@@ -4,7 +4,7 @@
 //! and the fix — never the HTTP client's "SendRequest", never a hang or an abort. Run through
 //! scripts/test.sh (real engine, real git smart-HTTP server on 127.0.0.1).
 
-mod support;
+use planner_test_support as support;
 
 use support::harness::{self, Env};
 

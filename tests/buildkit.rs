@@ -5,7 +5,7 @@
 //! answers 404 for `/session`), the classic builder's refusal explained, cancellation and
 //! `gc --build-cache`. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! error naming it and the `[engine]` key to raise.
 //! Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};

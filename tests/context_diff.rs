@@ -5,7 +5,7 @@
 //! size, link target). All trees are built in one planner run against one engine. Run
 //! through scripts/test.sh (real engine, real git smart-HTTP server on 127.0.0.1).
 
-mod support;
+use planner_test_support as support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

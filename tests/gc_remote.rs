@@ -4,7 +4,7 @@
 //! the runtime's current `s-` pointer names stays; a registry with deletes disabled is a
 //! clear error. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! here (content types, redirects, auth, no caching) so a change of version shows. Start-up
 //! and request times are printed (`--nocapture`), never asserted.
 
-mod support;
+use planner_test_support as support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `planner status` and `planner gc` end to end: the real binary against the real engine and
 //! the test git server. Run through scripts/test.sh (or with DOCKER_HOST set to its engine).
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

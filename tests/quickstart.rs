@@ -7,7 +7,7 @@
 //! a `...` line in the README stands for any number of lines (the progress lines). The test's
 //! own cache dir and git identity come from the environment, never from edits to the commands.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! (Debian's docker-registry on 127.0.0.1, open) and the real Docker engine. Run through
 //! scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 

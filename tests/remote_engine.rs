@@ -1,8 +1,8 @@
 //! Remote engines, end to end: a second private dockerd on 127.0.0.1 with `--tlsverify` and
-//! certificates made by the test (tests/support/tls_engine.rs), a plain-HTTP relay to it,
-//! Docker contexts, `--engine`, and an engine over ssh (tests/support/sshd.rs).
+//! certificates made by the test (support::tls_engine), a plain-HTTP relay to it,
+//! Docker contexts, `--engine`, and an engine over ssh (support::sshd).
 
-mod support;
+use planner_test_support as support;
 
 use support::harness::{Env, Run};
 use support::tls_engine::{PlainRelay, TlsEngine};

@@ -4,7 +4,7 @@
 //! cache dir and none of the images, pulls everything and builds nothing; a cache that is
 //! down or lies is a miss, said once. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Operator UX end to end: the three renderers (NDJSON, plain, live TTY), quiet mode, the run
 //! lock between processes, and shell completions. Real engine, real git server.
 
-mod support;
+use planner_test_support as support;
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -3,9 +3,9 @@
 //! - [`PypiFlavor::Pypiserver`] ([`PypiIndex::start`]): pypiserver, PEP 503 HTML only; the
 //!   one with Basic auth.
 //! - [`PypiFlavor::SimpleRepository`] ([`PypiIndex::start_json`]): simple-repository-server's
-//!   library behind tests/support/pypi_json_index.py: PEP 691 JSON by content negotiation and
-//!   PEP 592 yanking ([`PypiIndex::yank`]), neither of which any pypiserver release has
-//!   (pypiserver issues #508 and #555, open).
+//!   library behind pypi_json_index.py (beside this file): PEP 691 JSON by content
+//!   negotiation and PEP 592 yanking ([`PypiIndex::yank`]), neither of which any pypiserver
+//!   release has (pypiserver issues #508 and #555, open).
 //!
 //! What pypiserver 2.4.2 answers (pinned down in tests/index_smoke.rs; read in its `_app.py`):
 //! - `GET /simple/<name>/`: `200 text/html; charset=UTF-8` whatever the `Accept`; no PEP 629
@@ -345,11 +345,11 @@ fn spawn_pypiserver(
     Ok((process, startup))
 }
 
-/// Starts tests/support/pypi_json_index.py over `dir/packages` with yanks in
+/// Starts pypi_json_index.py (beside this file) over `dir/packages` with yanks in
 /// `dir/yanks.sqlite`.
 fn spawn_simple_repository(dir: &Path, port: u16) -> Result<(ServerProcess, Duration), String> {
     let python = index_proc::tool(PYPI_JSON_PYTHON_ENV, JSON_PYTHON);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pypi_json_index.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pypi_json_index.py");
     let args = [
         script.display().to_string(),
         dir.join("packages").display().to_string(),

@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+//! Support code for the integration tests in tests/*.rs (see this crate's Cargo.toml).
 pub mod buildkit;
 pub mod cache_registry;
 pub mod canned_http;

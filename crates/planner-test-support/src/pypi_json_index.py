@@ -1,5 +1,5 @@
 """A PyPI-compatible index with PEP 691 JSON and PEP 592 yanking, for the package-index tests
-(tests/support/pypi_index.rs starts it; scripts/test-env.sh installs its pinned libraries).
+(pypi_index.rs beside it starts it; scripts/test-env.sh installs its pinned libraries).
 
 simple-repository-server's own command line serves a directory but cannot yank, so this wires
 its library parts the way its README's "Non CLI usage" describes: the local directory
