@@ -42,6 +42,9 @@ impl Kind for Step {
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
         vec![
             ("platform", rt.platform.clone()),
+            // The builders do not make the same image (it is in the key): runtimes that
+            // differ in it must not share a build.
+            ("builder", rt.builder.name().to_owned()),
             (
                 "build_args",
                 crate::config::build_args_label(&rt.build_args),
