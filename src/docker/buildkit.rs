@@ -1,6 +1,8 @@
-//! BuildKit builds through the engine API: `POST /build?version=2` with a session (bollard's
-//! `buildkit` feature serves it over the engine's `/session` endpoint) and the engine's
-//! built-in Dockerfile frontend; no buildx, no frontend image.
+//! BuildKit builds through the engine API, as the docker CLI made them before buildx: a
+//! session ([`super::session`]) serving the build context and the Dockerfile the way
+//! BuildKit's own client does ([`super::filesync`]), then `POST /build?version=2` naming it
+//! (`remote=client-session`), built by the engine's built-in Dockerfile frontend; no buildx,
+//! no frontend image.
 //!
 //! - Detection ([`Engine::offers_buildkit`]): API ≥ 1.39 and a `/session` endpoint (the engine
 //!   answers 400 to a bare `POST /session`, 404 when it has none); asked once per connection.
@@ -15,19 +17,19 @@
 //!   Dockerfile's `FROM` lines name.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bollard::auth::DockerCredentials;
-use bollard::models::BuildInfoAux;
-use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use bollard::models::{BuildInfo, BuildInfoAux};
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http_body_util::Empty;
+use http_body_util::{BodyStream, Empty};
 
 use super::engine::{
-    Activity, BuildOutput, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, build_failed,
-    checked_id, with_help,
+    Activity, BuildOutput, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, api,
+    build_failed, checked_id, with_help,
 };
+use super::filesync::{FileSyncService, Locals};
+use super::session::Services;
 use crate::config::Builder;
 use crate::exec::event::BuildStepState;
 
@@ -73,77 +75,56 @@ impl Engine {
         }
     }
 
-    /// Builds `req` with BuildKit; returns the image ID.
+    /// Builds `req` with BuildKit; returns the image ID. The build context goes over a
+    /// session, as BuildKit's own client sends it ([`super::filesync`]).
     pub(super) async fn build_buildkit(
         &self,
         req: &BuildRequest,
         mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
-        let (body, producer) = super::context::stream(&req.context_dir, &req.dockerfile);
+        let context_failed =
+            |e: String| build_failed(req, format!("build context: {e}"), &Tail::default());
+        let (locals, dockerfile) = Locals::new(&req.context_dir, &req.dockerfile)
+            .await
+            .map_err(|e| context_failed(e.to_string()))?;
         let activity = Arc::new(Activity::new());
-        let body = {
-            let activity = activity.clone();
-            body.inspect(move |_| activity.touch())
+        let failure = Arc::new(Mutex::new(None));
+        let services = Services {
+            credentials: base_image_credentials(req).await,
+            filesync: FileSyncService::new(locals, failure.clone(), activity.clone()),
+            shared_key: shared_key(req),
         };
-        let credentials = base_image_credentials(req).await;
-        let options = BuildImageOptions {
-            dockerfile: req.dockerfile.clone(),
-            t: Some(req.tag.clone()),
-            platform: req.platform.clone(),
-            target: req.target.clone().unwrap_or_default(),
-            labels: Some(req.labels.clone()),
-            buildargs: Some(req.build_args.clone().into_iter().collect()),
-            networkmode: req.network.mode().map(str::to_owned),
-            version: BuilderVersion::BuilderBuildKit,
-            session: Some(session_id()),
-            ..Default::default()
-        };
-        let mut stream = self.docker.build_image(
-            options,
-            Some(credentials),
-            Some(bollard::body_try_stream(body)),
-        );
+        let session = self.open_session(services).await?;
+        let request = build_request(self, req, &dockerfile, &session.id)
+            .map_err(|e| api("build", &req.tag, &e))?;
+        let what = format!("the BuildKit build of {}", req.tag);
         let mut progress = Progress::default();
         let mut image_id = None;
-        let what = format!("the BuildKit build of {}", req.tag);
-        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
-            let info = match item {
-                Ok(info) => info,
-                Err(e) => {
-                    drop(stream);
-                    let cause = super::context::producer_failure(producer).await;
-                    return Err(match cause {
-                        Some(c) => build_failed(req, format!("build context: {c}"), &progress.all),
-                        None => progress.failure(req, &engine_message(&e)),
-                    });
-                }
-            };
-            match info.aux {
-                Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
-                Some(BuildInfoAux::Default(aux)) => {
-                    if let Some(id) = aux.id {
-                        image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
+        let outcome = self
+            .build_stream(request, &activity, &what, |info| {
+                match info.aux {
+                    Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
+                    Some(BuildInfoAux::Default(aux)) => {
+                        if let Some(id) = aux.id {
+                            image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
+                        }
                     }
+                    None => {}
                 }
-                None => {}
+                Ok(())
+            })
+            .await;
+        drop(session);
+        let own = failure.lock().ok().and_then(|mut f| f.take());
+        match (outcome, own) {
+            (Ok(()), _) => {}
+            // planner's own failure to send the context is what broke the build.
+            (Err(_), Some(cause)) => {
+                let detail = format!("build context: {cause}");
+                return Err(build_failed(req, detail, &progress.all));
             }
-        }
-        match producer.await {
-            Ok(Ok(_stats)) => {}
-            Ok(Err(e)) => {
-                return Err(build_failed(
-                    req,
-                    format!("build context: {e}"),
-                    &progress.all,
-                ));
-            }
-            Err(e) => {
-                return Err(build_failed(
-                    req,
-                    format!("build context: {e}"),
-                    &progress.all,
-                ));
-            }
+            (Err(Failure::Engine(e)), None) => return Err(e),
+            (Err(Failure::Build(message)), None) => return Err(progress.failure(req, &message)),
         }
         match image_id {
             Some(id) => Ok(id),
@@ -152,6 +133,172 @@ impl Engine {
             }),
         }
     }
+
+    /// Sends the build and reads its answer to the end (bounded by the idle limit), passing
+    /// each message on; the first error the build reports ends it.
+    async fn build_stream(
+        &self,
+        request: hyper::Request<Empty<Bytes>>,
+        activity: &Activity,
+        what: &str,
+        mut on_info: impl FnMut(BuildInfo) -> Result<(), DockerError>,
+    ) -> Result<(), Failure> {
+        // The answer's head may wait while the context goes over the session: bounded by
+        // the idle limit like the rest.
+        let mut head = Box::pin(futures_util::stream::once(self.send(request)));
+        let response = match self.next_or_idle(&mut head, activity, what).await {
+            Err(e) => return Err(Failure::Engine(e)),
+            Ok(None) => return Err(Failure::Build("the engine did not answer the build".into())),
+            Ok(Some(answer)) => answer.map_err(Failure::Build)?,
+        };
+        let status = response.status();
+        let mut body = BodyStream::new(response.into_body());
+        let mut lines = Lines::default();
+        while let Some(frame) = self
+            .next_or_idle(&mut body, activity, what)
+            .await
+            .map_err(Failure::Engine)?
+        {
+            let frame =
+                frame.map_err(|e| Failure::Build(format!("reading the engine's answer: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for line in lines.push(&data).map_err(Failure::Build)? {
+                let info = parse_info(&line, status).map_err(Failure::Build)?;
+                on_info(info).map_err(Failure::Engine)?;
+            }
+        }
+        if let Some(line) = lines.rest() {
+            let info = parse_info(&line, status).map_err(Failure::Build)?;
+            on_info(info).map_err(Failure::Engine)?;
+        }
+        if !status.is_success() {
+            return Err(Failure::Build(format!("the engine answered {status}")));
+        }
+        Ok(())
+    }
+}
+
+/// How a BuildKit build ended without an image.
+enum Failure {
+    /// The build's own error (a step failed, the engine refused it).
+    Build(String),
+    /// The engine went quiet, or answered what planner cannot take.
+    Engine(DockerError),
+}
+
+/// Longest line of the build's answer (a status message with its logs, base64).
+const MAX_LINE: usize = 8 << 20;
+
+/// Splits the answer into lines, bounded by [`MAX_LINE`].
+#[derive(Default)]
+struct Lines(Vec<u8>);
+
+impl Lines {
+    fn push(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        self.0.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(nl) = self.0.iter().position(|&b| b == b'\n') {
+            out.push(self.0.drain(..=nl).collect());
+        }
+        if self.0.len() > MAX_LINE {
+            return Err("the engine sent an over-long build message".into());
+        }
+        Ok(out)
+    }
+
+    fn rest(&mut self) -> Option<Vec<u8>> {
+        let rest = std::mem::take(&mut self.0);
+        (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
+    }
+}
+
+/// One message of the build's answer; `Err` with the build's error (or the engine's refusal).
+fn parse_info(line: &[u8], status: hyper::StatusCode) -> Result<BuildInfo, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(BuildInfo::default());
+    }
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        message: Option<String>,
+    }
+    if !status.is_success() {
+        let refusal = serde_json::from_slice::<Refusal>(line)
+            .ok()
+            .and_then(|r| r.message);
+        let text =
+            refusal.unwrap_or_else(|| String::from_utf8_lossy(line).chars().take(500).collect());
+        return Err(format!(
+            "the engine refused the build ({status}): {}",
+            text.trim()
+        ));
+    }
+    let info: BuildInfo = serde_json::from_slice(line).map_err(|e| {
+        let shown: String = String::from_utf8_lossy(line).chars().take(200).collect();
+        format!("unexpected answer from the engine ({e}): {shown:?}")
+    })?;
+    match info
+        .error_detail
+        .as_ref()
+        .and_then(|d| d.message.clone())
+        .or(info.error.clone())
+    {
+        Some(error) => Err(error),
+        None => Ok(info),
+    }
+}
+
+/// The `/build` request of a BuildKit build over session `session`: the context and the
+/// Dockerfile come through the session (`remote=client-session`), `dockerfile` is its name
+/// in its own directory.
+fn build_request(
+    engine: &Engine,
+    req: &BuildRequest,
+    dockerfile: &str,
+    session: &str,
+) -> Result<hyper::Request<Empty<Bytes>>, String> {
+    let labels = serde_json::to_string(&req.labels).map_err(|e| e.to_string())?;
+    let build_args = serde_json::to_string(&req.build_args).map_err(|e| e.to_string())?;
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("version", "2")
+        .append_pair("session", session)
+        .append_pair("remote", "client-session")
+        .append_pair("dockerfile", dockerfile)
+        .append_pair("t", &req.tag)
+        .append_pair("platform", &req.platform)
+        .append_pair("labels", &labels)
+        .append_pair("buildargs", &build_args);
+    if let Some(target) = &req.target {
+        query.append_pair("target", target);
+    }
+    if let Some(mode) = req.network.mode() {
+        query.append_pair("networkmode", mode);
+    }
+    let v = engine.docker.client_version();
+    let path = format!(
+        "/v{}.{}/build?{}",
+        v.major_version,
+        v.minor_version,
+        query.finish()
+    );
+    hyper::Request::post(path)
+        .header("Host", "docker")
+        .header("Content-Type", "application/x-tar")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())
+}
+
+/// The key BuildKit keeps a transferred context under: the checkout and its commit, so that
+/// a rebuild of the same files sends only what changed, and a new commit never reuses files
+/// an older one had with the same size and time.
+fn shared_key(req: &BuildRequest) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(req.context_dir.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
+    h.update(req.commit.as_bytes());
+    h.finalize().to_hex()[..32].to_owned()
 }
 
 /// Entries of the engine's BuildKit cache and the bytes they hold.
@@ -238,23 +385,6 @@ impl Engine {
                     .unwrap_or(0),
             }),
         }
-    }
-}
-
-/// A fresh session id (BuildKit requires one per build).
-fn session_id() -> String {
-    let mut id = String::from("planner-");
-    for _ in 0..25 {
-        id.push(fastrand::alphanumeric().to_ascii_lowercase());
-    }
-    id
-}
-
-/// The engine's error text without bollard's wrapping.
-fn engine_message(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
     }
 }
 
