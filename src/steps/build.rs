@@ -331,7 +331,12 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
         }
         None => why_no_image(world, rt, req.revision, req.previous_revision, None, &tag).await?,
     };
-    Ok(format!("{why}{}", args_note(&rt.build_args)))
+    let builder = world.engine.effective_builder(rt.builder).await;
+    Ok(format!(
+        "{why}{}{}",
+        args_note(&rt.build_args),
+        builder_note(rt, builder.name())
+    ))
 }
 
 /// A label value as a reason shows it: short, printable.
