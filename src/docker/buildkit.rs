@@ -25,11 +25,11 @@ use bytes::Bytes;
 use http_body_util::{BodyStream, Empty};
 
 use super::engine::{
-    Activity, BuildOutput, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, api,
-    build_failed, checked_id, with_help,
+    Activity, BuildOutput, BuildRequest, CALL_TIMEOUT, DockerError, Engine, PING_TIMEOUT, Tail,
+    api, build_failed, checked_id, with_help,
 };
 use super::filesync::{FileSyncService, Locals};
-use super::session::Services;
+use super::session::{Services, Session};
 use crate::config::Builder;
 use crate::exec::event::BuildStepState;
 
@@ -89,9 +89,13 @@ impl Engine {
             .map_err(|e| context_failed(e.to_string()))?;
         let activity = Arc::new(Activity::new());
         let failure = Arc::new(Mutex::new(None));
+        let touch = {
+            let activity = activity.clone();
+            Arc::new(move || activity.touch())
+        };
         let services = Services {
             credentials: base_image_credentials(req).await,
-            filesync: FileSyncService::new(locals, failure.clone(), activity.clone()),
+            filesync: FileSyncService::new(locals, failure.clone(), touch),
             shared_key: shared_key(req),
         };
         let session = self.open_session(services).await?;
@@ -106,7 +110,7 @@ impl Engine {
                     Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
                     Some(BuildInfoAux::Default(aux)) => {
                         if let Some(id) = aux.id {
-                            image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
+                            image_id = Some(checked_id(id, "build")?);
                         }
                     }
                     None => {}
@@ -141,7 +145,7 @@ impl Engine {
         request: hyper::Request<Empty<Bytes>>,
         activity: &Activity,
         what: &str,
-        mut on_info: impl FnMut(BuildInfo) -> Result<(), DockerError>,
+        mut on_info: impl FnMut(BuildInfo) -> Result<(), Box<DockerError>>,
     ) -> Result<(), Failure> {
         // The answer's head may wait while the context goes over the session: bounded by
         // the idle limit like the rest.
@@ -166,17 +170,37 @@ impl Engine {
             };
             for line in lines.push(&data).map_err(Failure::Build)? {
                 let info = parse_info(&line, status).map_err(Failure::Build)?;
-                on_info(info).map_err(Failure::Engine)?;
+                on_info(info).map_err(|e| Failure::Engine(*e))?;
             }
         }
         if let Some(line) = lines.rest() {
             let info = parse_info(&line, status).map_err(Failure::Build)?;
-            on_info(info).map_err(Failure::Engine)?;
+            on_info(info).map_err(|e| Failure::Engine(*e))?;
         }
         if !status.is_success() {
             return Err(Failure::Build(format!("the engine answered {status}")));
         }
         Ok(())
+    }
+}
+
+impl Engine {
+    /// Opens a BuildKit session serving `services` on a fresh connection to the engine.
+    async fn open_session(&self, services: Services) -> Result<Session, DockerError> {
+        let v = self.docker.client_version();
+        let version = format!("{}.{}", v.major_version, v.minor_version);
+        let opened = tokio::time::timeout(CALL_TIMEOUT, async {
+            let io = super::remote::open(&self.endpoint).await?;
+            super::session::open(io, &version, services).await
+        });
+        match opened.await {
+            Err(_) => Err(api(
+                "session",
+                "for a BuildKit build",
+                "the engine did not answer",
+            )),
+            Ok(answer) => answer.map_err(|e| api("session", "for a BuildKit build", &e)),
+        }
     }
 }
 

@@ -34,7 +34,6 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{self, ContextError, Entry, Rules, Sink, Verdict};
-use super::engine::Activity;
 use super::ignore::{DockerIgnore, IgnoreError, MatchInfo, clean_path};
 
 /// The local of the build context.
@@ -515,24 +514,23 @@ fn err_packet(message: &str) -> Packet {
     }
 }
 
+/// Called for every packet sent (the build's idle limit counts the upload as activity).
+pub type Touch = Arc<dyn Fn() + Send + Sync>;
+
 /// The `FileSync` service of a session.
 pub struct FileSyncService {
     locals: Locals,
     /// planner's own failure while sending, for the build's error.
     failure: Arc<Mutex<Option<String>>>,
-    activity: Arc<Activity>,
+    touch: Touch,
 }
 
 impl FileSyncService {
-    pub fn new(
-        locals: Locals,
-        failure: Arc<Mutex<Option<String>>>,
-        activity: Arc<Activity>,
-    ) -> Self {
+    pub fn new(locals: Locals, failure: Arc<Mutex<Option<String>>>, touch: Touch) -> Self {
         FileSyncService {
             locals,
             failure,
-            activity,
+            touch,
         }
     }
 }
@@ -593,13 +591,13 @@ impl FileSync for FileSyncService {
         );
         spawn_data(jobs_rx, tx.clone(), files, self.failure.clone());
         spawn_requests(request.into_inner(), jobs_tx, tx);
-        let activity = self.activity.clone();
+        let touch = self.touch.clone();
         let stream = futures_util::StreamExt::inspect(
             futures_util::stream::unfold(
                 rx,
                 |mut rx| async move { rx.recv().await.map(|p| (p, rx)) },
             ),
-            move |_| activity.touch(),
+            move |_| touch(),
         );
         Ok(Response::new(Box::pin(stream)))
     }
@@ -917,9 +915,9 @@ mod tests {
             .unwrap();
         assert_eq!(name, "Dockerfile");
         assert!(locals.dockerfile.ends_with("docker"));
-        assert_eq!(locals.dir(LOCAL_DOCKERFILE).unwrap().1, false);
+        assert!(!locals.dir(LOCAL_DOCKERFILE).unwrap().1);
         let (locals, _) = rt.block_on(Locals::new(dir.path(), "Dockerfile")).unwrap();
-        assert_eq!(locals.dir(LOCAL_DOCKERFILE).unwrap().1, true);
+        assert!(locals.dir(LOCAL_DOCKERFILE).unwrap().1);
         assert!(locals.dir("elsewhere").is_none());
         for bad in ["../Dockerfile", "docker/../../x/Dockerfile", "."] {
             assert!(rt.block_on(Locals::new(dir.path(), bad)).is_err(), "{bad}");

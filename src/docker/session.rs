@@ -24,7 +24,6 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use tonic::{Request, Response, Status};
 
-use super::engine::{CALL_TIMEOUT, DockerError, Engine, api};
 use super::filesync::FileSyncService;
 
 /// Largest header block the engine may send on the session (a request's patterns travel in
@@ -60,71 +59,69 @@ impl Drop for Session {
     }
 }
 
-impl Engine {
-    /// Opens a session on the engine serving `services`.
-    pub(super) async fn open_session(&self, services: Services) -> Result<Session, DockerError> {
-        let id = session_id();
-        let failed = |detail: String| api("session", "for a BuildKit build", &detail);
-        let opened = tokio::time::timeout(CALL_TIMEOUT, self.upgrade(&id, &services.shared_key));
-        let io = match opened.await {
-            Err(_) => return Err(failed("the engine did not answer".into())),
-            Ok(answer) => answer.map_err(failed)?,
-        };
-        let routes = tonic::service::Routes::new(HealthServer::new(HealthService))
-            .add_service(AuthServer::new(AuthService {
-                credentials: services.credentials,
-            }))
-            .add_service(FileSyncServer::new(services.filesync));
-        let service = hyper_util::service::TowerToHyperService::new(routes);
-        let task = tokio::spawn(async move {
-            let connection =
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .max_header_list_size(MAX_HEADER_LIST)
-                    .serve_connection(io, service);
-            if let Err(e) = connection.await {
-                tracing::debug!("BuildKit session ended: {e}");
-            }
-        });
-        Ok(Session { id, task })
-    }
+/// Opens a session serving `services` over `io`, a fresh connection to the engine that
+/// speaks API version `api` (`1.41`).
+pub async fn open<T>(io: T, api: &str, services: Services) -> Result<Session, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let id = session_id();
+    let io = upgrade(io, api, &id, &services.shared_key).await?;
+    let routes = tonic::service::Routes::new(HealthServer::new(HealthService))
+        .add_service(AuthServer::new(AuthService {
+            credentials: services.credentials,
+        }))
+        .add_service(FileSyncServer::new(services.filesync));
+    let service = hyper_util::service::TowerToHyperService::new(routes);
+    let task = tokio::spawn(async move {
+        let connection =
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .max_header_list_size(MAX_HEADER_LIST)
+                .serve_connection(io, service);
+        if let Err(e) = connection.await {
+            tracing::debug!("BuildKit session ended: {e}");
+        }
+    });
+    Ok(Session { id, task })
+}
 
-    /// `POST /session` with the session's headers, switched to h2c: the connection.
-    async fn upgrade(
-        &self,
-        id: &str,
-        shared_key: &str,
-    ) -> Result<hyper::upgrade::Upgraded, String> {
-        let io = super::remote::open(&self.endpoint).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| format!("HTTP handshake with the engine: {e}"))?;
-        tokio::spawn(connection.with_upgrades());
-        let v = self.docker.client_version();
-        let mut request =
-            hyper::Request::post(format!("/v{}.{}/session", v.major_version, v.minor_version))
-                .header("Host", "docker")
-                .header("Connection", "Upgrade")
-                .header("Upgrade", "h2c")
-                .header("X-Docker-Expose-Session-Uuid", id)
-                .header("X-Docker-Expose-Session-Name", "planner")
-                .header("X-Docker-Expose-Session-Sharedkey", shared_key);
-        for method in METHODS {
-            request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
-        }
-        let request = request
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("sending the session request: {e}"))?;
-        if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(format!("the engine answered {}", response.status()));
-        }
-        hyper::upgrade::on(response)
-            .await
-            .map_err(|e| format!("switching the session to HTTP/2: {e}"))
+/// `POST /session` with the session's headers, switched to h2c: the connection.
+async fn upgrade<T>(
+    io: T,
+    api: &str,
+    id: &str,
+    shared_key: &str,
+) -> Result<hyper::upgrade::Upgraded, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake with the engine: {e}"))?;
+    tokio::spawn(connection.with_upgrades());
+    let mut request = hyper::Request::post(format!("/v{api}/session"))
+        .header("Host", "docker")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "h2c")
+        .header("X-Docker-Expose-Session-Uuid", id)
+        .header("X-Docker-Expose-Session-Name", "planner")
+        .header("X-Docker-Expose-Session-Sharedkey", shared_key);
+    for method in METHODS {
+        request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
     }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("sending the session request: {e}"))?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!("the engine answered {}", response.status()));
+    }
+    hyper::upgrade::on(response)
+        .await
+        .map_err(|e| format!("switching the session to HTTP/2: {e}"))
 }
 
 /// A fresh session id (BuildKit requires one per build).

@@ -18,7 +18,7 @@ use crate::exec::world::RealWorld;
 use crate::exec::{Event, RunRequest};
 use crate::ids::short;
 use crate::key::{KEY_FORMAT, Key, KeyBuilder, KeyInputs};
-use crate::plan::{DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, StepKind};
+use crate::plan::{DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, StepKind, Via};
 
 pub struct Step;
 
@@ -50,6 +50,10 @@ impl Kind for Step {
                 crate::config::build_args_label(&rt.build_args),
             ),
         ]
+    }
+
+    fn runs_via(&self) -> Option<Via> {
+        Some(Via::Build)
     }
 
     fn discovers(&self) -> bool {
@@ -383,11 +387,13 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
             let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();
             Probe::Retag {
                 reason: format!("image present as {tag}; only tagging {}", tags.join(", ")),
+                via: Via::Retag,
             }
         }
         (None, _) => match existing_image(world, &latest_tags(req.node), req.key, &inputs).await? {
             Some((tag, _)) => Probe::Retag {
                 reason: format!("image present as {tag}; only tagging {}", missing[0].1),
+                via: Via::Retag,
             },
             None => {
                 let (rt, tag) = (missing[0].0, &missing[0].1);
@@ -400,6 +406,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
                             entry.image,
                             bases::shown_digest(&entry.digest)
                         ),
+                        via: Via::SharedCache,
                     },
                     Lookup::Refused {
                         image,
