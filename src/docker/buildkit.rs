@@ -84,6 +84,11 @@ impl Engine {
     ) -> Result<String, DockerError> {
         let context_failed =
             |e: String| build_failed(req, format!("build context: {e}"), &Tail::default());
+        let (root, rel) = (req.context_dir.clone(), req.dockerfile.clone());
+        tokio::task::spawn_blocking(move || super::context::check_buildkit_ignore(&root, &rel))
+            .await
+            .map_err(|e| context_failed(e.to_string()))?
+            .map_err(|e| context_failed(e.to_string()))?;
         let (locals, dockerfile) = Locals::new(&req.context_dir, &req.dockerfile)
             .await
             .map_err(|e| context_failed(e.to_string()))?;

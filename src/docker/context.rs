@@ -284,6 +284,24 @@ impl Rules for Filter {
     }
 }
 
+/// The ignore file BuildKit reads for the Dockerfile at `dockerfile_rel`
+/// (`<Dockerfile>.dockerignore` beside it when there is one, else `.dockerignore`), checked
+/// as the classic builder's is before anything is sent: one planner cannot use (a symlink out
+/// of the repository, not a regular file, over the bounds, a bad pattern) fails the build
+/// rather than letting BuildKit build without it.
+pub fn check_buildkit_ignore(root: &Path, dockerfile_rel: &str) -> Result<(), ContextError> {
+    let dockerfile = clean_path(dockerfile_rel.trim_start_matches('/'));
+    let specific = root.join(format!("{dockerfile}.dockerignore"));
+    let path = match fs::symlink_metadata(&specific) {
+        Ok(_) => specific,
+        Err(_) => root.join(IGNORE_FILE),
+    };
+    if let Some(text) = read_ignore_file(root, &path)? {
+        DockerIgnore::parse(&text).map_err(|source| ContextError::Ignore { path, source })?;
+    }
+    Ok(())
+}
+
 fn join_rel(parent: &str, name: &OsString) -> String {
     let lossy = name.to_string_lossy();
     if parent.is_empty() {

@@ -559,7 +559,10 @@ impl FileSync for FileSyncService {
         &self,
         request: Request<Streaming<Packet>>,
     ) -> Result<Response<PacketStream>, Status> {
-        let req = Asked::from_metadata(request.metadata()).map_err(Status::invalid_argument)?;
+        let req = Asked::from_metadata(request.metadata()).map_err(|e| {
+            record(&self.failure, format!("BuildKit's request: {e}"));
+            Status::invalid_argument(e)
+        })?;
         let Some((root, skip_git)) = self.locals.dir(&req.dir) else {
             return Err(Status::not_found(format!(
                 "no access allowed to dir {:?}",
