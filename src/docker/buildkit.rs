@@ -82,6 +82,49 @@ impl Engine {
         req: &BuildRequest,
         mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
+        let started = self.start_session(req).await?;
+        let request = build_request(self, req, &started.dockerfile, &started.session.id)
+            .map_err(|e| api("build", &req.tag, &e))?;
+        let what = format!("the BuildKit build of {}", req.tag);
+        let mut progress = Progress::default();
+        let mut image_id = None;
+        let outcome = self
+            .build_stream(request, &started.activity, &what, |info| {
+                match info.aux {
+                    Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
+                    Some(BuildInfoAux::Default(aux)) => {
+                        if let Some(id) = aux.id {
+                            image_id = Some(checked_id(id, "build")?);
+                        }
+                    }
+                    None => {}
+                }
+                Ok(())
+            })
+            .await;
+        drop(started.session);
+        let own = started.failure.lock().ok().and_then(|mut f| f.take());
+        match (outcome, own) {
+            (Ok(()), _) => {}
+            // planner's own failure to send the context is what broke the build.
+            (Err(_), Some(cause)) => {
+                let detail = format!("build context: {cause}");
+                return Err(build_failed(req, detail, &progress.all));
+            }
+            (Err(Failure::Engine(e)), None) => return Err(e),
+            (Err(Failure::Build(message)), None) => return Err(progress.failure(req, &message)),
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => self.inspect(&req.tag).await?.map(|i| i.id).ok_or_else(|| {
+                build_failed(req, "the engine reported no image".into(), &progress.all)
+            }),
+        }
+    }
+
+    /// Checks the ignore file BuildKit will read, then opens the build's session serving its
+    /// context, its Dockerfile and the registry credentials.
+    async fn start_session(&self, req: &BuildRequest) -> Result<Started, DockerError> {
         let context_failed =
             |e: String| build_failed(req, format!("build context: {e}"), &Tail::default());
         let (root, rel) = (req.context_dir.clone(), req.dockerfile.clone());
@@ -104,43 +147,12 @@ impl Engine {
             shared_key: shared_key(req),
         };
         let session = self.open_session(services).await?;
-        let request = build_request(self, req, &dockerfile, &session.id)
-            .map_err(|e| api("build", &req.tag, &e))?;
-        let what = format!("the BuildKit build of {}", req.tag);
-        let mut progress = Progress::default();
-        let mut image_id = None;
-        let outcome = self
-            .build_stream(request, &activity, &what, |info| {
-                match info.aux {
-                    Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
-                    Some(BuildInfoAux::Default(aux)) => {
-                        if let Some(id) = aux.id {
-                            image_id = Some(checked_id(id, "build")?);
-                        }
-                    }
-                    None => {}
-                }
-                Ok(())
-            })
-            .await;
-        drop(session);
-        let own = failure.lock().ok().and_then(|mut f| f.take());
-        match (outcome, own) {
-            (Ok(()), _) => {}
-            // planner's own failure to send the context is what broke the build.
-            (Err(_), Some(cause)) => {
-                let detail = format!("build context: {cause}");
-                return Err(build_failed(req, detail, &progress.all));
-            }
-            (Err(Failure::Engine(e)), None) => return Err(e),
-            (Err(Failure::Build(message)), None) => return Err(progress.failure(req, &message)),
-        }
-        match image_id {
-            Some(id) => Ok(id),
-            None => self.inspect(&req.tag).await?.map(|i| i.id).ok_or_else(|| {
-                build_failed(req, "the engine reported no image".into(), &progress.all)
-            }),
-        }
+        Ok(Started {
+            session,
+            dockerfile,
+            activity,
+            failure,
+        })
     }
 
     /// Sends the build and reads its answer to the end (bounded by the idle limit), passing
@@ -207,6 +219,15 @@ impl Engine {
             Ok(answer) => answer.map_err(|e| api("session", "for a BuildKit build", &e)),
         }
     }
+}
+
+/// A BuildKit build's open session: the Dockerfile's name in its directory, what moves (the
+/// upload counts), and planner's own failure to send the context, if any.
+struct Started {
+    session: Session,
+    dockerfile: String,
+    activity: Arc<Activity>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 /// How a BuildKit build ended without an image.
