@@ -139,7 +139,7 @@ impl GcItem {
     /// What the item is, for display: the tags or the path.
     pub fn target(&self) -> String {
         match (&self.path, self.kind) {
-            (_, ItemKind::Image) => self.tags.join(", "),
+            (_, ItemKind::Image) => crate::text::list(&self.tags, crate::text::LIST_MAX),
             (Some(p), _) => p.display().to_string(),
             (None, _) => String::new(),
         }
@@ -649,13 +649,13 @@ impl<'a> Planner<'a> {
         if !deletes {
             reason.push_str(&format!(
                 "; the image stays, still tagged {}",
-                remaining.join(", ")
+                crate::text::list(&remaining, crate::text::LIST_MAX)
             ));
         }
         let status = match self.containers.get(&id) {
             Some(names) if deletes => ItemStatus::Skipped(format!(
                 "used by container {}; planner never force-removes (remove the container first)",
-                names.join(", ")
+                crate::text::list(names, crate::text::LIST_MAX)
             )),
             _ => ItemStatus::Planned,
         };

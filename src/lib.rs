@@ -10,7 +10,8 @@
 //! record), listed once in the registry [`steps::of`]; the graph, keys, `decide` and the
 //! scheduler ask the kind and never match on it.
 //! Side effects live in [`git`], [`docker`], [`registry`] (the OCI registry client of registry
-//! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere.
+//! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere, and
+//! [`text`] makes text from outside inert (control characters escaped) wherever it is printed.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
 //! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves; [`shard`] splits
@@ -38,4 +39,5 @@ pub mod shard;
 pub mod status;
 pub mod steps;
 pub mod store;
+pub mod text;
 pub mod watch;

@@ -346,6 +346,62 @@ fn missing_tag_unreachable_registry_and_missing_platform_fail_closed() {
     );
 }
 
+/// An index of `n` entries, all naming the image `entry` (so the registry accepts it), each
+/// with a platform of its own that is not linux/amd64 and tries to take over the terminal.
+fn hostile_index(entry: serde_json::Value, n: usize) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut e = entry.clone();
+            e["platform"] = serde_json::json!({
+                "os": "linux",
+                "architecture": format!("arm\x1b[2J\x1b]0;pwned\x07\r1 ensured, 0 failed\u{9b}{i}"),
+            });
+            e
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": IndexKind::Oci.media_type(), "manifests": manifests,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_index_of_thousands_of_hostile_platforms_gives_a_short_inert_error() {
+    let r = RegEnv::new("reg-hostile", RegistryAuth::None);
+    let arm = r.push("hostile", "arm");
+    let name = repo_name("hostile");
+    let head = r.reg.head_manifest(&name, &arm.digest);
+    let entry = serde_json::json!({
+        "mediaType": head.header("content-type").unwrap(),
+        "size": head.content_length(),
+        "digest": arm.digest,
+    });
+    let put = r.reg.put_manifest(
+        &name,
+        "latest",
+        IndexKind::Oci.media_type(),
+        hostile_index(entry, 5000),
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    r.config("[runtimes.hostile]\n");
+    for args in [&["plan", "hostile"][..], &["ensure", "hostile"]] {
+        let run = r.planner(args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
+        let all = run.all();
+        assert!(
+            all.contains("has no image for platform linux/amd64") && all.contains(" and 4992 more"),
+            "{args:?}: {all}"
+        );
+        assert!(all.len() < 8 * 1024, "{args:?}: {} bytes\n{all}", all.len());
+        let raw: Vec<char> = all
+            .chars()
+            .filter(|&c| c.is_control() && c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "{args:?}: raw {raw:?} in {all:?}");
+        assert!(all.contains(r"arm\u{1b}[2J\u{1b}]0;pwned\u{7}"), "{all}");
+    }
+}
+
 #[test]
 fn rate_limited_resolve_waits_for_retry_after_and_says_so() {
     let mut r = RegEnv::new("reg-429", RegistryAuth::None);

@@ -91,18 +91,25 @@ pub struct Config {
 /// The `[engine]` table: how long planner waits on the Docker engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
-    /// A build (its context upload, base image pulls and output) with nothing moving for
-    /// this long fails: the engine stopped answering (`idle_timeout`, default 10 minutes).
+    /// A stream (a build's context upload and output, a pull's or push's progress) with
+    /// nothing moving for this long fails: the engine stopped answering (`idle_timeout`,
+    /// default 10 minutes).
     pub idle_timeout: std::time::Duration,
+    /// Every other engine call (inspect, tag, list, remove, disk usage) fails when the engine
+    /// has not answered within this (`timeout`, default 60 seconds).
+    pub timeout: std::time::Duration,
 }
 
 /// Built-in `engine.idle_timeout`.
 pub const DEFAULT_ENGINE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Built-in `engine.timeout`.
+pub const DEFAULT_ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             idle_timeout: DEFAULT_ENGINE_IDLE_TIMEOUT,
+            timeout: DEFAULT_ENGINE_TIMEOUT,
         }
     }
 }
@@ -334,6 +341,7 @@ struct RawGit {
 #[serde(deny_unknown_fields)]
 struct RawEngine {
     idle_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,25 +427,31 @@ pub fn parse(
     })
 }
 
-/// The `[engine]` table: `idle_timeout` is a duration (`"10m"`, `"90s"`), at least a second.
+/// The `[engine]` table: `idle_timeout` and `timeout` are durations (`"10m"`, `"90s"`), at
+/// least a second.
 fn validate_engine(raw: &RawEngine, loc: &Locator) -> Result<EngineSettings, ConfigError> {
-    let Some(v) = &raw.idle_timeout else {
-        return Ok(EngineSettings::default());
+    let builtin = EngineSettings::default();
+    let duration = |key: &str, v: &Option<Spanned<String>>, default| {
+        let Some(v) = v else { return Ok(default) };
+        let bad = |why: String| {
+            loc.error(
+                v.span(),
+                format!(
+                    "invalid engine.{key} {:?}: {why}\n  help: write a duration such as \"10m\", \"90s\" or \"1h\"",
+                    v.get_ref()
+                ),
+            )
+        };
+        let d = humantime::parse_duration(v.get_ref()).map_err(|e| bad(e.to_string()))?;
+        if d < std::time::Duration::from_secs(1) {
+            return Err(bad("it must be at least 1s".into()));
+        }
+        Ok(d)
     };
-    let bad = |why: String| {
-        loc.error(
-            v.span(),
-            format!(
-                "invalid engine.idle_timeout {:?}: {why}\n  help: write a duration such as \"10m\", \"90s\" or \"1h\"",
-                v.get_ref()
-            ),
-        )
-    };
-    let idle = humantime::parse_duration(v.get_ref()).map_err(|e| bad(e.to_string()))?;
-    if idle < std::time::Duration::from_secs(1) {
-        return Err(bad("it must be at least 1s".into()));
-    }
-    Ok(EngineSettings { idle_timeout: idle })
+    Ok(EngineSettings {
+        idle_timeout: duration("idle_timeout", &raw.idle_timeout, builtin.idle_timeout)?,
+        timeout: duration("timeout", &raw.timeout, builtin.timeout)?,
+    })
 }
 
 /// The `[registry]` table: `insecure` hosts and the per-request `timeout`.
@@ -976,24 +990,26 @@ mod tests {
     }
 
     #[test]
-    fn engine_idle_timeout_is_a_duration() {
-        assert_eq!(
-            parse_ok("").engine.idle_timeout,
-            DEFAULT_ENGINE_IDLE_TIMEOUT
-        );
-        let c = parse_ok("[engine]\nidle_timeout = \"90s\"\n");
+    fn engine_timeouts_are_durations() {
+        let builtin = parse_ok("").engine;
+        assert_eq!(builtin.idle_timeout, DEFAULT_ENGINE_IDLE_TIMEOUT);
+        assert_eq!(builtin.timeout, DEFAULT_ENGINE_TIMEOUT);
+        let c = parse_ok("[engine]\nidle_timeout = \"90s\"\ntimeout = \"5s\"\n");
         assert_eq!(c.engine.idle_timeout, std::time::Duration::from_secs(90));
-        for bad in ["soon", "0s", "10 parsecs", "500ms"] {
-            let text = format!("[engine]\nidle_timeout = \"{bad}\"\n");
-            let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| {
-                Some(SourceKind::Git)
-            })
-            .unwrap_err()
-            .to_string();
-            assert!(
-                err.contains("r.toml:2:") && err.contains("idle_timeout"),
-                "{err}"
-            );
+        assert_eq!(c.engine.timeout, std::time::Duration::from_secs(5));
+        for key in ["idle_timeout", "timeout"] {
+            for bad in ["soon", "0s", "10 parsecs", "500ms"] {
+                let text = format!("[engine]\n{key} = \"{bad}\"\n");
+                let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| {
+                    Some(SourceKind::Git)
+                })
+                .unwrap_err()
+                .to_string();
+                assert!(
+                    err.contains("r.toml:2:") && err.contains(&format!("engine.{key} ")),
+                    "{err}"
+                );
+            }
         }
         let err = parse(
             "[engine]\nidel_timeout = \"1m\"\n",

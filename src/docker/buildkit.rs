@@ -25,8 +25,8 @@ use bytes::Bytes;
 use http_body_util::{BodyStream, Empty};
 
 use super::engine::{
-    Activity, BuildOutput, BuildRequest, CALL_TIMEOUT, DockerError, Engine, PING_TIMEOUT, Tail,
-    api, build_failed, checked_id, with_help,
+    Activity, BuildOutput, BuildRequest, DockerError, Engine, IDLE_KEY, Tail, api, build_failed,
+    checked_id, with_help,
 };
 use super::filesync::{FileSyncService, Locals};
 use super::session::{Services, Session};
@@ -69,7 +69,11 @@ impl Engine {
         else {
             return false;
         };
-        match tokio::time::timeout(PING_TIMEOUT, self.send(request)).await {
+        // No answer in time marks the engine stalled: the next call fails with that error.
+        match self
+            .bounded("the BuildKit probe (POST /session)", self.send(request))
+            .await
+        {
             Ok(Ok(response)) => response.status() != hyper::StatusCode::NOT_FOUND,
             _ => false,
         }
@@ -206,18 +210,14 @@ impl Engine {
     async fn open_session(&self, services: Services) -> Result<Session, DockerError> {
         let v = self.docker.client_version();
         let version = format!("{}.{}", v.major_version, v.minor_version);
-        let opened = tokio::time::timeout(CALL_TIMEOUT, async {
+        let opened = async {
             let io = super::remote::open(&self.endpoint).await?;
             super::session::open(io, &version, services).await
-        });
-        match opened.await {
-            Err(_) => Err(api(
-                "session",
-                "for a BuildKit build",
-                "the engine did not answer",
-            )),
-            Ok(answer) => answer.map_err(|e| api("session", "for a BuildKit build", &e)),
-        }
+        };
+        // No answer in time marks the engine stalled, as for any call with one answer.
+        self.bounded("the BuildKit session (POST /session)", opened)
+            .await?
+            .map_err(|e| api("session", "for a BuildKit build", &e))
     }
 }
 
@@ -365,27 +365,7 @@ impl Engine {
         &self,
         older_than: Option<std::time::Duration>,
     ) -> Result<BuildCacheUsage, DockerError> {
-        let call = self
-            .docker
-            .df(None::<bollard::query_parameters::DataUsageOptions>);
-        let usage = match tokio::time::timeout(super::engine::CALL_TIMEOUT, call).await {
-            Err(_) => {
-                return Err(super::engine::api(
-                    "disk usage",
-                    "of the build cache",
-                    "timed out",
-                ));
-            }
-            Ok(Err(e)) => {
-                let detail = e.to_string();
-                return Err(super::engine::api(
-                    "disk usage",
-                    "of the build cache",
-                    &detail,
-                ));
-            }
-            Ok(Ok(usage)) => usage,
-        };
+        let usage = self.disk_usage("of the build cache").await?;
         let now = jiff::Timestamp::now().as_second();
         let limit = older_than.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let prunable = usage
@@ -419,15 +399,16 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.prune_build(Some(options));
-        // A prune of a large cache takes a while; the build timeout bounds it.
-        match tokio::time::timeout(super::engine::BUILD_TIMEOUT, call).await {
-            Err(_) => Err(super::engine::api("prune", "the build cache", "timed out")),
-            Ok(Err(e)) => Err(super::engine::api(
+        // A prune of a large cache takes a while, and answers only at its end: the idle limit
+        // bounds it, as it bounds a build.
+        let what = "the build cache prune";
+        match self.bounded_by(self.idle, IDLE_KEY, what, call).await? {
+            Err(e) => Err(super::engine::api(
                 "prune",
                 "the build cache",
                 &e.to_string(),
             )),
-            Ok(Ok(answer)) => Ok(BuildCacheUsage {
+            Ok(answer) => Ok(BuildCacheUsage {
                 entries: answer.caches_deleted.map_or(0, |c| c.len()),
                 bytes: answer
                     .space_reclaimed

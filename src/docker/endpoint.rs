@@ -82,7 +82,7 @@ pub struct SshTarget {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EndpointError {
     #[error(
         "{origin}: {host:?} is not an engine address planner can use: {why}\n  help: {ADDRESS_HELP}"

@@ -1,5 +1,13 @@
 //! The Docker engine through bollard: connection (to the engine [`super::endpoint`] names, API
 //! version negotiated), image inspection, tagging, and builds from a streamed context.
+//!
+//! Every call is bounded in time: a call with one answer by `[engine] timeout`
+//! ([`Engine::bounded`], the one place that waits on such a call), a stream (a build's output, a
+//! pull's or push's progress) by `[engine] idle_timeout` between items
+//! ([`Engine::next_or_idle`]). The first call that runs out of time marks the engine stalled
+//! for the rest of the run (every clone shares the mark): later calls fail at once with that
+//! error ([`DockerError::Stalled`], [`DockerError::Idle`]), which names the engine (masked) and
+//! the key to raise, instead of each waiting out the limit again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,12 +40,14 @@ pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 
 /// How long to wait for the engine to answer a ping before calling it unreachable.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per-call timeout for quick calls (inspect, tag).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Builds may take long; cancellation (Ctrl-C, --fail-fast) ends them sooner.
+/// bollard's own per-request limit, above every limit planner sets itself (builds may take
+/// long; the idle limit and cancellation end them sooner).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// The config key bounding calls with one answer, and the one bounding streams.
+const CALL_KEY: &str = "timeout";
+pub(super) const IDLE_KEY: &str = "idle_timeout";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DockerError {
     #[error(
         "Docker engine unreachable at {host}: {detail}\n  help: start the Docker daemon, or set DOCKER_HOST to its socket ({env})"
@@ -53,12 +63,24 @@ pub enum DockerError {
     #[error(transparent)]
     Endpoint(Box<super::endpoint::EndpointError>),
     #[error(
-        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
+        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}, so planner asks this engine nothing more in this run\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
     )]
     Idle {
         host: String,
         what: String,
         limit: String,
+    },
+    /// A call with one answer got none within its limit; planner asks the engine nothing
+    /// more in this run.
+    #[error(
+        "the Docker engine at {host} stopped answering: {what} got no answer within {limit}, so planner asks this engine nothing more in this run\n  help: check the engine (`docker info`, its logs) and run again; if it is only slow to answer (a busy or distant engine), raise `{key}` in the [engine] table of runtimes.toml"
+    )]
+    Stalled {
+        host: String,
+        what: String,
+        limit: String,
+        /// The `[engine]` key that sets `limit`.
+        key: &'static str,
     },
     #[error(
         "docker build of {image} failed: {detail}\n  Dockerfile {dockerfile} in {repo} at commit {commit}{tail}"
@@ -122,8 +144,13 @@ pub struct Engine {
     pub(super) host: String,
     /// How to reach the engine for the calls made without bollard (the pull).
     pub(super) endpoint: Arc<Endpoint>,
-    /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
+    /// A stream (build, pull, push) with nothing moving this long fails (`idle_timeout`).
     pub(super) idle: Duration,
+    /// A call with one answer fails when it has none within this (`timeout`).
+    limit: Duration,
+    /// The error of the first call that ran out of time, shared by every clone: later calls
+    /// fail with it at once.
+    stalled: Arc<std::sync::OnceLock<DockerError>>,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
     known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
     /// Whether the engine offers BuildKit, once asked ([`Engine::offers_buildkit`]).
@@ -156,7 +183,12 @@ fn listing_covers(prefixes: &[String], reference: &str) -> bool {
 impl Engine {
     /// Connects to the engine [`Endpoint::resolve`] names (`--engine`, `DOCKER_HOST`, a Docker
     /// context), negotiates the API version and checks it is at least [`remote::MIN_API`].
-    pub async fn connect() -> Result<Engine, DockerError> {
+    /// Its calls are bounded as `settings` (the `[engine]` table) says.
+    pub async fn connect(settings: &crate::config::EngineSettings) -> Result<Engine, DockerError> {
+        Ok(Engine::connect_default().await?.with_limits(settings))
+    }
+
+    async fn connect_default() -> Result<Engine, DockerError> {
         let endpoint = Endpoint::resolve().map_err(|e| DockerError::Endpoint(Box::new(e)))?;
         #[cfg(unix)]
         if let Transport::Unix(path) = &endpoint.transport {
@@ -194,6 +226,8 @@ impl Engine {
             host: endpoint.host.clone(),
             endpoint: Arc::new(endpoint),
             idle: crate::config::DEFAULT_ENGINE_IDLE_TIMEOUT,
+            limit: crate::config::DEFAULT_ENGINE_TIMEOUT,
+            stalled: Arc::default(),
             known: None,
             buildkit: Arc::default(),
         }
@@ -203,10 +237,62 @@ impl Engine {
         &self.host
     }
 
-    /// This engine with builds failing after `idle` with nothing moving (no context bytes
-    /// taken, no output, no pull progress) instead of waiting up to [`BUILD_TIMEOUT`].
-    pub fn with_idle_timeout(self, idle: Duration) -> Engine {
-        Engine { idle, ..self }
+    /// This engine with streams failing after `idle_timeout` with nothing moving (no context
+    /// bytes taken, no output, no pull progress) and other calls after `timeout`.
+    fn with_limits(self, settings: &crate::config::EngineSettings) -> Engine {
+        Engine {
+            idle: settings.idle_timeout,
+            limit: settings.timeout,
+            ..self
+        }
+    }
+
+    /// Waits for `call`, one engine call with one answer (`what` names it for errors), at
+    /// most the call limit (`[engine] timeout`).
+    pub(super) async fn bounded<F: std::future::Future>(
+        &self,
+        what: &str,
+        call: F,
+    ) -> Result<F::Output, DockerError> {
+        self.bounded_by(self.limit, CALL_KEY, what, call).await
+    }
+
+    /// Waits for `call` at most `limit` (set by the `[engine]` key `key`). Fails at once when
+    /// the engine already stalled in this run; a call that runs out of time marks it stalled.
+    pub(super) async fn bounded_by<F: std::future::Future>(
+        &self,
+        limit: Duration,
+        key: &'static str,
+        what: &str,
+        call: F,
+    ) -> Result<F::Output, DockerError> {
+        if let Some(first) = self.earlier_stall() {
+            return Err(first);
+        }
+        tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| self.stall(what, limit, key))
+    }
+
+    /// The first stall's error when the engine stalled earlier in this run.
+    pub(super) fn earlier_stall(&self) -> Option<DockerError> {
+        self.stalled.get().cloned()
+    }
+
+    /// The error for `what`, which got no answer within `limit`; the engine is marked stalled.
+    fn stall(&self, what: &str, limit: Duration, key: &'static str) -> DockerError {
+        self.mark_stalled(DockerError::Stalled {
+            host: self.shown_host(),
+            what: what.to_owned(),
+            limit: humantime::format_duration(limit).to_string(),
+            key,
+        })
+    }
+
+    /// Marks the engine stalled with `error` (the first mark stays); returns `error`.
+    fn mark_stalled(&self, error: DockerError) -> DockerError {
+        let _ = self.stalled.set(error.clone());
+        error
     }
 
     /// The engine as errors name it: its address without credentials.
@@ -293,17 +379,10 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.list_images(Some(options));
-        let images = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("list images", "under the image prefixes", "timed out")),
-            Ok(Err(e)) => {
-                return Err(api(
-                    "list images",
-                    "under the image prefixes",
-                    &e.to_string(),
-                ));
-            }
-            Ok(Ok(images)) => images,
-        };
+        let images = self
+            .bounded("the image list", call)
+            .await?
+            .map_err(|e| api("list images", "under the image prefixes", &e.to_string()))?;
         let mut tags = HashMap::new();
         for image in images {
             let info = ImageInfo {
@@ -351,13 +430,15 @@ impl Engine {
         reference: &str,
     ) -> Result<Option<bollard::models::ImageInspect>, DockerError> {
         let call = self.docker.inspect_image(reference);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => Err(api("inspect", reference, "timed out")),
-            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+        match self
+            .bounded(&format!("the inspect of {reference}"), call)
+            .await?
+        {
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            })) => Ok(None),
-            Ok(Err(e)) => Err(api("inspect", reference, &e.to_string())),
-            Ok(Ok(image)) => Ok(Some(image)),
+            }) => Ok(None),
+            Err(e) => Err(api("inspect", reference, &e.to_string())),
+            Ok(image) => Ok(Some(image)),
         }
     }
 
@@ -369,11 +450,9 @@ impl Engine {
             tag: Some(tag.to_owned()),
         };
         let call = self.docker.tag_image(image, Some(options));
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => Err(api("tag", reference, "timed out")),
-            Ok(Err(e)) => Err(api("tag", reference, &e.to_string())),
-            Ok(Ok(())) => Ok(()),
-        }
+        self.bounded(&format!("the tag {reference}"), call)
+            .await?
+            .map_err(|e| api("tag", reference, &e.to_string()))
     }
 
     /// Builds from a streamed context with the builder `req` names (`auto`: BuildKit when
@@ -384,6 +463,9 @@ impl Engine {
         req: &BuildRequest,
         mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
+        if let Some(first) = self.earlier_stall() {
+            return Err(first);
+        }
         match self.effective_builder(req.builder).await {
             crate::config::Builder::Buildkit => self.build_buildkit(req, on_output).await,
             _ => {
@@ -495,8 +577,8 @@ impl Engine {
     }
 
     /// The stream's next item, or [`DockerError::Idle`] once nothing moved (no item, and no
-    /// `activity` elsewhere, such as context bytes taken) for the idle limit. `next` is
-    /// cancel-safe, so waiting again after a timeout loses nothing.
+    /// `activity` elsewhere, such as context bytes taken) for the idle limit (which marks the
+    /// engine stalled). `next` is cancel-safe, so waiting again after a timeout loses nothing.
     pub(super) async fn next_or_idle<S: futures_util::Stream + Unpin>(
         &self,
         stream: &mut S,
@@ -506,11 +588,11 @@ impl Engine {
         loop {
             let quiet = activity.quiet_for();
             if quiet >= self.idle {
-                return Err(DockerError::Idle {
+                return Err(self.mark_stalled(DockerError::Idle {
                     host: self.shown_host(),
                     what: what.to_owned(),
                     limit: humantime::format_duration(self.idle).to_string(),
-                });
+                }));
             }
             if let Ok(item) = tokio::time::timeout(self.idle - quiet, stream.next()).await {
                 activity.touch();
@@ -729,11 +811,10 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.list_images(Some(options));
-        let images = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("list images with label", label, "timed out")),
-            Ok(Err(e)) => return Err(api("list images with label", label, &e.to_string())),
-            Ok(Ok(images)) => images,
-        };
+        let images = self
+            .bounded("the image list", call)
+            .await?
+            .map_err(|e| api("list images with label", label, &e.to_string()))?;
         Ok(images
             .into_iter()
             .map(|i| ImageEntry {
@@ -756,15 +837,9 @@ impl Engine {
     /// image ID, from the engine's disk usage report (`docker system df -v`). For engines
     /// whose image list does not report shared sizes (API < 1.42).
     pub async fn unique_image_sizes(&self) -> Result<HashMap<String, u64>, DockerError> {
-        let call = self
-            .docker
-            .df(None::<bollard::query_parameters::DataUsageOptions>);
-        let usage = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("disk usage", "of images", "timed out")),
-            Ok(Err(e)) => return Err(api("disk usage", "of images", &e.to_string())),
-            Ok(Ok(usage)) => usage,
-        };
-        Ok(usage
+        Ok(self
+            .disk_usage("of images")
+            .await?
             .images
             .unwrap_or_default()
             .into_iter()
@@ -773,6 +848,49 @@ impl Engine {
                 (i.id, u64::try_from(unique).unwrap_or(0))
             })
             .collect())
+    }
+
+    /// The engine's disk usage report (`GET /system/df`; `of` names what it is for, in errors).
+    /// Docker 20.10 lets one such report run at a time and answers 500 "a disk usage
+    /// operation is already running" to any other client asking meanwhile (another `gc`, a
+    /// user's `docker system df`): that answer is asked again, with growing pauses, until
+    /// the call limit (`[engine] timeout`) since the first ask is spent. Newer engines share
+    /// one report among concurrent askers.
+    pub(super) async fn disk_usage(
+        &self,
+        of: &str,
+    ) -> Result<bollard::models::SystemDataUsageResponse, DockerError> {
+        let what = format!("the disk usage report {of}");
+        let started = std::time::Instant::now();
+        let mut pause = DU_FIRST_PAUSE;
+        loop {
+            if let Some(first) = self.earlier_stall() {
+                return Err(first);
+            }
+            let call = self
+                .docker
+                .df(None::<bollard::query_parameters::DataUsageOptions>);
+            // At least a pause's worth: a sleep that overran a little is no stall.
+            let left = self
+                .limit
+                .saturating_sub(started.elapsed())
+                .max(DU_FIRST_PAUSE);
+            let answer = tokio::time::timeout(left, call)
+                .await
+                .map_err(|_| self.stall(&what, self.limit, CALL_KEY))?;
+            let e = match answer {
+                Ok(usage) => return Ok(usage),
+                Err(e) => e,
+            };
+            let busy = another_operation_running(&e);
+            // Up to half the pause again, so that askers that collided do not collide again.
+            let wait = pause + pause.mul_f64(fastrand::f64() / 2.0);
+            if !busy || started.elapsed() + wait >= self.limit {
+                return Err(api("disk usage", of, &du_failure(&e, busy, self.limit)));
+            }
+            tokio::time::sleep(wait).await;
+            pause = (pause * 2).min(DU_MAX_PAUSE);
+        }
     }
 
     /// The creation time of an image as the engine states it (RFC 3339, nanoseconds), or
@@ -829,11 +947,10 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.list_containers(Some(options));
-        let containers = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("list containers", "(all)", "timed out")),
-            Ok(Err(e)) => return Err(api("list containers", "(all)", &e.to_string())),
-            Ok(Ok(c)) => c,
-        };
+        let containers = self
+            .bounded("the container list", call)
+            .await?
+            .map_err(|e| api("list containers", "(all)", &e.to_string()))?;
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
         for c in containers {
             let Some(image) = c.image_id else { continue };
@@ -856,21 +973,51 @@ impl Engine {
             noprune: false,
         };
         let call = self.docker.remove_image(reference, Some(options), None);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => Err(api("remove", reference, "timed out")),
-            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+        match self
+            .bounded(&format!("the removal of {reference}"), call)
+            .await?
+        {
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            })) => Ok(RemoveOutcome::Missing),
-            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+            }) => Ok(RemoveOutcome::Missing),
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409,
                 message,
-            })) => Ok(RemoveOutcome::InUse(message)),
-            Ok(Err(e)) => Err(api("remove", reference, &e.to_string())),
-            Ok(Ok(items)) => Ok(RemoveOutcome::Removed {
+            }) => Ok(RemoveOutcome::InUse(message)),
+            Err(e) => Err(api("remove", reference, &e.to_string())),
+            Ok(items) => Ok(RemoveOutcome::Removed {
                 deleted: items.iter().any(|i| i.deleted.is_some()),
             }),
         }
     }
+}
+
+/// The first pause before asking for a disk usage report again, and the longest.
+const DU_FIRST_PAUSE: Duration = Duration::from_millis(20);
+const DU_MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Whether the engine refused a call because another client's call of the kind it runs one
+/// at a time is under way: 20.10's disk usage ("a disk usage operation is already running")
+/// and prunes ("a prune operation is already running").
+fn another_operation_running(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code, message }
+            if (*status_code == 500 || *status_code == 409)
+                && message.contains("operation is already running")
+    )
+}
+
+/// The detail of a failed disk usage report: the engine's word, and for a report that stayed
+/// busy, why and what to do.
+fn du_failure(e: &bollard::errors::Error, busy: bool, limit: Duration) -> String {
+    if !busy {
+        return e.to_string();
+    }
+    format!(
+        "{e}, still after asking again for {}: another client (`docker system df`, another `planner gc`) keeps asking the engine for its disk usage\n  help: run again once that client is done, or raise `{CALL_KEY}` in the [engine] table of runtimes.toml",
+        humantime::format_duration(limit)
+    )
 }
 
 /// Parses an RFC 3339 time as the engine writes it (`2024-05-01T12:34:56.123456789Z`, or
@@ -896,6 +1043,91 @@ mod tests {
                 .to_string();
             assert!(err.contains("invalid image ID"), "{err}");
         }
+    }
+
+    /// An engine at a socket that never answers (in `dir`), calls bounded by `limit`.
+    fn engine_with_limit(dir: &std::path::Path, limit: Duration) -> Engine {
+        let socket = dir.join("docker.sock");
+        if !socket.exists() {
+            std::mem::forget(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        }
+        let host = format!("unix://{}", socket.display());
+        let endpoint = Endpoint::parse(&host, "DOCKER_HOST is a test's", None).unwrap();
+        let docker = Docker::connect_with_unix(&host, 1, bollard::API_DEFAULT_VERSION).unwrap();
+        let settings = crate::config::EngineSettings {
+            timeout: limit,
+            ..Default::default()
+        };
+        Engine::new(docker, endpoint).with_limits(&settings)
+    }
+
+    #[tokio::test]
+    async fn the_first_stall_fails_every_later_call_of_every_clone_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_limit(dir.path(), Duration::from_millis(20));
+        let first = engine
+            .bounded("the inspect of x:latest", std::future::pending::<()>())
+            .await
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            &format!(
+                "the Docker engine at unix://{}/docker.sock stopped answering",
+                dir.path().display()
+            ),
+            "the inspect of x:latest got no answer within 20ms",
+            "raise `timeout` in the [engine] table",
+        ] {
+            assert!(first.contains(needle), "{needle:?} in {first}");
+        }
+        // A call that would answer at once is not made: it fails with the first stall.
+        let clone = engine.clone();
+        let later = clone.bounded("the tag y", async { 1 }).await.unwrap_err();
+        assert_eq!(later.to_string(), first);
+        assert!(engine.earlier_stall().is_some());
+        let other = engine_with_limit(dir.path(), Duration::from_millis(20));
+        assert!(
+            other.earlier_stall().is_none(),
+            "the mark is per connection"
+        );
+        // A real call through the wrapper, to the silent socket: bounded too.
+        let err = other.inspect("x:latest").await.unwrap_err().to_string();
+        assert!(
+            err.contains("the inspect of x:latest got no answer within 20ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_another_clients_operation_is_asked_again() {
+        let answer =
+            |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.to_owned(),
+            };
+        assert!(another_operation_running(&answer(
+            500,
+            "a disk usage operation is already running"
+        )));
+        assert!(another_operation_running(&answer(
+            409,
+            "a prune operation is already running"
+        )));
+        assert!(!another_operation_running(&answer(
+            500,
+            "no space left on device"
+        )));
+        assert!(!another_operation_running(&answer(404, "page not found")));
+        let busy = answer(500, "a disk usage operation is already running");
+        let detail = du_failure(&busy, true, Duration::from_secs(60));
+        assert!(
+            detail.contains("another client") && detail.contains("raise `timeout`"),
+            "{detail}"
+        );
+        assert_eq!(
+            du_failure(&busy, false, Duration::from_secs(60)),
+            busy.to_string()
+        );
     }
 
     #[test]

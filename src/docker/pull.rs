@@ -6,21 +6,18 @@
 //! then be pulled anonymously and fail with a misleading "not found" (or worse, a public
 //! image of the same name would be pulled). So this one call goes over the engine's socket
 //! with hyper directly (over the connection [`super::remote::open`] makes), with the header exactly as [`crate::registry::engine_auth`] encodes
-//! it. Progress is bounded by the engine's idle limit like a build's.
-
-use std::time::Duration;
+//! it. The answer's head and its progress are bounded by the engine's idle limit like a
+//! build's.
 
 use bytes::Bytes;
 use http_body_util::{BodyStream, Empty};
 
-use super::engine::{Activity, DockerError, Engine, api};
+use super::engine::{Activity, DockerError, Engine, IDLE_KEY, api};
 use crate::registry::ImageRef;
 
 /// Cap of one line of the engine's progress stream (a hostile engine cannot make planner
 /// buffer without bound).
 const MAX_LINE: usize = 64 * 1024;
-/// Time to connect and get the response head.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One message of the engine's pull progress stream.
 #[derive(Debug, serde::Deserialize)]
@@ -90,11 +87,13 @@ impl Engine {
         on_line: &mut (impl FnMut(&str) + Send),
         fail: &(impl Fn(String) -> DockerError + Sync),
     ) -> Result<Vec<serde_json::Value>, DockerError> {
+        // The engine answers once the registry did (the head comes with the first progress):
+        // a stream's wait, bounded by the idle limit.
         let send = self.send(request);
-        let response = match tokio::time::timeout(CONNECT_TIMEOUT, send).await {
-            Err(_) => return Err(api(call, reference, "the engine did not answer")),
-            Ok(r) => r.map_err(|e| api(call, reference, &e))?,
-        };
+        let response = self
+            .bounded_by(self.idle, IDLE_KEY, what, send)
+            .await?
+            .map_err(|e| api(call, reference, &e))?;
         let status = response.status();
         let mut body = BodyStream::new(response.into_body());
         let activity = Activity::new();

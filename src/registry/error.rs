@@ -165,9 +165,11 @@ fn rate_limited(
     )
 }
 
+/// The platforms an index has, for the error: a few, then how many more (an index may list
+/// thousands).
 fn available_list(available: &[String]) -> String {
     match available.is_empty() {
         true => "no platform images".to_owned(),
-        false => available.join(", "),
+        false => crate::text::list(available, crate::text::LIST_MAX),
     }
 }

@@ -102,7 +102,7 @@ fn target(item: &GcItem, cache_dir: &Path) -> String {
         (_, ItemKind::Image) => {
             let id = item.image_id.as_deref().map(short).unwrap_or_default();
             let tags: Vec<String> = item.tags.iter().map(|t| short_reference(t)).collect();
-            format!("{} ({id})", tags.join(", "))
+            format!("{} ({id})", crate::text::list(&tags, crate::text::LIST_MAX))
         }
         (Some(p), _) => show_path(p, cache_dir),
         (None, _) => String::new(),
