@@ -11,7 +11,8 @@
 //! scheduler ask the kind and never match on it.
 //! Side effects live in [`git`], [`docker`], [`registry`] (the OCI registry client of registry
 //! mode) and [`store`]; [`mask`] hides the token and registry credentials everywhere, and
-//! [`text`] makes text from outside inert (control characters escaped) wherever it is printed.
+//! [`origin`] says where they may go; [`text`] makes text from outside inert (control
+//! characters escaped) wherever it is printed.
 //! [`ids`] validates every id read back; [`status`] and [`gc`] read and prune what earlier runs left; [`app`] ties the flow
 //! together for [`cli`], the thin command line the `planner` binary runs; [`watch`] repeats
 //! `ensure` tick after tick and tells a hook when a runtime's `:latest` moves; [`shard`] splits
@@ -31,6 +32,7 @@ pub mod git;
 pub mod ids;
 pub mod key;
 pub mod mask;
+pub mod origin;
 pub mod plan;
 mod process;
 pub mod registry;

@@ -6,6 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use support::canned_http::CannedHttp;
 use support::cred_helper::CredHelper;
 use support::harness::{Env, Run, docker, image_id};
 use support::rate_limit_proxy::RateLimitProxy;
@@ -303,6 +304,49 @@ fn token_auth_runs_the_bearer_flow_and_pulls_with_the_users_credentials() {
     );
     assert!(!run.all().contains("t0ken>>>???~~~bob"), "{}", run.all());
     assert!(!all_files_text(r.env.cache_path()).contains("t0ken>>>???~~~bob"));
+}
+
+/// A token endpoint that answers the identity token's refresh POST with a 307 or 308 to
+/// another origin (plain HTTP on a host that is not loopback: `http://auth.example`, reached
+/// through an `http_proxy` that logs what it gets): an error naming both origins, and the
+/// other origin gets nothing, as the same URL named directly as a realm gets nothing.
+#[test]
+fn an_identity_token_never_follows_a_token_endpoint_redirect_to_another_origin() {
+    let secret = "pw-carol-redirect";
+    let mut r = RegEnv::new("reg-token-redirect", RegistryAuth::token("carol", secret));
+    r.push("alpha", "v1");
+    r.config("[runtimes.alpha]\n");
+    r.reg.docker_config_identity_token(r.docker_config.path());
+    let issuer = r.reg.issuer().unwrap();
+    let refresh = issuer.refresh_token();
+    let elsewhere = CannedHttp::start(200, "application/json", br#"{"token":"x"}"#.to_vec());
+    r.vars.push(("http_proxy".into(), elsewhere.url("").into()));
+    r.vars
+        .push(("NO_PROXY".into(), "127.0.0.1,localhost".into()));
+    let realm_origin = issuer.realm().trim_end_matches("/token").to_owned();
+    for status in [307, 308] {
+        issuer.set_redirect(Some((status, "http://auth.example/token")));
+        let run = r.planner(&["ensure", "alpha"]);
+        assert!(
+            elsewhere.requests().is_empty(),
+            "HTTP {status} from the token endpoint was followed: {:?}",
+            elsewhere.requests()
+        );
+        assert_eq!(run.code, 1, "{}", run.all());
+        assert!(
+            run.stderr.contains(&realm_origin) && run.stderr.contains("http://auth.example"),
+            "names both origins: {}",
+            run.all()
+        );
+        assert!(
+            issuer.requests().iter().any(|t| t.status == status),
+            "planner asked the token endpoint: {:?}",
+            issuer.requests()
+        );
+        for leaked in [secret, refresh.as_str()] {
+            assert!(!run.all().contains(leaked), "{}", run.all());
+        }
+    }
 }
 
 #[test]

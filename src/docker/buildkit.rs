@@ -1,8 +1,8 @@
 //! BuildKit builds through the engine API, as the docker CLI made them before buildx: a
-//! session ([`super::session`]) serving the build context and the Dockerfile the way
-//! BuildKit's own client does ([`super::filesync`]), then `POST /build?version=2` naming it
-//! (`remote=client-session`), built by the engine's built-in Dockerfile frontend; no buildx,
-//! no frontend image.
+//! session of planner's own ([`super::session`]) serving the build context and the Dockerfile
+//! the way BuildKit's own client does ([`super::filesync`]), then `POST /build?version=2`
+//! naming it (`remote=client-session`), built by the engine's built-in Dockerfile frontend;
+//! no buildx, no frontend image.
 //!
 //! - Detection ([`Engine::offers_buildkit`]): API ≥ 1.39 and a `/session` endpoint (the engine
 //!   answers 400 to a bare `POST /session`, 404 when it has none); asked once per connection.
@@ -12,24 +12,22 @@
 //! - Errors name the failing step, its exit code and the last lines of its own output.
 //! - Cancel: dropping the build future closes the `/build` request and the session; the
 //!   engine then cancels the solve (no build left running).
-//! - Base-image pulls authenticate through the session's auth service with the credentials
-//!   `docker login` left ([`crate::registry::DockerConfig`]), for the registries the
-//!   Dockerfile's `FROM` lines name.
+//! - The session is planner's own ([`super::session`]; the `/build` call goes out without
+//!   bollard, [`super::build_api`]): what BuildKit pulls itself authenticates through its
+//!   auth service, which answers only for the registries this build names and fetches every
+//!   token in planner, under the rules of planner's own registry client.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
-use bollard::auth::DockerCredentials;
-use bollard::models::{BuildInfo, BuildInfoAux};
+use bollard::models::BuildInfoAux;
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use bytes::Bytes;
-use http_body_util::{BodyStream, Empty};
+use http_body_util::Empty;
 
 use super::engine::{
-    Activity, BuildOutput, BuildRequest, DockerError, Engine, IDLE_KEY, Tail, api, build_failed,
-    checked_id, with_help,
+    BuildOutput, BuildRequest, DockerError, Engine, IDLE_KEY, Tail, build_failed, checked_id,
+    with_help,
 };
-use super::filesync::{FileSyncService, Locals};
-use super::session::{Services, Session};
 use crate::config::Builder;
 use crate::exec::event::BuildStepState;
 
@@ -79,44 +77,55 @@ impl Engine {
         }
     }
 
-    /// Builds `req` with BuildKit; returns the image ID. The build context goes over a
+    /// Builds `req` with BuildKit; returns the image ID. The build context goes over the
     /// session, as BuildKit's own client sends it ([`super::filesync`]).
     pub(super) async fn build_buildkit(
         &self,
         req: &BuildRequest,
         mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
-        let started = self.start_session(req).await?;
-        let request = build_request(self, req, &started.dockerfile, &started.session.id)
-            .map_err(|e| api("build", &req.tag, &e))?;
-        let what = format!("the BuildKit build of {}", req.tag);
+        let started = self.start_buildkit_session(req).await?;
+        let options = BuildImageOptions {
+            dockerfile: started.dockerfile.clone(),
+            t: Some(req.tag.clone()),
+            platform: req.platform.clone(),
+            target: req.target.clone().unwrap_or_default(),
+            labels: Some(req.labels.clone()),
+            buildargs: Some(req.build_args.clone().into_iter().collect()),
+            networkmode: req.network.mode().map(str::to_owned),
+            version: BuilderVersion::BuilderBuildKit,
+            session: Some(started.id.clone()),
+            remote: Some("client-session".to_owned()),
+            ..Default::default()
+        };
+        let mut stream = self.build_stream(&options, futures_util::stream::empty());
         let mut progress = Progress::default();
         let mut image_id = None;
-        let outcome = self
-            .build_stream(request, &started.activity, &what, |info| {
-                match info.aux {
-                    Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
-                    Some(BuildInfoAux::Default(aux)) => {
-                        if let Some(id) = aux.id {
-                            image_id = Some(checked_id(id, "build")?);
-                        }
-                    }
-                    None => {}
+        let what = format!("the BuildKit build of {}", req.tag);
+        while let Some(item) = self
+            .next_or_idle(&mut stream, &started.activity, &what)
+            .await?
+        {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    drop(stream);
+                    // planner's own failure to send the context is what broke the build.
+                    return Err(match started.failure() {
+                        Some(c) => build_failed(req, format!("build context: {c}"), &progress.all),
+                        None => progress.failure(req, &engine_message(&e)),
+                    });
                 }
-                Ok(())
-            })
-            .await;
-        drop(started.session);
-        let own = started.failure.lock().ok().and_then(|mut f| f.take());
-        match (outcome, own) {
-            (Ok(()), _) => {}
-            // planner's own failure to send the context is what broke the build.
-            (Err(_), Some(cause)) => {
-                let detail = format!("build context: {cause}");
-                return Err(build_failed(req, detail, &progress.all));
+            };
+            match info.aux {
+                Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
+                Some(BuildInfoAux::Default(aux)) => {
+                    if let Some(id) = aux.id {
+                        image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
+                    }
+                }
+                None => {}
             }
-            (Err(Failure::Engine(e)), None) => return Err(e),
-            (Err(Failure::Build(message)), None) => return Err(progress.failure(req, &message)),
         }
         match image_id {
             Some(id) => Ok(id),
@@ -125,230 +134,6 @@ impl Engine {
             }),
         }
     }
-
-    /// Checks the ignore file BuildKit will read, then opens the build's session serving its
-    /// context, its Dockerfile and the registry credentials.
-    async fn start_session(&self, req: &BuildRequest) -> Result<Started, DockerError> {
-        let context_failed =
-            |e: String| build_failed(req, format!("build context: {e}"), &Tail::default());
-        let (root, rel) = (req.context_dir.clone(), req.dockerfile.clone());
-        tokio::task::spawn_blocking(move || super::context::check_buildkit_ignore(&root, &rel))
-            .await
-            .map_err(|e| context_failed(e.to_string()))?
-            .map_err(|e| context_failed(e.to_string()))?;
-        let (locals, dockerfile) = Locals::new(&req.context_dir, &req.dockerfile)
-            .await
-            .map_err(|e| context_failed(e.to_string()))?;
-        let activity = Arc::new(Activity::new());
-        let failure = Arc::new(Mutex::new(None));
-        let touch = {
-            let activity = activity.clone();
-            Arc::new(move || activity.touch())
-        };
-        let services = Services {
-            credentials: base_image_credentials(req).await,
-            filesync: FileSyncService::new(locals, failure.clone(), touch),
-            shared_key: shared_key(req),
-        };
-        let session = self.open_session(services).await?;
-        Ok(Started {
-            session,
-            dockerfile,
-            activity,
-            failure,
-        })
-    }
-
-    /// Sends the build and reads its answer to the end (bounded by the idle limit), passing
-    /// each message on; the first error the build reports ends it.
-    async fn build_stream(
-        &self,
-        request: hyper::Request<Empty<Bytes>>,
-        activity: &Activity,
-        what: &str,
-        mut on_info: impl FnMut(BuildInfo) -> Result<(), Box<DockerError>>,
-    ) -> Result<(), Failure> {
-        // The answer's head may wait while the context goes over the session: bounded by
-        // the idle limit like the rest.
-        let mut head = Box::pin(futures_util::stream::once(self.send(request)));
-        let response = match self.next_or_idle(&mut head, activity, what).await {
-            Err(e) => return Err(Failure::Engine(e)),
-            Ok(None) => return Err(Failure::Build("the engine did not answer the build".into())),
-            Ok(Some(answer)) => answer.map_err(Failure::Build)?,
-        };
-        let status = response.status();
-        let mut body = BodyStream::new(response.into_body());
-        let mut lines = Lines::default();
-        while let Some(frame) = self
-            .next_or_idle(&mut body, activity, what)
-            .await
-            .map_err(Failure::Engine)?
-        {
-            let frame =
-                frame.map_err(|e| Failure::Build(format!("reading the engine's answer: {e}")))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            for line in lines.push(&data).map_err(Failure::Build)? {
-                let info = parse_info(&line, status).map_err(Failure::Build)?;
-                on_info(info).map_err(|e| Failure::Engine(*e))?;
-            }
-        }
-        if let Some(line) = lines.rest() {
-            let info = parse_info(&line, status).map_err(Failure::Build)?;
-            on_info(info).map_err(|e| Failure::Engine(*e))?;
-        }
-        if !status.is_success() {
-            return Err(Failure::Build(format!("the engine answered {status}")));
-        }
-        Ok(())
-    }
-}
-
-impl Engine {
-    /// Opens a BuildKit session serving `services` on a fresh connection to the engine.
-    async fn open_session(&self, services: Services) -> Result<Session, DockerError> {
-        let v = self.docker.client_version();
-        let version = format!("{}.{}", v.major_version, v.minor_version);
-        let opened = async {
-            let io = super::remote::open(&self.endpoint).await?;
-            super::session::open(io, &version, services).await
-        };
-        // No answer in time marks the engine stalled, as for any call with one answer.
-        self.bounded("the BuildKit session (POST /session)", opened)
-            .await?
-            .map_err(|e| api("session", "for a BuildKit build", &e))
-    }
-}
-
-/// A BuildKit build's open session: the Dockerfile's name in its directory, what moves (the
-/// upload counts), and planner's own failure to send the context, if any.
-struct Started {
-    session: Session,
-    dockerfile: String,
-    activity: Arc<Activity>,
-    failure: Arc<Mutex<Option<String>>>,
-}
-
-/// How a BuildKit build ended without an image.
-enum Failure {
-    /// The build's own error (a step failed, the engine refused it).
-    Build(String),
-    /// The engine went quiet, or answered what planner cannot take.
-    Engine(DockerError),
-}
-
-/// Longest line of the build's answer (a status message with its logs, base64).
-const MAX_LINE: usize = 8 << 20;
-
-/// Splits the answer into lines, bounded by [`MAX_LINE`].
-#[derive(Default)]
-struct Lines(Vec<u8>);
-
-impl Lines {
-    fn push(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-        self.0.extend_from_slice(data);
-        let mut out = Vec::new();
-        while let Some(nl) = self.0.iter().position(|&b| b == b'\n') {
-            out.push(self.0.drain(..=nl).collect());
-        }
-        if self.0.len() > MAX_LINE {
-            return Err("the engine sent an over-long build message".into());
-        }
-        Ok(out)
-    }
-
-    fn rest(&mut self) -> Option<Vec<u8>> {
-        let rest = std::mem::take(&mut self.0);
-        (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
-    }
-}
-
-/// One message of the build's answer; `Err` with the build's error (or the engine's refusal).
-fn parse_info(line: &[u8], status: hyper::StatusCode) -> Result<BuildInfo, String> {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(BuildInfo::default());
-    }
-    #[derive(serde::Deserialize)]
-    struct Refusal {
-        message: Option<String>,
-    }
-    if !status.is_success() {
-        let refusal = serde_json::from_slice::<Refusal>(line)
-            .ok()
-            .and_then(|r| r.message);
-        let text =
-            refusal.unwrap_or_else(|| String::from_utf8_lossy(line).chars().take(500).collect());
-        return Err(format!(
-            "the engine refused the build ({status}): {}",
-            text.trim()
-        ));
-    }
-    let info: BuildInfo = serde_json::from_slice(line).map_err(|e| {
-        let shown: String = String::from_utf8_lossy(line).chars().take(200).collect();
-        format!("unexpected answer from the engine ({e}): {shown:?}")
-    })?;
-    match info
-        .error_detail
-        .as_ref()
-        .and_then(|d| d.message.clone())
-        .or(info.error.clone())
-    {
-        Some(error) => Err(error),
-        None => Ok(info),
-    }
-}
-
-/// The `/build` request of a BuildKit build over session `session`: the context and the
-/// Dockerfile come through the session (`remote=client-session`), `dockerfile` is its name
-/// in its own directory.
-fn build_request(
-    engine: &Engine,
-    req: &BuildRequest,
-    dockerfile: &str,
-    session: &str,
-) -> Result<hyper::Request<Empty<Bytes>>, String> {
-    let labels = serde_json::to_string(&req.labels).map_err(|e| e.to_string())?;
-    let build_args = serde_json::to_string(&req.build_args).map_err(|e| e.to_string())?;
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query
-        .append_pair("version", "2")
-        .append_pair("session", session)
-        .append_pair("remote", "client-session")
-        .append_pair("dockerfile", dockerfile)
-        .append_pair("t", &req.tag)
-        .append_pair("platform", &req.platform)
-        .append_pair("labels", &labels)
-        .append_pair("buildargs", &build_args);
-    if let Some(target) = &req.target {
-        query.append_pair("target", target);
-    }
-    if let Some(mode) = req.network.mode() {
-        query.append_pair("networkmode", mode);
-    }
-    let v = engine.docker.client_version();
-    let path = format!(
-        "/v{}.{}/build?{}",
-        v.major_version,
-        v.minor_version,
-        query.finish()
-    );
-    hyper::Request::post(path)
-        .header("Host", "docker")
-        .header("Content-Type", "application/x-tar")
-        .body(Empty::new())
-        .map_err(|e| e.to_string())
-}
-
-/// The key BuildKit keeps a transferred context under: the checkout and its commit, so that
-/// a rebuild of the same files sends only what changed, and a new commit never reuses files
-/// an older one had with the same size and time.
-fn shared_key(req: &BuildRequest) -> String {
-    let mut h = blake3::Hasher::new();
-    h.update(req.context_dir.as_os_str().as_encoded_bytes());
-    h.update(b"\0");
-    h.update(req.commit.as_bytes());
-    h.finalize().to_hex()[..32].to_owned()
 }
 
 /// Entries of the engine's BuildKit cache and the bytes they hold.
@@ -416,6 +201,14 @@ impl Engine {
                     .unwrap_or(0),
             }),
         }
+    }
+}
+
+/// The engine's error text without bollard's wrapping.
+fn engine_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -568,84 +361,6 @@ fn exit_code(message: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// The registries the Dockerfile's `FROM` lines name (`FROM [--platform=…] image [AS name]`),
-/// by their `config.json` key; stage names and `scratch` are not registries.
-fn from_registries(dockerfile: &str) -> Vec<crate::registry::ImageRef> {
-    let mut stages: Vec<String> = Vec::new();
-    let mut out = Vec::new();
-    for line in dockerfile.lines().take(10_000) {
-        let mut words = line.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
-            continue;
-        }
-        let mut words = words.skip_while(|w| w.starts_with("--"));
-        let Some(image) = words.next() else { continue };
-        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("AS"))
-            && let Some(name) = words.next()
-        {
-            stages.push(name.to_ascii_lowercase());
-        }
-        let image = image.split('@').next().unwrap_or(image);
-        if image.contains('$') || image == "scratch" || stages.iter().any(|s| s == image) {
-            continue;
-        }
-        if let Ok(reference) = crate::registry::ImageRef::parse(image)
-            && !out.contains(&reference)
-        {
-            out.push(reference);
-        }
-    }
-    out
-}
-
-/// Credentials for the base images' registries, keyed as the session's auth service asks
-/// (the `config.json` key). A registry without credentials (or whose lookup fails) is left
-/// out: its pulls go anonymous, and the engine's error names the registry.
-async fn base_image_credentials(req: &BuildRequest) -> HashMap<String, DockerCredentials> {
-    let path = req.context_dir.join(&req.dockerfile);
-    let Ok(text) = read_capped(&path).await else {
-        return HashMap::new();
-    };
-    let config = crate::registry::DockerConfig::from_env();
-    let mut out = HashMap::new();
-    for image in from_registries(&text) {
-        let key = image.auth_key();
-        if out.contains_key(&key) {
-            continue;
-        }
-        if let Ok(Some(creds)) = config.lookup(&key).await {
-            let docker = match creds.identity_token {
-                true => DockerCredentials {
-                    identitytoken: Some(creds.secret.clone()),
-                    serveraddress: Some(key.clone()),
-                    ..Default::default()
-                },
-                false => DockerCredentials {
-                    username: Some(creds.username.clone()),
-                    password: Some(creds.secret.clone()),
-                    serveraddress: Some(key.clone()),
-                    ..Default::default()
-                },
-            };
-            if key == "https://index.docker.io/v1/" {
-                // The session's auth service is asked for Docker Hub by its registry host.
-                out.insert("registry-1.docker.io".to_owned(), docker.clone());
-            }
-            out.insert(key, docker);
-        }
-    }
-    out
-}
-
-/// The Dockerfile's text, at most 1 MiB of it (it was verified before the build).
-async fn read_capped(path: &std::path::Path) -> std::io::Result<String> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await?;
-    let mut bytes = Vec::new();
-    file.take(1024 * 1024).read_to_end(&mut bytes).await?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,17 +429,11 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_and_base_registries_are_read() {
+    fn exit_codes_are_read() {
         assert_eq!(
             exit_code("executor failed running [/bin/sh -c exit 3]: exit code: 3"),
             Some(3)
         );
         assert_eq!(exit_code("no such thing"), None);
-        let found = from_registries(
-            "# syntax\nFROM --platform=$BUILDPLATFORM localhost:5000/a/b:1 AS build\n\
-             from build\nFROM scratch\nFROM ${BASE}\nFROM busybox@sha256:00\nFROM localhost:5000/a/b:1\n",
-        );
-        let keys: Vec<String> = found.iter().map(|r| r.auth_key()).collect();
-        assert_eq!(keys, ["localhost:5000", "https://index.docker.io/v1/"]);
     }
 }

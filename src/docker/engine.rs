@@ -121,6 +121,9 @@ pub struct BuildRequest {
     pub builder: crate::config::Builder,
     /// The network mode of RUN steps.
     pub network: crate::config::BuildNetwork,
+    /// What BuildKit's pulls may authenticate with: the registries this build names (its
+    /// bases) and the run's registry client ([`super::SessionAuth`]).
+    pub credentials: super::SessionAuth,
     /// For errors: the runtime whose `builder` to change.
     pub runtime: String,
 }

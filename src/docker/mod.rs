@@ -1,7 +1,9 @@
 //! Docker: the engine through bollard ([`engine`]; which engine and how to reach it:
-//! [`endpoint`], [`remote`]; BuildKit builds in [`buildkit`] over a session, [`session`]), the
-//! build context as each builder's client sends it (the classic builder's tar: [`context`];
-//! BuildKit's file sync: [`filesync`]) and `.dockerignore` semantics ([`ignore`]).
+//! [`endpoint`], [`remote`]; BuildKit builds in [`buildkit`], with planner's own session,
+//! [`session`], and `/build` call, [`build_api`]), the build context as each builder's client
+//! sends it (the classic builder's tar: [`context`]; BuildKit's file sync over the session:
+//! [`filesync`]) and `.dockerignore` semantics ([`ignore`]).
+pub mod build_api;
 pub mod buildkit;
 pub mod context;
 pub mod endpoint;
@@ -11,7 +13,8 @@ mod goregex;
 pub mod ignore;
 pub mod pull;
 pub mod remote;
-mod session;
+pub mod session;
 mod ssh;
 
 pub use engine::{BuildOutput, DockerError, Engine, ImageInfo};
+pub use session::SessionAuth;

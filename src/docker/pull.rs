@@ -170,21 +170,29 @@ impl Engine {
 
     /// Sends `request` over a fresh connection to the engine, the way bollard reaches it
     /// (unix socket, TCP, TLS with the client certificates, ssh).
-    pub(super) async fn send(
+    pub(super) async fn send<B>(
         &self,
-        request: hyper::Request<Empty<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let io = super::remote::open(&self.endpoint).await?;
         handshake_and_send(io, request).await
     }
 }
 
-async fn handshake_and_send<T>(
+async fn handshake_and_send<T, B>(
     io: T,
-    request: hyper::Request<Empty<Bytes>>,
+    request: hyper::Request<B>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
@@ -194,7 +202,7 @@ where
     sender
         .send_request(request)
         .await
-        .map_err(|e| format!("sending the pull request: {e}"))
+        .map_err(|e| format!("sending the request: {e}"))
 }
 
 /// What a progress stream said beyond its status lines.

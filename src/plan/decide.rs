@@ -269,11 +269,12 @@ async fn discover_all<W: World>(
                 input,
             };
             let first = world.discover(req(None)).await;
-            let Ok(Discovery::Unknown { .. }) = &first else {
+            if !needs_checkout(&first) {
                 return (id, first, None);
-            };
-            // Not known from what the engine holds: from the input's output, if it is
-            // materialized (a verified checkout whose image was removed).
+            }
+            // Not known from what the engine holds, or only from the shared cache's pointer:
+            // from the input's output, if it is materialized (a verified checkout whose image
+            // was removed). A pointer only saves a clone; a checkout planner holds decides.
             let Some((input, key)) = graph.input_of(id).and_then(|i| Some((i, keys.get(&i)?)))
             else {
                 return (id, first, None);
@@ -292,7 +293,14 @@ async fn discover_all<W: World>(
                 .await;
             match probe {
                 Ok(Probe::Present { output, reason }) => {
-                    let answer = world.discover(req(Some(&output))).await;
+                    let answer = match (&first, world.discover(req(Some(&output))).await) {
+                        (Ok(Discovery::Known(hinted)), Ok(Discovery::Known(derived))) => {
+                            let step = node.display_id();
+                            let derived = crate::bases::derived_over_hint(hinted, derived, &step);
+                            Ok(Discovery::Known(derived))
+                        }
+                        (_, answer) => answer,
+                    };
                     (id, answer, Some((input, Probe::Present { output, reason })))
                 }
                 Ok(other) => (id, first, Some((input, other))),
@@ -321,6 +329,16 @@ async fn discover_all<W: World>(
         }
     }
     (unknown, probed)
+}
+
+/// Whether a discovery without the checkout leaves the inputs to read from it when it is
+/// materialized: unknown, or known only from the shared cache's pointer.
+fn needs_checkout(first: &Result<Discovery, StepError>) -> bool {
+    match first {
+        Ok(Discovery::Unknown { .. }) => true,
+        Ok(Discovery::Known(found)) => matches!(found.hint, Some(crate::bases::Hint::Pointer(_))),
+        Err(_) => false,
+    }
 }
 
 struct Walk<'a, W> {

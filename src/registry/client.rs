@@ -9,11 +9,15 @@
 //! remembered per registry. After authenticating a request is retried once; a second 401 is
 //! [`RegistryError::Unauthorized`]. Credentials go to the registry and to the token realm it
 //! names, as docker sends them; a realm is only reached over HTTPS, or over plain HTTP where
-//! the registry itself may be (loopback, `[registry] insecure`). Redirects: at most
-//! [`MAX_REDIRECTS`], never from HTTPS to HTTP, and reqwest drops `Authorization` when one
-//! leaves the host (checked by a test). 429 and 503: wait `Retry-After` (or 1 s, 2 s, 4 s) up
-//! to [`MAX_RATE_RETRIES`] times, each wait at most [`MAX_WAIT`] (a longer one fails at once,
-//! naming it). Every request is bounded by `[registry] timeout`, every body by a cap.
+//! the registry itself may be (loopback, `[registry] insecure`). Redirects ([`crate::origin`]):
+//! at most [`MAX_REDIRECTS`], followed with the credential only within the origin; a registry
+//! answer redirected to another origin (a blob handed to a CDN) is fetched there without any
+//! credential and never from HTTPS to HTTP; a token endpoint redirecting to another origin is
+//! [`RegistryError::TokenRedirect`] (its request carries the credential in its body). The
+//! session tokens BuildKit asks planner for ([`Registry::session_token`]) follow the same
+//! rules. 429 and 503: wait `Retry-After` (or 1 s, 2 s, 4 s) up to [`MAX_RATE_RETRIES`] times,
+//! each wait at most [`MAX_WAIT`] (a longer one fails at once, naming it). Every request is
+//! bounded by `[registry] timeout`, every body by a cap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -121,8 +125,12 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// The reference errors name (`registry/repository` when no tag applies: a session token).
     fn reference(&self) -> String {
-        self.image.to_string()
+        match self.image.tag.is_empty() {
+            true => format!("{}/{}", self.image.registry, self.image.repository),
+            false => self.image.to_string(),
+        }
     }
 
     fn host(&self) -> String {
@@ -247,6 +255,47 @@ impl Registry {
     pub async fn engine_auth(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
         let creds = self.credentials(image).await?;
         Ok(creds.map(|c| super::engine_auth(&c, &image.auth_key())))
+    }
+
+    /// The credentials for `registry` itself (`host[:port]`, `docker.io` for Docker Hub), as
+    /// [`Self::credentials`] finds them.
+    pub async fn registry_credentials(
+        &self,
+        registry: &str,
+    ) -> Result<Option<Credentials>, RegistryError> {
+        self.credentials(&registry_only(registry, String::new()))
+            .await
+    }
+
+    /// A bearer token a build's BuildKit asked for through its session (`FetchToken`): from
+    /// `realm` for `scopes` on `registry` (`host[:port]`, `docker.io` for Docker Hub), with
+    /// the credentials `docker login` left for it, under the rules of every token planner
+    /// fetches (the realm over HTTPS unless loopback or `[registry] insecure`, no redirect to
+    /// another origin). The secret stays in planner; only the token goes to the engine.
+    /// Returns the token and how long it may be used.
+    pub async fn session_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: &str,
+        scopes: &[String],
+    ) -> Result<(String, Duration), RegistryError> {
+        let repository = scopes
+            .iter()
+            .find_map(|s| s.strip_prefix("repository:")?.rsplit_once(':'))
+            .map(|(name, _)| name.to_owned())
+            .unwrap_or_default();
+        let image = registry_only(registry, repository);
+        let t = Target {
+            image: &image,
+            base: image.api_base(&self.inner.settings.insecure)?,
+            scope: scopes.join(" "),
+        };
+        let realm = self.realm(&t, Some(realm))?;
+        let creds = self.credentials(&image).await?;
+        let mut waited = Duration::ZERO;
+        self.request_token(&t, &realm, service, scopes, creds.as_ref(), &mut waited)
+            .await
     }
 
     /// Resolves `image`'s tag to the manifest digest for `platform` (`os/arch[/variant]`).
@@ -485,9 +534,44 @@ impl Registry {
                     self.wait_out(t, url, &resp, rate_retries, waited).await?;
                     rate_retries += 1;
                 }
-                _ => return Ok(resp),
+                _ => return self.without_credentials(t, &method, resp).await,
             }
         }
+    }
+
+    /// Follows a redirect to another origin (a registry handing a blob to a CDN) as docker's
+    /// client does: without any credential, at most [`MAX_REDIRECTS`] times, never from HTTPS
+    /// to plain HTTP. Any other answer is returned as it is.
+    async fn without_credentials(
+        &self,
+        t: &Target<'_>,
+        method: &Method,
+        mut resp: reqwest::Response,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut hops = 0;
+        while let Some(target) = crate::origin::cross_origin_redirect(&resp) {
+            let from = resp.url().clone();
+            if hops == MAX_REDIRECTS {
+                let why = format!("redirect refused: more than {MAX_REDIRECTS} redirects");
+                return Err(protocol(t, &from, why));
+            }
+            if from.scheme() == "https" && target.scheme() != "https" {
+                let why = format!(
+                    "redirect refused: from HTTPS to {}",
+                    crate::origin::shown_origin(&target)
+                );
+                return Err(protocol(t, &from, why));
+            }
+            hops += 1;
+            resp = self
+                .http()
+                .request(method.clone(), target.clone())
+                .header(header::ACCEPT, index::accept())
+                .send()
+                .await
+                .map_err(|e| self.transport_error(t, &target, e))?;
+        }
+        Ok(resp)
     }
 
     /// Waits out a 429/503 answer (its `Retry-After`, else the backoff for `retries` so far),
@@ -555,8 +639,7 @@ impl Registry {
         }
     }
 
-    /// A token for `t`'s scope from the challenge's realm, cached until it expires. A rate
-    /// limit at the token endpoint is waited out like one at the registry.
+    /// A token for `t`'s scope from the challenge's realm, cached until it expires.
     async fn fetch_token(
         &self,
         t: &Target<'_>,
@@ -564,78 +647,118 @@ impl Registry {
         creds: Option<&Credentials>,
         waited: &mut Duration,
     ) -> Result<String, RegistryError> {
-        let realm = self.realm(t, bearer)?;
+        let realm = self.realm(t, bearer.param("realm"))?;
         let service = bearer.param("service").unwrap_or_default();
-        let req = match creds {
-            Some(c) if c.identity_token => {
-                let form = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", &c.secret)
-                    .append_pair("service", service)
-                    .append_pair("scope", &t.scope)
-                    .append_pair("client_id", CLIENT_ID)
-                    .finish();
-                self.http()
-                    .post(realm.clone())
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(form)
-            }
-            _ => {
-                let mut url = realm.clone();
-                {
-                    let mut query = url.query_pairs_mut();
-                    if !service.is_empty() {
-                        query.append_pair("service", service);
-                    }
-                    query.append_pair("scope", &t.scope);
-                    if let Some(c) = creds {
-                        query.append_pair("account", &c.username);
-                    }
-                }
-                let req = self.http().get(url);
-                match creds.and_then(Credentials::basic_header) {
-                    Some(value) => req.header(header::AUTHORIZATION, value),
-                    None => req,
-                }
-            }
-        };
-        let mut retries = 0;
-        let resp = loop {
-            let attempt = req
-                .try_clone()
-                .ok_or_else(|| protocol(t, &realm, "token request not repeatable".into()))?;
-            let resp = attempt
-                .send()
-                .await
-                .map_err(|e| self.transport_error(t, &realm, e))?;
-            match resp.status() {
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    self.wait_out(t, &realm, &resp, retries, waited).await?;
-                    retries += 1;
-                }
-                _ => break resp,
-            }
-        };
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(self.unauthorized(t).await);
-            }
-            status => return Err(self.status_error(t, &realm, status).await),
-        }
-        let body = read_capped(t, &realm, resp, TOKEN_CAP, self.inner.settings.timeout).await?;
-        let (token, lifetime) = parse_token(&body, SystemTime::now())
-            .map_err(|detail| protocol(t, &realm, format!("token endpoint: {detail}")))?;
-        register_secret(&token);
+        let scopes = std::slice::from_ref(&t.scope);
+        let (token, lifetime) = self
+            .request_token(t, &realm, service, scopes, creds, waited)
+            .await?;
         let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
         lock(&self.inner.tokens).insert(t.token_key(), (token.clone(), until));
         Ok(token)
     }
 
+    /// A token for `scopes` from `realm` (already checked by [`Self::realm`]) and how long it
+    /// may be used: GET with Basic credentials, or the OAuth2 refresh-token POST for an
+    /// identity token. A rate limit at the token endpoint is waited out like one at the
+    /// registry; a redirect to another origin is [`RegistryError::TokenRedirect`].
+    async fn request_token(
+        &self,
+        t: &Target<'_>,
+        realm: &Url,
+        service: &str,
+        scopes: &[String],
+        creds: Option<&Credentials>,
+        waited: &mut Duration,
+    ) -> Result<(String, Duration), RegistryError> {
+        let req = self.token_request(realm, service, scopes, creds);
+        let mut retries = 0;
+        let resp = loop {
+            let attempt = req
+                .try_clone()
+                .ok_or_else(|| protocol(t, realm, "token request not repeatable".into()))?;
+            let resp = attempt
+                .send()
+                .await
+                .map_err(|e| self.transport_error(t, realm, e))?;
+            match resp.status() {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    self.wait_out(t, realm, &resp, retries, waited).await?;
+                    retries += 1;
+                }
+                _ => break resp,
+            }
+        };
+        if let Some(target) = crate::origin::cross_origin_redirect(&resp) {
+            return Err(RegistryError::TokenRedirect {
+                reference: t.reference(),
+                host: t.host(),
+                realm: crate::origin::shown_origin(realm),
+                target: crate::origin::shown_origin(&target),
+            });
+        }
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(self.unauthorized(t).await);
+            }
+            status => return Err(self.status_error(t, realm, status).await),
+        }
+        let body = read_capped(t, realm, resp, TOKEN_CAP, self.inner.settings.timeout).await?;
+        let (token, lifetime) = parse_token(&body, SystemTime::now())
+            .map_err(|detail| protocol(t, realm, format!("token endpoint: {detail}")))?;
+        register_secret(&token);
+        Ok((token, lifetime))
+    }
+
+    /// The token request, as the docker CLI sends it: the OAuth2 `refresh_token` POST (scopes
+    /// joined by spaces) for an identity token, else a GET with `service`, one `scope` per
+    /// scope and `account`, with Basic credentials when there are any.
+    fn token_request(
+        &self,
+        realm: &Url,
+        service: &str,
+        scopes: &[String],
+        creds: Option<&Credentials>,
+    ) -> reqwest::RequestBuilder {
+        if let Some(c) = creds.filter(|c| c.identity_token) {
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", &c.secret)
+                .append_pair("service", service)
+                .append_pair("scope", &scopes.join(" "))
+                .append_pair("client_id", CLIENT_ID)
+                .finish();
+            return self
+                .http()
+                .post(realm.clone())
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form);
+        }
+        let mut url = realm.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if !service.is_empty() {
+                query.append_pair("service", service);
+            }
+            for scope in scopes {
+                query.append_pair("scope", scope);
+            }
+            if let Some(c) = creds {
+                query.append_pair("account", &c.username);
+            }
+        }
+        let req = self.http().get(url);
+        match creds.and_then(Credentials::basic_header) {
+            Some(value) => req.header(header::AUTHORIZATION, value),
+            None => req,
+        }
+    }
+
     /// The challenge's realm, if planner may send credentials there.
-    fn realm(&self, t: &Target<'_>, bearer: &Challenge) -> Result<Url, RegistryError> {
+    fn realm(&self, t: &Target<'_>, realm: Option<&str>) -> Result<Url, RegistryError> {
         let base = &t.base;
-        let Some(realm) = bearer.param("realm") else {
+        let Some(realm) = realm.filter(|r| !r.is_empty()) else {
             return Err(protocol(
                 t,
                 base,
@@ -649,24 +772,22 @@ impl Registry {
                 format!("the token realm {} is not a URL: {e}", shown(realm)),
             )
         })?;
-        let plain_ok = url.host_str().is_some_and(|host| {
-            let authority = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            plain_http_allowed(&authority, &self.inner.settings.insecure)
+        let authority = url.host_str().map(|host| match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
         });
+        let plain_ok = authority
+            .as_deref()
+            .is_some_and(|a| plain_http_allowed(a, &self.inner.settings.insecure));
         match url.scheme() {
             "https" => Ok(url),
             "http" if plain_ok => Ok(url),
-            _ => Err(protocol(
-                t,
-                base,
-                format!(
-                    "the token realm {} is not HTTPS; planner sends credentials over plain HTTP only to loopback hosts and those in [registry] insecure",
-                    shown(&display_url(&url))
-                ),
-            )),
+            _ => Err(RegistryError::InsecureRealm {
+                reference: t.reference(),
+                host: t.host(),
+                realm: shown(&display_url(&url)),
+                realm_host: authority.unwrap_or_default(),
+            }),
         }
     }
 
@@ -748,29 +869,26 @@ impl Registry {
     }
 }
 
-/// The HTTP client: the timeout on every request, redirects bounded and never downgraded.
+/// The HTTP client: the timeout on every request, redirects followed only within the origin
+/// ([`crate::origin::redirect_policy`]).
 fn http_client(timeout: Duration) -> reqwest::Client {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt
-            .previous()
-            .last()
-            .is_some_and(|prev| prev.scheme() == "https" && attempt.url().scheme() != "https");
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else if downgrade {
-            attempt.error("a redirect from HTTPS to plain HTTP")
-        } else {
-            // reqwest removes Authorization when the redirect leaves the host.
-            attempt.follow()
-        }
-    });
     reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .timeout(timeout)
-        .redirect(policy)
+        .redirect(crate::origin::redirect_policy(MAX_REDIRECTS))
         .user_agent(concat!("planner/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("static client configuration is valid")
+}
+
+/// A reference to `registry` (and `repository`) with no tag: what errors about the registry
+/// itself name.
+fn registry_only(registry: &str, repository: String) -> ImageRef {
+    ImageRef {
+        registry: registry.to_owned(),
+        repository,
+        tag: String::new(),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

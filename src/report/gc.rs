@@ -351,10 +351,13 @@ pub fn remote_text(remote: &RemoteGc, verbose: bool) -> String {
             i.reference, i.digest, i.reason
         ));
     }
-    if verbose {
-        for k in &remote.kept {
-            out.push_str(&format!("remote: keep {} ({})\n", k.reference, k.reason));
-        }
+    // An entry kept only because a kept tag names its digest is always said.
+    for k in remote
+        .kept
+        .iter()
+        .filter(|k| verbose || k.also_named_by.is_some())
+    {
+        out.push_str(&format!("remote: keep {} ({})\n", k.reference, k.reason));
     }
     out.push_str(&remote_failures(remote));
     let done = match remote.dry_run {

@@ -8,7 +8,7 @@ use std::path::Path;
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Kind};
-use crate::bases::{self, Base, Bases, Origin};
+use crate::bases::{self, Base, Bases, Hint, Origin};
 use crate::cache::Lookup;
 use crate::config::{BuildArgs, Runtime};
 use crate::docker::engine::{self as eng, BuildRequest, ImageInfo};
@@ -161,20 +161,24 @@ pub fn inputs(node: &Node, commit: &str, bases: &Bases) -> BuildInputs {
 }
 
 /// Finds the build's bases: from the Dockerfile of its verified checkout (before running),
-/// else from the labels of an image built from this very commit and configuration (a
-/// pinned tag or `:latest`), resolved to digests now. Neither: unknown until the checkout
-/// is verified, and the build runs.
+/// else, as a [`Hint`] that the checkout overrides once it exists, from the labels of an image
+/// built from this very commit and configuration (a pinned tag or `:latest`) or from the
+/// shared cache's pointer; resolved to digests now. None: unknown until the checkout is
+/// verified, and the build runs.
 async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discovery, StepError> {
     let rt = req.node.runtime();
-    let refs = match req.input {
+    let (refs, hint) = match req.input {
         Some(Output::Verified {
             checkout,
             dockerfile_blake3,
-        }) => read_bases(rt, checkout, dockerfile_blake3, req.revision).await?,
+        }) => (
+            read_bases(rt, checkout, dockerfile_blake3, req.revision).await?,
+            None,
+        ),
         _ => match bases_from_images(world, req).await? {
-            Some(refs) => refs,
+            Some((refs, tag)) => (refs, Some(Hint::Image(tag))),
             None => match bases_from_cache(world, req).await {
-                Some(refs) => refs,
+                Some((refs, pointer)) => (refs, Some(Hint::Pointer(pointer.to_string()))),
                 None => {
                     return Ok(Discovery::Unknown {
                         reason: why_unkeyed(world, req).await?,
@@ -193,6 +197,7 @@ async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discov
     };
     let mut found = world.bases.resolve_all(&cx, &refs).await?;
     found.builder = Some(world.engine.effective_builder(rt.builder).await);
+    found.hint = hint;
     Ok(Discovery::Known(found))
 }
 
@@ -271,11 +276,11 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// The bases an image built from this commit and configuration states in its label, as
-/// references to resolve again.
+/// references to resolve again, and the tag of that image.
 async fn bases_from_images(
     world: &RealWorld,
     req: &DiscoverRequest<'_>,
-) -> Result<Option<Vec<BaseRef>>, StepError> {
+) -> Result<Option<(Vec<BaseRef>, String)>, StepError> {
     let expected = inputs(req.node, req.revision, &Bases::default());
     let mut candidates: Vec<String> = req
         .node
@@ -290,25 +295,22 @@ async fn bases_from_images(
         };
         let same = same_source(&inputs_from_labels(&info.labels), &expected);
         if let (true, Some(bases)) = (same, bases::from_label(info.labels.get(eng::LABEL_BASES))) {
-            let refs = bases
-                .into_iter()
-                .map(|b| BaseRef {
-                    reference: b.reference,
-                    platform: Some(b.platform),
-                })
-                .collect();
-            return Ok(Some(refs));
+            return Ok(Some((bases.into_iter().map(base_ref).collect(), tag)));
         }
     }
     Ok(None)
 }
 
-/// The bases the shared cache's latest build of this commit and configuration states.
-async fn bases_from_cache(world: &RealWorld, req: &DiscoverRequest<'_>) -> Option<Vec<BaseRef>> {
+/// The bases the shared cache's latest build of this commit and configuration states, and
+/// the pointer that states them.
+async fn bases_from_cache(
+    world: &RealWorld,
+    req: &DiscoverRequest<'_>,
+) -> Option<(Vec<BaseRef>, crate::registry::ImageRef)> {
     let expected = inputs(req.node, req.revision, &Bases::default());
     let rt = req.node.runtime();
-    let bases = world.cache.bases_hint(&rt.name, &expected).await?;
-    Some(bases.into_iter().map(base_ref).collect())
+    let (bases, pointer) = world.cache.bases_hint(&rt.name, &expected).await?;
+    Some((bases.into_iter().map(base_ref).collect(), pointer))
 }
 
 /// A keyed base as a reference to resolve again.
@@ -488,11 +490,11 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
         .collect();
     let candidates: Vec<String> = tags.iter().cloned().chain(latest_tags(req.node)).collect();
     // A re-tag needs no input: the image is there under another candidate tag.
-    let (id, dockerfile_blake3) = match existing_image(world, &candidates, req.key, &inputs).await?
-    {
+    let existing = existing_image(world, &candidates, req.key, &inputs).await?;
+    let (id, dockerfile_blake3, pulled) = match existing {
         Some((_, info)) => {
             let b3 = info.labels.get(eng::LABEL_DOCKERFILE_BLAKE3).cloned();
-            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)))
+            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)), false)
         }
         None => from_cache_or_build(world, req, &inputs, &tags[0]).await?,
     };
@@ -505,6 +507,15 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
             super::drop_superseded(world, &old).await;
         }
     }
+    // Pulled, and keyed on the verified Dockerfile: the pointer names this build from now on
+    // (once the image has its tags: pushing under the pointer tags and untags it).
+    if pulled && matches!(req.input, Some(Output::Verified { .. })) {
+        let rt = &req.node.runtime().name;
+        let cache = &world.cache;
+        cache
+            .repoint(&world.engine, rt, req.key, &inputs, &id)
+            .await;
+    }
     world
         .record(StepKind::Build, req.key, req.node, |r| {
             r.commit = Some(req.revision.to_owned());
@@ -516,17 +527,18 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, StepErro
 }
 
 /// The image of the key from the shared cache (pulled by digest, its labels checked again
-/// once in the engine), or else built here and published there.
+/// once in the engine), or else built here and published there: `(image ID, Dockerfile
+/// digest, whether it was pulled)`.
 async fn from_cache_or_build(
     world: &RealWorld,
     req: &RunRequest<'_>,
     inputs: &BuildInputs,
     tag: &str,
-) -> Result<(String, Option<String>), StepError> {
+) -> Result<(String, Option<String>, bool), StepError> {
     let rt = req.node.runtime();
     if let Lookup::Hit(entry) = world.cache.lookup(&rt.name, req.key, inputs).await {
         match pull_entry(world, req, inputs, &entry).await {
-            Ok(found) => return Ok(found),
+            Ok((id, b3)) => return Ok((id, b3, true)),
             Err(e) => world
                 .cache
                 .warn(&format!("cannot pull {}", entry.image), &e.to_string()),
@@ -537,7 +549,7 @@ async fn from_cache_or_build(
         .cache
         .publish(&world.engine, &rt.name, req.key, inputs, &id)
         .await;
-    Ok((id, b3))
+    Ok((id, b3, false))
 }
 
 /// Pulls a cache entry by digest; its labels must prove the key in the engine too.
@@ -577,7 +589,8 @@ async fn build_from_input(
             req.node.runtime().latest_tag()
         )));
     };
-    let build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+    let mut build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+    build.credentials = session_auth(world, &inputs.bases);
     ensure_bases(world, req, &inputs.bases).await?;
     let sink = req.sink.clone();
     let step = req.step.clone();
@@ -596,6 +609,14 @@ async fn build_from_input(
     };
     let id = world.engine.build(&build, on_output).await?;
     Ok((id, Some(dockerfile_blake3.clone())))
+}
+
+/// What the build's BuildKit session may authenticate with: the registries of its bases
+/// (found by the Dockerfile parser, after build-arg substitution) and the run's registry
+/// client; a registry the build does not name (a `# syntax=` frontend's) gets nothing.
+fn session_auth(world: &RealWorld, bases: &[Base]) -> crate::docker::SessionAuth {
+    let registries: Vec<String> = bases.iter().filter_map(Base::registry).collect();
+    crate::docker::SessionAuth::new(world.registry.clone(), &registries)
 }
 
 /// Makes the engine hold every base at exactly the digest the key names, before the build
@@ -713,6 +734,7 @@ fn build_request(
         builder: effective_builder(&inputs.builder, rt.builder),
         network: rt.build_network,
         runtime: rt.name.clone(),
+        credentials: crate::docker::SessionAuth::none(),
     }
 }
 
