@@ -484,6 +484,52 @@ fn switching_the_builder_rebuilds_with_the_reason() {
     assert_ne!(env.image_id(&env.latest("switch")).unwrap(), classic);
 }
 
+/// The build row of `planner plan --format json`.
+fn build_row(run: &support::harness::Run) -> serde_json::Value {
+    assert_eq!(run.code, 0, "{}", run.all());
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    let build = steps.iter().find(|s| s["step"] == "build");
+    build
+        .unwrap_or_else(|| panic!("no build step: {}", run.stdout))
+        .clone()
+}
+
+#[test]
+fn the_plan_says_which_builder_auto_picked_cold_and_warm() {
+    let _cache = building();
+    let env = Env::new("bk-plan");
+    let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY Dockerfile /\n");
+    env.git
+        .create_repo("picked", &[("Dockerfile", dockerfile.as_bytes())]);
+    env.config(&bk::runtime(&env, "picked", "picked", "auto"));
+    let plan = |host: Option<String>| {
+        let mut cmd = env.command(&["plan", "picked", "--format", "json"]);
+        if let Some(host) = host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        build_row(&support::harness::Run::from_output(cmd.output().unwrap()))
+    };
+
+    // Cold: no checkout, no image.
+    let cold = plan(None);
+    assert_eq!(cold["status"], "run", "{cold}");
+    let reason = cold["reason"].as_str().unwrap();
+    assert!(reason.contains("(builder auto: buildkit)"), "{reason}");
+    let proxy = NoBuildkitProxy::start();
+    let classic = plan(Some(proxy.docker_host()));
+    let reason = classic["reason"].as_str().unwrap();
+    assert!(reason.contains("(builder auto: classic)"), "{reason}");
+
+    // Warm: built.
+    let ensure = env.planner(&["ensure", "picked"]);
+    assert_eq!(ensure.code, 0, "{}", ensure.all());
+    let warm = plan(None);
+    assert_eq!(warm["status"], "skip", "{warm}");
+    let reason = warm["reason"].as_str().unwrap();
+    assert!(reason.contains("(builder auto: buildkit)"), "{reason}");
+}
+
 /// A BuildKit build whose `# syntax=` frontend is on `reg` and whose base is
 /// `reg`'s `bk-<name>-base:v1`, tagged locally from the suite's busybox (so `base_images =
 /// "local"` keys it without asking the registry, and only BuildKit's own frontend pull

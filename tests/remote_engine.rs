@@ -436,3 +436,47 @@ fn a_registry_pull_goes_through_the_tls_engine() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pushed.image_id);
 }
+
+#[test]
+fn a_buildkit_build_over_tls_gets_its_context_through_the_session() {
+    let engine = TlsEngine::shared();
+    let env = Env::new("tls-bk");
+    let dockerfile = support::harness::dockerfile();
+    let commit = env.git.create_repo(
+        "kit",
+        &[
+            ("Dockerfile", dockerfile.as_bytes()),
+            ("hello.txt", b"hello\n"),
+            ("secret.txt", b"not for the image\n"),
+            (".dockerignore", b"secret.txt\nDockerfile\n"),
+        ],
+    );
+    env.config(&support::buildkit::runtime(&env, "kit", "kit", "buildkit"));
+    let run = over_tls(&env, &engine.good_certs(), &["ensure", "kit"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let latest = env.latest("kit");
+    let listed = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &latest,
+        "ls",
+        "-a",
+        "/src",
+    ]);
+    assert!(listed.status.success(), "{}", run.all());
+    let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    // BuildKit never has the excluded Dockerfile in the context.
+    assert_eq!(
+        names,
+        [".", "..", ".dockerignore", "hello.txt"],
+        "{}",
+        run.all()
+    );
+    let _ = engine.docker(&["image", "rm", "-f", &latest, &env.image("kit", &commit)]);
+}

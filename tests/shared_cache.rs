@@ -249,6 +249,73 @@ fn a_cache_that_answers_500_is_a_miss_with_one_warning() {
     );
 }
 
+/// `(step, via)` of every step of runtime `rt` in a plan document.
+fn vias(run: &Run, rt: &str) -> Vec<(String, serde_json::Value)> {
+    assert_eq!(run.code, 0, "{}", run.all());
+    let doc: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.all()));
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["runtime"] == rt)
+        .map(|s| (s["step"].as_str().unwrap().to_owned(), s["via"].clone()))
+        .collect()
+}
+
+/// The `via` of runtime `rt`'s build step.
+fn build_via(run: &Run, rt: &str) -> serde_json::Value {
+    let all = vias(run, rt);
+    let build = all.iter().find(|(step, _)| step == "build");
+    build
+        .unwrap_or_else(|| panic!("no build for {rt}: {}", run.all()))
+        .1
+        .clone()
+}
+
+#[test]
+fn the_plan_json_says_whether_a_build_builds_pulls_from_the_cache_or_retags() {
+    let env = Env::new("cachevia");
+    clean_b(&env.prefix);
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    let shas: Vec<String> = ["v1", "v2"].iter().map(|r| template(&env, r)).collect();
+    config(&env, &["v1", "v2"], &cache);
+
+    let cold = env.planner(&["plan", "v1", "v2", "--format", "json"]);
+    for rt in ["v1", "v2"] {
+        assert_eq!(build_via(&cold, rt), "build", "{}", cold.all());
+        for (step, via) in vias(&cold, rt) {
+            if step != "build" {
+                assert!(via.is_null(), "{rt} {step}: one way only\n{}", cold.all());
+            }
+        }
+    }
+    let a = env.planner(&["ensure", "v1"]);
+    assert_eq!(a.code, 0, "{}", a.all());
+
+    // Machine B: v1 is in the shared cache, v2 is not; the dry run says the same.
+    let b_cache = tempfile::tempdir().unwrap();
+    for args in [
+        &["plan", "v1", "v2", "--format", "json"][..],
+        &["ensure", "--dry-run", "--json", "v1", "v2"][..],
+    ] {
+        let plan = on_b(&env, b_cache.path(), args);
+        assert_eq!(build_via(&plan, "v1"), "shared-cache", "{}", plan.all());
+        assert_eq!(build_via(&plan, "v2"), "build", "{}", plan.all());
+    }
+
+    // Machine A, its pinned tag gone but `:latest` still on the image: only tagged.
+    docker(&["image", "rm", &env.image("v1", &shas[0])]);
+    let retag = env.planner(&["plan", "v1", "--format", "json"]);
+    assert_eq!(build_via(&retag, "v1"), "retag", "{}", retag.all());
+    let warm = env.planner(&["ensure", "v1"]);
+    assert_eq!(warm.code, 0, "{}", warm.all());
+    let done = env.planner(&["plan", "v1", "--format", "json"]);
+    assert!(build_via(&done, "v1").is_null(), "skipped\n{}", done.all());
+    clean_b(&env.prefix);
+}
+
 /// A label of `reference` on machine B's engine.
 fn label_on_b(reference: &str, label: &str) -> String {
     let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");

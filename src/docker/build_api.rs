@@ -1,7 +1,8 @@
 //! The BuildKit `POST /build` call, made without bollard: bollard starts its own session for
 //! every BuildKit build, and planner serves its own ([`super::session`]). The query is
-//! bollard's (`BuildImageOptions`, serialized as bollard does), the body the streamed context,
-//! and the answer is decoded as bollard decodes it: one `BuildInfo` per JSON line, a line with
+//! bollard's (`BuildImageOptions`, serialized as bollard does), the body what the caller
+//! streams (empty for planner's BuildKit builds, whose context goes over the session), and the
+//! answer is decoded as bollard decodes it: one `BuildInfo` per JSON line, a line with
 //! `error` (or a non-2xx answer's `message`) as `DockerStreamError`. Each line is bounded by
 //! [`MAX_LINE`].
 

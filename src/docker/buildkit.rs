@@ -1,6 +1,8 @@
-//! BuildKit builds through the engine API: `POST /build?version=2` with a session (bollard's
-//! `buildkit` feature serves it over the engine's `/session` endpoint) and the engine's
-//! built-in Dockerfile frontend; no buildx, no frontend image.
+//! BuildKit builds through the engine API, as the docker CLI made them before buildx: a
+//! session of planner's own ([`super::session`]) serving the build context and the Dockerfile
+//! the way BuildKit's own client does ([`super::filesync`]), then `POST /build?version=2`
+//! naming it (`remote=client-session`), built by the engine's built-in Dockerfile frontend;
+//! no buildx, no frontend image.
 //!
 //! - Detection ([`Engine::offers_buildkit`]): API ≥ 1.39 and a `/session` endpoint (the engine
 //!   answers 400 to a bare `POST /session`, 404 when it has none); asked once per connection.
@@ -16,17 +18,15 @@
 //!   token in planner, under the rules of planner's own registry client.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::Empty;
 
 use super::engine::{
-    Activity, BuildOutput, BuildRequest, DockerError, Engine, IDLE_KEY, Tail, build_failed,
-    checked_id, with_help,
+    BuildOutput, BuildRequest, DockerError, Engine, IDLE_KEY, Tail, build_failed, checked_id,
+    with_help,
 };
 use crate::config::Builder;
 use crate::exec::event::BuildStepState;
@@ -77,25 +77,16 @@ impl Engine {
         }
     }
 
-    /// Builds `req` with BuildKit; returns the image ID.
+    /// Builds `req` with BuildKit; returns the image ID. The build context goes over the
+    /// session, as BuildKit's own client sends it ([`super::filesync`]).
     pub(super) async fn build_buildkit(
         &self,
         req: &BuildRequest,
         mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
-        let (body, producer) = super::context::stream(&req.context_dir, &req.dockerfile);
-        let activity = Arc::new(Activity::new());
-        let body = {
-            let activity = activity.clone();
-            body.inspect(move |_| activity.touch())
-        };
-        let session = session_id();
-        let _session = self
-            .start_session(&session, req.credentials.clone())
-            .await
-            .map_err(|e| build_failed(req, format!("BuildKit session: {e}"), &Tail::default()))?;
+        let started = self.start_buildkit_session(req).await?;
         let options = BuildImageOptions {
-            dockerfile: req.dockerfile.clone(),
+            dockerfile: started.dockerfile.clone(),
             t: Some(req.tag.clone()),
             platform: req.platform.clone(),
             target: req.target.clone().unwrap_or_default(),
@@ -103,20 +94,24 @@ impl Engine {
             buildargs: Some(req.build_args.clone().into_iter().collect()),
             networkmode: req.network.mode().map(str::to_owned),
             version: BuilderVersion::BuilderBuildKit,
-            session: Some(session),
+            session: Some(started.id.clone()),
+            remote: Some("client-session".to_owned()),
             ..Default::default()
         };
-        let mut stream = self.build_stream(&options, body);
+        let mut stream = self.build_stream(&options, futures_util::stream::empty());
         let mut progress = Progress::default();
         let mut image_id = None;
         let what = format!("the BuildKit build of {}", req.tag);
-        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
+        while let Some(item) = self
+            .next_or_idle(&mut stream, &started.activity, &what)
+            .await?
+        {
             let info = match item {
                 Ok(info) => info,
                 Err(e) => {
                     drop(stream);
-                    let cause = super::context::producer_failure(producer).await;
-                    return Err(match cause {
+                    // planner's own failure to send the context is what broke the build.
+                    return Err(match started.failure() {
                         Some(c) => build_failed(req, format!("build context: {c}"), &progress.all),
                         None => progress.failure(req, &engine_message(&e)),
                     });
@@ -130,23 +125,6 @@ impl Engine {
                     }
                 }
                 None => {}
-            }
-        }
-        match producer.await {
-            Ok(Ok(_stats)) => {}
-            Ok(Err(e)) => {
-                return Err(build_failed(
-                    req,
-                    format!("build context: {e}"),
-                    &progress.all,
-                ));
-            }
-            Err(e) => {
-                return Err(build_failed(
-                    req,
-                    format!("build context: {e}"),
-                    &progress.all,
-                ));
             }
         }
         match image_id {
@@ -224,15 +202,6 @@ impl Engine {
             }),
         }
     }
-}
-
-/// A fresh session id (BuildKit requires one per build).
-fn session_id() -> String {
-    let mut id = String::from("planner-");
-    for _ in 0..25 {
-        id.push(fastrand::alphanumeric().to_ascii_lowercase());
-    }
-    id
 }
 
 /// The engine's error text without bollard's wrapping.

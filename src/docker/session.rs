@@ -1,7 +1,9 @@
 //! The BuildKit session planner serves for each BuildKit build: `POST /session` upgraded to
 //! h2c, on which the engine is the gRPC client and planner serves the health service the
-//! engine checks and the auth service (`moby.filesync.v1.Auth`, buildkit's
-//! `session/auth/auth.proto`) its pulls ask. bollard's own session hands BuildKit the
+//! engine checks, the build context and the Dockerfile (`moby.filesync.v1.FileSync`, as
+//! BuildKit's own client sends them: [`super::filesync`]) and the auth service
+//! (`moby.filesync.v1.Auth`, buildkit's `session/auth/auth.proto`) its pulls ask. The
+//! connection is served in the [`Session`]'s own task, so dropping it closes the connection. bollard's own session hands BuildKit the
 //! passwords (`Credentials`) and refuses `GetTokenAuthority`, so the engine fetches tokens
 //! itself and sends the secret wherever a registry's challenge points, plain HTTP included;
 //! and it cannot be given another auth service. So planner runs the session (and sends the
@@ -28,13 +30,13 @@
 //!   endpoint only); nothing for a registry the build does not name.
 
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bollard::health::health_server::{Health, HealthServer};
 use bollard::health::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
+use bollard::moby::filesync::packet::file_sync_server::FileSyncServer;
 use bollard::moby::filesync::v1::auth_server::{Auth, AuthServer};
 use bollard::moby::filesync::v1::{
     CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
@@ -43,20 +45,26 @@ use bollard::moby::filesync::v1::{
 };
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use tonic::{Request, Response, Status};
 
-use super::engine::{Engine, PING_TIMEOUT};
+use super::engine::{
+    Activity, BuildRequest, DockerError, Engine, PING_TIMEOUT, Tail, build_failed,
+};
+use super::filesync::{FileSyncService, Locals};
 use crate::registry::{Credentials, Registry};
 
 /// How BuildKit names Docker Hub's registry host.
 const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// The largest payload or salt signed (BuildKit sends 32 bytes).
 const MAX_SIGNED: usize = 1024;
+/// Largest header block the engine may send on the session (a file-sync request's patterns
+/// travel in its headers: an ignore file of up to 1 MiB, URL-escaped where it is not ASCII).
+const MAX_HEADER_LIST: u32 = 4 << 20;
 /// Every method planner's session serves, as the engine is told (`X-Docker-Expose-Session-Grpc-Method`).
-const METHODS: [&str; 5] = [
+const METHODS: [&str; 6] = [
     "/grpc.health.v1.Health/Check",
+    "/moby.filesync.v1.FileSync/DiffCopy",
     "/moby.filesync.v1.Auth/Credentials",
     "/moby.filesync.v1.Auth/FetchToken",
     "/moby.filesync.v1.Auth/GetTokenAuthority",
@@ -75,30 +83,65 @@ impl Drop for Session {
 }
 
 impl Engine {
-    /// Opens session `id` to the engine and serves `auth` on it until the [`Session`] drops.
+    /// Opens session `id` to the engine and serves `auth` and `files` on it until the
+    /// [`Session`] drops. `shared_key` is the key BuildKit keeps the transferred context under
+    /// between builds (same key, same files).
     pub(super) async fn start_session(
         &self,
         id: &str,
         auth: SessionAuth,
+        files: FileSyncService,
+        shared_key: &str,
     ) -> Result<Session, String> {
-        let upgraded = tokio::time::timeout(PING_TIMEOUT, self.upgrade_session(id))
+        let upgraded = tokio::time::timeout(PING_TIMEOUT, self.upgrade_session(id, shared_key))
             .await
             .map_err(|_| format!("no answer within {}s", PING_TIMEOUT.as_secs()))??;
-        let router = tonic::transport::Server::builder()
-            .add_service(HealthServer::new(Healthy))
-            .add_service(AuthServer::new(auth));
-        let incoming = futures_util::stream::iter([Ok::<_, std::io::Error>(SessionIo(
-            TokioIo::new(upgraded),
-        ))]);
-        let task = tokio::spawn(async move {
-            // The engine closing the session ends this; nothing to report then.
-            let _ = router.serve_with_incoming(incoming).await;
-        });
-        Ok(Session { task })
+        Ok(serve(upgraded, auth, files))
+    }
+
+    /// Checks the ignore file BuildKit will read, then opens the build's session serving its
+    /// context, its Dockerfile and the registry credentials the build may use.
+    pub(super) async fn start_buildkit_session(
+        &self,
+        req: &BuildRequest,
+    ) -> Result<Started, DockerError> {
+        let failed =
+            |what: &str, e: String| build_failed(req, format!("{what}: {e}"), &Tail::default());
+        let (root, rel) = (req.context_dir.clone(), req.dockerfile.clone());
+        tokio::task::spawn_blocking(move || super::context::check_buildkit_ignore(&root, &rel))
+            .await
+            .map_err(|e| failed("build context", e.to_string()))?
+            .map_err(|e| failed("build context", e.to_string()))?;
+        let (locals, dockerfile) = Locals::new(&req.context_dir, &req.dockerfile)
+            .await
+            .map_err(|e| failed("build context", e.to_string()))?;
+        let activity = Arc::new(Activity::new());
+        let failure = Arc::new(Mutex::new(None));
+        let touch = {
+            let activity = activity.clone();
+            Arc::new(move || activity.touch())
+        };
+        let files = FileSyncService::new(locals, failure.clone(), touch);
+        let id = session_id();
+        let session = self
+            .start_session(&id, req.credentials.clone(), files, &shared_key(req))
+            .await
+            .map_err(|e| failed("BuildKit session", e))?;
+        Ok(Started {
+            _session: session,
+            id,
+            dockerfile,
+            activity,
+            failure,
+        })
     }
 
     /// `POST /session` with `Upgrade: h2c`: the upgraded connection once the engine answers 101.
-    async fn upgrade_session(&self, id: &str) -> Result<hyper::upgrade::Upgraded, String> {
+    async fn upgrade_session(
+        &self,
+        id: &str,
+        shared_key: &str,
+    ) -> Result<hyper::upgrade::Upgraded, String> {
         let v = self.docker.client_version();
         let path = format!("/v{}.{}/session", v.major_version, v.minor_version);
         let mut request = hyper::Request::post(path)
@@ -106,7 +149,8 @@ impl Engine {
             .header("Connection", "Upgrade")
             .header("Upgrade", "h2c")
             .header("X-Docker-Expose-Session-Uuid", id)
-            .header("X-Docker-Expose-Session-Name", "planner");
+            .header("X-Docker-Expose-Session-Name", "planner")
+            .header("X-Docker-Expose-Session-Sharedkey", shared_key);
         for method in METHODS {
             request = request.header("X-Docker-Expose-Session-Grpc-Method", method);
         }
@@ -134,41 +178,63 @@ impl Engine {
     }
 }
 
-/// The upgraded connection, as tonic serves it.
-struct SessionIo(TokioIo<hyper::upgrade::Upgraded>);
-
-impl tonic::transport::server::Connected for SessionIo {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
+/// A BuildKit build's open session (closed when dropped): its id, the Dockerfile's name in
+/// its directory, what moves (the upload counts), and planner's own failure to send the
+/// context, if any.
+pub(super) struct Started {
+    _session: Session,
+    pub(super) id: String,
+    pub(super) dockerfile: String,
+    pub(super) activity: Arc<Activity>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
-impl tokio::io::AsyncRead for SessionIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+impl Started {
+    /// planner's own failure to send the context, once.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|mut f| f.take())
     }
 }
 
-impl tokio::io::AsyncWrite for SessionIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
+/// The key BuildKit keeps a transferred context under: the checkout and its commit, so that
+/// a rebuild of the same files sends only what changed, and a new commit never reuses files
+/// an older one had with the same size and time.
+fn shared_key(req: &BuildRequest) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(req.context_dir.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
+    h.update(req.commit.as_bytes());
+    h.finalize().to_hex()[..32].to_owned()
+}
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+/// A fresh session id (BuildKit requires one per build).
+fn session_id() -> String {
+    let mut id = String::from("planner-");
+    for _ in 0..25 {
+        id.push(fastrand::alphanumeric().to_ascii_lowercase());
     }
+    id
+}
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
+/// Serves the session's services on `io` in the [`Session`]'s own task (not in one tonic
+/// would spawn per connection): dropping the session closes the connection.
+fn serve<T>(io: T, auth: SessionAuth, files: FileSyncService) -> Session
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let routes = tonic::service::Routes::new(HealthServer::new(Healthy))
+        .add_service(AuthServer::new(auth))
+        .add_service(FileSyncServer::new(files));
+    let service = hyper_util::service::TowerToHyperService::new(routes);
+    let task = tokio::spawn(async move {
+        let connection =
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .max_header_list_size(MAX_HEADER_LIST)
+                .serve_connection(io, service);
+        // The engine closing the session ends this; nothing to report then.
+        let _ = connection.await;
+    });
+    Session { task }
 }
 
 /// The health service: the session serves while it exists.
@@ -378,6 +444,45 @@ impl Auth for SessionAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dropping_the_session_closes_its_connection() {
+        let (ours, engine) = tokio::io::duplex(64 * 1024);
+        let dir = tempfile::tempdir().unwrap();
+        let locals = super::super::filesync::Locals {
+            context: dir.path().to_path_buf(),
+            dockerfile: dir.path().to_path_buf(),
+            mtime_ns: 0,
+        };
+        let files = FileSyncService::new(locals, Arc::default(), Arc::new(|| {}));
+        let session = serve(
+            hyper_util::rt::TokioIo::new(ours),
+            SessionAuth::none(),
+            files,
+        );
+        // The engine's side: an HTTP/2 client that checks health, then waits for the end.
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let io = hyper_util::rt::TokioIo::new(engine);
+        let (mut client, connection) = hyper::client::conn::http2::handshake(executor, io)
+            .await
+            .unwrap();
+        let closed = tokio::spawn(connection);
+        let check = hyper::Request::post("http://session/grpc.health.v1.Health/Check")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
+            .unwrap();
+        let answer = client.send_request(check).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        drop(session);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), closed).await;
+        assert!(
+            ended.is_ok(),
+            "the session's connection stayed open after the drop"
+        );
+    }
     use crate::registry::{DockerConfig, RegistrySettings};
     use ring::signature::{ED25519, UnparsedPublicKey};
 

@@ -37,11 +37,29 @@ impl Status {
     }
 }
 
-/// A decision with the reason a user reads.
+/// How a step that runs will be satisfied, for the kinds that have more than one way (a
+/// build, a pull): what `plan --format json` says in `via`, so that automation can tell a
+/// pull from a build without reading the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// The engine builds the image from the checkout.
+    Build,
+    /// The image is pulled from the shared cache (`[cache]`) by digest, not built.
+    SharedCache,
+    /// The engine already holds the image under another tag: it is only tagged.
+    Retag,
+    /// The image is pulled from its registry (registry runtimes).
+    Pull,
+}
+
+/// A decision with the reason a user reads and, for a step that runs, how (where its kind
+/// has more than one way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub status: Status,
     pub reason: String,
+    pub via: Option<Via>,
 }
 
 impl Decision {
@@ -49,6 +67,15 @@ impl Decision {
         Decision {
             status,
             reason: reason.into(),
+            via: None,
+        }
+    }
+
+    /// A decision to run a step of `kind` the way its kind runs when nothing is found.
+    fn run(kind: super::StepKind, reason: impl Into<String>) -> Self {
+        Decision {
+            via: crate::steps::of(kind).runs_via(),
+            ..Decision::new(Status::Run, reason)
         }
     }
 }
@@ -82,9 +109,11 @@ pub enum Probe {
         reason: String,
     },
     /// Not materialized, but running it needs none of its needs: the build's image exists
-    /// under another of its tags, so the step only tags it (no clone, no verify, no build).
+    /// under another of its tags, or in the shared cache (`via`), so the step only tags (or
+    /// pulls) it (no clone, no verify, no build).
     Retag {
         reason: String,
+        via: Via,
     },
 }
 
@@ -377,16 +406,19 @@ impl<W: World> Walk<'_, W> {
             }
             Ok(Probe::Missing { reason }) => {
                 self.needed.extend(self.graph.needs(id));
-                Decision::new(Status::Run, reason)
+                Decision::run(node.kind, reason)
             }
-            Ok(Probe::Retag { reason }) => {
+            Ok(Probe::Retag { reason, via }) => {
                 let step_id = &self.graph.node(id).step_id;
                 for need in self.graph.needs(id) {
                     self.why_not
                         .entry(need)
                         .or_insert_with(|| format!("{step_id} only re-tags an existing image"));
                 }
-                Decision::new(Status::Run, reason)
+                Decision {
+                    via: Some(via),
+                    ..Decision::new(Status::Run, reason)
+                }
             }
             Err(e) => Decision::new(
                 Status::Failed,
@@ -402,8 +434,9 @@ impl<W: World> Walk<'_, W> {
         if self.d.keys.contains_key(&id) {
             return None;
         }
+        let kind = self.graph.node(id).kind;
         Some(match self.unknown.get(&id) {
-            Some(Ok(reason)) => Decision::new(Status::Run, reason.clone()),
+            Some(Ok(reason)) => Decision::run(kind, reason.clone()),
             Some(Err(error)) => Decision::new(Status::Failed, error.clone()),
             None => {
                 let input = self
@@ -411,8 +444,8 @@ impl<W: World> Walk<'_, W> {
                     .input_of(id)
                     .map(|n| self.graph.node(n).display_id());
                 let after = input.unwrap_or_else(|| "its needs".into());
-                Decision::new(
-                    Status::Run,
+                Decision::run(
+                    kind,
                     format!("follows {after}, whose key is known once it runs"),
                 )
             }

@@ -7,7 +7,7 @@ pub mod step;
 
 pub use decide::{
     Decided, Decision, DiscoverRequest, Discovery, Output, Probe, ProbeRequest, Resolved, Status,
-    World,
+    Via, World,
 };
 pub use graph::{Graph, Node, NodeId};
 pub use load::{Plan, PlanSet, PlanStep};

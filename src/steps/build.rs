@@ -18,7 +18,7 @@ use crate::exec::world::RealWorld;
 use crate::exec::{Event, RunRequest};
 use crate::ids::short;
 use crate::key::{KEY_FORMAT, Key, KeyBuilder, KeyInputs};
-use crate::plan::{DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, StepKind};
+use crate::plan::{DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, StepKind, Via};
 
 pub struct Step;
 
@@ -42,11 +42,18 @@ impl Kind for Step {
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
         vec![
             ("platform", rt.platform.clone()),
+            // The builders do not make the same image (it is in the key): runtimes that
+            // differ in it must not share a build.
+            ("builder", rt.builder.name().to_owned()),
             (
                 "build_args",
                 crate::config::build_args_label(&rt.build_args),
             ),
         ]
+    }
+
+    fn runs_via(&self) -> Option<Via> {
+        Some(Via::Build)
     }
 
     fn discovers(&self) -> bool {
@@ -330,7 +337,12 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
         }
         None => why_no_image(world, rt, req.revision, req.previous_revision, None, &tag).await?,
     };
-    Ok(format!("{why}{}", args_note(&rt.build_args)))
+    let builder = world.engine.effective_builder(rt.builder).await;
+    Ok(format!(
+        "{why}{}{}",
+        args_note(&rt.build_args),
+        builder_note(rt, builder.name())
+    ))
 }
 
 /// A label value as a reason shows it: short, printable.
@@ -377,11 +389,13 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
             let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();
             Probe::Retag {
                 reason: format!("image present as {tag}; only tagging {}", tags.join(", ")),
+                via: Via::Retag,
             }
         }
         (None, _) => match existing_image(world, &latest_tags(req.node), req.key, &inputs).await? {
             Some((tag, _)) => Probe::Retag {
                 reason: format!("image present as {tag}; only tagging {}", missing[0].1),
+                via: Via::Retag,
             },
             None => {
                 let (rt, tag) = (missing[0].0, &missing[0].1);
@@ -394,6 +408,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
                             entry.image,
                             bases::shown_digest(&entry.digest)
                         ),
+                        via: Via::SharedCache,
                     },
                     Lookup::Refused {
                         image,

@@ -26,7 +26,7 @@ use crate::exec::world::RealWorld;
 use crate::ids::short;
 use crate::key::{Key, KeyInputs};
 use crate::plan::{
-    DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind,
+    DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, Resolved, Status, StepKind, Via,
 };
 
 /// One step kind: what it is, and what it does to the real world.
@@ -72,6 +72,12 @@ pub trait Kind: Sync {
     /// of its identity in the graph, so that steps reading the same values are one step.
     fn reads(&self, _rt: &Runtime) -> Vec<(&'static str, String)> {
         Vec::new()
+    }
+
+    /// How a step of this kind that runs is satisfied when nothing is found (a build builds,
+    /// a pull pulls); `None` for kinds with one way only.
+    fn runs_via(&self) -> Option<Via> {
+        None
     }
 
     /// Whether its key covers inputs found in the world once its root has answered (a

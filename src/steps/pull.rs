@@ -12,7 +12,7 @@ use crate::exec::RunRequest;
 use crate::exec::world::RealWorld;
 use crate::ids::short;
 use crate::key::{Key, KeyBuilder, KeyInputs};
-use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+use crate::plan::{Output, Probe, ProbeRequest, StepKind, Via};
 use crate::registry::ImageRef;
 
 pub struct Step;
@@ -20,6 +20,10 @@ pub struct Step;
 impl Kind for Step {
     fn name(&self) -> &'static str {
         "pull"
+    }
+
+    fn runs_via(&self) -> Option<Via> {
+        Some(Via::Pull)
     }
 
     fn input_kinds(&self) -> &'static [StepKind] {
@@ -114,6 +118,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, StepE
     } else {
         Probe::Retag {
             reason: format!("{shown} present; only tagging {}", untagged.join(", ")),
+            via: Via::Retag,
         }
     })
 }
