@@ -171,7 +171,7 @@ def image_id(ref):
 
 
 class GitHost:
-    """examples/bench_tool.rs `serve`: tests/support/git_server.rs on 127.0.0.1."""
+    """examples/bench_tool.rs `serve`: support::git_server on 127.0.0.1."""
 
     def __init__(self):
         self.proc = subprocess.Popen([TOOL, "serve"], stdin=subprocess.PIPE,
@@ -1049,7 +1049,7 @@ MANIFEST_ACCEPT = ", ".join([
 
 
 class LocalRegistry:
-    """examples/bench_tool.rs `registry`: tests/support/registry.rs (Debian's docker-registry
+    """examples/bench_tool.rs `registry`: support::registry (Debian's docker-registry
     on 127.0.0.1, no auth) with one `molecule-ai/workspace-template-<rt>:latest` per runtime."""
 
     def __init__(self, runtimes):

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! bench_tool serve
-//!     Starts the test git smart-HTTP server (tests/support/git_server.rs: `git http-backend`
-//!     behind a std-only HTTP server on 127.0.0.1) and prints `root <GIT_PROJECT_ROOT>` and
-//!     `url <base URL>`. Bare repos created under the root (`<root>/<name>.git`) are served at
+//!     Starts the test git smart-HTTP server (planner-test-support's git_server.rs: `git
+//!     http-backend` behind a std-only HTTP server on 127.0.0.1) and prints
+//!     `root <GIT_PROJECT_ROOT>` and `url <base URL>`. Bare repos created under the root (`<root>/<name>.git`) are served at
 //!     `<url><name>`. Then reads commands on stdin, one per line:
 //!       log    prints `req <method> <path> <git command or -> <status>` per request since the
 //!              last `clear`, then `end`
@@ -16,7 +16,7 @@
 //!     are written without fsync (it is a fixture, not planner's store). Any plan name is
 //!     accepted (the benchmark's own plans are passed to planner with --plans).
 //! bench_tool registry <image-prefix> [<runtime>...]
-//!     Starts a real registry (tests/support/registry.rs: Debian's docker-registry on
+//!     Starts a real registry (planner-test-support's registry.rs: Debian's docker-registry on
 //!     127.0.0.1, no auth), pushes a distinct tiny image `<host>/<image-prefix><runtime>:latest`
 //!     for each runtime through the engine (then removed from the engine; no runtime: an empty
 //!     registry, e.g. a shared cache for planner to fill), and prints
@@ -27,15 +27,6 @@
 
 // A command-line tool of the benchmarks: it prints its answers.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
-#[allow(dead_code)]
-#[path = "../tests/support/git_server.rs"]
-mod git_server;
-#[allow(dead_code)]
-#[path = "../tests/support/registry.rs"]
-mod registry;
-#[allow(dead_code)]
-#[path = "../tests/support/token_issuer.rs"]
-mod token_issuer;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -45,6 +36,7 @@ use planner::config::{self, EnvOverrides};
 use planner::steps;
 use planner::steps::record::RecordFields;
 use planner::store::{RECORD_SCHEMA, Record, now_secs};
+use planner_test_support::{git_server, registry};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

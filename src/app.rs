@@ -158,10 +158,9 @@ pub fn select(config: &Config, names: &[String], all: bool) -> Result<Vec<Arc<Ru
 
 /// Connects to the engine and builds the real world.
 async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> {
-    let engine = Engine::connect()
+    let engine = Engine::connect(&loaded.config.engine)
         .await
-        .map_err(|e| AppError::Environment(e.to_string()))?
-        .with_idle_timeout(loaded.config.engine.idle_timeout);
+        .map_err(|e| AppError::Environment(e.to_string()))?;
     let store = if read_only {
         Store::read_only(&loaded.cache_dir)
     } else {

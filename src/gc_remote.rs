@@ -7,12 +7,14 @@
 //! `s-<source key>` pointer names (current: the source key of the image the local
 //! `{image_prefix}{runtime}:latest` names, when this machine has one). The others are removed
 //! with `DELETE /v2/<name>/manifests/<digest>`, which also removes every other tag on that
-//! digest (the pointers of the removed builds). `s-` pointers are never deleted by name.
+//! digest (the pointers of the removed builds). `s-` pointers are never deleted by name, and
+//! a digest a kept tag names is never deleted: an entry on it is kept too, and says so.
 //!
 //! A runtime whose listing or any entry cannot be read removes nothing (its ranking would be
 //! a guess). A registry with deletes disabled (405) stops the run: every later delete would
 //! fail the same way. [`plan`] decides and deletes nothing (the dry run); [`execute`] deletes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::source_key;
@@ -37,6 +39,8 @@ pub struct RemoteEntry {
     pub reason: String,
     /// Removed entries: where they stand. Kept ones are `Skipped` with the reason.
     pub status: ItemStatus,
+    /// A kept entry that would have gone but for its digest: the kept tag that names it too.
+    pub also_named_by: Option<String>,
 }
 
 /// What `gc --remote` decided (and, after [`execute`], did).
@@ -94,7 +98,7 @@ pub async fn plan(
             continue;
         };
         match survey(registry, engine, &repo, rt).await {
-            Ok((entries, current)) => decide(&mut gc, rt, entries, current.as_deref()),
+            Ok((entries, current)) => decide(&mut gc, &rt.name, entries, current.as_deref()),
             Err(e) => gc.errors.push(format!(
                 "{}: left alone: cannot read the shared cache {}/{}: {e}",
                 rt.name, repo.registry, repo.repository
@@ -153,19 +157,35 @@ async fn current_pointer(engine: &Engine, rt: &Runtime) -> Option<String> {
     (!inputs.commit.is_empty()).then(|| format!("s-{}", source_key(&inputs)))
 }
 
-/// Keeps the newest `gc.keep` entries and the current pointer's; plans the rest.
-fn decide(gc: &mut RemoteGc, rt: &Runtime, mut entries: Vec<Listed>, current: Option<&str>) {
+/// Keeps the newest `gc.keep` entries and the current pointer's, and every entry on a digest
+/// one of those names (a delete removes the digest, so every tag on it); plans the rest.
+fn decide(gc: &mut RemoteGc, runtime: &str, mut entries: Vec<Listed>, current: Option<&str>) {
     entries.sort_by(|a, b| (b.created_ns, &b.reference.tag).cmp(&(a.created_ns, &a.reference.tag)));
+    // The first kept tag (by rank) naming each kept digest.
+    let mut kept_digests: HashMap<String, String> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if i < gc.keep || current == Some(e.digest.as_str()) {
+            let tag = e.reference.to_string();
+            kept_digests.entry(e.digest.clone()).or_insert(tag);
+        }
+    }
     for (i, e) in entries.into_iter().enumerate() {
         let pointed = current == Some(e.digest.as_str());
-        let reason = match (i < gc.keep, pointed) {
-            (true, _) => format!("newest {}", i + 1),
-            (false, true) => "the runtime's current s- pointer names it".to_owned(),
-            (false, false) => format!("older than the newest {}", gc.keep),
+        let twin = kept_digests
+            .get(&e.digest)
+            .filter(|t| **t != e.reference.to_string());
+        let reason = match (i < gc.keep, pointed, twin) {
+            (true, _, _) => format!("newest {}", i + 1),
+            (false, true, _) => "the runtime's current s- pointer names it".to_owned(),
+            (false, false, Some(tag)) => format!(
+                "older than the newest {}; kept: also named by kept tag {tag}, and a delete removes the digest",
+                gc.keep
+            ),
+            (false, false, None) => format!("older than the newest {}", gc.keep),
         };
-        let kept = i < gc.keep || pointed;
+        let kept = i < gc.keep || pointed || twin.is_some();
         let entry = RemoteEntry {
-            runtime: rt.name.clone(),
+            runtime: runtime.to_owned(),
             reference: e.reference.to_string(),
             digest: e.digest,
             created: e.created,
@@ -174,6 +194,7 @@ fn decide(gc: &mut RemoteGc, rt: &Runtime, mut entries: Vec<Listed>, current: Op
                 false => ItemStatus::Planned,
             },
             reason,
+            also_named_by: twin.cloned().filter(|_| i >= gc.keep && !pointed),
         };
         match kept {
             true => gc.kept.push(entry),
@@ -209,5 +230,74 @@ pub async fn execute(registry: &Registry, gc: &mut RemoteGc) {
             }
             Err(e) => ItemStatus::Failed(e.to_string()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(tag: &str, digest: char, created_ns: i128) -> Listed {
+        Listed {
+            reference: ImageRef::parse(&format!("127.0.0.1:5000/c/rt:{tag}")).unwrap(),
+            digest: format!("sha256:{}", digest.to_string().repeat(64)),
+            created: None,
+            created_ns,
+        }
+    }
+
+    fn decided(keep: usize, entries: Vec<Listed>, current: Option<char>) -> RemoteGc {
+        let mut gc = RemoteGc {
+            keep,
+            ..RemoteGc::default()
+        };
+        let current = current.map(|c| format!("sha256:{}", c.to_string().repeat(64)));
+        decide(&mut gc, "rt", entries, current.as_deref());
+        gc
+    }
+
+    fn tags(entries: &[RemoteEntry]) -> Vec<&str> {
+        entries
+            .iter()
+            .map(|e| e.reference.rsplit_once(':').unwrap().1)
+            .collect()
+    }
+
+    #[test]
+    fn a_digest_a_kept_tag_names_is_never_planned_for_deletion() {
+        let entries = vec![
+            listed("k-new", 'a', 3),
+            listed("k-old", 'b', 1),
+            listed("k-twin", 'b', 1),
+            listed("k-gone", 'c', 0),
+        ];
+        let gc = decided(2, entries, None);
+        assert_eq!(tags(&gc.kept), ["k-new", "k-twin", "k-old"]);
+        assert_eq!(tags(&gc.items), ["k-gone"]);
+        let spared = &gc.kept[2];
+        assert_eq!(
+            spared.also_named_by.as_deref(),
+            Some("127.0.0.1:5000/c/rt:k-twin")
+        );
+        assert!(
+            spared
+                .reason
+                .contains("kept: also named by kept tag 127.0.0.1:5000/c/rt:k-twin"),
+            "{}",
+            spared.reason
+        );
+        assert_eq!(gc.kept[0].also_named_by, None);
+    }
+
+    #[test]
+    fn the_current_pointers_digest_keeps_every_tag_on_it() {
+        let entries = vec![
+            listed("k-new", 'a', 3),
+            listed("k-cur", 'b', 1),
+            listed("k-cur2", 'b', 0),
+        ];
+        let gc = decided(1, entries, Some('b'));
+        assert_eq!(tags(&gc.kept), ["k-new", "k-cur", "k-cur2"]);
+        assert!(gc.items.is_empty());
     }
 }

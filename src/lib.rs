@@ -14,7 +14,9 @@
 //! - `planner-steps` as [`steps`] (each kind one module, listed once in [`steps::KINDS`]),
 //!   with [`bases`] and [`cache`];
 //! - the leaf crates as [`git`], [`docker`] (with [`dockerfile`]), [`registry`], and
-//!   `planner-base` as [`ids`] and [`mask`]; `planner-config` as [`config`].
+//!   `planner-base` as [`ids`], [`mask`] and [`text`] (outside text made inert wherever it
+//!   is printed); `planner-http` as [`origin`] (where a credential may travel);
+//!   `planner-config` as [`config`].
 //!
 //! Its own modules: [`app`] ties the flow together for [`cli`], the thin command line the
 //! `planner` binary runs; [`status`] and [`gc`] ([`gc_remote`]) read and prune what earlier
@@ -31,11 +33,12 @@ pub mod status;
 pub mod summary;
 pub mod watch;
 
-pub use planner_base::{ids, mask};
+pub use planner_base::{ids, mask, text};
 pub use planner_config as config;
 pub use planner_core::{error, exec, key, plan, store};
 pub use planner_docker::dockerfile;
 pub use planner_git as git;
+pub use planner_http as origin;
 pub use planner_registry as registry;
 pub use planner_steps as steps;
 pub use planner_steps::{bases, cache};

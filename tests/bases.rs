@@ -5,7 +5,7 @@
 //! the engine's copy and says so; `base_images = "local"` keys on the engine's image; a wiped
 //! cache dir still decides from the labels. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use support::harness::{BASE_IMAGE, Env, Run, docker, file_in_image, label};
 use support::registry::{MARKER_PATH, PushedImage, RegistryAuth, TestRegistry};

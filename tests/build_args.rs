@@ -3,7 +3,7 @@
 //! plan, a changed value rebuilds naming the arg, a wiped cache dir still decides from the
 //! labels, gc recognises the images, and nothing comes from the environment.
 
-mod support;
+use planner_test_support as support;
 
 use support::harness::{BASE_IMAGE, Env, Run, file_in_image, label};
 

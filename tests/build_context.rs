@@ -1,11 +1,14 @@
 //! End to end: a repository's build context as hostile input. A `.dockerignore` that planner
 //! cannot use (a bad pattern, a symlink out of the repository, a file or pattern beyond its
 //! bounds) fails that runtime's build with an error naming the file, the runtime and commit,
-//! and the fix — never the HTTP client's "SendRequest", never a hang or an abort. Run through
-//! scripts/test.sh (real engine, real git smart-HTTP server on 127.0.0.1).
+//! and the fix — never the HTTP client's "SendRequest", never a hang or an abort — with either
+//! builder (for BuildKit, planner checks the ignore file BuildKit would read, rather than let it
+//! build without it). Run through scripts/test.sh (real engine, real git smart-HTTP server on
+//! 127.0.0.1).
 
-mod support;
+use planner_test_support as support;
 
+use support::buildkit as bk;
 use support::harness::{self, Env};
 
 /// The template's files plus `extra`.
@@ -64,28 +67,52 @@ fn build_context_errors_name_the_dockerignore_the_commit_and_the_fix() {
         .git
         .add_symlink("outside", "main", ".dockerignore", "/etc/passwd");
     template_with(&env, "fine", &[(".dockerignore", b"*.log\n")]);
+    // BuildKit reads `<Dockerfile>.dockerignore` first: that is the file checked.
+    let specific = template_with(
+        &env,
+        "specific",
+        &[
+            (".dockerignore", b"*.log\n"),
+            ("Dockerfile.dockerignore", b"[\n"),
+        ],
+    );
+    let bk = |name: &str, repo: &str| bk::runtime(&env, name, repo, "buildkit");
     let config = env.runtime("bad", "badpattern")
         + &env.runtime("escape", "outside")
-        + &env.runtime("fine", "fine");
+        + &env.runtime("fine", "fine")
+        + &bk("badbk", "badpattern")
+        + &bk("escapebk", "outside")
+        + &bk("specificbk", "specific");
     env.config(&config);
 
     let run = env.planner(&["ensure", "--all"]);
     assert_eq!(run.code, 1, "{}", run.all());
+    for rt in ["bad", "badbk"] {
+        assert_named(
+            &run,
+            rt,
+            &bad,
+            "line 2: bad pattern \"[\"",
+            "fix or remove line 2 of .dockerignore in the repository",
+        );
+    }
+    for rt in ["escape", "escapebk"] {
+        assert_named(
+            &run,
+            rt,
+            &outside,
+            "it is a symlink to /etc/passwd, outside the build context",
+            "make .dockerignore a regular file in the repository",
+        );
+    }
     assert_named(
         &run,
-        "bad",
-        &bad,
-        "line 2: bad pattern \"[\"",
-        "fix or remove line 2 of .dockerignore in the repository",
+        "specificbk",
+        &specific,
+        "Dockerfile.dockerignore: line 1: bad pattern \"[\"",
+        "fix or remove line 1 of .dockerignore in the repository",
     );
-    assert_named(
-        &run,
-        "escape",
-        &outside,
-        "it is a symlink to /etc/passwd, outside the build context",
-        "make .dockerignore a regular file in the repository",
-    );
-    assert!(run.stderr.contains("1 ensured, 2 failed"), "{}", run.all());
+    assert!(run.stderr.contains("1 ensured, 5 failed"), "{}", run.all());
     assert!(env.image_id(&env.latest("fine")).is_some());
 }
 
@@ -109,38 +136,50 @@ fn hostile_dockerignore_is_refused_without_taking_planner_down() {
             ("other.txt", b"left out"),
         ],
     );
-    let config =
-        env.runtime("big", "big") + &env.runtime("stars", "stars") + &env.runtime("fine", "fine");
+    let bk = |name: &str, repo: &str| bk::runtime(&env, name, repo, "buildkit");
+    let config = env.runtime("big", "big")
+        + &env.runtime("stars", "stars")
+        + &env.runtime("fine", "fine")
+        + &bk("bigbk", "big")
+        + &bk("starsbk", "stars")
+        + &bk("finebk", "fine");
     env.config(&config);
 
     let run = env.planner(&["ensure", "--all"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert_named(
-        &run,
-        "big",
-        &big,
-        &format!(
-            "the file is {} bytes, over the limit of 1048576 bytes",
-            huge.len()
-        ),
-        "planner reads a .dockerignore of at most 1048576 bytes",
-    );
-    assert_named(
-        &run,
-        "stars",
-        &star,
-        "line 1: pattern \"****",
-        "fix or remove line 1 of .dockerignore in the repository",
-    );
-    assert!(
-        build_failure(&run, "stars").contains("is 8000 bytes long, over the limit of 4096 bytes"),
-        "{}",
-        run.all()
-    );
-    // Everything is left out; the engine then drops the Dockerfile and .dockerignore that the
-    // context must carry too, as it does for `docker build` when .dockerignore excludes them.
-    let copied = harness::files_in_image(&env.image("fine", &fine), "/ctx");
-    let copied: Vec<&str> = copied.iter().map(|p| p.trim_end_matches('/')).collect();
-    assert_eq!(copied, ["ctx"]);
-    assert!(run.stderr.contains("1 ensured, 2 failed"), "{}", run.all());
+    for rt in ["big", "bigbk"] {
+        assert_named(
+            &run,
+            rt,
+            &big,
+            &format!(
+                "the file is {} bytes, over the limit of 1048576 bytes",
+                huge.len()
+            ),
+            "planner reads a .dockerignore of at most 1048576 bytes",
+        );
+    }
+    for rt in ["stars", "starsbk"] {
+        assert_named(
+            &run,
+            rt,
+            &star,
+            "line 1: pattern \"****",
+            "fix or remove line 1 of .dockerignore in the repository",
+        );
+        assert!(
+            build_failure(&run, rt).contains("is 8000 bytes long, over the limit of 4096 bytes"),
+            "{}",
+            run.all()
+        );
+    }
+    // Everything is left out; the classic engine then drops the Dockerfile and .dockerignore
+    // that the context must carry too, as it does for `docker build` when .dockerignore
+    // excludes them; BuildKit never has them in the context.
+    for rt in ["fine", "finebk"] {
+        let copied = harness::files_in_image(&env.image(rt, &fine), "/ctx");
+        let copied: Vec<&str> = copied.iter().map(|p| p.trim_end_matches('/')).collect();
+        assert_eq!(copied, ["ctx"], "{rt}");
+    }
+    assert!(run.stderr.contains("2 ensured, 4 failed"), "{}", run.all());
 }

@@ -5,7 +5,7 @@
 //! answers 404 for `/session`), the classic builder's refusal explained, cancellation and
 //! `gc --build-cache`. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -482,4 +482,208 @@ fn switching_the_builder_rebuilds_with_the_reason() {
         second.all()
     );
     assert_ne!(env.image_id(&env.latest("switch")).unwrap(), classic);
+}
+
+/// The build row of `planner plan --format json`.
+fn build_row(run: &support::harness::Run) -> serde_json::Value {
+    assert_eq!(run.code, 0, "{}", run.all());
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    let build = steps.iter().find(|s| s["step"] == "build");
+    build
+        .unwrap_or_else(|| panic!("no build step: {}", run.stdout))
+        .clone()
+}
+
+#[test]
+fn the_plan_says_which_builder_auto_picked_cold_and_warm() {
+    let _cache = building();
+    let env = Env::new("bk-plan");
+    let dockerfile = format!("FROM {BASE_IMAGE}\nCOPY Dockerfile /\n");
+    env.git
+        .create_repo("picked", &[("Dockerfile", dockerfile.as_bytes())]);
+    env.config(&bk::runtime(&env, "picked", "picked", "auto"));
+    let plan = |host: Option<String>| {
+        let mut cmd = env.command(&["plan", "picked", "--format", "json"]);
+        if let Some(host) = host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        build_row(&support::harness::Run::from_output(cmd.output().unwrap()))
+    };
+
+    // Cold: no checkout, no image.
+    let cold = plan(None);
+    assert_eq!(cold["status"], "run", "{cold}");
+    let reason = cold["reason"].as_str().unwrap();
+    assert!(reason.contains("(builder auto: buildkit)"), "{reason}");
+    let proxy = NoBuildkitProxy::start();
+    let classic = plan(Some(proxy.docker_host()));
+    let reason = classic["reason"].as_str().unwrap();
+    assert!(reason.contains("(builder auto: classic)"), "{reason}");
+
+    // Warm: built.
+    let ensure = env.planner(&["ensure", "picked"]);
+    assert_eq!(ensure.code, 0, "{}", ensure.all());
+    let warm = plan(None);
+    assert_eq!(warm["status"], "skip", "{warm}");
+    let reason = warm["reason"].as_str().unwrap();
+    assert!(reason.contains("(builder auto: buildkit)"), "{reason}");
+}
+
+/// A BuildKit build whose `# syntax=` frontend is on `reg` and whose base is
+/// `reg`'s `bk-<name>-base:v1`, tagged locally from the suite's busybox (so `base_images =
+/// "local"` keys it without asking the registry, and only BuildKit's own frontend pull
+/// meets the registry and its token endpoint). Runs `ensure` with `config` as
+/// `DOCKER_CONFIG`; removes the local tag after.
+fn build_with_frontend_on(
+    env: &Env,
+    reg: &support::registry::TestRegistry,
+    name: &str,
+    config: &std::path::Path,
+) -> support::harness::Run {
+    let base = reg.reference(&format!("bk-{name}-base"), "v1");
+    support::harness::docker(&["tag", BASE_IMAGE, &base]);
+    let dockerfile = format!(
+        "# syntax={}\nFROM {base}\nRUN echo built > /built\n",
+        reg.reference(&format!("bk-{name}-frontend"), "1")
+    );
+    env.git
+        .create_repo(name, &[("Dockerfile", dockerfile.as_bytes())]);
+    env.config(&format!(
+        "{}base_images = \"local\"\n",
+        bk::runtime(env, name, name, "buildkit")
+    ));
+    let mut cmd = env.command(&["ensure", name]);
+    cmd.env("DOCKER_CONFIG", config);
+    let run = support::harness::Run::from_output(cmd.output().unwrap());
+    support::harness::docker(&["rmi", &base]);
+    run
+}
+
+/// A token realm planner refuses (plain HTTP on a host it does not count as loopback: the
+/// IPv4-mapped `[::ffff:127.0.0.1]`, which the engine still reaches) never gets a secret from
+/// the engine: planner fetches BuildKit's tokens itself, under its own rules, and the build
+/// fails with planner's reason.
+#[test]
+fn the_engine_never_gets_a_secret_for_a_token_realm_planner_refuses() {
+    use support::registry::{RegistryAuth, TestRegistry};
+    let _cache = building();
+    let env = Env::new("bk-realm");
+    let secret = "pw-bk-realm~~~refused";
+    let reg = TestRegistry::start_with_realm_host(
+        RegistryAuth::token("dana", secret),
+        Some("[::ffff:127.0.0.1]"),
+    );
+    let config = tempfile::tempdir().unwrap();
+    reg.docker_config(config.path());
+    let issuer = reg.issuer().unwrap();
+    issuer.clear_requests();
+    let run = build_with_frontend_on(&env, &reg, "realm", config.path());
+    let reached = issuer.client_requests();
+    assert!(
+        reached.iter().all(|t| t.user.is_none()),
+        "a secret reached the refused realm: {reached:?}"
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("is not HTTPS") && run.stderr.contains("[::ffff:"),
+        "planner's reason, naming the realm: {}",
+        run.all()
+    );
+    assert!(!run.all().contains(secret), "{}", run.all());
+}
+
+/// A registry the build does not name (a `# syntax=` frontend's; the line continuing a RUN
+/// that reads like a FROM is no base) gets no credentials, even though config.json holds some
+/// for it: its pull goes anonymous, and succeeds where the registry allows that.
+#[test]
+fn a_registry_the_build_does_not_name_gets_no_credentials() {
+    use support::registry::{RegistryAuth, TestRegistry};
+    let _cache = building();
+    let env = Env::new("bk-unnamed");
+    let id = unique(&env);
+    let secret = "pw-bk-unnamed~~~frontend";
+    let reg = TestRegistry::start(RegistryAuth::token("erin", secret));
+    let frontend = reg.push_image("bk-unnamed-frontend", "1", &format!("frontend-{id}"));
+    let issuer = reg.issuer().unwrap();
+    issuer.set_anonymous_pull(true);
+    let config = tempfile::tempdir().unwrap();
+    reg.docker_config(config.path());
+    issuer.clear_requests();
+    reg.clear_requests();
+    let dockerfile = format!(
+        "# syntax={}\nFROM {BASE_IMAGE}\nRUN echo \\\nFROM {}\n",
+        frontend.reference, frontend.reference
+    );
+    env.git
+        .create_repo("unnamed", &[("Dockerfile", dockerfile.as_bytes())]);
+    env.config(&bk::runtime(&env, "unnamed", "unnamed", "buildkit"));
+    let mut cmd = env.command(&["ensure", "unnamed"]);
+    cmd.env("DOCKER_CONFIG", config.path());
+    let run = support::harness::Run::from_output(cmd.output().unwrap());
+    let asked = issuer.client_requests();
+    assert!(
+        !asked.is_empty(),
+        "the engine asked for a token: {}",
+        run.all()
+    );
+    assert!(
+        asked.iter().all(|t| t.user.is_none()),
+        "credentials went to a registry the build does not name: {asked:?}"
+    );
+    assert!(
+        reg.client_requests()
+            .iter()
+            .any(|r| r.manifest_of() == Some("bk-unnamed-frontend") && r.status == 200),
+        "the frontend was pulled anonymously: {:?}\n{}",
+        reg.client_requests(),
+        run.all()
+    );
+    assert!(!run.all().contains(secret), "{}", run.all());
+}
+
+/// For a registry the build names, BuildKit's tokens come from planner (its identity token
+/// exchanged by planner's own POST), never from the engine with the secret.
+#[test]
+fn buildkit_tokens_for_a_named_registry_are_fetched_by_planner() {
+    use support::registry::{RegistryAuth, TestRegistry};
+    let _cache = building();
+    let env = Env::new("bk-token");
+    let id = unique(&env);
+    let reg = TestRegistry::start(RegistryAuth::token("faye", "pw-bk-token~~~named"));
+    reg.push_image("bk-token-frontend", "1", &format!("frontend-{id}"));
+    let config = tempfile::tempdir().unwrap();
+    reg.docker_config_identity_token(config.path());
+    let issuer = reg.issuer().unwrap();
+    issuer.clear_requests();
+    reg.clear_requests();
+    let run = build_with_frontend_on(&env, &reg, "token", config.path());
+    let asked = issuer.client_requests();
+    assert!(
+        asked.iter().any(|t| t.user_agent.starts_with("planner/")
+            && t.grant_type.as_deref() == Some("refresh_token")
+            && t.status == 200),
+        "planner exchanged the identity token: {asked:?}\n{}",
+        run.all()
+    );
+    assert!(
+        asked
+            .iter()
+            .filter(|t| !t.user_agent.starts_with("planner/"))
+            .all(|t| t.user.is_none() && t.grant_type.is_none()),
+        "the engine used the secret itself: {asked:?}"
+    );
+    assert!(
+        reg.client_requests()
+            .iter()
+            .any(|r| r.manifest_of() == Some("bk-token-frontend") && r.status == 200),
+        "the engine pulled with planner's token: {:?}\n{}",
+        reg.client_requests(),
+        run.all()
+    );
+    assert!(
+        !run.all().contains(&issuer.refresh_token()),
+        "{}",
+        run.all()
+    );
 }

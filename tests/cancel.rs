@@ -1,9 +1,14 @@
 //! End to end: cancellation and waiting. SIGINT and SIGTERM end planner within moments
 //! whatever it waits for (the run lock, another process's key lock, a build), with exit 130
-//! or 143, no temp dir, image or build container left; `plan` exits 1 when a step failed.
+//! or 143, no temp dir, image or build container left; `plan` exits 1 when a step failed; an
+//! engine that stops answering (mid-build, or to everything but pings) ends the run with an
+//! error naming it and the `[engine]` key to raise.
 //! Run through scripts/test.sh.
 
-mod support;
+// A test shows what it checks in its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use planner_test_support as support;
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -313,6 +318,68 @@ fn an_engine_that_stops_answering_mid_build_fails_after_the_idle_timeout() {
     );
     drop(proxy);
     env.remove_images();
+}
+
+/// Runs planner with `args` against the engine at `docker_host`; its exit code and stderr
+/// (a run still going after 60 s is killed and fails the test: a hang).
+fn run_against(env: &Env, docker_host: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = env
+        .command(args)
+        .env("DOCKER_HOST", docker_host)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let err = Stderr::of(&mut child);
+    let got = exit_code_within(&mut child, Duration::from_secs(60), &args.join(" "));
+    (got, err.rest())
+}
+
+#[test]
+fn an_engine_that_answers_only_pings_ends_the_run_at_the_first_stall_naming_the_engine_and_key() {
+    let env = Env::new("halfengine");
+    env.template("tpl");
+    env.config(&format!(
+        "[engine]\ntimeout = \"2s\"\n\n{}",
+        env.runtime("h", "tpl")
+    ));
+    let upstream = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let upstream = upstream
+        .strip_prefix("unix://")
+        .expect("scripts/test.sh sets DOCKER_HOST to the private engine's unix socket");
+    let proxy = support::stall_proxy::StallProxy::half_answering(std::path::Path::new(upstream));
+    let host = proxy.docker_host();
+    let named = format!("the Docker engine at {host} stopped answering");
+    let key = "raise `timeout` in the [engine] table of runtimes.toml";
+
+    let (code, stderr) = run_against(&env, &host, &["ensure", "h", "--progress", "plain"]);
+    eprintln!("--- ensure against an engine answering only pings\n{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    for needle in [&named, "got no answer within 2s", key] {
+        assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
+    }
+    // Deciding asks about `:latest`, then the pinned tag, then each again live: the first
+    // stall ends the run for the engine, so nothing after it reaches the engine.
+    assert_eq!(
+        proxy.stalled(),
+        1,
+        "one call stalled, no other was made:\n{stderr}"
+    );
+
+    for args in [&["gc", "--dry-run"][..], &["status"]] {
+        let before = proxy.stalled();
+        let (code, stderr) = run_against(&env, &host, args);
+        eprintln!("--- {args:?}\n{stderr}");
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        for needle in [&named, "got no answer within 2s", key] {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: {needle:?} in:\n{stderr}"
+            );
+        }
+        assert_eq!(proxy.stalled(), before + 1, "{args:?}: one call stalled");
+    }
+    drop(proxy);
 }
 
 #[test]

@@ -1,11 +1,19 @@
-//! End to end: the build context planner sends is the one `DOCKER_BUILDKIT=0 docker build DIR`
-//! sends. Each tree below is committed to the test git server, built by planner and, from a
-//! checkout of the same commit (umask 022, `.git` removed), by the docker CLI with the classic
-//! builder; `COPY . /ctx` in both, and `/ctx` is listed from both images (name, type, mode,
-//! size, link target). All trees are built in one planner run against one engine. Run
+//! End to end: the build context planner sends is the one each builder's own client sends.
+//! Each tree below is committed to the test git server and built by planner twice, once per
+//! builder (`classic`, `buildkit`), and, from a checkout of the same commit (umask 022, `.git`
+//! removed), by the docker CLI with the classic builder (`DOCKER_BUILDKIT=0 docker build`);
+//! `COPY . /ctx` in all, and `/ctx` is listed from every image (name, type, mode, size, link
+//! target). planner's classic image must list what `docker build`'s does. Its BuildKit image
+//! must list what `docker buildx build` would send: there is no buildx on the test machine,
+//! so that is `docker build`'s listing wherever the two builders agree, and each tree states
+//! where they do not ([`Case::buildkit_only`], [`Case::classic_only`]): BuildKit's client
+//! (fsutil's filter) walks into an excluded directory whenever an exception has a wildcard,
+//! never forces the Dockerfile or `.dockerignore` in (the classic daemon removes them after
+//! reading, but an excluded directory they sat in stays), and reads `<Dockerfile>.dockerignore`
+//! before `.dockerignore`. All trees are built in one planner run against one engine. Run
 //! through scripts/test.sh (real engine, real git smart-HTTP server on 127.0.0.1).
 
-mod support;
+use planner_test_support as support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,14 +23,19 @@ use support::trees::{self, Item, Item::*};
 
 const COPY: &str = "FROM planner-test/busybox:latest\nCOPY . /ctx\n";
 
-/// One tree: its `.dockerignore` (if any), its other entries, where its Dockerfile is, and
-/// whether the build must fail (in both).
+/// One tree: its `.dockerignore` (if any), its other entries, where its Dockerfile is and
+/// what it says, whether the build must fail (with both builders and `docker build`), and the
+/// listing lines only BuildKit's image has, or only the classic one (where the classic
+/// daemon has them: some depend on its version).
 struct Case {
     name: &'static str,
     ignore: Option<&'static str>,
     items: Vec<Item>,
     dockerfile: &'static str,
+    copy: &'static str,
     fails: bool,
+    buildkit_only: &'static [&'static str],
+    classic_only: &'static [&'static str],
 }
 
 fn case(name: &'static str, ignore: &'static str, items: Vec<Item>) -> Case {
@@ -31,7 +44,10 @@ fn case(name: &'static str, ignore: &'static str, items: Vec<Item>) -> Case {
         ignore: Some(ignore),
         items,
         dockerfile: "Dockerfile",
+        copy: COPY,
         fails: false,
+        buildkit_only: &[],
+        classic_only: &[],
     }
 }
 
@@ -42,17 +58,34 @@ fn files(paths: &[&'static str]) -> Vec<Item> {
 fn cases() -> Vec<Case> {
     let keep = || files(&["keep.txt", "a/keep.txt", "a/other", "b/c/keep.txt", "top"]);
     vec![
-        case("star-then-star-slash-keep", "*\n!*/keep.txt\n", keep()),
-        case(
-            "star-then-doublestar-keep",
-            "*\n!**/keep.txt\n!keep.txt\n",
-            keep(),
-        ),
-        case(
-            "build-then-deep-keep",
-            "build\n!build/**/keep.txt\n",
-            files(&["build/keep.txt", "build/sub/keep.txt", "build/x", "src/a"]),
-        ),
+        // An exception with a wildcard: BuildKit's client walks into every excluded
+        // directory, the classic one only into those an exception's text starts with.
+        Case {
+            buildkit_only: &["a dir 755 0 ", "a/keep.txt file 644 2 "],
+            ..case("star-then-star-slash-keep", "*\n!*/keep.txt\n", keep())
+        },
+        Case {
+            buildkit_only: &[
+                "a dir 755 0 ",
+                "a/keep.txt file 644 2 ",
+                "b dir 755 0 ",
+                "b/c dir 755 0 ",
+                "b/c/keep.txt file 644 2 ",
+            ],
+            ..case(
+                "star-then-doublestar-keep",
+                "*\n!**/keep.txt\n!keep.txt\n",
+                keep(),
+            )
+        },
+        Case {
+            buildkit_only: &["build/sub dir 755 0 ", "build/sub/keep.txt file 644 2 "],
+            ..case(
+                "build-then-deep-keep",
+                "build\n!build/**/keep.txt\n",
+                files(&["build/keep.txt", "build/sub/keep.txt", "build/x", "src/a"]),
+            )
+        },
         case(
             "docs-readme-docs-parent-results",
             "docs\n!docs/README.md\ndocs\n",
@@ -74,11 +107,17 @@ fn cases() -> Vec<Case> {
             "[[:alpha:]]x\n",
             files(&["ax", "Bx", "1x", "_x", "aax"]),
         ),
-        case(
-            "malformed-pattern-never-reached",
-            "*\n[z-a]\n!keep*\n",
-            files(&["keep.txt", "keepdir/a", "other"]),
-        ),
+        // The classic daemon of Docker 20.10 keeps the excluded Dockerfile and .dockerignore
+        // here (its matcher compiles every pattern, fails on `[z-a]` and removes nothing);
+        // later ones remove them.
+        Case {
+            classic_only: &[".dockerignore file 644 15 ", "Dockerfile file 644 45 "],
+            ..case(
+                "malformed-pattern-never-reached",
+                "*\n[z-a]\n!keep*\n",
+                files(&["keep.txt", "keepdir/a", "other"]),
+            )
+        },
         case(
             "nested-exceptions",
             "a\n!a/b\na/b/c\n!a/b/c/d\n",
@@ -144,13 +183,84 @@ fn cases() -> Vec<Case> {
             "Dockerfile\n.dockerignore\nx\n",
             files(&["x", "y"]),
         ),
+        // The classic daemon removes the Dockerfile the CLI forced in, not its directory.
         Case {
             dockerfile: "docker/Dockerfile",
+            classic_only: &["docker dir 755 0 "],
             ..case(
                 "dockerfile-in-an-excluded-dir",
                 "docker\n",
                 files(&["docker/other", "docker/sub/a", "app"]),
             )
+        },
+        // `<Dockerfile>.dockerignore`, next to the Dockerfile, before `.dockerignore`:
+        // BuildKit only.
+        Case {
+            dockerfile: "docker/app.Dockerfile",
+            buildkit_only: &["other file 644 2 "],
+            classic_only: &["secret file 644 2 "],
+            ..case("dockerfile-specific-ignore-first", "other\n", {
+                let mut items = files(&["secret", "other", "keep", "docker/x"]);
+                items.push(File("docker/app.Dockerfile.dockerignore", "secret\n"));
+                items
+            })
+        },
+        Case {
+            buildkit_only: &[".dockerignore file 644 16 ", "b file 644 2 "],
+            classic_only: &["a file 644 2 "],
+            ..case(
+                "dockerfile-specific-ignore-at-the-root",
+                "b\n.dockerignore\n",
+                {
+                    let mut items = files(&["a", "b", "c"]);
+                    items.push(File("Dockerfile.dockerignore", "a\n"));
+                    items
+                },
+            )
+        },
+        Case {
+            ignore: None,
+            dockerfile: "docker/app.Dockerfile",
+            classic_only: &[
+                "docker dir 755 0 ",
+                "docker/app.Dockerfile file 644 45 ",
+                "docker/app.Dockerfile.dockerignore file 644 7 ",
+            ],
+            ..case("dockerfile-specific-ignore-excludes-its-dir", "", {
+                let mut items = files(&["a"]);
+                items.push(File("docker/app.Dockerfile.dockerignore", "docker\n"));
+                items
+            })
+        },
+        Case {
+            buildkit_only: &["b file 644 2 "],
+            classic_only: &["a file 644 2 "],
+            ..case("dockerfile-specific-ignore-symlinked", "b\n", {
+                let mut items = files(&["a", "b", "ignores/for-dockerfile"]);
+                items[2] = File("ignores/for-dockerfile", "a\n");
+                items.push(Link("Dockerfile.dockerignore", "ignores/for-dockerfile"));
+                items
+            })
+        },
+        Case {
+            ignore: None,
+            ..case("another-dockerfiles-ignore-is-not-read", "", {
+                let mut items = files(&["a"]);
+                items.push(File("other.Dockerfile.dockerignore", "*\n"));
+                items
+            })
+        },
+        // Named sources: BuildKit asks for the paths COPY names (and symlinks on the way
+        // resolved), the excludes still apply.
+        Case {
+            copy: "FROM planner-test/busybox:latest\nCOPY link.txt sub /ctx/\n",
+            ..case("named-sources-through-symlinks", "sub/x\n", {
+                let mut items = files(&["a", "real/target.txt", "sub/x", "sub/y", "sub/z/w"]);
+                items[1] = File("real/target.txt", "target\n");
+                items.push(Link("link.txt", "real/target.txt"));
+                items.push(Link("sub/l", "../a"));
+                items
+            })
         },
         case("modes", "*.md\n", {
             let mut items = files(&["README.md", "data"]);
@@ -226,9 +336,12 @@ fn repo(i: usize) -> String {
     format!("tree{i:02}")
 }
 
-fn runtime(i: usize) -> String {
-    format!("t{i:02}")
+/// The runtime building tree `i` with `builder`.
+fn runtime(builder: &str, i: usize) -> String {
+    format!("{}{i:02}", &builder[..1])
 }
+
+const BUILDERS: [&str; 2] = ["classic", "buildkit"];
 
 /// Builds `cases[i]` from a fresh checkout with the docker CLI's classic builder; the tag, or
 /// the CLI's error.
@@ -261,22 +374,39 @@ fn diff(a: &[String], b: &[String]) -> String {
     format!("{}{}", only(a, b, '-'), only(b, a, '+'))
 }
 
+/// What planner's image built with `builder` must list, given `docker build`'s listing.
+fn expected(c: &Case, builder: &str, classic: &[String]) -> Vec<String> {
+    if builder == "classic" {
+        return classic.to_vec();
+    }
+    let mut want: Vec<String> = classic
+        .iter()
+        .filter(|l| !c.classic_only.contains(&l.as_str()))
+        .cloned()
+        .chain(c.buildkit_only.iter().map(|l| (*l).to_owned()))
+        .collect();
+    want.sort();
+    want
+}
+
 #[test]
-fn build_context_is_what_docker_build_sends_for_every_tree() {
+fn build_context_is_what_each_builders_client_sends_for_every_tree() {
     let env = Env::new("ctxdiff");
     let cases = cases();
-    assert!(cases.len() >= 25);
+    assert!(cases.len() >= 30);
     let mut config = String::new();
     let mut commits = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let mut items = c.items.clone();
-        items.push(File(c.dockerfile, COPY));
+        items.push(File(c.dockerfile, c.copy));
         if let Some(ignore) = c.ignore {
             items.push(File(".dockerignore", ignore));
         }
         commits.push(trees::commit_tree(&env.git, &repo(i), &items));
-        config += &env.runtime(&runtime(i), &repo(i));
-        config += &format!("dockerfile = \"{}\"\n", c.dockerfile);
+        for builder in BUILDERS {
+            config += &support::buildkit::runtime(&env, &runtime(builder, i), &repo(i), builder);
+            config += &format!("dockerfile = \"{}\"\n", c.dockerfile);
+        }
     }
     env.config(&config);
 
@@ -311,44 +441,44 @@ fn build_context_is_what_docker_build_sends_for_every_tree() {
         let built = cli[i].take().unwrap();
         if c.fails {
             assert!(built.is_err(), "{}: docker build succeeded", c.name);
-            assert!(
-                run.stderr.contains(&format!("{} ", runtime(i))) && run.stderr.contains("FAILED"),
-                "{}: {}",
-                c.name,
-                run.all()
-            );
+            for builder in BUILDERS {
+                let failed = run.stderr.lines().any(|l| {
+                    l.starts_with(&format!("{} ", runtime(builder, i))) && l.contains("FAILED")
+                });
+                assert!(failed, "{} with {builder}: {}", c.name, run.all());
+            }
             continue;
         }
         let tag = built.unwrap_or_else(|e| panic!("{}: docker build failed: {e}", c.name));
-        let image = env.image(&runtime(i), &commits[i]);
-        if env.image_id(&image).is_none() {
-            let why: Vec<&str> = run
-                .stderr
-                .lines()
-                .filter(|l| l.starts_with(&runtime(i)))
-                .collect();
-            mismatches.push(format!(
-                "  {}: planner built no image:\n    {}\n",
-                c.name,
-                why.join("\n    ")
-            ));
-            continue;
-        }
-        let ours = trees::listing(&image, "/ctx");
         let theirs = trees::listing(&tag, "/ctx");
-        if ours != theirs {
-            mismatches.push(format!(
-                "  {} (planner -, docker build +):\n{}",
-                c.name,
-                diff(&ours, &theirs)
-            ));
+        for builder in BUILDERS {
+            let rt = runtime(builder, i);
+            let image = env.image(&rt, &commits[i]);
+            if env.image_id(&image).is_none() {
+                let why: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with(&rt)).collect();
+                mismatches.push(format!(
+                    "  {} with {builder}: planner built no image:\n    {}\n",
+                    c.name,
+                    why.join("\n    ")
+                ));
+                continue;
+            }
+            let ours = trees::listing(&image, "/ctx");
+            let want = expected(c, builder, &theirs);
+            if ours != want {
+                mismatches.push(format!(
+                    "  {} with {builder} (planner -, expected +):\n{}",
+                    c.name,
+                    diff(&ours, &want)
+                ));
+            }
         }
     }
     assert!(
         mismatches.is_empty(),
-        "{} of {} trees differ from docker build:\n{}",
+        "{} of {} builds differ from what the builder's client sends:\n{}",
         mismatches.len(),
-        cases.len() - failing,
+        2 * (cases.len() - failing),
         mismatches.concat()
     );
     assert_eq!(run.code, i32::from(failing > 0), "{}", run.all());

@@ -1,7 +1,7 @@
 //! End to end: the real `planner` binary against a real Docker engine and a real git
 //! smart-HTTP server (`git http-backend`) on 127.0.0.1. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};

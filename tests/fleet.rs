@@ -1,7 +1,7 @@
 //! `--shard K/N` through the real binary: the shards of a selection cover it exactly once,
 //! a new runtime moves no other, `auto/N` reads JOB_COMPLETION_INDEX, bad values exit 2.
 
-mod support;
+use planner_test_support as support;
 
 use std::collections::BTreeSet;
 

@@ -4,13 +4,14 @@
 //! the runtime's current `s-` pointer names stays; a registry with deletes disabled is a
 //! clear error. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::process::Command;
 
 use support::cache_registry::{disable_deletes, tags};
 use support::harness::{BASE_IMAGE, Env};
 use support::registry::{RegistryAuth, TestRegistry};
+use support::rewrite_proxy::RewriteProxy;
 
 /// A template whose build takes a RUN; `marker` makes each commit's content its own.
 fn files(env: &Env, marker: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -213,4 +214,128 @@ fn gc_remote_without_a_shared_cache_says_how_to_configure_one() {
         "{}",
         run.all()
     );
+}
+
+/// The manifest `name:reference` as the registry serves it: (content type, bytes).
+fn get_manifest(reg: &TestRegistry, name: &str, reference: &str) -> (String, Vec<u8>) {
+    let url = format!("{}/v2/{name}/manifests/{reference}", reg.base_url());
+    let headers = [("accept", support::registry::ACCEPT_ALL)];
+    let response = support::registry::http_request("GET", &url, &headers, None);
+    assert_eq!(response.status, 200, "GET {url}: {response:?}");
+    let content_type = response.header("content-type").unwrap().to_owned();
+    (content_type, response.body)
+}
+
+#[test]
+fn gc_remote_never_deletes_a_digest_a_kept_tag_names() {
+    let env = Env::new("gcremoteshared");
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    let name = "planner-cache/h1";
+    config(&env, "h1", &cache);
+    let commits = build_commits(&env, "h1", 2);
+    let (old, newest) = (&commits[0].1, &commits[1].1);
+    // A second k- tag on the old build's manifest: it ranks by its tag among equals, so
+    // with --keep 2 it is kept while the old build's own tag is not.
+    let twin = format!("k-{}", "f".repeat(64));
+    let (content_type, body) = get_manifest(&reg, name, old);
+    let put = reg.put_manifest(name, &twin, &content_type, body);
+    assert_eq!(put.status, 201, "{put:?}");
+    let before = tags(&reg, name);
+    let digest = |tag: &str| {
+        let head = reg.head_manifest(name, tag);
+        head.header("docker-content-digest").unwrap().to_owned()
+    };
+    assert_eq!(digest(old), digest(&twin));
+
+    let dry = env.planner(&["gc", "--remote", "--keep", "2", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(
+        dry.stdout
+            .contains(&format!("also named by kept tag {cache}/h1:{twin}")),
+        "the dry run says why the old entry stays\n{}",
+        dry.all()
+    );
+    assert!(
+        !dry.stdout.contains("remote: would remove"),
+        "{}",
+        dry.all()
+    );
+    let json = env.planner(&["gc", "--remote", "--keep", "2", "--dry-run", "--json"]);
+    assert_eq!(remote_items(&json.stdout), [], "{}", json.all());
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let kept = doc["remote"]["kept"].as_array().unwrap();
+    let spared = kept
+        .iter()
+        .find(|k| k["reference"] == format!("{cache}/h1:{old}"))
+        .unwrap_or_else(|| panic!("the old entry is kept\n{}", json.stdout));
+    let reason = spared["reason"].as_str().unwrap();
+    assert!(reason.contains("also named by kept tag"), "{reason}");
+
+    let run = env.planner(&["gc", "--remote", "--keep", "2"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(reg.count_manifest("DELETE", name), 0, "{}", run.all());
+    assert_eq!(tags(&reg, name), before, "every tag stays");
+    assert_eq!(reg.head_manifest(name, newest).status, 200);
+}
+
+/// Tag names no registry may list: a path out of the repository, a terminal escape, one too
+/// long for the grammar.
+fn hostile_tags() -> Vec<String> {
+    vec![
+        "k-/../../../other/repo".to_owned(),
+        "k-\u{1b}]0;pwned\u{7}\u{1b}[2J".to_owned(),
+        format!("k-{}", "a".repeat(200)),
+    ]
+}
+
+#[test]
+fn gc_remote_skips_tags_outside_the_tag_grammar_and_collects_the_rest() {
+    let env = Env::new("gcremotehostile");
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let name = "planner-cache/v1";
+    config(&env, "v1", &format!("{}/planner-cache", reg.host()));
+    let commits = build_commits(&env, "v1", 2);
+    // The registry as a hostile one lists it: its tags, and names no registry may list.
+    let proxy = RewriteProxy::rewriting(
+        &reg.host(),
+        Box::new(|target: &str, body: &[u8]| {
+            if !target.contains("/tags/list") {
+                return None;
+            }
+            let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let tags = doc["tags"].as_array_mut()?;
+            tags.extend(hostile_tags().into_iter().map(serde_json::Value::from));
+            Some(serde_json::to_vec(&doc).unwrap())
+        }),
+    );
+    let cache = format!("{}/planner-cache", proxy.host());
+    config(&env, "v1", &cache);
+
+    let run = env.planner(&["gc", "--remote", "--keep", "1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let listed = proxy.requests();
+    assert!(
+        listed.iter().any(|r| r.target.contains("/tags/list")),
+        "the listing went through the hostile server: {listed:?}"
+    );
+    let outside: Vec<_> = listed
+        .iter()
+        .filter(|r| !r.target.starts_with(&format!("/v2/{name}/")))
+        .collect();
+    assert_eq!(outside, Vec::<&_>::new(), "no request left the repository");
+    let warnings = run.stderr.matches("not valid tag names").count();
+    assert_eq!(warnings, 1, "one warning per listing\n{}", run.all());
+    assert!(
+        run.stderr.contains("k-/../../../other/repo"),
+        "the warning names them\n{}",
+        run.all()
+    );
+    assert!(
+        !run.all().contains("\u{1b}]0;pwned") && !run.all().contains("\u{1b}[2J"),
+        "printed inert\n{}",
+        run.all()
+    );
+    let left = entries(&tags(&reg, name));
+    assert_eq!(left, [commits[1].1.clone()], "the old entry was collected");
 }

@@ -3,7 +3,7 @@
 //! a smart-HTTP host that drips the pack one byte a second, and an ssh port that never speaks.
 //! Run through scripts/test.sh (real Docker engine, real git server on 127.0.0.1).
 
-mod support;
+use planner_test_support as support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

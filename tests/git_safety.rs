@@ -4,7 +4,7 @@
 //! binary, real Docker engine, real git smart-HTTP servers on 127.0.0.1; run through
 //! scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

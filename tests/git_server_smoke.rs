@@ -1,8 +1,8 @@
-//! Smoke tests of the test git host (`tests/support/git_server.rs`) with the real git CLI and
+//! Smoke tests of the test git host (`support::git_server`) with the real git CLI and
 //! raw HTTP: clone, ls-remote, token protection, request logging, forced failures, shallow
 //! fetch of an older commit over protocol v2, and robustness against malformed requests.
 
-mod support;
+use planner_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 // A test shows the reports it checks in its output.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -474,4 +474,69 @@ fn gc_on_two_runtimes_sharing_one_build_deletes_the_old_image_once() {
         assert_eq!(r["latest"]["matches_commit"], true);
         assert_eq!(r["checkout"]["present"], true);
     }
+}
+
+/// An env whose runtime `r` was built at two commits: `gc --keep 1` removes the first.
+fn built_twice(test: &str) -> (Env, String, String) {
+    let env = Env::new(test);
+    let sha1 = env.template("tpl");
+    env.config(&env.runtime("r", "tpl"));
+    assert_eq!(env.planner(&["ensure", "r"]).code, 0);
+    let sha2 = env.git.commit("tpl", "main", &[("hello.txt", b"two\n")]);
+    let second = env.planner(&["ensure", "r"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    (env, sha1, sha2)
+}
+
+#[test]
+fn gc_works_while_other_clients_ask_the_engine_for_its_disk_usage() {
+    // Docker 20.10 answers 500 "a disk usage operation is already running" to a disk usage
+    // request while another is under way: two gcs (one a dry run that also measures the build
+    // cache) and other clients asking at once.
+    let (a, a1, a2) = built_twice("ops-gcdu-a");
+    let (b, b1, _) = built_twice("ops-gcdu-b");
+    let socket = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let socket = socket
+        .strip_prefix("unix://")
+        .expect("scripts/test.sh sets DOCKER_HOST to the private engine's unix socket");
+    let load = support::disk_usage::DiskUsageLoad::start(Path::new(socket), Duration::from_secs(6));
+    load.wait_until_contended();
+    let spawn = |env: &Env, args: &[&str]| {
+        env.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let real = spawn(&a, &["gc", "--keep", "1", "--json"]);
+    let dry = spawn(
+        &b,
+        &["gc", "--keep", "1", "--json", "--dry-run", "--build-cache"],
+    );
+    let real = Run::from_output(real.wait_with_output().unwrap());
+    let dry = Run::from_output(dry.wait_with_output().unwrap());
+    let busy = load.stop();
+    eprintln!("--- {busy} disk usage answers said another was running");
+    for run in [&real, &dry] {
+        assert!(!run.all().contains("already running"), "{}", run.all());
+    }
+    let doc = json(&real);
+    assert_eq!(doc["removed"]["images"], 1, "{doc:#}");
+    assert!(a.image_id(&a.image("r", &a1)).is_none(), "{}", real.all());
+    assert!(a.image_id(&a.image("r", &a2)).is_some(), "{}", real.all());
+    let doc = json(&dry);
+    let images: Vec<&Value> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "image")
+        .collect();
+    assert_eq!(images.len(), 1, "{doc:#}");
+    assert_eq!(images[0]["status"], "would-remove", "{doc:#}");
+    assert!(images[0]["bytes"].as_u64().unwrap() > 0, "{doc:#}");
+    assert!(doc["build_cache"]["error"].is_null(), "{doc:#}");
+    assert!(
+        b.image_id(&b.image("r", &b1)).is_some(),
+        "a dry run removes nothing"
+    );
 }

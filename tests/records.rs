@@ -2,7 +2,7 @@
 //! images under planner's tags, end to end against the real engine and git server.
 //! Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,10 +2,11 @@
 //! (Debian's docker-registry, distribution 2.8, on 127.0.0.1; open, htpasswd Basic, or token
 //! auth with a real Bearer flow) and the real Docker engine. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 
+use support::canned_http::CannedHttp;
 use support::cred_helper::CredHelper;
 use support::harness::{Env, Run, docker, image_id};
 use support::rate_limit_proxy::RateLimitProxy;
@@ -305,6 +306,49 @@ fn token_auth_runs_the_bearer_flow_and_pulls_with_the_users_credentials() {
     assert!(!all_files_text(r.env.cache_path()).contains("t0ken>>>???~~~bob"));
 }
 
+/// A token endpoint that answers the identity token's refresh POST with a 307 or 308 to
+/// another origin (plain HTTP on a host that is not loopback: `http://auth.example`, reached
+/// through an `http_proxy` that logs what it gets): an error naming both origins, and the
+/// other origin gets nothing, as the same URL named directly as a realm gets nothing.
+#[test]
+fn an_identity_token_never_follows_a_token_endpoint_redirect_to_another_origin() {
+    let secret = "pw-carol-redirect";
+    let mut r = RegEnv::new("reg-token-redirect", RegistryAuth::token("carol", secret));
+    r.push("alpha", "v1");
+    r.config("[runtimes.alpha]\n");
+    r.reg.docker_config_identity_token(r.docker_config.path());
+    let issuer = r.reg.issuer().unwrap();
+    let refresh = issuer.refresh_token();
+    let elsewhere = CannedHttp::start(200, "application/json", br#"{"token":"x"}"#.to_vec());
+    r.vars.push(("http_proxy".into(), elsewhere.url("").into()));
+    r.vars
+        .push(("NO_PROXY".into(), "127.0.0.1,localhost".into()));
+    let realm_origin = issuer.realm().trim_end_matches("/token").to_owned();
+    for status in [307, 308] {
+        issuer.set_redirect(Some((status, "http://auth.example/token")));
+        let run = r.planner(&["ensure", "alpha"]);
+        assert!(
+            elsewhere.requests().is_empty(),
+            "HTTP {status} from the token endpoint was followed: {:?}",
+            elsewhere.requests()
+        );
+        assert_eq!(run.code, 1, "{}", run.all());
+        assert!(
+            run.stderr.contains(&realm_origin) && run.stderr.contains("http://auth.example"),
+            "names both origins: {}",
+            run.all()
+        );
+        assert!(
+            issuer.requests().iter().any(|t| t.status == status),
+            "planner asked the token endpoint: {:?}",
+            issuer.requests()
+        );
+        for leaked in [secret, refresh.as_str()] {
+            assert!(!run.all().contains(leaked), "{}", run.all());
+        }
+    }
+}
+
 #[test]
 fn missing_tag_unreachable_registry_and_missing_platform_fail_closed() {
     let mut r = RegEnv::new("reg-errors", RegistryAuth::None);
@@ -344,6 +388,62 @@ fn missing_tag_unreachable_registry_and_missing_platform_fail_closed() {
         None,
         "never a fallback to a git build"
     );
+}
+
+/// An index of `n` entries, all naming the image `entry` (so the registry accepts it), each
+/// with a platform of its own that is not linux/amd64 and tries to take over the terminal.
+fn hostile_index(entry: serde_json::Value, n: usize) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let mut e = entry.clone();
+            e["platform"] = serde_json::json!({
+                "os": "linux",
+                "architecture": format!("arm\x1b[2J\x1b]0;pwned\x07\r1 ensured, 0 failed\u{9b}{i}"),
+            });
+            e
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": IndexKind::Oci.media_type(), "manifests": manifests,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_index_of_thousands_of_hostile_platforms_gives_a_short_inert_error() {
+    let r = RegEnv::new("reg-hostile", RegistryAuth::None);
+    let arm = r.push("hostile", "arm");
+    let name = repo_name("hostile");
+    let head = r.reg.head_manifest(&name, &arm.digest);
+    let entry = serde_json::json!({
+        "mediaType": head.header("content-type").unwrap(),
+        "size": head.content_length(),
+        "digest": arm.digest,
+    });
+    let put = r.reg.put_manifest(
+        &name,
+        "latest",
+        IndexKind::Oci.media_type(),
+        hostile_index(entry, 5000),
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    r.config("[runtimes.hostile]\n");
+    for args in [&["plan", "hostile"][..], &["ensure", "hostile"]] {
+        let run = r.planner(args);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.all());
+        let all = run.all();
+        assert!(
+            all.contains("has no image for platform linux/amd64") && all.contains(" and 4992 more"),
+            "{args:?}: {all}"
+        );
+        assert!(all.len() < 8 * 1024, "{args:?}: {} bytes\n{all}", all.len());
+        let raw: Vec<char> = all
+            .chars()
+            .filter(|&c| c.is_control() && c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "{args:?}: raw {raw:?} in {all:?}");
+        assert!(all.contains(r"arm\u{1b}[2J\u{1b}]0;pwned\u{7}"), "{all}");
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 // A test shows the reports it checks in its output.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod support;
+use planner_test_support as support;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! log; the 429 relay; a relay that drops Docker-Content-Digest; a registry that is down,
 //! restarted or frozen; and the credential-helper script, also as the docker CLI uses it.
 
-mod support;
+use planner_test_support as support;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

@@ -1,8 +1,8 @@
 //! Remote engines, end to end: a second private dockerd on 127.0.0.1 with `--tlsverify` and
-//! certificates made by the test (tests/support/tls_engine.rs), a plain-HTTP relay to it,
-//! Docker contexts, `--engine`, and an engine over ssh (tests/support/sshd.rs).
+//! certificates made by the test (support::tls_engine), a plain-HTTP relay to it,
+//! Docker contexts, `--engine`, and an engine over ssh (support::sshd).
 
-mod support;
+use planner_test_support as support;
 
 use support::harness::{Env, Run};
 use support::tls_engine::{PlainRelay, TlsEngine};
@@ -435,4 +435,48 @@ fn a_registry_pull_goes_through_the_tls_engine() {
         &env.latest("alpha"),
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pushed.image_id);
+}
+
+#[test]
+fn a_buildkit_build_over_tls_gets_its_context_through_the_session() {
+    let engine = TlsEngine::shared();
+    let env = Env::new("tls-bk");
+    let dockerfile = support::harness::dockerfile();
+    let commit = env.git.create_repo(
+        "kit",
+        &[
+            ("Dockerfile", dockerfile.as_bytes()),
+            ("hello.txt", b"hello\n"),
+            ("secret.txt", b"not for the image\n"),
+            (".dockerignore", b"secret.txt\nDockerfile\n"),
+        ],
+    );
+    env.config(&support::buildkit::runtime(&env, "kit", "kit", "buildkit"));
+    let run = over_tls(&env, &engine.good_certs(), &["ensure", "kit"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let latest = env.latest("kit");
+    let listed = engine.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &latest,
+        "ls",
+        "-a",
+        "/src",
+    ]);
+    assert!(listed.status.success(), "{}", run.all());
+    let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    // BuildKit never has the excluded Dockerfile in the context.
+    assert_eq!(
+        names,
+        [".", "..", ".dockerignore", "hello.txt"],
+        "{}",
+        run.all()
+    );
+    let _ = engine.docker(&["image", "rm", "-f", &latest, &env.image("kit", &commit)]);
 }

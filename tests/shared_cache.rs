@@ -4,7 +4,7 @@
 //! cache dir and none of the images, pulls everything and builds nothing; a cache that is
 //! down or lies is a miss, said once. Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::path::Path;
 use std::process::Command;
@@ -247,4 +247,157 @@ fn a_cache_that_answers_500_is_a_miss_with_one_warning() {
         "the warning says what the cache answered\n{}",
         run.all()
     );
+}
+
+/// `(step, via)` of every step of runtime `rt` in a plan document.
+fn vias(run: &Run, rt: &str) -> Vec<(String, serde_json::Value)> {
+    assert_eq!(run.code, 0, "{}", run.all());
+    let doc: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.all()));
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["runtime"] == rt)
+        .map(|s| (s["step"].as_str().unwrap().to_owned(), s["via"].clone()))
+        .collect()
+}
+
+/// The `via` of runtime `rt`'s build step.
+fn build_via(run: &Run, rt: &str) -> serde_json::Value {
+    let all = vias(run, rt);
+    let build = all.iter().find(|(step, _)| step == "build");
+    build
+        .unwrap_or_else(|| panic!("no build for {rt}: {}", run.all()))
+        .1
+        .clone()
+}
+
+#[test]
+fn the_plan_json_says_whether_a_build_builds_pulls_from_the_cache_or_retags() {
+    let env = Env::new("cachevia");
+    clean_b(&env.prefix);
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    let shas: Vec<String> = ["v1", "v2"].iter().map(|r| template(&env, r)).collect();
+    config(&env, &["v1", "v2"], &cache);
+
+    let cold = env.planner(&["plan", "v1", "v2", "--format", "json"]);
+    for rt in ["v1", "v2"] {
+        assert_eq!(build_via(&cold, rt), "build", "{}", cold.all());
+        for (step, via) in vias(&cold, rt) {
+            if step != "build" {
+                assert!(via.is_null(), "{rt} {step}: one way only\n{}", cold.all());
+            }
+        }
+    }
+    let a = env.planner(&["ensure", "v1"]);
+    assert_eq!(a.code, 0, "{}", a.all());
+
+    // Machine B: v1 is in the shared cache, v2 is not; the dry run says the same.
+    let b_cache = tempfile::tempdir().unwrap();
+    for args in [
+        &["plan", "v1", "v2", "--format", "json"][..],
+        &["ensure", "--dry-run", "--json", "v1", "v2"][..],
+    ] {
+        let plan = on_b(&env, b_cache.path(), args);
+        assert_eq!(build_via(&plan, "v1"), "shared-cache", "{}", plan.all());
+        assert_eq!(build_via(&plan, "v2"), "build", "{}", plan.all());
+    }
+
+    // Machine A, its pinned tag gone but `:latest` still on the image: only tagged.
+    docker(&["image", "rm", &env.image("v1", &shas[0])]);
+    let retag = env.planner(&["plan", "v1", "--format", "json"]);
+    assert_eq!(build_via(&retag, "v1"), "retag", "{}", retag.all());
+    let warm = env.planner(&["ensure", "v1"]);
+    assert_eq!(warm.code, 0, "{}", warm.all());
+    let done = env.planner(&["plan", "v1", "--format", "json"]);
+    assert!(build_via(&done, "v1").is_null(), "skipped\n{}", done.all());
+    clean_b(&env.prefix);
+}
+
+/// A label of `reference` on machine B's engine.
+fn label_on_b(reference: &str, label: &str) -> String {
+    let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
+    let out = TlsEngine::shared().docker(&["image", "inspect", "--format", &format, reference]);
+    assert!(out.status.success(), "inspect {reference} on B");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The label `label` of the image the cache holds at `reference` (pulled into the suite's
+/// engine for a moment).
+fn cached_label(reference: &str, label: &str) -> String {
+    docker(&["pull", "-q", reference]);
+    let value = support::harness::label(reference, label);
+    docker(&["image", "rm", reference]);
+    value
+}
+
+#[test]
+fn a_poisoned_pointer_never_keys_or_labels_a_local_build_and_is_replaced() {
+    let env = Env::new("cachepoison");
+    clean_b(&env.prefix);
+    let reg = TestRegistry::start(RegistryAuth::None);
+    let cache = format!("{}/planner-cache", reg.host());
+    let sha = template(&env, "p1");
+    config(&env, &["p1"], &cache);
+    let a = env.planner(&["ensure", "p1"]);
+    assert_eq!(a.code, 0, "{}", a.all());
+    let key = build_key(&env, "p1");
+    let pointers: Vec<String> = support::cache_registry::tags(&reg, "planner-cache/p1")
+        .into_iter()
+        .filter(|t| t.starts_with("s-"))
+        .collect();
+    assert_eq!(pointers.len(), 1, "A published one pointer: {pointers:?}");
+    let pointer = format!("{cache}/p1:{}", pointers[0]);
+
+    // Someone with push rights re-points it: A's build's labels, other bases.
+    let other = reg.push_image("poison/base", "1", &format!("{} poison", env.prefix));
+    let bases = serde_json::json!([{
+        "reference": other.reference, "platform": "linux/amd64",
+        "origin": "registry", "digest": other.digest,
+    }]);
+    let ctx = tempfile::tempdir().unwrap();
+    let from = format!("FROM {}\n", env.image("p1", &sha));
+    std::fs::write(ctx.path().join("Dockerfile"), from).unwrap();
+    let label = format!("dev.planner.bases={bases}");
+    let dir = ctx.path().to_str().unwrap();
+    docker(&["build", "-q", "--label", &label, "-t", &pointer, dir]);
+    docker(&["push", &pointer]);
+    docker(&["image", "rm", &pointer]);
+
+    // Machine B has never built the commit: the pointer may save a clone, but B clones
+    // here (no entry under the pointer's key), so the Dockerfile decides.
+    let b_cache = tempfile::tempdir().unwrap();
+    let b = on_b(&env, b_cache.path(), &["ensure", "p1"]);
+    assert_eq!(b.code, 0, "{}", b.all());
+    assert_eq!(b.count("clone", "done"), 1, "{}", b.all());
+    assert!(
+        b.stderr.contains(&pointer) && b.stderr.contains("verified Dockerfile"),
+        "a warning names the pointer\n{}",
+        b.all()
+    );
+    let pinned = env.image("p1", &sha);
+    let b_bases = label_on_b(&pinned, "dev.planner.bases");
+    assert!(
+        b_bases.contains(BASE_IMAGE) && !b_bases.contains(&other.reference),
+        "B's image states the Dockerfile's base: {b_bases}\n{}",
+        b.all()
+    );
+    assert_eq!(label_on_b(&pinned, "dev.planner.key"), key, "A's key");
+    let entries: Vec<String> = support::cache_registry::tags(&reg, "planner-cache/p1")
+        .into_iter()
+        .filter(|t| t.starts_with("k-"))
+        .collect();
+    assert_eq!(
+        entries,
+        [format!("k-{key}")],
+        "no entry under the pointer's key"
+    );
+    let repointed = cached_label(&pointer, "dev.planner.bases");
+    assert!(
+        repointed.contains(BASE_IMAGE) && !repointed.contains(&other.reference),
+        "the pointer was replaced: {repointed}"
+    );
+    clean_b(&env.prefix);
 }

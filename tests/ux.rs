@@ -1,7 +1,7 @@
 //! Operator UX end to end: the three renderers (NDJSON, plain, live TTY), quiet mode, the run
 //! lock between processes, and shell completions. Real engine, real git server.
 
-mod support;
+use planner_test_support as support;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::harness::{Env, Run};
+use support::harness::{BASE_IMAGE, Env, Run, docker};
 
 /// Required keys per event, exactly as the README documents them.
 fn schema(event: &str) -> Option<&'static [&'static str]> {
@@ -389,4 +389,149 @@ fn the_nightly_wrapper_keeps_the_ndjson_log_and_alerts_on_failures() {
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "summary");
     assert_eq!(last["ensured"], 1);
+}
+
+/// Control characters (but `\n`) that reached `text` raw.
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c))
+        .collect()
+}
+
+/// What a hostile label or build output tries: clear the screen, set the title, overwrite the
+/// line with a forged summary, reverse what follows.
+const HOSTILE: &str = "\x1b[2J\x1b]0;pwned\x07\r1 ensured, 0 failed\u{202e}gnp";
+
+#[test]
+fn a_hostile_label_and_build_output_reach_the_terminal_inert() {
+    let env = Env::new("uxinert");
+    let sha = env.template("tpl");
+    env.config(&env.runtime("a", "tpl"));
+    assert_eq!(env.planner(&["ensure", "a"]).code, 0);
+
+    // The pinned tag now names an image whose labels say anything (the engine answers them).
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BASE_IMAGE}\n"),
+    )
+    .unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "--label",
+        &format!("dev.planner.repo={HOSTILE}"),
+        "--label",
+        "dev.planner.key=not-a-key",
+        "-t",
+        &env.image("a", &sha),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let shown = r"\u{1b}[2J\u{1b}]0;pwned\u{7}\r1 ensured, 0 failed\u{202e}gnp";
+    let plan = env.planner(&["plan", "a"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert!(
+        plan.stdout.contains(shown),
+        "the label is shown, escaped\n{}",
+        plan.stdout
+    );
+    assert!(
+        raw_controls(&plan.all()).is_empty(),
+        "plan: {:?}",
+        plan.all()
+    );
+    let json = env.planner(&["plan", "a", "--format", "json"]);
+    assert!(raw_controls(&json.stdout).is_empty(), "{:?}", json.stdout);
+    let doc: Value = serde_json::from_str(&json.stdout).expect("still JSON");
+    let reasons: Vec<&str> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains(HOSTILE)),
+        "and says the same: {reasons:?}"
+    );
+    let run = env.planner(&["ensure", "a", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // (Plain lines drop carriage returns.)
+    assert!(
+        run.stderr
+            .contains(r"repo \u{1b}[2J\u{1b}]0;pwned\u{7}1 ensured"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        raw_controls(&run.all()).is_empty(),
+        "ensure: {:?}",
+        run.all()
+    );
+
+    // Build output from the template repo (the git host's bytes), shown with -v and in the
+    // error of the failed build, in the plain lines, the summary table and NDJSON.
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN printf 'x\\033]0;pwned\\007\\033[2J\\r1 ensured, 0 failed\\n' && exit 3\n"
+    );
+    env.git
+        .commit("tpl", "main", &[("Dockerfile", dockerfile.as_bytes())]);
+    let failed = env.planner(&["-v", "ensure", "a", "--json"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        failed.stderr.contains(r"x\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        raw_controls(&failed.all()).is_empty(),
+        "failed: {:?}",
+        failed.all()
+    );
+    for line in failed.stdout.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
+
+/// Rewrites every record of the cache dir so that reading it warns (its commit is garbage).
+fn spoil_records(env: &Env) {
+    for e in std::fs::read_dir(env.cache_path().join("records"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Ok(mut v) = serde_json::from_str::<Value>(&text) {
+            v["commit"] = format!("{HOSTILE}zz").into();
+            std::fs::write(e.path(), serde_json::to_vec(&v).unwrap()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn warnings_are_coloured_only_on_a_terminal_without_no_color() {
+    let env = Env::new("uxwarn");
+    env.template("tpl");
+    env.config(&env.runtime("a", "tpl"));
+    assert_eq!(env.planner(&["ensure", "a"]).code, 0);
+    spoil_records(&env);
+
+    // stderr is a pipe: the warning is plain text, whatever is in the record.
+    let piped = env.planner(&["plan", "a"]);
+    assert!(piped.stderr.contains("ignoring record"), "{}", piped.all());
+    assert!(
+        !piped.all().contains('\x1b'),
+        "no escape codes on a pipe: {:?}",
+        piped.all()
+    );
+    assert!(raw_controls(&piped.all()).is_empty(), "{:?}", piped.all());
+
+    // A terminal gets colours, unless NO_COLOR says otherwise.
+    let coloured = under_pty(&env, "plan a", &[]);
+    assert!(coloured.contains("ignoring record"), "{coloured:?}");
+    assert!(
+        coloured.contains("\x1b[33m"),
+        "a yellow WARN on a terminal: {coloured:?}"
+    );
+    let no_color = under_pty(&env, "plan a", &[("NO_COLOR", "1")]);
+    assert!(no_color.contains("ignoring record"), "{no_color:?}");
+    assert!(!no_color.contains('\x1b'), "NO_COLOR: {no_color:?}");
 }

@@ -5,7 +5,7 @@
 //! between ticks, and a failing runtime backs its host off without stalling the others.
 //! Run through scripts/test.sh.
 
-mod support;
+use planner_test_support as support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,6 +3,11 @@
 //! configuration error; 75 another run holds the run lock and `--no-wait` was given;
 //! 130 interrupted (SIGINT), 143 terminated (SIGTERM); `watch` exits 0 on SIGTERM). `ops`
 //! holds the `status` and `gc` commands, `watch` the `watch` command.
+//!
+//! Everything the commands print goes through [`print_text`], [`print_json`] or
+//! [`eprint_text`] (or a renderer of [`crate::report`] that does the same): masked, with the
+//! control characters of outside text escaped ([`crate::text`]). Warnings (`tracing`) are
+//! masked and inert too, and coloured only on a terminal without `NO_COLOR`.
 
 // The command line and the renderers are the only code that prints (`[workspace.lints]`
 // denies `print_stdout`/`print_stderr` everywhere else).
@@ -23,7 +28,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, AppError, Globals};
 use crate::exec;
-use crate::mask::mask;
 use crate::report::{self, json, plain, plan as plan_report, summary, tty};
 use crate::shard::Shard;
 use crate::store::RunLockMode;
@@ -174,9 +178,9 @@ impl Selection {
             .filter(|r| shard.holds(&r.name))
             .collect();
         if held.is_empty() {
-            eprintln!(
-                "planner: shard {shard} holds none of the {selected} selected runtime(s); nothing to do"
-            );
+            eprint_text(&format!(
+                "planner: shard {shard} holds none of the {selected} selected runtime(s); nothing to do\n"
+            ));
             return Ok(None);
         }
         Ok(Some(held))
@@ -271,10 +275,10 @@ pub fn main() -> ExitCode {
         };
         // `run` is dropped by now: running steps are cancelled, their temp dirs removed and
         // their children killed (`kill_on_drop`).
-        eprintln!(
-            "planner: {}; running steps cancelled, temporary files removed",
+        eprint_text(&format!(
+            "planner: {}; running steps cancelled, temporary files removed\n",
             stop.describe()
-        );
+        ));
         stop.exit_code()
     });
     // Never wait for blocking tasks at exit (a blocking task may be stuck on a slow disk or a
@@ -327,7 +331,10 @@ async fn stop_signal() -> Stop {
     }
 }
 
+/// Warnings and debug lines on stderr: every field masked and inert, coloured only when
+/// [`colour_on_stderr`] says so.
 fn init_tracing(verbose: bool) {
+    use tracing_subscriber::field::MakeExt;
     let default = if verbose {
         "planner=debug"
     } else {
@@ -335,17 +342,37 @@ fn init_tracing(verbose: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLANNER_LOG")
         .unwrap_or_else(|_| default.into());
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let shown = crate::text::printed(&format!("{value:?}"));
+        match field.name() {
+            "message" => write!(w, "{shown}"),
+            name => write!(w, "{name}={shown}"),
+        }
+    })
+    .delimited(" ");
+    let no_color = std::env::var_os("NO_COLOR");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            no_color.as_deref(),
+        ))
+        .fmt_fields(fields)
         .without_time()
         .try_init();
+}
+
+/// Whether warnings get colours: only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour_on_stderr(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Prints the error chain (masked) and maps it to an exit code: an [`AppError`] anywhere in
 /// the chain decides it; anything else (I/O at the edges) is 1.
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("planner: error: {}", mask(&format!("{e:#}")));
+    eprint_text(&format!("planner: error: {e:#}\n"));
     let code = e
         .chain()
         .find_map(|c| c.downcast_ref::<AppError>())
@@ -401,12 +428,12 @@ async fn cmd_plan(
     };
     let planned = app::plan(&loaded, &runtimes, offline).await?;
     let rows = plan_report::rows(&planned.graph, &planned.decided);
-    let text = match format {
-        Format::Text => plan_report::text(&rows),
-        Format::Json => plan_report::json(&rows) + "\n",
-        Format::Dot => plan_report::dot(&rows),
-    };
-    write_stdout(&mask(&text)).context("cannot write the plan to stdout")?;
+    match format {
+        Format::Text => print_text(&plan_report::text(&rows)),
+        Format::Json => print_json(&(plan_report::json(&rows) + "\n")),
+        Format::Dot => print_text(&plan_report::dot(&rows)),
+    }
+    .context("cannot write the plan to stdout")?;
     let failed = planned
         .decided
         .decisions
@@ -434,10 +461,10 @@ async fn cmd_ensure(
         RunLockMode::Shared
     };
     let _run_lock = app::run_lock(&loaded, mode, args.no_wait, |path| {
-        eprintln!(
-            "planner: waiting for another planner run to finish (run lock {}; --no-wait exits 75 instead)",
+        eprint_text(&format!(
+            "planner: waiting for another planner run to finish (run lock {}; --no-wait exits 75 instead)\n",
             path.display()
-        )
+        ))
     })
     .await?;
     let opts = exec::Options {
@@ -504,10 +531,10 @@ impl Output {
             display.finish();
         }
         if self.table {
-            eprint!(
+            eprint_text(&format!(
                 "\n{}",
-                mask(&summary::table(&ensured.summary, ensured.elapsed))
-            );
+                summary::table(&ensured.summary, ensured.elapsed)
+            ));
         }
         if let Some((writer, counts)) = self.json {
             let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
@@ -525,8 +552,27 @@ fn cmd_completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes to stdout; a closed pipe (`planner plan | head`) is not an error.
-pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
+/// Writes planner's text to stdout: masked, outside text inert ([`crate::text::printed`]).
+pub(crate) fn print_text(text: &str) -> std::io::Result<()> {
+    write_stdout(&crate::text::printed(text))
+}
+
+/// Writes a JSON document to stdout: masked, inert ([`crate::text::printed_json`]).
+pub(crate) fn print_json(doc: &str) -> std::io::Result<()> {
+    write_stdout(&crate::text::printed_json(doc))
+}
+
+/// Writes planner's text to stderr: masked, outside text inert ([`crate::text::printed`]).
+/// A closed stderr is ignored.
+pub(crate) fn eprint_text(text: &str) {
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(crate::text::printed(text).as_bytes());
+}
+
+/// Writes to stdout as it is (the completion scripts, the [`print_text`] family); a closed
+/// pipe (`planner plan | head`) is not an error.
+fn write_stdout(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -1,25 +1,25 @@
 //! The `status` and `gc` commands: CLI glue over [`crate::status`] and [`crate::gc`]; their
 //! reports are rendered by [`crate::report::status`] and [`crate::report::gc`]. Everything
-//! written is masked.
+//! written is masked and inert ([`super::print_text`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{GcArgs, StatusArgs, write_stdout};
+use super::{GcArgs, StatusArgs, eprint_text, print_json, print_text};
 use crate::app::{self, AppError, Globals, Loaded};
 use crate::docker::Engine;
 use crate::gc::{self, GcPlan};
 use crate::git::GitAuth;
-use crate::mask::mask;
 use crate::report::{self, plain};
 use crate::status::{self, Heads};
 use crate::store::{self, KeyLock, RunLockMode, Store};
 
-/// Connects to the Docker engine; failing is an environment error (exit 1).
-async fn connect() -> anyhow::Result<Engine> {
-    Ok(Engine::connect()
+/// Connects to the Docker engine, its calls bounded as `[engine]` says; failing is an
+/// environment error (exit 1).
+async fn connect(loaded: &Loaded) -> anyhow::Result<Engine> {
+    Ok(Engine::connect(&loaded.config.engine)
         .await
         .map_err(|e| AppError::Environment(e.to_string()))?)
 }
@@ -36,7 +36,7 @@ pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<
     // Registers the token for masking even when nothing is refreshed.
     let auth = GitAuth::from_env(loaded.config.git.token_env.as_deref())
         .with_limits(loaded.config.git.limits.clone());
-    let engine = connect().await?;
+    let engine = connect(&loaded).await?;
     let store = Store::read_only(&loaded.cache_dir);
     let heads = if args.refresh {
         Heads::Refresh
@@ -52,12 +52,11 @@ pub async fn cmd_status(globals: &Globals, args: &StatusArgs) -> anyhow::Result<
                 engine.host()
             )
         })?;
-    let text = if args.json {
-        report::status::json(&rows) + "\n"
-    } else {
-        report::status::text(&rows, store::now_secs())
-    };
-    write_stdout(&mask(&text)).context("cannot write the status to stdout")?;
+    match args.json {
+        true => print_json(&(report::status::json(&rows) + "\n")),
+        false => print_text(&report::status::text(&rows, store::now_secs())),
+    }
+    .context("cannot write the status to stdout")?;
     Ok(if rows.iter().any(|r| r.error.is_some()) {
         ExitCode::from(1)
     } else {
@@ -74,7 +73,7 @@ pub async fn cmd_gc(
 ) -> anyhow::Result<ExitCode> {
     let loaded = app::load(globals)?;
     let runtimes = app::select(&loaded.config, &[], true)?;
-    let engine = connect().await?;
+    let engine = connect(&loaded).await?;
     let (store, _run_lock) = gc_store(&loaded, args).await?;
     let mut plan = gc::plan(&engine, &store, &runtimes, args.keep as usize)
         .await
@@ -146,10 +145,10 @@ async fn gc_store(loaded: &Loaded, args: &GcArgs) -> anyhow::Result<(Store, Opti
         return Ok((Store::read_only(&loaded.cache_dir), None));
     }
     let lock = app::run_lock(loaded, RunLockMode::Exclusive, args.no_wait, |path| {
-        eprintln!(
-            "planner: waiting for another planner run (lock {})…",
+        eprint_text(&format!(
+            "planner: waiting for another planner run (lock {})…\n",
             path.display()
-        )
+        ))
     })
     .await?;
     let store = Store::open(&loaded.cache_dir).map_err(|e| AppError::Environment(e.to_string()))?;
@@ -168,18 +167,16 @@ fn report_gc(
     let (cache, remote) = (reports.cache, reports.remote);
     if json {
         let doc = report::gc::json_with(plan, cache, remote, cache_dir);
-        write_stdout(&mask(&(doc + "\n"))).context("cannot write the gc report to stdout")?;
+        print_json(&(doc + "\n")).context("cannot write the gc report to stdout")?;
     } else if verbosity == plain::Verbosity::Quiet {
         let cache_failure = cache
             .map(report::gc::build_cache_failure)
             .unwrap_or_default();
         let remote_failures = remote.map(report::gc::remote_failures).unwrap_or_default();
-        eprint!(
-            "{}{}{}",
-            mask(&report::gc::failures(plan)),
-            mask(&cache_failure),
-            mask(&remote_failures)
-        );
+        eprint_text(&format!(
+            "{}{cache_failure}{remote_failures}",
+            report::gc::failures(plan)
+        ));
     } else {
         let verbose = verbosity == plain::Verbosity::Verbose;
         let mut text = report::gc::text(plan, cache_dir, verbose);
@@ -189,7 +186,7 @@ fn report_gc(
         if let Some(remote) = remote {
             text.push_str(&report::gc::remote_text(remote, verbose));
         }
-        write_stdout(&mask(&text)).context("cannot write the gc report to stdout")?;
+        print_text(&text).context("cannot write the gc report to stdout")?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Selection, Stop, default_jobs, stop_signal};
+use super::{Selection, Stop, default_jobs, eprint_text, stop_signal};
 use crate::app::{self, Globals};
 use crate::exec;
 use crate::report::{self, json, plain, watch as render};
@@ -133,7 +133,7 @@ fn stopped(stop: Stop, writer: Option<&json::Writer>) -> u8 {
     if let Some(w) = writer {
         w.emit(&render::stopped_object(signal));
     }
-    eprintln!("{}", render::stopped_line(signal, code));
+    eprint_text(&(render::stopped_line(signal, code) + "\n"));
     code
 }
 
@@ -147,7 +147,7 @@ fn sinks(writer: Option<json::Writer>, verbosity: plain::Verbosity, width: usize
     };
     let lines: watch::EventSink = Arc::new(move |event| {
         if let Some(l) = render::line(event, shown) {
-            eprintln!("{l}");
+            eprint_text(&(l + "\n"));
         }
     });
     let step_lines = render::step_filter(plain::stderr_sink(shown, width));

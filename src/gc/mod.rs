@@ -147,7 +147,7 @@ impl GcItem {
     /// What the item is, for display: the tags or the path.
     pub fn target(&self) -> String {
         match (&self.path, self.kind) {
-            (_, ItemKind::Image) => self.tags.join(", "),
+            (_, ItemKind::Image) => crate::text::list(&self.tags, crate::text::LIST_MAX),
             (Some(p), _) => p.display().to_string(),
             (None, _) => String::new(),
         }

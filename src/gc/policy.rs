@@ -323,13 +323,13 @@ impl<'a> Planner<'a> {
         if !deletes {
             reason.push_str(&format!(
                 "; the image stays, still tagged {}",
-                remaining.join(", ")
+                crate::text::list(&remaining, crate::text::LIST_MAX)
             ));
         }
         let status = match self.containers.get(&id) {
             Some(names) if deletes => ItemStatus::Skipped(format!(
                 "used by container {}; planner never force-removes (remove the container first)",
-                names.join(", ")
+                crate::text::list(names, crate::text::LIST_MAX)
             )),
             _ => ItemStatus::Planned,
         };

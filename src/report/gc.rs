@@ -102,7 +102,7 @@ fn target(item: &GcItem, cache_dir: &Path) -> String {
         (_, ItemKind::Image) => {
             let id = item.image_id.as_deref().map(short).unwrap_or_default();
             let tags: Vec<String> = item.tags.iter().map(|t| short_reference(t)).collect();
-            format!("{} ({id})", tags.join(", "))
+            format!("{} ({id})", crate::text::list(&tags, crate::text::LIST_MAX))
         }
         (Some(p), _) => show_path(p, cache_dir),
         (None, _) => String::new(),
@@ -351,10 +351,13 @@ pub fn remote_text(remote: &RemoteGc, verbose: bool) -> String {
             i.reference, i.digest, i.reason
         ));
     }
-    if verbose {
-        for k in &remote.kept {
-            out.push_str(&format!("remote: keep {} ({})\n", k.reference, k.reason));
-        }
+    // An entry kept only because a kept tag names its digest is always said.
+    for k in remote
+        .kept
+        .iter()
+        .filter(|k| verbose || k.also_named_by.is_some())
+    {
+        out.push_str(&format!("remote: keep {} ({})\n", k.reference, k.reason));
     }
     out.push_str(&remote_failures(remote));
     let done = match remote.dry_run {

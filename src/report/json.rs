@@ -13,7 +13,9 @@
 //! {"event":"summary","ensured","failed","skipped_steps","ran_steps","duration_ms","runtimes":[…]}
 //! ```
 //!
-//! A step shared by several runtimes gives one line per runtime. Every string is masked.
+//! A step shared by several runtimes gives one line per runtime. Every string is masked, and
+//! every line inert ([`crate::text::inert_json`]: `serde_json` escapes C0 controls, the
+//! writer the C1 and bidi controls it leaves raw).
 //! `skipped_steps` and `ran_steps` count distinct steps, resolve-head (which always runs) not
 //! included, so a warm run reports `"ran_steps":0`.
 
@@ -174,7 +176,7 @@ impl Writer {
                     match msg {
                         Msg::Line(line) if !broken => {
                             broken = out
-                                .write_all(line.as_bytes())
+                                .write_all(crate::text::inert_json(&line).as_bytes())
                                 .and_then(|()| out.flush())
                                 .is_err();
                         }
@@ -364,6 +366,26 @@ mod writer_tests {
         assert!(lines[9_999].contains("\"line 9999\""));
         assert_eq!(lines[10_000], r#"{"event":"summary"}"#);
         drop(counts);
+    }
+
+    #[test]
+    fn lines_leave_no_control_character_raw() {
+        let (open, gate) = std::sync::mpsc::channel();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer::new(Gated {
+            gate,
+            out: out.clone(),
+            open: false,
+        });
+        let hostile = "x\x1b[2J\u{9b}31m\u{7f}\u{202e}y";
+        writer.emit(&json!({"event": "step_output", "line": hostile}));
+        open.send(()).unwrap();
+        writer.finish();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert!(!text.trim_end().chars().any(char::is_control), "{text:?}");
+        assert!(text.contains(r"\u009b31m\u007f\u202ey"), "{text}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["line"], hostile);
     }
 
     #[test]

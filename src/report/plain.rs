@@ -1,11 +1,12 @@
 //! Plain progress: one line per step transition on stderr, no escape codes, no carriage
-//! returns (`codex  build  started (image missing)`, `codex  build  done 12.4s`).
+//! returns (`codex  build  started (image missing)`, `codex  build  done 12.4s`). Outside
+//! text in a line (reasons, errors, build output) is masked and made inert
+//! ([`crate::text::printed`]): a control character in it is shown escaped, never sent.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use crate::exec::{Event, Sink};
-use crate::mask::mask;
 
 /// How much to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,7 +57,7 @@ pub fn line(event: &Event, verbosity: Verbosity, width: usize) -> Option<String>
     };
     let who = step.runtimes.join(",");
     let text = format!("{who:<width$}  {:<17}  {what}", step.kind.name());
-    Some(mask(&text).replace('\r', ""))
+    Some(crate::text::printed(&text.replace('\r', "")))
 }
 
 /// A BuildKit step name on one line, at most 100 characters.
@@ -160,5 +161,26 @@ mod tests {
             "codex  build              cached [2/5] RUN pip install \\   -r req.txt"
         );
         assert!(line(&e, Verbosity::Quiet, 5).is_none());
+    }
+
+    #[test]
+    fn outside_text_is_inert_and_an_error_keeps_its_lines() {
+        let e = Event::Failed {
+            step: step(),
+            duration: Duration::ZERO,
+            error: "pull: platform arm\x1b[2J\x1b]0;pwned\x07\nhelp: fix".into(),
+        };
+        let l = line(&e, Verbosity::Normal, 5).unwrap();
+        assert!(!l.chars().any(|c| c != '\n' && c.is_control()), "{l:?}");
+        assert!(
+            l.ends_with("arm\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\n    help: fix"),
+            "{l:?}"
+        );
+        let out = Event::Output {
+            step: step(),
+            line: "\u{9b}2J\u{202e}gnp.exe".into(),
+        };
+        let l = line(&out, Verbosity::Verbose, 5).unwrap();
+        assert!(l.ends_with("| \\u{9b}2J\\u{202e}gnp.exe"), "{l:?}");
     }
 }

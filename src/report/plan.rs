@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::table::Table;
 use crate::ids::short;
-use crate::plan::{Decided, Graph, Status};
+use crate::plan::{Decided, Graph, Status, Via};
 
 /// Version of the JSON document `plan --format json` prints.
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -21,6 +21,9 @@ pub struct PlanRow {
     pub key: Option<String>,
     pub status: Status,
     pub reason: String,
+    /// How a step that runs will be satisfied (`build`, `shared-cache`, `retag`, `pull`);
+    /// `null` for a step that does not run and for kinds with one way.
+    pub via: Option<Via>,
     pub needs: Vec<String>,
 }
 
@@ -46,6 +49,7 @@ pub fn rows(graph: &Graph, decided: &Decided) -> Vec<PlanRow> {
                 key: decided.keys.get(&id).map(|k| k.to_string()),
                 status: d.map_or(Status::Blocked, |d| d.status),
                 reason: d.map_or_else(String::new, |d| crate::mask::mask(&d.reason).into_owned()),
+                via: d.and_then(|d| d.via),
                 needs: graph
                     .needs(id)
                     .into_iter()
@@ -142,6 +146,7 @@ mod tests {
             key: Some("f".repeat(64)),
             status,
             reason: "say \"hi\"".into(),
+            via: (status == Status::Run).then_some(crate::steps::via::SHARED_CACHE),
             needs: needs.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -152,10 +157,16 @@ mod tests {
             serde_json::from_str(&json(&[row("a/build", Status::Run, &["a/verify"])])).unwrap();
         assert_eq!(doc["schema_version"], 1);
         let step = &doc["steps"][0];
-        for field in ["id", "runtime", "step", "key", "status", "reason", "needs"] {
+        for field in [
+            "id", "runtime", "step", "key", "status", "reason", "via", "needs",
+        ] {
             assert!(step.get(field).is_some(), "missing {field}");
         }
         assert_eq!(step["status"], "run");
+        assert_eq!(step["via"], "shared-cache");
+        let skipped: serde_json::Value =
+            serde_json::from_str(&json(&[row("a/build", Status::Skip, &[])])).unwrap();
+        assert_eq!(skipped["steps"][0]["via"], serde_json::Value::Null);
         assert_eq!(step["needs"][0], "a/verify");
     }
 

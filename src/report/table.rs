@@ -1,6 +1,8 @@
 //! The one table renderer: plain columns separated by two spaces, no borders, sized to the
 //! widest cell (in characters). The last cell of a row is never padded and trailing spaces
 //! are trimmed, so a shorter row (an error line under a runtime's row) spans the rest.
+//! Cells hold outside text (tags, labels, errors): each is made inert on one line
+//! ([`crate::text::inert`]) before it is measured, so no cell can break a row or the layout.
 //!
 //! Hand-rolled on purpose: `comfy-table` and `tabled` pad the last column, count widths
 //! differently and have no spanning tail cell, so neither reproduces the layout the README
@@ -55,9 +57,10 @@ impl Table {
 
     /// The table, one `\n`-terminated line per row.
     pub fn render(&self) -> String {
-        let widths = self.widths();
+        let rows = self.cells();
+        let widths = Self::widths(&rows, &self.min);
         let mut out = String::new();
-        for row in &self.rows {
+        for row in &rows {
             let mut line = String::new();
             for (c, cell) in row.iter().enumerate() {
                 if c + 1 == row.len() {
@@ -77,14 +80,22 @@ impl Table {
         out
     }
 
+    /// The cells as shown: each on one line, inert.
+    fn cells(&self) -> Vec<Vec<std::borrow::Cow<'_, str>>> {
+        self.rows
+            .iter()
+            .map(|row| row.iter().map(|c| crate::text::inert(c)).collect())
+            .collect()
+    }
+
     /// Each column's width: its widest padded cell (a row's last cell is not padded), at
     /// least its minimum.
-    fn widths(&self) -> Vec<usize> {
-        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+    fn widths(rows: &[Vec<std::borrow::Cow<'_, str>>], min: &[usize]) -> Vec<usize> {
+        let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut widths: Vec<usize> = (0..cols)
-            .map(|c| self.min.get(c).copied().unwrap_or(0))
+            .map(|c| min.get(c).copied().unwrap_or(0))
             .collect();
-        for row in &self.rows {
+        for row in rows {
             for (c, cell) in row.iter().enumerate().take(row.len().saturating_sub(1)) {
                 widths[c] = widths[c].max(cell.chars().count());
             }
@@ -118,5 +129,16 @@ mod tests {
         t.row(vec![]);
         t.row(vec!["a".into(), "b".into(), "extra".into()]);
         assert_eq!(t.render(), "A   B\né…  x\n\na   b  extra\n");
+    }
+
+    #[test]
+    fn cells_are_inert_on_one_line_and_keep_the_layout() {
+        let mut t = Table::new(&["TAG", "WHY"]);
+        t.row(vec!["x\x1b[2J".into(), "a\nforged line\r".into()]);
+        t.row(vec!["y".into(), "ok".into()]);
+        assert_eq!(
+            t.render(),
+            "TAG         WHY\nx\\u{1b}[2J  a\\nforged line\\r\ny           ok\n"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! that step's elapsed time and, during a build, the Dockerfile step (`Step 3/7`) or the last
 //! build line. Failures (and, with `-v`, build output) are printed above the lines. Colours
 //! follow `NO_COLOR` / `CLICOLOR` (through `console`); `TERM=dumb` gets the plain renderer.
+//! Outside text is masked and made inert: a line's message on one line ([`shown`]), text
+//! printed above the lines with its own newlines ([`crate::text::printed`]).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,6 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::plain::Verbosity;
 use crate::exec::{Event, Sink, StepRef};
 use crate::mask::mask;
+use crate::text::{inert, printed};
 
 /// Whether a live display makes sense: stderr is a terminal that can move the cursor.
 pub fn usable() -> bool {
@@ -116,18 +119,18 @@ impl Display {
             Event::Started { reason, .. } => {
                 bar.reset_elapsed();
                 st.dockerfile_step = None;
-                bar.set_message(mask(&format!("{kind}: {reason}")).into_owned());
+                bar.set_message(shown(&format!("{kind}: {reason}")));
             }
             Event::Waiting { reason, .. } => {
-                bar.set_message(mask(&format!("{kind}: waiting ({reason})")).into_owned())
+                bar.set_message(shown(&format!("{kind}: waiting ({reason})")))
             }
             Event::Output { line, .. } => {
                 let text = build_progress(&mut st.dockerfile_step, line);
-                bar.set_message(mask(&format!("{kind}: {text}")).into_owned())
+                bar.set_message(shown(&format!("{kind}: {text}")))
             }
             Event::Substep { name, state, .. } => {
                 let text = buildkit_progress(&mut st.dockerfile_step, name, *state);
-                bar.set_message(mask(&format!("{kind}: {text}")).into_owned())
+                bar.set_message(shown(&format!("{kind}: {text}")))
             }
             Event::Skipped { .. } => {
                 st.skipped += 1;
@@ -153,7 +156,7 @@ impl Display {
     }
 
     fn above(&self, text: &str) {
-        let _ = self.multi.println(mask(text));
+        let _ = self.multi.println(printed(text));
     }
 
     /// Ends every line with what happened to its runtime, before the summary is printed.
@@ -176,6 +179,11 @@ impl Display {
             bar.finish_with_message(msg);
         }
     }
+}
+
+/// A line's message: masked, inert on one line.
+fn shown(text: &str) -> String {
+    inert(&mask(text)).into_owned()
 }
 
 fn step_of(event: &Event) -> &StepRef {
@@ -355,5 +363,33 @@ mod tests {
             "{screen}"
         );
         assert!(screen.contains("clone: FAILED"), "{screen}");
+    }
+
+    #[test]
+    fn outside_text_reaches_the_terminal_inert() {
+        let (d, term) = display();
+        let sink = d.sink();
+        sink(&Event::Started {
+            step: step("alpha", build::KIND),
+            reason: "stale: repo \x1b[2J\x1b]0;pwned\x07x".into(),
+        });
+        sink(&Event::Failed {
+            step: step("beta", clone::KIND),
+            duration: Duration::ZERO,
+            error: "boom\x1b[31m\r1 ensured, 0 failed\nhelp: fix".into(),
+        });
+        d.multi.set_move_cursor(false);
+        for bar in d.bars.values() {
+            bar.tick();
+        }
+        let screen = term.contents();
+        assert!(
+            screen.contains("build: stale: repo \\u{1b}[2J\\u{1b}]0;pwned\\u{7}x"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("boom\\u{1b}[31m\\r1 ensured, 0 failed\n    help: fix"),
+            "{screen}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `planner watch` output: each watcher event as a plain line (stderr) or an NDJSON object
-//! (stdout, `--json`), every string masked. Of each tick's step events only those worth a
+//! (stdout, `--json`), every string masked, and outside text (errors, hook output) made inert
+//! ([`crate::text`]). Of each tick's step events only those worth a
 //! line every few minutes are passed on ([`step_shown`]). The NDJSON schema (README):
 //!
 //! ```text
@@ -29,7 +30,6 @@ use super::json::{SCHEMA_VERSION, masked, millis};
 use super::plain::Verbosity;
 use crate::exec;
 use crate::ids::short;
-use crate::mask::mask;
 use crate::watch::{Change, Event};
 
 /// Whether a step event of a tick is shown: not skips, and a root step (resolve-head, which
@@ -68,13 +68,14 @@ fn is_problem(event: &Event) -> bool {
     )
 }
 
-/// The plain line for `event` (no newline), masked; `None` when `verbosity` hides it.
+/// The plain line for `event` (no newline), masked and inert; `None` when `verbosity` hides
+/// it.
 pub fn line(event: &Event, verbosity: Verbosity) -> Option<String> {
     if verbosity == Verbosity::Quiet && !is_problem(event) {
         return None;
     }
     let text = format!("watch: {}", describe(event));
-    Some(mask(&text).replace('\r', "").replace('\n', "\n    "))
+    Some(crate::text::printed(&text.replace('\r', "")).replace('\n', "\n    "))
 }
 
 fn describe(event: &Event) -> String {
@@ -427,6 +428,26 @@ mod tests {
             duration: Duration::ZERO,
             error: "x".into()
         }));
+    }
+
+    #[test]
+    fn hook_output_and_errors_are_inert() {
+        let e = Event::HookOutput {
+            runtime: "alpha".into(),
+            line: "\x1b]0;pwned\x07\x1b[2Jdone".into(),
+        };
+        let l = line(&e, Verbosity::Normal).unwrap();
+        assert_eq!(
+            l,
+            "watch: alpha: hook | \\u{1b}]0;pwned\\u{7}\\u{1b}[2Jdone"
+        );
+        let e = Event::TickFailed {
+            tick: 3,
+            error: "engine said \u{9b}31mno\nhelp: retry".into(),
+        };
+        let l = line(&e, Verbosity::Quiet).unwrap();
+        assert!(!l.chars().any(|c| c != '\n' && c.is_control()), "{l:?}");
+        assert!(l.contains("\\u{9b}31mno\n    help: retry"), "{l:?}");
     }
 
     #[test]

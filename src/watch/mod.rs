@@ -348,7 +348,7 @@ impl<'a> Watcher<'a> {
             })
         })
         .await?;
-        let engine = Engine::connect()
+        let engine = Engine::connect(&self.loaded.config.engine)
             .await
             .map_err(|e| AppError::Environment(e.to_string()))?;
         let fresh: Vec<Arc<Runtime>> = attempted

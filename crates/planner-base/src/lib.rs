@@ -15,6 +15,7 @@ pub mod mask;
 pub mod process;
 pub mod reference;
 pub mod settings;
+pub mod text;
 
 pub use builder::{BuildNetwork, Builder};
 pub use reference::ImageRef;

@@ -42,6 +42,12 @@ static TAG: LazyLock<Regex> =
 static IDENTIFIER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-f0-9]{64}$").expect("static pattern"));
 
+/// Whether `text` is a tag by distribution's grammar (`[\w][\w.-]{0,127}`, ASCII): what may
+/// follow `:` in a reference, and all a tag from a registry may be before it is used.
+pub fn is_tag(text: &str) -> bool {
+    text.len() <= 128 && TAG.is_match(text)
+}
+
 /// A tagged image reference in a registry, normalized.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
@@ -100,7 +106,7 @@ impl ImageRef {
                 "the repository must be lowercase components ([a-z0-9], separated by '.', '_', '__' or '-') joined by '/'",
             ));
         }
-        if !TAG.is_match(tag) {
+        if !is_tag(tag) {
             return Err(bad(
                 "the tag must be 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
             ));
@@ -307,6 +313,26 @@ mod tests {
         let long_path = format!("h.io/{}", "a".repeat(256));
         assert!(ImageRef::parse(&long_path).unwrap_err().contains("255"));
         assert!(ImageRef::parse(&format!("h.io/{}", "a".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn tags_follow_the_grammar() {
+        for ok in ["latest", "k-0a", "_x", "v1.2-rc_3", &"t".repeat(128)] {
+            assert!(is_tag(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "a/b",
+            "k-/../x",
+            "a:b",
+            "é",
+            "a\u{1b}",
+            &"t".repeat(129),
+        ] {
+            assert!(!is_tag(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -56,5 +56,28 @@ impl Default for RegistrySettings {
     }
 }
 
+/// The `[engine]` table: how long planner waits on the Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// A stream (a build's context upload and output, a pull's or push's progress) with
+    /// nothing moving for this long fails: the engine stopped answering (`idle_timeout`,
+    /// default 10 minutes).
+    pub idle_timeout: Duration,
+    /// Every other engine call (inspect, tag, list, remove, disk usage) fails when the engine
+    /// has not answered within this (`timeout`, default 60 seconds).
+    pub timeout: Duration,
+}
+
 /// Built-in `engine.idle_timeout`.
 pub const DEFAULT_ENGINE_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Built-in `engine.timeout`.
+pub const DEFAULT_ENGINE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            idle_timeout: DEFAULT_ENGINE_IDLE_TIMEOUT,
+            timeout: DEFAULT_ENGINE_TIMEOUT,
+        }
+    }
+}

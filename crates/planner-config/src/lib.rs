@@ -32,7 +32,8 @@ use defaults::Defaults;
 pub use defaults::EnvOverrides;
 pub use planner_base::settings::{
     BUILTIN_CONNECT_TIMEOUT, BUILTIN_GIT_TIMEOUT, BUILTIN_LOW_SPEED_LIMIT, BUILTIN_LOW_SPEED_TIME,
-    DEFAULT_ENGINE_IDLE_TIMEOUT, GitLimits, RegistrySettings,
+    DEFAULT_ENGINE_IDLE_TIMEOUT, DEFAULT_ENGINE_TIMEOUT, EngineSettings, GitLimits,
+    RegistrySettings,
 };
 pub use planner_base::{BuildNetwork, Builder};
 use planner_base::{ids, mask};
@@ -95,22 +96,6 @@ pub struct Config {
     /// The shared cache (`[cache]`), when configured.
     pub cache: Option<CacheSettings>,
     pub runtimes: BTreeMap<String, Runtime>,
-}
-
-/// The `[engine]` table: how long planner waits on the Docker engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineSettings {
-    /// A build (its context upload, base image pulls and output) with nothing moving for
-    /// this long fails: the engine stopped answering (`idle_timeout`, default 10 minutes).
-    pub idle_timeout: std::time::Duration,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            idle_timeout: DEFAULT_ENGINE_IDLE_TIMEOUT,
-        }
-    }
 }
 
 /// The `[git]` table.

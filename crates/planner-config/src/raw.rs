@@ -83,6 +83,7 @@ pub(crate) struct RawGit {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEngine {
     pub(crate) idle_timeout: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

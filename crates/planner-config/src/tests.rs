@@ -11,24 +11,26 @@ fn parse_ok(text: &str) -> Config {
 }
 
 #[test]
-fn engine_idle_timeout_is_a_duration() {
-    assert_eq!(
-        parse_ok("").engine.idle_timeout,
-        DEFAULT_ENGINE_IDLE_TIMEOUT
-    );
-    let c = parse_ok("[engine]\nidle_timeout = \"90s\"\n");
+fn engine_timeouts_are_durations() {
+    let builtin = parse_ok("").engine;
+    assert_eq!(builtin.idle_timeout, DEFAULT_ENGINE_IDLE_TIMEOUT);
+    assert_eq!(builtin.timeout, DEFAULT_ENGINE_TIMEOUT);
+    let c = parse_ok("[engine]\nidle_timeout = \"90s\"\ntimeout = \"5s\"\n");
     assert_eq!(c.engine.idle_timeout, std::time::Duration::from_secs(90));
-    for bad in ["soon", "0s", "10 parsecs", "500ms"] {
-        let text = format!("[engine]\nidle_timeout = \"{bad}\"\n");
-        let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| {
-            Some(SourceKind::Git)
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("r.toml:2:") && err.contains("idle_timeout"),
-            "{err}"
-        );
+    assert_eq!(c.engine.timeout, std::time::Duration::from_secs(5));
+    for key in ["idle_timeout", "timeout"] {
+        for bad in ["soon", "0s", "10 parsecs", "500ms"] {
+            let text = format!("[engine]\n{key} = \"{bad}\"\n");
+            let err = parse(&text, "r.toml", &EnvOverrides::default(), &|_| {
+                Some(SourceKind::Git)
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("r.toml:2:") && err.contains(&format!("engine.{key} ")),
+                "{err}"
+            );
+        }
     }
     let err = parse(
         "[engine]\nidel_timeout = \"1m\"\n",

@@ -30,28 +30,34 @@ static IMAGE_HOST_RE: LazyLock<Regex> =
 /// The longest duration any `[git]` limit accepts.
 const MAX_GIT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The `[engine]` table: `idle_timeout` is a duration (`"10m"`, `"90s"`), at least a second.
+/// The `[engine]` table: `idle_timeout` and `timeout` are durations (`"10m"`, `"90s"`), at
+/// least a second.
 pub(crate) fn validate_engine(
     raw: &RawEngine,
     loc: &Locator,
 ) -> Result<EngineSettings, ConfigError> {
-    let Some(v) = &raw.idle_timeout else {
-        return Ok(EngineSettings::default());
+    let builtin = EngineSettings::default();
+    let duration = |key: &str, v: &Option<Spanned<String>>, default| {
+        let Some(v) = v else { return Ok(default) };
+        let bad = |why: String| {
+            loc.error(
+                v.span(),
+                format!(
+                    "invalid engine.{key} {:?}: {why}\n  help: write a duration such as \"10m\", \"90s\" or \"1h\"",
+                    v.get_ref()
+                ),
+            )
+        };
+        let d = humantime::parse_duration(v.get_ref()).map_err(|e| bad(e.to_string()))?;
+        if d < std::time::Duration::from_secs(1) {
+            return Err(bad("it must be at least 1s".into()));
+        }
+        Ok(d)
     };
-    let bad = |why: String| {
-        loc.error(
-            v.span(),
-            format!(
-                "invalid engine.idle_timeout {:?}: {why}\n  help: write a duration such as \"10m\", \"90s\" or \"1h\"",
-                v.get_ref()
-            ),
-        )
-    };
-    let idle = humantime::parse_duration(v.get_ref()).map_err(|e| bad(e.to_string()))?;
-    if idle < std::time::Duration::from_secs(1) {
-        return Err(bad("it must be at least 1s".into()));
-    }
-    Ok(EngineSettings { idle_timeout: idle })
+    Ok(EngineSettings {
+        idle_timeout: duration("idle_timeout", &raw.idle_timeout, builtin.idle_timeout)?,
+        timeout: duration("timeout", &raw.timeout, builtin.timeout)?,
+    })
 }
 
 /// The `[registry]` table: `insecure` hosts and the per-request `timeout`.

@@ -64,6 +64,13 @@ pub trait Kind: Sync + 'static {
         Vec::new()
     }
 
+    /// How a step of this kind that runs is satisfied when nothing is found (a build
+    /// builds, a pull pulls: the kind's own names for its ways); `None` for kinds with one
+    /// way only.
+    fn runs_via(&self) -> Option<Via> {
+        None
+    }
+
     /// Whether its key covers inputs found in the world once its root has answered (a
     /// build's base images): `decide` and the scheduler ask the world to discover them.
     fn discovers(&self) -> bool {
@@ -80,6 +87,14 @@ pub trait Kind: Sync + 'static {
         &[]
     }
 }
+
+/// How a step that runs will be satisfied, for the kinds that have more than one way: what
+/// `plan --format json` says in `via` (`"build"`, `"shared-cache"`, ...), so that automation
+/// can tell one way from another without reading the reason. The kinds name their ways
+/// (constants in their crate); the core only carries the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Via(pub &'static str);
 
 /// A registered step kind: a `Copy` handle compared by name.
 #[derive(Clone, Copy)]

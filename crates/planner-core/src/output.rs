@@ -52,6 +52,25 @@ pub trait FoundData: Any + Send + Sync + fmt::Debug {
     /// updates`): the core adds the notes of inputs found only before running to the step's
     /// reason.
     fn notes(&self) -> &[String];
+
+    /// Whether they came from a hint (what an earlier run left, another machine's word)
+    /// rather than from the step's input: the scheduler derives them again from the input
+    /// before the step runs, and what the input gives decides ([`FoundData::over_hint`]).
+    fn hinted(&self) -> bool {
+        false
+    }
+
+    /// Whether the hint is weak enough that `decide` reads the step's input instead when it
+    /// is already materialized (so a hint only ever saves producing the input).
+    fn input_decides_when_present(&self) -> bool {
+        false
+    }
+
+    /// The inputs `derived` from the step's input, which replace these found from a hint;
+    /// the kind may warn, naming the hint, when they disagree.
+    fn over_hint(&self, derived: Found, _step: &str) -> Found {
+        derived
+    }
 }
 
 /// The inputs a discovering kind found for its key, opaque to the core.
@@ -71,5 +90,20 @@ impl Found {
 
     pub fn notes(&self) -> &[String] {
         self.0.notes()
+    }
+
+    /// Whether they came from a hint ([`FoundData::hinted`]).
+    pub fn hinted(&self) -> bool {
+        self.0.hinted()
+    }
+
+    /// Whether `decide` reads a materialized input instead ([`FoundData::input_decides_when_present`]).
+    pub fn input_decides_when_present(&self) -> bool {
+        self.0.input_decides_when_present()
+    }
+
+    /// What stands once `derived` was read from the step's input ([`FoundData::over_hint`]).
+    pub fn over_hint(&self, derived: Found, step: &str) -> Found {
+        self.0.over_hint(derived, step)
     }
 }

@@ -1,8 +1,10 @@
 //! Builds: what to build ([`BuildRequest`]), what a build passes on as it goes
-//! ([`BuildOutput`]), and reading the engine's answers to the end, the same way for the
-//! classic builder and BuildKit ([`Engine::read_build`]): the idle bound, a failing context
-//! upload named as the cause, the last lines of output in the error, the image ID checked.
-//! BuildKit's own parts (the session, its progress) are in [`crate::buildkit`].
+//! ([`BuildOutput`]), the classic builder's build (the context streamed as a tar,
+//! [`crate::context`]; its answers read to the end: the idle bound, a failing context upload
+//! named as the cause, the last lines of output in the error, the image ID checked), and what
+//! both builders share ([`Engine::next_or_idle`], [`Tail`], [`build_failed`], [`with_help`]).
+//! BuildKit's own parts are in [`crate::buildkit`] (its session: [`crate::session`], the
+//! context over it: [`crate::filesync`], its `/build` call: [`crate::build_api`]).
 //!
 //! Upward call, on purpose: [`Engine::build`] dispatches to `Engine::build_buildkit`, defined
 //! in `buildkit` (which builds on this module's types); a method call, no import.
@@ -10,11 +12,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bollard::models::BuildInfo;
 use bollard::query_parameters::BuildImageOptions;
 use futures_util::StreamExt;
 
-use crate::context::Producer;
 use crate::engine::{Activity, Engine};
 use crate::error::{DockerError, checked_id};
 
@@ -41,6 +41,9 @@ pub struct BuildRequest {
     pub runtime: String,
     /// The commit time of the checkout and the registry logins, asked of the caller.
     pub host: Arc<dyn crate::host::BuildHost>,
+    /// What BuildKit's pulls may authenticate with: the registries this build names (its
+    /// bases) and the logins and tokens `host` gives ([`crate::session::SessionAuth`]).
+    pub credentials: crate::session::SessionAuth,
 }
 
 /// Where a BuildKit step stands.
@@ -85,6 +88,9 @@ impl Engine {
         req: &BuildRequest,
         mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
+        if let Some(first) = self.earlier_stall() {
+            return Err(first);
+        }
         match self.effective_builder(req.builder).await {
             planner_base::Builder::Buildkit => self.build_buildkit(req, on_output).await,
             _ => {
@@ -98,7 +104,7 @@ impl Engine {
     async fn build_classic(
         &self,
         req: &BuildRequest,
-        on_line: impl FnMut(&str) + Send,
+        mut on_line: impl FnMut(&str) + Send,
     ) -> Result<String, DockerError> {
         let (body, producer) =
             super::context::stream(&req.context_dir, &req.dockerfile, req.host.clone());
@@ -119,64 +125,50 @@ impl Engine {
             networkmode: req.network.mode().map(str::to_owned),
             ..Default::default()
         };
-        let stream = self
-            .docker
-            .build_image(options, None, Some(bollard::body_try_stream(body)));
-        let what = format!("the build of {}", req.tag);
-        let mut answers = Classic {
-            on_line,
-            tail: Tail::default(),
-        };
-        self.read_build(req, stream, producer, &activity, &what, &mut answers)
-            .await
-    }
-
-    /// Reads a build's answers to the end, the same way for either builder (`answers` says
-    /// what each answer means to it): the idle bound; a stream that fails because the
-    /// context upload failed names that cause; an error the engine reports ends the build
-    /// with the last lines of output (and, for the classic builder, the help when the
-    /// Dockerfile needs BuildKit); then the image ID, asked of the engine when no answer
-    /// named it.
-    pub(crate) async fn read_build<S, A: Answers>(
-        &self,
-        req: &BuildRequest,
-        mut stream: S,
-        producer: Producer,
-        activity: &Activity,
-        what: &str,
-        answers: &mut A,
-    ) -> Result<String, DockerError>
-    where
-        S: futures_util::Stream<Item = Result<BuildInfo, bollard::errors::Error>> + Unpin,
-    {
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_try_stream(body)));
+        let mut tail = Tail::default();
         let mut image_id = None;
-        while let Some(item) = self.next_or_idle(&mut stream, activity, what).await? {
+        let what = format!("the build of {}", req.tag);
+        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
             let info = match item {
                 Ok(info) => info,
                 Err(e) => {
                     // A failing producer cuts the upload: its error is the cause, not hyper's.
                     drop(stream);
-                    let cause = super::context::producer_failure(producer).await;
-                    return Err(match cause {
-                        Some(c) => build_failed(req, format!("build context: {c}"), answers.tail()),
+                    let detail = super::context::producer_failure(producer).await;
+                    let (detail, help) = match detail {
+                        Some(c) => (format!("build context: {c}"), String::new()),
                         None => {
-                            let message = answers.stream_error(&e);
-                            self.reported(req, answers, &message).await
+                            let e = e.to_string();
+                            let help = self.needs_buildkit_help(req, &e).await;
+                            (e, help)
                         }
-                    });
+                    };
+                    return Err(with_help(build_failed(req, detail, &tail), &help));
                 }
             };
-            match answers.take(info).map_err(|e| *e)? {
-                Taken::Nothing => {}
-                Taken::Image(id) => image_id = Some(id),
-                Taken::Failed(message) => return Err(self.reported(req, answers, &message).await),
+            if let Some(text) = &info.stream {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    tail.push(line);
+                    on_line(line);
+                }
+            }
+            if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
+                let help = self.needs_buildkit_help(req, &err).await;
+                return Err(with_help(build_failed(req, err, &tail), &help));
+            }
+            if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
+                && let Some(id) = aux.id
+            {
+                image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
             }
         }
-        let tail = answers.tail();
         match producer.await {
             Ok(Ok(_stats)) => {}
-            Ok(Err(e)) => return Err(build_failed(req, format!("build context: {e}"), tail)),
-            Err(e) => return Err(build_failed(req, format!("build context: {e}"), tail)),
+            Ok(Err(e)) => return Err(build_failed(req, format!("build context: {e}"), &tail)),
+            Err(e) => return Err(build_failed(req, format!("build context: {e}"), &tail)),
         }
         match image_id {
             Some(id) => Ok(id),
@@ -184,89 +176,8 @@ impl Engine {
                 .inspect(&req.tag)
                 .await?
                 .map(|i| i.id)
-                .ok_or_else(|| build_failed(req, "the engine reported no image".into(), tail)),
+                .ok_or_else(|| build_failed(req, "the engine reported no image".into(), &tail)),
         }
-    }
-
-    /// The build error for a `message` the engine gave, with the help it calls for.
-    async fn reported<A: Answers>(
-        &self,
-        req: &BuildRequest,
-        answers: &mut A,
-        message: &str,
-    ) -> DockerError {
-        let help = match A::CLASSIC {
-            true => self.needs_buildkit_help(req, message).await,
-            false => String::new(),
-        };
-        with_help(answers.failed(req, message), &help)
-    }
-}
-
-/// What one answer of the engine's build stream meant.
-pub(crate) enum Taken {
-    Nothing,
-    /// The image built.
-    Image(String),
-    /// The build failed, as the engine says.
-    Failed(String),
-}
-
-/// What a builder makes of the engine's build answers ([`Engine::read_build`]).
-pub(crate) trait Answers: Send {
-    /// Whether engine messages may call for the help of a Dockerfile that needs BuildKit.
-    const CLASSIC: bool;
-
-    /// Takes one answer (passing its output on); an invalid image ID is an error.
-    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>>;
-
-    /// The engine's message in a stream error.
-    fn stream_error(&self, error: &bollard::errors::Error) -> String;
-
-    /// The build error for the engine's `message`.
-    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError;
-
-    /// The last lines of output, for errors.
-    fn tail(&self) -> &Tail;
-}
-
-/// The classic builder's answers: output lines, an error, the image ID.
-struct Classic<F> {
-    on_line: F,
-    tail: Tail,
-}
-
-impl<F: FnMut(&str) + Send> Answers for Classic<F> {
-    const CLASSIC: bool = true;
-
-    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>> {
-        if let Some(text) = &info.stream {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.tail.push(line);
-                (self.on_line)(line);
-            }
-        }
-        if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
-            return Ok(Taken::Failed(err));
-        }
-        if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
-            && let Some(id) = aux.id
-        {
-            return Ok(Taken::Image(checked_id(id, "build")?));
-        }
-        Ok(Taken::Nothing)
-    }
-
-    fn stream_error(&self, error: &bollard::errors::Error) -> String {
-        error.to_string()
-    }
-
-    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError {
-        build_failed(req, message.to_owned(), &self.tail)
-    }
-
-    fn tail(&self) -> &Tail {
-        &self.tail
     }
 }
 
@@ -292,8 +203,8 @@ impl Engine {
     }
 
     /// The stream's next item, or [`DockerError::Idle`] once nothing moved (no item, and no
-    /// `activity` elsewhere, such as context bytes taken) for the idle limit. `next` is
-    /// cancel-safe, so waiting again after a timeout loses nothing.
+    /// `activity` elsewhere, such as context bytes taken) for the idle limit (which marks the
+    /// engine stalled). `next` is cancel-safe, so waiting again after a timeout loses nothing.
     pub(super) async fn next_or_idle<S: futures_util::Stream + Unpin>(
         &self,
         stream: &mut S,
@@ -303,11 +214,11 @@ impl Engine {
         loop {
             let quiet = activity.quiet_for();
             if quiet >= self.idle {
-                return Err(DockerError::Idle {
+                return Err(self.mark_stalled(DockerError::Idle {
                     host: self.shown_host(),
                     what: what.to_owned(),
                     limit: humantime::format_duration(self.idle).to_string(),
-                });
+                }));
             }
             if let Ok(item) = tokio::time::timeout(self.idle - quiet, stream.next()).await {
                 activity.touch();

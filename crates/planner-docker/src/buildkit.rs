@@ -1,6 +1,8 @@
-//! BuildKit builds through the engine API: `POST /build?version=2` with a session (bollard's
-//! `buildkit` feature serves it over the engine's `/session` endpoint) and the engine's
-//! built-in Dockerfile frontend; no buildx, no frontend image.
+//! BuildKit builds through the engine API, as the docker CLI made them before buildx: a
+//! session of planner's own ([`super::session`]) serving the build context and the Dockerfile
+//! the way BuildKit's own client does ([`super::filesync`]), then `POST /build?version=2`
+//! naming it (`remote=client-session`), built by the engine's built-in Dockerfile frontend;
+//! no buildx, no frontend image.
 //!
 //! - Detection ([`Engine::offers_buildkit`]): API ≥ 1.39 and a `/session` endpoint (the engine
 //!   answers 400 to a bare `POST /session`, 404 when it has none); asked once per connection.
@@ -10,26 +12,25 @@
 //! - Errors name the failing step, its exit code and the last lines of its own output.
 //! - Cancel: dropping the build future closes the `/build` request and the session; the
 //!   engine then cancels the solve (no build left running).
-//! - Base-image pulls authenticate through the session's auth service with the credentials
-//!   `docker login` left (asked through [`crate::host::BuildHost::login`]), for the registries the
-//!   Dockerfile's `FROM` lines name.
+//! - The session is planner's own ([`super::session`], opened for each build here after the
+//!   ignore file BuildKit will read is checked; the `/build` call goes out without
+//!   bollard, [`super::build_api`]): what BuildKit pulls itself authenticates through its
+//!   auth service, which answers only for the registries this build names and fetches every
+//!   token in planner, under the rules of planner's own registry client.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use bollard::auth::DockerCredentials;
-use bollard::models::{BuildInfo, BuildInfoAux};
+use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::Empty;
 
-use crate::build::{
-    Answers, BuildOutput, BuildRequest, BuildStepState, Tail, Taken, build_failed, with_help,
-};
-use crate::endpoint::{BUILD_TIMEOUT, CALL_TIMEOUT, PING_TIMEOUT};
-use crate::engine::{Activity, Engine};
+use crate::build::{BuildOutput, BuildRequest, BuildStepState, Tail, build_failed, with_help};
+use crate::engine::{Activity, Engine, IDLE_KEY};
 use crate::error::{DockerError, api, checked_id};
+use crate::filesync::{FileSyncService, Locals};
+use crate::session::Session;
 use planner_base::Builder;
 
 /// Most vertices tracked in one build (a hostile engine cannot make planner grow without bound).
@@ -68,28 +69,26 @@ impl Engine {
         else {
             return false;
         };
-        match tokio::time::timeout(PING_TIMEOUT, self.send(request)).await {
+        // No answer in time marks the engine stalled: the next call fails with that error.
+        match self
+            .bounded("the BuildKit probe (POST /session)", self.send(request))
+            .await
+        {
             Ok(Ok(response)) => response.status() != hyper::StatusCode::NOT_FOUND,
             _ => false,
         }
     }
 
-    /// Builds `req` with BuildKit; returns the image ID.
+    /// Builds `req` with BuildKit; returns the image ID. The build context goes over the
+    /// session, as BuildKit's own client sends it ([`super::filesync`]).
     pub(super) async fn build_buildkit(
         &self,
         req: &BuildRequest,
-        on_output: impl FnMut(BuildOutput<'_>) + Send,
+        mut on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
-        let (body, producer) =
-            super::context::stream(&req.context_dir, &req.dockerfile, req.host.clone());
-        let activity = Arc::new(Activity::new());
-        let body = {
-            let activity = activity.clone();
-            body.inspect(move |_| activity.touch())
-        };
-        let credentials = base_image_credentials(req).await;
+        let started = self.start_buildkit_session(req).await?;
         let options = BuildImageOptions {
-            dockerfile: req.dockerfile.clone(),
+            dockerfile: started.dockerfile.clone(),
             t: Some(req.tag.clone()),
             platform: req.platform.clone(),
             target: req.target.clone().unwrap_or_default(),
@@ -97,59 +96,124 @@ impl Engine {
             buildargs: Some(req.build_args.clone().into_iter().collect()),
             networkmode: req.network.mode().map(str::to_owned),
             version: BuilderVersion::BuilderBuildKit,
-            session: Some(session_id()),
+            session: Some(started.id.clone()),
+            remote: Some("client-session".to_owned()),
             ..Default::default()
         };
-        let stream = self.docker.build_image(
-            options,
-            Some(credentials),
-            Some(bollard::body_try_stream(body)),
-        );
+        let mut stream = self.build_stream(&options, futures_util::stream::empty());
+        let mut progress = Progress::default();
+        let mut image_id = None;
         let what = format!("the BuildKit build of {}", req.tag);
-        let mut answers = BuildKit {
-            progress: Progress::default(),
-            on_output,
-        };
-        self.read_build(req, stream, producer, &activity, &what, &mut answers)
-            .await
-    }
-}
-
-/// BuildKit's answers: its progress (vertices and their logs) and the image ID; errors are
-/// the failing vertex's.
-struct BuildKit<F> {
-    progress: Progress,
-    on_output: F,
-}
-
-impl<F: FnMut(BuildOutput<'_>) + Send> Answers for BuildKit<F> {
-    const CLASSIC: bool = false;
-
-    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>> {
-        match info.aux {
-            Some(BuildInfoAux::BuildKit(status)) => {
-                self.progress.apply(status, &mut self.on_output);
-                Ok(Taken::Nothing)
+        while let Some(item) = self
+            .next_or_idle(&mut stream, &started.activity, &what)
+            .await?
+        {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    drop(stream);
+                    // planner's own failure to send the context is what broke the build.
+                    return Err(match started.failure() {
+                        Some(c) => build_failed(req, format!("build context: {c}"), &progress.all),
+                        None => progress.failure(req, &engine_message(&e)),
+                    });
+                }
+            };
+            match info.aux {
+                Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
+                Some(BuildInfoAux::Default(aux)) => {
+                    if let Some(id) = aux.id {
+                        image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
+                    }
+                }
+                None => {}
             }
-            Some(BuildInfoAux::Default(aux)) => match aux.id {
-                Some(id) => Ok(Taken::Image(checked_id(id, "build")?)),
-                None => Ok(Taken::Nothing),
-            },
-            None => Ok(Taken::Nothing),
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => self.inspect(&req.tag).await?.map(|i| i.id).ok_or_else(|| {
+                build_failed(req, "the engine reported no image".into(), &progress.all)
+            }),
         }
     }
+}
 
-    fn stream_error(&self, error: &bollard::errors::Error) -> String {
-        engine_message(error)
+impl Engine {
+    /// Checks the ignore file BuildKit will read, then opens the build's session serving its
+    /// context, its Dockerfile and the registry credentials the build may use.
+    pub(super) async fn start_buildkit_session(
+        &self,
+        req: &BuildRequest,
+    ) -> Result<Started, DockerError> {
+        let failed =
+            |what: &str, e: String| build_failed(req, format!("{what}: {e}"), &Tail::default());
+        let (root, rel) = (req.context_dir.clone(), req.dockerfile.clone());
+        tokio::task::spawn_blocking(move || crate::context::check_buildkit_ignore(&root, &rel))
+            .await
+            .map_err(|e| failed("build context", e.to_string()))?
+            .map_err(|e| failed("build context", e.to_string()))?;
+        let (locals, dockerfile) =
+            Locals::new(&req.context_dir, &req.dockerfile, req.host.as_ref())
+                .await
+                .map_err(|e| failed("build context", e.to_string()))?;
+        let activity = Arc::new(Activity::new());
+        let failure = Arc::new(Mutex::new(None));
+        let touch = {
+            let activity = activity.clone();
+            Arc::new(move || activity.touch())
+        };
+        let files = FileSyncService::new(locals, failure.clone(), touch);
+        let id = session_id();
+        let session = self
+            .start_session(&id, req.credentials.clone(), files, &shared_key(req))
+            .await
+            .map_err(|e| failed("BuildKit session", e))?;
+        Ok(Started {
+            _session: session,
+            id,
+            dockerfile,
+            activity,
+            failure,
+        })
     }
+}
 
-    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError {
-        self.progress.failure(req, message)
-    }
+/// A BuildKit build's open session (closed when dropped): its id, the Dockerfile's name in
+/// its directory, what moves (the upload counts), and planner's own failure to send the
+/// context, if any.
+pub(super) struct Started {
+    _session: Session,
+    pub(super) id: String,
+    pub(super) dockerfile: String,
+    pub(super) activity: Arc<Activity>,
+    failure: Arc<Mutex<Option<String>>>,
+}
 
-    fn tail(&self) -> &Tail {
-        &self.progress.all
+impl Started {
+    /// planner's own failure to send the context, once.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|mut f| f.take())
     }
+}
+
+/// The key BuildKit keeps a transferred context under: the checkout and its commit, so that
+/// a rebuild of the same files sends only what changed, and a new commit never reuses files
+/// an older one had with the same size and time.
+fn shared_key(req: &BuildRequest) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(req.context_dir.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
+    h.update(req.commit.as_bytes());
+    h.finalize().to_hex()[..32].to_owned()
+}
+
+/// A fresh session id (BuildKit requires one per build).
+fn session_id() -> String {
+    let mut id = String::from("planner-");
+    for _ in 0..25 {
+        id.push(fastrand::alphanumeric().to_ascii_lowercase());
+    }
+    id
 }
 
 /// Entries of the engine's BuildKit cache and the bytes they hold.
@@ -166,19 +230,7 @@ impl Engine {
         &self,
         older_than: Option<std::time::Duration>,
     ) -> Result<BuildCacheUsage, DockerError> {
-        let call = self
-            .docker
-            .df(None::<bollard::query_parameters::DataUsageOptions>);
-        let usage = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => {
-                return Err(api("disk usage", "of the build cache", "timed out"));
-            }
-            Ok(Err(e)) => {
-                let detail = e.to_string();
-                return Err(api("disk usage", "of the build cache", &detail));
-            }
-            Ok(Ok(usage)) => usage,
-        };
+        let usage = self.disk_usage("of the build cache").await?;
         let now = jiff::Timestamp::now().as_second();
         let limit = older_than.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let prunable = usage
@@ -212,11 +264,12 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.prune_build(Some(options));
-        // A prune of a large cache takes a while; the build timeout bounds it.
-        match tokio::time::timeout(BUILD_TIMEOUT, call).await {
-            Err(_) => Err(api("prune", "the build cache", "timed out")),
-            Ok(Err(e)) => Err(api("prune", "the build cache", &e.to_string())),
-            Ok(Ok(answer)) => Ok(BuildCacheUsage {
+        // A prune of a large cache takes a while, and answers only at its end: the idle limit
+        // bounds it, as it bounds a build.
+        let what = "the build cache prune";
+        match self.bounded_by(self.idle, IDLE_KEY, what, call).await? {
+            Err(e) => Err(api("prune", "the build cache", &e.to_string())),
+            Ok(answer) => Ok(BuildCacheUsage {
                 entries: answer.caches_deleted.map_or(0, |c| c.len()),
                 bytes: answer
                     .space_reclaimed
@@ -225,15 +278,6 @@ impl Engine {
             }),
         }
     }
-}
-
-/// A fresh session id (BuildKit requires one per build).
-fn session_id() -> String {
-    let mut id = String::from("planner-");
-    for _ in 0..25 {
-        id.push(fastrand::alphanumeric().to_ascii_lowercase());
-    }
-    id
 }
 
 /// The engine's error text without bollard's wrapping.
@@ -393,83 +437,6 @@ fn exit_code(message: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// The registries the Dockerfile's `FROM` lines name (`FROM [--platform=…] image [AS name]`),
-/// by their `config.json` key; stage names and `scratch` are not registries.
-fn from_registries(dockerfile: &str) -> Vec<planner_base::ImageRef> {
-    let mut stages: Vec<String> = Vec::new();
-    let mut out = Vec::new();
-    for line in dockerfile.lines().take(10_000) {
-        let mut words = line.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
-            continue;
-        }
-        let mut words = words.skip_while(|w| w.starts_with("--"));
-        let Some(image) = words.next() else { continue };
-        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("AS"))
-            && let Some(name) = words.next()
-        {
-            stages.push(name.to_ascii_lowercase());
-        }
-        let image = image.split('@').next().unwrap_or(image);
-        if image.contains('$') || image == "scratch" || stages.iter().any(|s| s == image) {
-            continue;
-        }
-        if let Ok(reference) = planner_base::ImageRef::parse(image)
-            && !out.contains(&reference)
-        {
-            out.push(reference);
-        }
-    }
-    out
-}
-
-/// Credentials for the base images' registries, keyed as the session's auth service asks
-/// (the `config.json` key). A registry without credentials (or whose lookup fails) is left
-/// out: its pulls go anonymous, and the engine's error names the registry.
-async fn base_image_credentials(req: &BuildRequest) -> HashMap<String, DockerCredentials> {
-    let path = req.context_dir.join(&req.dockerfile);
-    let Ok(text) = read_capped(&path).await else {
-        return HashMap::new();
-    };
-    let mut out = HashMap::new();
-    for image in from_registries(&text) {
-        let key = image.auth_key();
-        if out.contains_key(&key) {
-            continue;
-        }
-        if let Ok(Some(creds)) = req.host.login(key.clone()).await {
-            let docker = match creds.identity_token {
-                true => DockerCredentials {
-                    identitytoken: Some(creds.secret.clone()),
-                    serveraddress: Some(key.clone()),
-                    ..Default::default()
-                },
-                false => DockerCredentials {
-                    username: Some(creds.username.clone()),
-                    password: Some(creds.secret.clone()),
-                    serveraddress: Some(key.clone()),
-                    ..Default::default()
-                },
-            };
-            if key == "https://index.docker.io/v1/" {
-                // The session's auth service is asked for Docker Hub by its registry host.
-                out.insert("registry-1.docker.io".to_owned(), docker.clone());
-            }
-            out.insert(key, docker);
-        }
-    }
-    out
-}
-
-/// The Dockerfile's text, at most 1 MiB of it (it was verified before the build).
-async fn read_capped(path: &std::path::Path) -> std::io::Result<String> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await?;
-    let mut bytes = Vec::new();
-    file.take(1024 * 1024).read_to_end(&mut bytes).await?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,17 +505,11 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_and_base_registries_are_read() {
+    fn exit_codes_are_read() {
         assert_eq!(
             exit_code("executor failed running [/bin/sh -c exit 3]: exit code: 3"),
             Some(3)
         );
         assert_eq!(exit_code("no such thing"), None);
-        let found = from_registries(
-            "# syntax\nFROM --platform=$BUILDPLATFORM localhost:5000/a/b:1 AS build\n\
-             from build\nFROM scratch\nFROM ${BASE}\nFROM busybox@sha256:00\nFROM localhost:5000/a/b:1\n",
-        );
-        let keys: Vec<String> = found.iter().map(|r| r.auth_key()).collect();
-        assert_eq!(keys, ["localhost:5000", "https://index.docker.io/v1/"]);
     }
 }

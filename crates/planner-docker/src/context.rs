@@ -1,6 +1,7 @@
-//! The build context: which files of a checkout go to the engine and streaming them as a
-//! reproducible, uncompressed tar. The selection is the docker CLI's for `docker build DIR`
-//! with the classic builder (docker/cli `ValidateContextDirectory`, `TrimBuildFilesFromExcludes`,
+//! The build context of the classic builder: which files of a checkout go to the engine and
+//! streaming them as a reproducible, uncompressed tar (BuildKit's is sent by
+//! [`super::filesync`], on the same walk: [`walk_with`] with its [`Rules`]). The selection is
+//! the docker CLI's for `docker build DIR` with the classic builder (docker/cli `ValidateContextDirectory`, `TrimBuildFilesFromExcludes`,
 //! moby `TarWithOptions`): `.dockerignore` patterns matched using the parent directory's
 //! results, an excluded directory entered only when an exception's text starts with it, the
 //! Dockerfile and `.dockerignore` kept by appended exceptions; planner never sends the
@@ -51,6 +52,22 @@ pub enum ContextError {
         "cannot read the commit time of the checkout {path}: {detail}\n  help: remove the cached checkout so that planner clones it again"
     )]
     CommitTime { path: PathBuf, detail: String },
+    /// The Dockerfile's directory is not a directory inside the checkout (BuildKit reads the
+    /// Dockerfile from that directory).
+    #[error(
+        "the directory of the Dockerfile {path} is not a directory inside the checkout\n  help: set `dockerfile` in runtimes.toml to a path inside the repository"
+    )]
+    DockerfileDir { path: PathBuf },
+    /// Patterns BuildKit sent with its request for the context (the ignore file it read,
+    /// the paths `COPY` names) that cannot be applied.
+    #[error(
+        "the {what} patterns BuildKit sent for the build context cannot be applied: {source}\n  help: BuildKit read them from the repository's .dockerignore (or <Dockerfile>.dockerignore next to the Dockerfile), counting patterns as lines; fix that pattern there"
+    )]
+    Patterns {
+        what: &'static str,
+        #[source]
+        source: IgnoreError,
+    },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -117,7 +134,8 @@ pub fn stream(
 
 /// The mtime of every entry: the commit time of the checkout at `root`, or 0 for a directory
 /// that is no git checkout (no `.git`; planner's contexts always are checkouts).
-async fn commit_time(root: &Path, host: &dyn BuildHost) -> Result<u64, ContextError> {
+/// `host` reads the commit time ([`BuildHost::commit_time`]).
+pub(super) async fn commit_time(root: &Path, host: &dyn BuildHost) -> Result<u64, ContextError> {
     if fs::symlink_metadata(root.join(GIT_DIR)).is_err() {
         return Ok(0);
     }
@@ -148,7 +166,7 @@ pub async fn producer_failure(producer: Producer) -> Option<String> {
     }
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
+pub(super) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
     move |source| ContextError::Io {
         path: path.to_path_buf(),
         source,
@@ -222,17 +240,74 @@ impl Filter {
         }
         Ok(())
     }
+}
 
-    /// Whether `rel` is left out, given its parent's match results (`None` at the top).
-    fn excludes(
+/// What a selection says of one path of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// It goes in (a directory is walked).
+    Include,
+    /// A directory left out but walked: it goes in only when one of its children does.
+    Enter,
+    /// Left out (a directory is not walked).
+    Skip,
+}
+
+/// Which paths of a tree go in: the docker CLI's rules ([`Filter`]) or those of BuildKit's
+/// client ([`super::filesync`]). `Info` is what a directory's match leaves for its children.
+pub(super) trait Rules {
+    type Info;
+    fn verdict(
         &self,
         rel: &str,
+        is_dir: bool,
+        parent: Option<&Self::Info>,
+    ) -> Result<(Verdict, Self::Info), ContextError>;
+}
+
+impl Rules for Filter {
+    type Info = MatchInfo;
+
+    /// Whether `rel` is left out, given its parent's match results (`None` at the top); an
+    /// excluded directory is walked only when an exception's text starts with it, as in
+    /// moby's walker.
+    fn verdict(
+        &self,
+        rel: &str,
+        is_dir: bool,
         parent: Option<&MatchInfo>,
-    ) -> Result<(bool, MatchInfo), ContextError> {
-        self.walk
+    ) -> Result<(Verdict, MatchInfo), ContextError> {
+        let (excluded, matched) = self
+            .walk
             .matches_using_parent(rel, parent)
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        let verdict = if !excluded {
+            Verdict::Include
+        } else if is_dir && self.walk.enters_excluded_dir(rel) {
+            Verdict::Enter
+        } else {
+            Verdict::Skip
+        };
+        Ok((verdict, matched))
     }
+}
+
+/// The ignore file BuildKit reads for the Dockerfile at `dockerfile_rel`
+/// (`<Dockerfile>.dockerignore` beside it when there is one, else `.dockerignore`), checked
+/// as the classic builder's is before anything is sent: one planner cannot use (a symlink out
+/// of the repository, not a regular file, over the bounds, a bad pattern) fails the build
+/// rather than letting BuildKit build without it.
+pub fn check_buildkit_ignore(root: &Path, dockerfile_rel: &str) -> Result<(), ContextError> {
+    let dockerfile = clean_path(dockerfile_rel.trim_start_matches('/'));
+    let specific = root.join(format!("{dockerfile}.dockerignore"));
+    let path = match fs::symlink_metadata(&specific) {
+        Ok(_) => specific,
+        Err(_) => root.join(IGNORE_FILE),
+    };
+    if let Some(text) = read_ignore_file(root, &path)? {
+        DockerIgnore::parse(&text).map_err(|source| ContextError::Ignore { path, source })?;
+    }
+    Ok(())
 }
 
 fn join_rel(parent: &str, name: &OsString) -> String {
@@ -310,17 +385,17 @@ fn read_bounded(file: File, len: u64, path: &Path) -> Result<Vec<u8>, ContextErr
 // The walk: sorted, depth-first, directories before their children.
 
 /// One path that goes into the context.
-struct Entry<'a> {
+pub(super) struct Entry<'a> {
     /// `/`-separated, relative to the root (lossy for non-UTF-8 names).
-    rel: &'a str,
+    pub(super) rel: &'a str,
     /// The same path with its exact bytes, for the tar header.
-    tar_path: &'a Path,
-    abs: &'a Path,
-    meta: &'a Metadata,
+    pub(super) tar_path: &'a Path,
+    pub(super) abs: &'a Path,
+    pub(super) meta: &'a Metadata,
 }
 
 /// Receives the entries of the walk in order.
-trait Sink {
+pub(super) trait Sink {
     fn emit(&mut self, entry: &Entry<'_>) -> Result<(), ContextError>;
 }
 
@@ -352,21 +427,24 @@ impl Location {
 
 /// A directory being walked; `emitted` is false while it is excluded and no child needed it;
 /// `matched` is what its path matched (`None` for the root).
-struct Frame {
+struct Frame<I> {
     at: Location,
     meta: Metadata,
     emitted: bool,
-    matched: Option<MatchInfo>,
+    matched: Option<I>,
     children: std::vec::IntoIter<OsString>,
 }
 
-struct Walker<'a, S: Sink> {
-    filter: Filter,
+struct Walker<'a, R: Rules, S: Sink> {
+    rules: &'a R,
     sink: &'a mut S,
     stats: ContextStats,
-    stack: Vec<Frame>,
+    stack: Vec<Frame<R::Info>>,
+    /// Whether the root's `.git` is left out (the checkout's clone metadata).
+    skip_git: bool,
 }
 
+/// The docker CLI's context of `root` for the Dockerfile at `dockerfile_rel`, into `sink`.
 fn walk<S: Sink>(
     root: &Path,
     dockerfile_rel: &str,
@@ -374,12 +452,24 @@ fn walk<S: Sink>(
 ) -> Result<ContextStats, ContextError> {
     let filter = Filter::load(root, dockerfile_rel)?;
     filter.check(root)?;
+    walk_with(root, &filter, true, sink)
+}
+
+/// Walks `root` (sorted, depth-first, directories before their children), passing what
+/// `rules` selects to `sink`; `skip_git` leaves the root's `.git` out.
+pub(super) fn walk_with<R: Rules, S: Sink>(
+    root: &Path,
+    rules: &R,
+    skip_git: bool,
+    sink: &mut S,
+) -> Result<ContextStats, ContextError> {
     let meta = fs::metadata(root).map_err(io_error(root))?;
     let mut walker = Walker {
-        filter,
+        rules,
         sink,
         stats: ContextStats::default(),
         stack: Vec::new(),
+        skip_git,
     };
     let at = Location {
         rel: String::new(),
@@ -391,7 +481,7 @@ fn walk<S: Sink>(
     Ok(walker.stats)
 }
 
-impl<S: Sink> Walker<'_, S> {
+impl<R: Rules, S: Sink> Walker<'_, R, S> {
     fn run(&mut self) -> Result<(), ContextError> {
         while let Some(frame) = self.stack.last_mut() {
             match frame.children.next() {
@@ -410,9 +500,9 @@ impl<S: Sink> Walker<'_, S> {
         at: Location,
         meta: Metadata,
         emitted: bool,
-        matched: Option<MatchInfo>,
+        matched: Option<R::Info>,
     ) -> Result<(), ContextError> {
-        let children = sorted_children(&at.abs, at.rel.is_empty())?;
+        let children = sorted_children(&at.abs, self.skip_git && at.rel.is_empty())?;
         self.stack.push(Frame {
             at,
             meta,
@@ -435,11 +525,11 @@ impl<S: Sink> Walker<'_, S> {
         let meta = fs::symlink_metadata(&at.abs).map_err(io_error(&at.abs))?;
         let kind = meta.file_type();
         let parent = self.stack.last().and_then(|f| f.matched.as_ref());
-        let (excluded, matched) = self.filter.excludes(&at.rel, parent)?;
+        let (verdict, matched) = self.rules.verdict(&at.rel, kind.is_dir(), parent)?;
         if kind.is_dir() {
-            return self.visit_dir(at, meta, !excluded, matched);
+            return self.visit_dir(at, meta, verdict, matched);
         }
-        if excluded {
+        if verdict != Verdict::Include {
             self.stats.excluded += 1;
             return Ok(());
         }
@@ -452,24 +542,26 @@ impl<S: Sink> Walker<'_, S> {
         self.emit(&at.entry(&meta))
     }
 
-    /// An included directory goes in and is walked; an excluded one is walked (and goes in
-    /// only when a child does) if an exception's text starts with it, as in moby's walker.
+    /// An included directory goes in and is walked; one the rules enter is walked (and goes
+    /// in only when a child does); any other is left out.
     fn visit_dir(
         &mut self,
         at: Location,
         meta: Metadata,
-        included: bool,
-        matched: MatchInfo,
+        verdict: Verdict,
+        matched: R::Info,
     ) -> Result<(), ContextError> {
-        if included {
-            self.emit_parents()?;
-            self.emit(&at.entry(&meta))?;
-            self.enter(at, meta, true, Some(matched))
-        } else if self.filter.walk.enters_excluded_dir(&at.rel) {
-            self.enter(at, meta, false, Some(matched))
-        } else {
-            self.stats.excluded += 1;
-            Ok(())
+        match verdict {
+            Verdict::Include => {
+                self.emit_parents()?;
+                self.emit(&at.entry(&meta))?;
+                self.enter(at, meta, true, Some(matched))
+            }
+            Verdict::Enter => self.enter(at, meta, false, Some(matched)),
+            Verdict::Skip => {
+                self.stats.excluded += 1;
+                Ok(())
+            }
         }
     }
 
@@ -505,12 +597,12 @@ fn emit<S: Sink>(
     Ok(())
 }
 
-/// The names in a directory, sorted byte-wise; the root's `.git` is left out.
-fn sorted_children(dir: &Path, is_root: bool) -> Result<Vec<OsString>, ContextError> {
+/// The names in a directory, sorted byte-wise; `.git` is left out with `skip_git`.
+fn sorted_children(dir: &Path, skip_git: bool) -> Result<Vec<OsString>, ContextError> {
     let mut names = Vec::new();
     for item in fs::read_dir(dir).map_err(io_error(dir))? {
         let name = item.map_err(io_error(dir))?.file_name();
-        if !(is_root && name == GIT_DIR) {
+        if !(skip_git && name == GIT_DIR) {
             names.push(name);
         }
     }
@@ -628,7 +720,7 @@ fn base_header(meta: &Metadata, mtime: u64) -> tar::Header {
 
 /// The mode as git has it: directories 0755, symlinks 0777, files 0755 when their owner may
 /// run them and 0644 otherwise, whatever the umask of the checkout.
-fn mode(meta: &Metadata) -> u32 {
+pub(super) fn mode(meta: &Metadata) -> u32 {
     let kind = meta.file_type();
     if kind.is_dir() {
         0o755
@@ -654,7 +746,7 @@ fn executable(_: &Metadata) -> bool {
 
 /// Opens a regular file found by `lstat`, checking it is still that file, and yields exactly
 /// its recorded size so the tar stays consistent even if the file changes meanwhile.
-fn open_regular(path: &Path, meta: &Metadata) -> io::Result<ExactReader<File>> {
+pub(super) fn open_regular(path: &Path, meta: &Metadata) -> io::Result<ExactReader<File>> {
     let file = File::open(path)?;
     let opened = file.metadata()?;
     if !opened.is_file() || !same_file(meta, &opened) {
@@ -680,7 +772,7 @@ fn same_file(_: &Metadata, _: &Metadata) -> bool {
 }
 
 /// Reads exactly `remaining` bytes: stops there, and fails if the file ends sooner.
-struct ExactReader<R> {
+pub(super) struct ExactReader<R> {
     inner: R,
     remaining: u64,
 }
@@ -790,27 +882,6 @@ mod tests {
         list_entries(dir.path(), "Dockerfile").unwrap()
     }
 
-    /// A host for contexts that are no checkout: asked for nothing.
-    #[derive(Debug)]
-    struct NoHost;
-
-    impl BuildHost for NoHost {
-        fn commit_time(
-            &self,
-            _: PathBuf,
-        ) -> futures_util::future::BoxFuture<'static, Result<u64, String>> {
-            Box::pin(async { Err("no checkout in these tests".to_owned()) })
-        }
-
-        fn login(
-            &self,
-            _: String,
-        ) -> futures_util::future::BoxFuture<'static, Result<Option<crate::Login>, String>>
-        {
-            Box::pin(async { Ok(None) })
-        }
-    }
-
     fn stream(
         root: &Path,
         dockerfile: &str,
@@ -818,7 +889,7 @@ mod tests {
         impl futures_util::Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
         Producer,
     ) {
-        super::stream(root, dockerfile, Arc::new(NoHost))
+        super::stream(root, dockerfile, Arc::new(crate::host::NoHost))
     }
 
     /// Runs the streamer to the end: the tar bytes and the stats.

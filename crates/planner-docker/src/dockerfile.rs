@@ -131,7 +131,10 @@ fn unset_list(unset: &[String]) -> String {
     if unset.is_empty() {
         String::new()
     } else {
-        format!(" ({} unset)", unset.join(", "))
+        format!(
+            " ({} unset)",
+            crate::text::list(unset, crate::text::LIST_MAX)
+        )
     }
 }
 

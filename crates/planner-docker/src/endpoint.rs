@@ -8,8 +8,9 @@
 //! `DOCKER_CERT_PATH`, else the docker config dir. A context uses the TLS material the CLI
 //! stored for it (`contexts/tls/<sha256 of name>/docker/`). TLS without verification
 //! (`DOCKER_TLS` alone, a context's `SkipTLSVerify`) is refused, never downgraded.
-//! How long planner waits on the engine is here too ([`PING_TIMEOUT`], [`CALL_TIMEOUT`],
-//! [`BUILD_TIMEOUT`]). Connecting is [`super::remote`]'s job.
+//! The fixed limits of waiting on the engine are here too ([`PING_TIMEOUT`],
+//! [`BUILD_TIMEOUT`]; the configurable ones, `[engine] timeout` and `idle_timeout`, are the
+//! [`crate::engine::Engine`]'s). Connecting is [`super::remote`]'s job.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -19,9 +20,8 @@ use sha2::{Digest, Sha256};
 
 /// How long to wait for the engine to answer a ping before calling it unreachable.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per-call timeout for quick calls (inspect, tag).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Builds may take long; cancellation (Ctrl-C, --fail-fast) ends them sooner.
+/// bollard's own per-request limit, above every limit planner sets itself (builds may take
+/// long; the idle limit and cancellation end them sooner).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// The engine when nothing names one.
@@ -91,7 +91,7 @@ pub struct SshTarget {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EndpointError {
     #[error(
         "{origin}: {host:?} is not an engine address planner can use: {why}\n  help: {ADDRESS_HELP}"

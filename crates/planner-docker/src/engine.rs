@@ -2,6 +2,14 @@
 //! version negotiated) and waiting on it within bounds ([`Engine::next_or_idle`] lives in
 //! [`crate::build`] with the builds). Images are [`crate::images`]; builds [`crate::build`]
 //! and [`crate::buildkit`]; pulls and pushes [`crate::pull`].
+//!
+//! Every call is bounded in time: a call with one answer by `[engine] timeout`
+//! ([`Engine::bounded`], the one place that waits on such a call), a stream (a build's output, a
+//! pull's or push's progress) by `[engine] idle_timeout` between items
+//! ([`Engine::next_or_idle`]). The first call that runs out of time marks the engine stalled
+//! for the rest of the run (every clone shares the mark): later calls fail at once with that
+//! error ([`DockerError::Stalled`], [`DockerError::Idle`]), which names the engine (masked) and
+//! the key to raise, instead of each waiting out the limit again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +20,11 @@ use bollard::{ClientVersion, Docker};
 use crate::endpoint::{BUILD_TIMEOUT, Endpoint, PING_TIMEOUT, Transport};
 use crate::error::{DockerError, unreachable};
 use crate::remote;
+use planner_base::settings::EngineSettings;
+
+/// The config key bounding calls with one answer, and the one bounding streams.
+pub(crate) const CALL_KEY: &str = "timeout";
+pub(crate) const IDLE_KEY: &str = "idle_timeout";
 
 /// What the engine says about an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,8 +40,13 @@ pub struct Engine {
     pub(crate) host: String,
     /// How to reach the engine for the calls made without bollard (the pull).
     pub(crate) endpoint: Arc<Endpoint>,
-    /// A build with nothing moving this long fails ([`Engine::with_idle_timeout`]).
+    /// A stream (build, pull, push) with nothing moving this long fails (`idle_timeout`).
     pub(crate) idle: Duration,
+    /// A call with one answer fails when it has none within this (`timeout`).
+    pub(crate) limit: Duration,
+    /// The error of the first call that ran out of time, shared by every clone: later calls
+    /// fail with it at once.
+    pub(crate) stalled: Arc<std::sync::OnceLock<DockerError>>,
     /// Answers known in advance, by reference (views made by [`Engine::prefetched`]).
     pub(crate) known: Option<Arc<HashMap<String, Option<ImageInfo>>>>,
     /// Whether the engine offers BuildKit, once asked ([`Engine::offers_buildkit`]).
@@ -38,7 +56,12 @@ pub struct Engine {
 impl Engine {
     /// Connects to the engine [`Endpoint::resolve`] names (`--engine`, `DOCKER_HOST`, a Docker
     /// context), negotiates the API version and checks it is at least [`remote::MIN_API`].
-    pub async fn connect() -> Result<Engine, DockerError> {
+    /// Its calls are bounded as `settings` (the `[engine]` table) says.
+    pub async fn connect(settings: &EngineSettings) -> Result<Engine, DockerError> {
+        Ok(Engine::connect_default().await?.with_limits(settings))
+    }
+
+    async fn connect_default() -> Result<Engine, DockerError> {
         let endpoint = Endpoint::resolve().map_err(|e| DockerError::Endpoint(Box::new(e)))?;
         #[cfg(unix)]
         if let Transport::Unix(path) = &endpoint.transport {
@@ -76,6 +99,8 @@ impl Engine {
             host: endpoint.host.clone(),
             endpoint: Arc::new(endpoint),
             idle: planner_base::settings::DEFAULT_ENGINE_IDLE_TIMEOUT,
+            limit: planner_base::settings::DEFAULT_ENGINE_TIMEOUT,
+            stalled: Arc::default(),
             known: None,
             buildkit: Arc::default(),
         }
@@ -85,10 +110,62 @@ impl Engine {
         &self.host
     }
 
-    /// This engine with builds failing after `idle` with nothing moving (no context bytes
-    /// taken, no output, no pull progress) instead of waiting up to [`BUILD_TIMEOUT`].
-    pub fn with_idle_timeout(self, idle: Duration) -> Engine {
-        Engine { idle, ..self }
+    /// This engine with streams failing after `idle_timeout` with nothing moving (no context
+    /// bytes taken, no output, no pull progress) and other calls after `timeout`.
+    fn with_limits(self, settings: &EngineSettings) -> Engine {
+        Engine {
+            idle: settings.idle_timeout,
+            limit: settings.timeout,
+            ..self
+        }
+    }
+
+    /// Waits for `call`, one engine call with one answer (`what` names it for errors), at
+    /// most the call limit (`[engine] timeout`).
+    pub(crate) async fn bounded<F: std::future::Future>(
+        &self,
+        what: &str,
+        call: F,
+    ) -> Result<F::Output, DockerError> {
+        self.bounded_by(self.limit, CALL_KEY, what, call).await
+    }
+
+    /// Waits for `call` at most `limit` (set by the `[engine]` key `key`). Fails at once when
+    /// the engine already stalled in this run; a call that runs out of time marks it stalled.
+    pub(crate) async fn bounded_by<F: std::future::Future>(
+        &self,
+        limit: Duration,
+        key: &'static str,
+        what: &str,
+        call: F,
+    ) -> Result<F::Output, DockerError> {
+        if let Some(first) = self.earlier_stall() {
+            return Err(first);
+        }
+        tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| self.stall(what, limit, key))
+    }
+
+    /// The first stall's error when the engine stalled earlier in this run.
+    pub(crate) fn earlier_stall(&self) -> Option<DockerError> {
+        self.stalled.get().cloned()
+    }
+
+    /// The error for `what`, which got no answer within `limit`; the engine is marked stalled.
+    pub(crate) fn stall(&self, what: &str, limit: Duration, key: &'static str) -> DockerError {
+        self.mark_stalled(DockerError::Stalled {
+            host: self.shown_host(),
+            what: what.to_owned(),
+            limit: humantime::format_duration(limit).to_string(),
+            key,
+        })
+    }
+
+    /// Marks the engine stalled with `error` (the first mark stays); returns `error`.
+    pub(crate) fn mark_stalled(&self, error: DockerError) -> DockerError {
+        let _ = self.stalled.set(error.clone());
+        error
     }
 
     /// The engine as errors name it: its address without credentials.
@@ -174,6 +251,59 @@ impl Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An engine at a socket that never answers (in `dir`), calls bounded by `limit`.
+    fn engine_with_limit(dir: &std::path::Path, limit: Duration) -> Engine {
+        let socket = dir.join("docker.sock");
+        if !socket.exists() {
+            std::mem::forget(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        }
+        let host = format!("unix://{}", socket.display());
+        let endpoint = Endpoint::parse(&host, "DOCKER_HOST is a test's", None).unwrap();
+        let docker = Docker::connect_with_unix(&host, 1, bollard::API_DEFAULT_VERSION).unwrap();
+        let settings = EngineSettings {
+            timeout: limit,
+            ..Default::default()
+        };
+        Engine::new(docker, endpoint).with_limits(&settings)
+    }
+
+    #[tokio::test]
+    async fn the_first_stall_fails_every_later_call_of_every_clone_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_limit(dir.path(), Duration::from_millis(20));
+        let first = engine
+            .bounded("the inspect of x:latest", std::future::pending::<()>())
+            .await
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            &format!(
+                "the Docker engine at unix://{}/docker.sock stopped answering",
+                dir.path().display()
+            ),
+            "the inspect of x:latest got no answer within 20ms",
+            "raise `timeout` in the [engine] table",
+        ] {
+            assert!(first.contains(needle), "{needle:?} in {first}");
+        }
+        // A call that would answer at once is not made: it fails with the first stall.
+        let clone = engine.clone();
+        let later = clone.bounded("the tag y", async { 1 }).await.unwrap_err();
+        assert_eq!(later.to_string(), first);
+        assert!(engine.earlier_stall().is_some());
+        let other = engine_with_limit(dir.path(), Duration::from_millis(20));
+        assert!(
+            other.earlier_stall().is_none(),
+            "the mark is per connection"
+        );
+        // A real call through the wrapper, to the silent socket: bounded too.
+        let err = other.inspect("x:latest").await.unwrap_err().to_string();
+        assert!(
+            err.contains("the inspect of x:latest got no answer within 20ms"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn ping_heads_give_the_api_version() {

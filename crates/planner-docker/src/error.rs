@@ -3,7 +3,7 @@
 
 use crate::endpoint::{Endpoint, EndpointError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DockerError {
     #[error(
         "Docker engine unreachable at {host}: {detail}\n  help: start the Docker daemon, or set DOCKER_HOST to its socket ({env})"
@@ -19,12 +19,24 @@ pub enum DockerError {
     #[error(transparent)]
     Endpoint(Box<EndpointError>),
     #[error(
-        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
+        "the Docker engine at {host} stopped answering: nothing moved for {limit} during {what}, so planner asks this engine nothing more in this run\n  help: check the engine (`docker info`, its logs) and run again; if this build is legitimately silent for longer (a long quiet RUN step, a slow pull), raise `idle_timeout` in the [engine] table of runtimes.toml"
     )]
     Idle {
         host: String,
         what: String,
         limit: String,
+    },
+    /// A call with one answer got none within its limit; planner asks the engine nothing
+    /// more in this run.
+    #[error(
+        "the Docker engine at {host} stopped answering: {what} got no answer within {limit}, so planner asks this engine nothing more in this run\n  help: check the engine (`docker info`, its logs) and run again; if it is only slow to answer (a busy or distant engine), raise `{key}` in the [engine] table of runtimes.toml"
+    )]
+    Stalled {
+        host: String,
+        what: String,
+        limit: String,
+        /// The `[engine]` key that sets `limit`.
+        key: &'static str,
     },
     #[error(
         "docker build of {image} failed: {detail}\n  Dockerfile {dockerfile} in {repo} at commit {commit}{tail}"

@@ -164,6 +164,41 @@ impl DockerIgnore {
         Ok(DockerIgnore { patterns })
     }
 
+    /// `patternmatcher.New` over patterns already read (what BuildKit sends the client that
+    /// serves its build context: the lines of the ignore file it read, cleaned), within the
+    /// bounds of this module. Blank entries are skipped; errors name the entry by its number
+    /// (as `line`), counting from 1.
+    pub fn from_patterns<S: AsRef<str>>(entries: &[S]) -> Result<Self, IgnoreError> {
+        let mut patterns = Vec::new();
+        let mut wildcards = 0;
+        for (index, entry) in entries.iter().enumerate() {
+            let entry = entry.as_ref().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            if patterns.len() == MAX_PATTERNS {
+                return Err(IgnoreError::TooManyPatterns { line: index + 1 });
+            }
+            let (pattern, used) =
+                Pattern::new(entry, index + 1).map_err(|message| IgnoreError::Pattern {
+                    line: index + 1,
+                    message,
+                })?;
+            wildcards += used;
+            if wildcards > MAX_WILDCARDS {
+                return Err(IgnoreError::TooManyWildcards { line: index + 1 });
+            }
+            patterns.push(pattern);
+        }
+        Ok(DockerIgnore { patterns })
+    }
+
+    /// Each pattern as moby's `Pattern.String()` gives it (cleaned, without its `!`), and
+    /// whether it is an exception.
+    pub fn texts(&self) -> impl Iterator<Item = (bool, &str)> {
+        self.patterns.iter().map(|p| (p.exception, p.text.as_str()))
+    }
+
     /// moby's `MatchesOrParentMatches` (the docker CLI's context check): whether `rel`
     /// (relative to the context root, `/`-separated, no leading `./` or `/`) is left out: the
     /// last pattern matching it or one of its parent directories decides, exceptions

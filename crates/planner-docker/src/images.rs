@@ -1,5 +1,7 @@
 //! Images in the engine: inspecting (live, or from a view prefetched for deciding a whole
-//! graph), tagging, listing and removing (for `status` and `gc`).
+//! graph), tagging, listing and removing (for `status` and `gc`), and the engine's disk usage
+//! report (asked again while another client's report runs). Every call is bounded by
+//! [`Engine::bounded`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,8 +9,9 @@ use std::sync::Arc;
 use bollard::query_parameters::TagImageOptions;
 use futures_util::StreamExt;
 
-use crate::endpoint::CALL_TIMEOUT;
-use crate::engine::{Engine, ImageInfo};
+use std::time::Duration;
+
+use crate::engine::{CALL_KEY, Engine, ImageInfo};
 use crate::error::{DockerError, api, checked_id};
 
 /// Above this many references, [`Engine::prefetched`] lists images once instead of inspecting
@@ -111,17 +114,10 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.list_images(Some(options));
-        let images = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("list images", "under the image prefixes", "timed out")),
-            Ok(Err(e)) => {
-                return Err(api(
-                    "list images",
-                    "under the image prefixes",
-                    &e.to_string(),
-                ));
-            }
-            Ok(Ok(images)) => images,
-        };
+        let images = self
+            .bounded("the image list", call)
+            .await?
+            .map_err(|e| api("list images", "under the image prefixes", &e.to_string()))?;
         let mut tags = HashMap::new();
         for image in images {
             let info = ImageInfo {
@@ -169,13 +165,15 @@ impl Engine {
         reference: &str,
     ) -> Result<Option<bollard::models::ImageInspect>, DockerError> {
         let call = self.docker.inspect_image(reference);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => Err(api("inspect", reference, "timed out")),
-            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+        match self
+            .bounded(&format!("the inspect of {reference}"), call)
+            .await?
+        {
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            })) => Ok(None),
-            Ok(Err(e)) => Err(api("inspect", reference, &e.to_string())),
-            Ok(Ok(image)) => Ok(Some(image)),
+            }) => Ok(None),
+            Err(e) => Err(api("inspect", reference, &e.to_string())),
+            Ok(image) => Ok(Some(image)),
         }
     }
 
@@ -187,11 +185,9 @@ impl Engine {
             tag: Some(tag.to_owned()),
         };
         let call = self.docker.tag_image(image, Some(options));
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => Err(api("tag", reference, "timed out")),
-            Ok(Err(e)) => Err(api("tag", reference, &e.to_string())),
-            Ok(Ok(())) => Ok(()),
-        }
+        self.bounded(&format!("the tag {reference}"), call)
+            .await?
+            .map_err(|e| api("tag", reference, &e.to_string()))
     }
 }
 
@@ -258,11 +254,10 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.list_images(Some(options));
-        let images = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("list images with label", label, "timed out")),
-            Ok(Err(e)) => return Err(api("list images with label", label, &e.to_string())),
-            Ok(Ok(images)) => images,
-        };
+        let images = self
+            .bounded("the image list", call)
+            .await?
+            .map_err(|e| api("list images with label", label, &e.to_string()))?;
         Ok(images
             .into_iter()
             .map(|i| ImageEntry {
@@ -285,15 +280,9 @@ impl Engine {
     /// image ID, from the engine's disk usage report (`docker system df -v`). For engines
     /// whose image list does not report shared sizes (API < 1.42).
     pub async fn unique_image_sizes(&self) -> Result<HashMap<String, u64>, DockerError> {
-        let call = self
-            .docker
-            .df(None::<bollard::query_parameters::DataUsageOptions>);
-        let usage = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("disk usage", "of images", "timed out")),
-            Ok(Err(e)) => return Err(api("disk usage", "of images", &e.to_string())),
-            Ok(Ok(usage)) => usage,
-        };
-        Ok(usage
+        Ok(self
+            .disk_usage("of images")
+            .await?
             .images
             .unwrap_or_default()
             .into_iter()
@@ -302,6 +291,49 @@ impl Engine {
                 (i.id, u64::try_from(unique).unwrap_or(0))
             })
             .collect())
+    }
+
+    /// The engine's disk usage report (`GET /system/df`; `of` names what it is for, in errors).
+    /// Docker 20.10 lets one such report run at a time and answers 500 "a disk usage
+    /// operation is already running" to any other client asking meanwhile (another `gc`, a
+    /// user's `docker system df`): that answer is asked again, with growing pauses, until
+    /// the call limit (`[engine] timeout`) since the first ask is spent. Newer engines share
+    /// one report among concurrent askers.
+    pub(crate) async fn disk_usage(
+        &self,
+        of: &str,
+    ) -> Result<bollard::models::SystemDataUsageResponse, DockerError> {
+        let what = format!("the disk usage report {of}");
+        let started = std::time::Instant::now();
+        let mut pause = DU_FIRST_PAUSE;
+        loop {
+            if let Some(first) = self.earlier_stall() {
+                return Err(first);
+            }
+            let call = self
+                .docker
+                .df(None::<bollard::query_parameters::DataUsageOptions>);
+            // At least a pause's worth: a sleep that overran a little is no stall.
+            let left = self
+                .limit
+                .saturating_sub(started.elapsed())
+                .max(DU_FIRST_PAUSE);
+            let answer = tokio::time::timeout(left, call)
+                .await
+                .map_err(|_| self.stall(&what, self.limit, CALL_KEY))?;
+            let e = match answer {
+                Ok(usage) => return Ok(usage),
+                Err(e) => e,
+            };
+            let busy = another_operation_running(&e);
+            // Up to half the pause again, so that askers that collided do not collide again.
+            let wait = pause + pause.mul_f64(fastrand::f64() / 2.0);
+            if !busy || started.elapsed() + wait >= self.limit {
+                return Err(api("disk usage", of, &du_failure(&e, busy, self.limit)));
+            }
+            tokio::time::sleep(wait).await;
+            pause = (pause * 2).min(DU_MAX_PAUSE);
+        }
     }
 
     /// The creation time of an image as the engine states it (RFC 3339, nanoseconds), or
@@ -358,11 +390,10 @@ impl Engine {
             ..Default::default()
         };
         let call = self.docker.list_containers(Some(options));
-        let containers = match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => return Err(api("list containers", "(all)", "timed out")),
-            Ok(Err(e)) => return Err(api("list containers", "(all)", &e.to_string())),
-            Ok(Ok(c)) => c,
-        };
+        let containers = self
+            .bounded("the container list", call)
+            .await?
+            .map_err(|e| api("list containers", "(all)", &e.to_string()))?;
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
         for c in containers {
             let Some(image) = c.image_id else { continue };
@@ -385,21 +416,51 @@ impl Engine {
             noprune: false,
         };
         let call = self.docker.remove_image(reference, Some(options), None);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Err(_) => Err(api("remove", reference, "timed out")),
-            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+        match self
+            .bounded(&format!("the removal of {reference}"), call)
+            .await?
+        {
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            })) => Ok(RemoveOutcome::Missing),
-            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+            }) => Ok(RemoveOutcome::Missing),
+            Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409,
                 message,
-            })) => Ok(RemoveOutcome::InUse(message)),
-            Ok(Err(e)) => Err(api("remove", reference, &e.to_string())),
-            Ok(Ok(items)) => Ok(RemoveOutcome::Removed {
+            }) => Ok(RemoveOutcome::InUse(message)),
+            Err(e) => Err(api("remove", reference, &e.to_string())),
+            Ok(items) => Ok(RemoveOutcome::Removed {
                 deleted: items.iter().any(|i| i.deleted.is_some()),
             }),
         }
     }
+}
+
+/// The first pause before asking for a disk usage report again, and the longest.
+const DU_FIRST_PAUSE: Duration = Duration::from_millis(20);
+const DU_MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Whether the engine refused a call because another client's call of the kind it runs one
+/// at a time is under way: 20.10's disk usage ("a disk usage operation is already running")
+/// and prunes ("a prune operation is already running").
+fn another_operation_running(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code, message }
+            if (*status_code == 500 || *status_code == 409)
+                && message.contains("operation is already running")
+    )
+}
+
+/// The detail of a failed disk usage report: the engine's word, and for a report that stayed
+/// busy, why and what to do.
+fn du_failure(e: &bollard::errors::Error, busy: bool, limit: Duration) -> String {
+    if !busy {
+        return e.to_string();
+    }
+    format!(
+        "{e}, still after asking again for {}: another client (`docker system df`, another `planner gc`) keeps asking the engine for its disk usage\n  help: run again once that client is done, or raise `{CALL_KEY}` in the [engine] table of runtimes.toml",
+        humantime::format_duration(limit)
+    )
 }
 
 /// Parses an RFC 3339 time as the engine writes it (`2024-05-01T12:34:56.123456789Z`, or
@@ -414,6 +475,38 @@ pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_another_clients_operation_is_asked_again() {
+        let answer =
+            |status_code: u16, message: &str| bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.to_owned(),
+            };
+        assert!(another_operation_running(&answer(
+            500,
+            "a disk usage operation is already running"
+        )));
+        assert!(another_operation_running(&answer(
+            409,
+            "a prune operation is already running"
+        )));
+        assert!(!another_operation_running(&answer(
+            500,
+            "no space left on device"
+        )));
+        assert!(!another_operation_running(&answer(404, "page not found")));
+        let busy = answer(500, "a disk usage operation is already running");
+        let detail = du_failure(&busy, true, Duration::from_secs(60));
+        assert!(
+            detail.contains("another client") && detail.contains("raise `timeout`"),
+            "{detail}"
+        );
+        assert_eq!(
+            du_failure(&busy, false, Duration::from_secs(60)),
+            busy.to_string()
+        );
+    }
 
     #[test]
     fn listings_cover_only_tags_they_can_answer() {

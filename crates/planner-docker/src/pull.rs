@@ -5,23 +5,20 @@
 //! for a pull, treats an undecodable header as no credentials at all: a private image would
 //! then be pulled anonymously and fail with a misleading "not found" (or worse, a public
 //! image of the same name would be pulled). So this one call goes over the engine's socket
-//! with hyper directly (over the connection [`super::remote::open`] makes), with the header exactly as [`crate::registry::engine_auth`] encodes
-//! it. Progress is bounded by the engine's idle limit like a build's.
-
-use std::time::Duration;
+//! with hyper directly (over the connection [`super::remote::open`] makes), with the header exactly as the caller
+//! encodes it (`planner_registry::engine_auth`). The answer's head and its progress are bounded by the engine's idle limit like a
+//! build's.
 
 use bytes::Bytes;
 use http_body_util::{BodyStream, Empty};
 
-use crate::engine::{Activity, Engine};
+use crate::engine::{Activity, Engine, IDLE_KEY};
 use crate::error::{DockerError, api};
 use planner_base::ImageRef;
 
 /// Cap of one line of the engine's progress stream (a hostile engine cannot make planner
 /// buffer without bound).
 const MAX_LINE: usize = 64 * 1024;
-/// Time to connect and get the response head.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One message of the engine's pull progress stream.
 #[derive(Debug, serde::Deserialize)]
@@ -91,11 +88,13 @@ impl Engine {
         on_line: &mut (impl FnMut(&str) + Send),
         fail: &(impl Fn(String) -> DockerError + Sync),
     ) -> Result<Vec<serde_json::Value>, DockerError> {
+        // The engine answers once the registry did (the head comes with the first progress):
+        // a stream's wait, bounded by the idle limit.
         let send = self.send(request);
-        let response = match tokio::time::timeout(CONNECT_TIMEOUT, send).await {
-            Err(_) => return Err(api(call, reference, "the engine did not answer")),
-            Ok(r) => r.map_err(|e| api(call, reference, &e))?,
-        };
+        let response = self
+            .bounded_by(self.idle, IDLE_KEY, what, send)
+            .await?
+            .map_err(|e| api(call, reference, &e))?;
         let status = response.status();
         let mut body = BodyStream::new(response.into_body());
         let activity = Activity::new();
@@ -172,21 +171,29 @@ impl Engine {
 
     /// Sends `request` over a fresh connection to the engine, the way bollard reaches it
     /// (unix socket, TCP, TLS with the client certificates, ssh).
-    pub(super) async fn send(
+    pub(super) async fn send<B>(
         &self,
-        request: hyper::Request<Empty<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        request: hyper::Request<B>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let io = super::remote::open(&self.endpoint).await?;
         handshake_and_send(io, request).await
     }
 }
 
-async fn handshake_and_send<T>(
+async fn handshake_and_send<T, B>(
     io: T,
-    request: hyper::Request<Empty<Bytes>>,
+    request: hyper::Request<B>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
@@ -196,7 +203,7 @@ where
     sender
         .send_request(request)
         .await
-        .map_err(|e| format!("sending the pull request: {e}"))
+        .map_err(|e| format!("sending the request: {e}"))
 }
 
 /// What a progress stream said beyond its status lines.

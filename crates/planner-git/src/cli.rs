@@ -493,11 +493,7 @@ pub async fn modified_paths(dir: &Path) -> Result<Option<String>, GitError> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let changed: Vec<&str> = text.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
-    Ok(match changed.len() {
-        0 => None,
-        n if n <= 3 => Some(changed.join(", ")),
-        n => Some(format!("{} and {} more", changed[..3].join(", "), n - 3)),
-    })
+    Ok((!changed.is_empty()).then(|| planner_base::text::list(&changed, 3)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Git transport: resolving a branch HEAD (smart-HTTP with reqwest, or `git ls-remote` for
 //! `file://` and `ssh://`) and checking out one commit with the git CLI.
 //!
-//! Credentials: the token is sent as HTTP basic auth only to the repository's own host, is
-//! passed to git through its environment (never on a command line), and is masked in errors.
+//! Credentials: the token is sent as HTTP basic auth only to the repository's own origin (a
+//! redirect to another origin is not followed but is [`GitError::CrossOriginRedirect`]:
+//! [`planner_http`]'s rule), is passed to git through its environment (never on a command
+//! line), and is masked in errors.
 pub mod cli;
 pub mod env;
 pub mod error;

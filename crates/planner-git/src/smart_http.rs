@@ -19,25 +19,16 @@ pub const LS_REFS_CAP: usize = 64 * 1024;
 pub const ADVERTISEMENT_CAP: usize = 8 * 1024 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirects followed within the repository's origin.
+pub const MAX_REDIRECTS: usize = 5;
 
 /// The HTTP client for git hosts: timeouts set, redirects only within the same origin
-/// (so credentials never follow a redirect to another host).
+/// ([`planner_http::redirect_policy`]: the token never follows a redirect to another origin).
 pub fn client() -> reqwest::Client {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let same_origin = attempt
-            .previous()
-            .first()
-            .is_some_and(|first| first.origin() == attempt.url().origin());
-        if attempt.previous().len() > 5 || !same_origin {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    });
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TOTAL_TIMEOUT)
-        .redirect(policy)
+        .redirect(planner_http::redirect_policy(MAX_REDIRECTS))
         .user_agent(concat!("git/2.0 planner/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("static client configuration is valid")
@@ -162,20 +153,12 @@ async fn advertisement_v0(
 
 /// A redirect the client policy did not follow (it leaves the origin): named, with its target.
 fn refuse_redirect(url: &Url, resp: &reqwest::Response) -> Result<(), GitError> {
-    if !resp.status().is_redirection() {
-        return Ok(());
-    }
-    let target = resp
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|loc| resp.url().join(loc).ok());
-    match target {
-        Some(target) if target.origin() != url.origin() => Err(GitError::CrossOriginRedirect {
+    match planner_http::cross_origin_redirect(resp) {
+        Some(target) => Err(GitError::CrossOriginRedirect {
             url: display_url(url),
             target: repo_url_of(&target),
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

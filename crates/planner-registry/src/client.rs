@@ -9,11 +9,15 @@
 //! remembered per registry. After authenticating a request is retried once; a second 401 is
 //! [`RegistryError::Unauthorized`]. Credentials go to the registry and to the token realm it
 //! names, as docker sends them; a realm is only reached over HTTPS, or over plain HTTP where
-//! the registry itself may be (loopback, `[registry] insecure`). Redirects: at most
-//! [`MAX_REDIRECTS`], never from HTTPS to HTTP, and reqwest drops `Authorization` when one
-//! leaves the host (checked by a test). 429 and 503: wait `Retry-After` (or 1 s, 2 s, 4 s) up
-//! to [`MAX_RATE_RETRIES`] times, each wait at most [`MAX_WAIT`] (a longer one fails at once,
-//! naming it). Every request is bounded by `[registry] timeout`, every body by a cap.
+//! the registry itself may be (loopback, `[registry] insecure`). Redirects ([`planner_http`]):
+//! at most [`MAX_REDIRECTS`], followed with the credential only within the origin; a registry
+//! answer redirected to another origin (a blob handed to a CDN) is fetched there without any
+//! credential and never from HTTPS to HTTP; a token endpoint redirecting to another origin is
+//! [`RegistryError::TokenRedirect`] (its request carries the credential in its body). The
+//! session tokens BuildKit asks planner for ([`Registry::session_token`]) follow the same
+//! rules. 429 and 503: wait `Retry-After` (or 1 s, 2 s, 4 s) up to [`MAX_RATE_RETRIES`] times,
+//! each wait at most [`MAX_WAIT`] (a longer one fails at once, naming it). Every request is
+//! bounded by `[registry] timeout`, every body by a cap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -102,6 +106,47 @@ impl Registry {
     pub async fn engine_auth(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
         let creds = self.credentials(image).await?;
         Ok(creds.map(|c| super::engine_auth(&c, &image.auth_key())))
+    }
+
+    /// The credentials for `registry` itself (`host[:port]`, `docker.io` for Docker Hub), as
+    /// [`Self::credentials`] finds them.
+    pub async fn registry_credentials(
+        &self,
+        registry: &str,
+    ) -> Result<Option<Credentials>, RegistryError> {
+        self.credentials(&registry_only(registry, String::new()))
+            .await
+    }
+
+    /// A bearer token a build's BuildKit asked for through its session (`FetchToken`): from
+    /// `realm` for `scopes` on `registry` (`host[:port]`, `docker.io` for Docker Hub), with
+    /// the credentials `docker login` left for it, under the rules of every token planner
+    /// fetches (the realm over HTTPS unless loopback or `[registry] insecure`, no redirect to
+    /// another origin). The secret stays in planner; only the token goes to the engine.
+    /// Returns the token and how long it may be used.
+    pub async fn session_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: &str,
+        scopes: &[String],
+    ) -> Result<(String, Duration), RegistryError> {
+        let repository = scopes
+            .iter()
+            .find_map(|s| s.strip_prefix("repository:")?.rsplit_once(':'))
+            .map(|(name, _)| name.to_owned())
+            .unwrap_or_default();
+        let image = registry_only(registry, repository);
+        let t = Target {
+            image: &image,
+            base: api_base(&image, &self.inner.settings.insecure)?,
+            scope: scopes.join(" "),
+        };
+        let realm = self.realm(&t, Some(realm))?;
+        let creds = self.credentials(&image).await?;
+        let mut waited = Duration::ZERO;
+        self.request_token(&t, &realm, service, scopes, creds.as_ref(), &mut waited)
+            .await
     }
 
     /// Resolves `image`'s tag to the manifest digest for `platform` (`os/arch[/variant]`).

@@ -8,7 +8,6 @@ use super::*;
 use crate::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::testserver::{Request, Response, Server};
 use crate::token::{DEFAULT_TOKEN_LIFETIME, parse_token};
-use reqwest::header;
 use std::time::SystemTime;
 use url::Url;
 
@@ -924,8 +923,16 @@ async fn credentials_go_to_plain_http_realms_only_where_the_registry_may_be() {
         .resolve(&image(&server, "app"), AMD64)
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Protocol { .. }), "{err}");
-    assert!(err.to_string().contains("not HTTPS"), "{err}");
+    assert!(matches!(err, RegistryError::InsecureRealm { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("not HTTPS") && text.contains("http://auth.example/token"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add \"auth.example\" to [registry] insecure"),
+        "{text}"
+    );
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -948,36 +955,184 @@ async fn https_to_a_plain_http_registry_suggests_insecure() {
     assert!(err.to_string().contains("[registry] insecure"), "{err}");
 }
 
+/// `http://localhost:<port of server>`: another origin than `server.host()` (127.0.0.1), on
+/// the same loopback listener.
+fn other_origin(server: &Server) -> String {
+    format!(
+        "http://localhost:{}",
+        server.host().rsplit(':').next().unwrap()
+    )
+}
+
 #[tokio::test]
-async fn redirects_to_another_host_lose_the_authorization_header() {
-    let target = Server::start(|_| Response::new(200)).await;
-    let location = format!(
-        "http://localhost:{}/elsewhere",
-        target.host().rsplit(':').next().unwrap()
-    );
-    let origin = Server::start(move |req| match req.path() {
-        "/same" => Response::new(307).header("Location", "/landed"),
-        "/away" => Response::new(307).header("Location", &location),
-        _ => Response::new(200),
+async fn a_registry_answer_redirected_to_another_origin_is_fetched_there_without_credentials() {
+    let body = manifest(11);
+    let digest = sha256_digest(&body);
+    let cdn = Server::start({
+        let (body, digest) = (body.clone(), digest.clone());
+        move |_| {
+            Response::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .header("Docker-Content-Digest", &digest)
+                .body(body.clone())
+        }
     })
     .await;
-    let http = http_client(Duration::from_secs(5));
-    for path in ["same", "away"] {
-        http.get(format!("http://{}/{path}", origin.host()))
-            .header(header::AUTHORIZATION, "Bearer secret-redirect")
-            .send()
-            .await
-            .unwrap();
-    }
-    let landed = &origin.requests()[1];
-    assert_eq!(landed.path(), "/landed");
+    let away = format!("{}/cdn/manifest", other_origin(&cdn));
+    let server = Server::start(move |req| match req.header("authorization") {
+        None => Response::new(401).header("WWW-Authenticate", r#"Basic realm="r""#),
+        // Within the origin first (the credential goes along), then to another origin.
+        Some(_) if req.path() == "/v2/app/manifests/latest" => {
+            Response::new(307).header("Location", "/v2/app/manifests/moved")
+        }
+        Some(_) => Response::new(307).header("Location", &away),
+    })
+    .await;
+    let (registry, _dir) = client(Some(&creds_json(&server, "cdn-user", "pw-cdn-user")));
+    let got = registry
+        .resolve(&image(&server, "app"), AMD64)
+        .await
+        .unwrap();
+    assert_eq!(got.digest, digest);
+    let moved = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/v2/app/manifests/moved")
+        .expect("the same-origin redirect was followed");
     assert_eq!(
-        landed.header("authorization"),
-        Some("Bearer secret-redirect")
+        moved.header("authorization"),
+        Some(basic("cdn-user", "pw-cdn-user").as_str())
     );
-    let elsewhere = &target.requests()[0];
-    assert_eq!(elsewhere.path(), "/elsewhere");
-    assert_eq!(elsewhere.header("authorization"), None);
+    let fetched = cdn.requests();
+    assert!(!fetched.is_empty());
+    for r in &fetched {
+        assert_eq!(r.path(), "/cdn/manifest");
+        assert_eq!(r.header("authorization"), None, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_endpoint_redirecting_to_another_origin_is_an_error_and_sends_nothing_there() {
+    for status in [307, 308] {
+        let elsewhere = Server::start(|_| {
+            Response::new(200)
+                .header("Content-Type", "application/json")
+                .body(format!(r#"{{"token":"{TOKEN}"}}"#))
+        })
+        .await;
+        let target = format!("{}/token", other_origin(&elsewhere));
+        let server = Server::start(move |req| match req.path() {
+            "/token" => Response::new(status).header("Location", &target),
+            _ => {
+                let host = req.header("host").unwrap_or_default();
+                let challenge = format!(r#"Bearer realm="http://{host}/token",service="s""#);
+                Response::new(401).header("WWW-Authenticate", &challenge)
+            }
+        })
+        .await;
+        let identity = format!(
+            r#"{{"auths": {{"{}": {{"identitytoken": "refresh-redirected-1"}}}}}}"#,
+            server.host()
+        );
+        let basic = creds_json(&server, "redir-user", "pw-redirected-1");
+        for json in [identity, basic] {
+            let (registry, _dir) = client(Some(&json));
+            let err = registry
+                .resolve(&image(&server, "app"), AMD64)
+                .await
+                .unwrap_err();
+            assert!(
+                elsewhere.requests().is_empty(),
+                "HTTP {status} was followed: {:?}",
+                elsewhere.requests()
+            );
+            let text = err.to_string();
+            assert!(matches!(err, RegistryError::TokenRedirect { .. }), "{text}");
+            let from = format!("http://{}", server.host());
+            assert!(
+                text.contains(&from) && text.contains(&other_origin(&elsewhere)),
+                "names both origins: {text}"
+            );
+            assert!(text.contains("help:"), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_endpoint_redirecting_within_its_origin_is_followed_with_the_body() {
+    let server = Server::start(|req| match req.path() {
+        "/token" => Response::new(308).header("Location", "/token/v2"),
+        "/token/v2" => Response::new(200)
+            .header("Content-Type", "application/json")
+            .body(format!(r#"{{"token":"{TOKEN}"}}"#)),
+        _ if req.header("authorization") == Some(&format!("Bearer {TOKEN}")) => Response::new(200)
+            .header("Content-Type", OCI_MANIFEST)
+            .header("Docker-Content-Digest", &sha256_digest(&manifest(12))),
+        _ => {
+            let host = req.header("host").unwrap_or_default();
+            let challenge = format!(r#"Bearer realm="http://{host}/token",service="s""#);
+            Response::new(401).header("WWW-Authenticate", &challenge)
+        }
+    })
+    .await;
+    let json = format!(
+        r#"{{"auths": {{"{}": {{"identitytoken": "refresh-same-origin-1"}}}}}}"#,
+        server.host()
+    );
+    let (registry, _dir) = client(Some(&json));
+    let got = registry
+        .resolve(&image(&server, "app"), AMD64)
+        .await
+        .unwrap();
+    assert_eq!(got.digest, sha256_digest(&manifest(12)));
+    let moved = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/token/v2")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&moved.body).contains("refresh_token=refresh-same-origin-1"),
+        "{moved:?}"
+    );
+}
+
+#[tokio::test]
+async fn session_tokens_follow_the_same_rules() {
+    let server = start(Fake {
+        auth: Auth::Bearer(Some(("sess-user", "pw-session-1"))),
+        ..Fake::new()
+    })
+    .await;
+    let (registry, _dir) = client(Some(&creds_json(&server, "sess-user", "pw-session-1")));
+    let realm = format!("http://{}/token", server.host());
+    let scopes = ["repository:app:pull".to_owned()];
+    let (token, lifetime) = registry
+        .session_token(&server.host(), &realm, "fake-registry", &scopes)
+        .await
+        .unwrap();
+    assert_eq!(token, TOKEN);
+    assert_eq!(lifetime, Duration::from_secs(300));
+    let asked = &server.requests()[0];
+    assert_eq!(
+        asked.header("authorization"),
+        Some(basic("sess-user", "pw-session-1").as_str())
+    );
+    assert!(
+        asked.target.contains("scope=repository%3Aapp%3Apull"),
+        "{asked:?}"
+    );
+    // A plain-HTTP realm on a host that is not loopback (nor insecure) is refused before any
+    // request, as a challenge naming it is.
+    let err = registry
+        .session_token(&server.host(), "http://auth.example/token", "s", &scopes)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not HTTPS"), "{err}");
+    assert!(
+        err.to_string().contains("/app"),
+        "names the repository: {err}"
+    );
+    assert_eq!(server.requests().len(), 1);
 }
 
 #[test]
@@ -1050,6 +1205,20 @@ async fn tag_lists_follow_link_pages_and_an_unknown_repository_has_none() {
     assert_eq!(tags, ["a", "b", "c"]);
     let none = registry.list_tags(&image(&server, "other")).await.unwrap();
     assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn names_outside_the_tag_grammar_are_dropped_from_a_tag_list() {
+    let server = Server::start(|_| {
+        let tags = serde_json::json!({"tags": [
+            "k-1", "k-/../../../other/repo", "", ".hidden", "k-\u{1b}[2J", "t".repeat(129), "s-2",
+        ]});
+        Response::new(200).body(tags.to_string())
+    })
+    .await;
+    let (registry, _dir) = client(None);
+    let tags = registry.list_tags(&image(&server, "app")).await.unwrap();
+    assert_eq!(tags, ["k-1", "s-2"]);
 }
 
 #[tokio::test]

@@ -75,6 +75,28 @@ pub enum RegistryError {
         host: String,
         detail: String,
     },
+    #[error(
+        "registry {host} (for {reference}) names the token realm {realm}, which is not HTTPS; planner sends credentials over plain HTTP only to loopback hosts and those in [registry] insecure\n  help: the registry's token realm should be HTTPS; if {realm_host} serves plain HTTP on a network you trust, add \"{realm_host}\" to [registry] insecure in runtimes.toml (credentials then travel unencrypted)"
+    )]
+    InsecureRealm {
+        reference: String,
+        host: String,
+        /// The realm URL, quoted.
+        realm: String,
+        /// Its `host[:port]`.
+        realm_host: String,
+    },
+    #[error(
+        "the token endpoint {realm} of registry {host} (for {reference}) redirected to another origin, {target}; planner sends credentials only to the origin they are for and the token realm it names, never across a redirect to another origin\n  help: the registry's token realm must name the token endpoint's own address (ask its operator), or pull anonymously (docker logout {host})"
+    )]
+    TokenRedirect {
+        reference: String,
+        host: String,
+        /// The realm's origin (`scheme://host[:port]`).
+        realm: String,
+        /// The origin the redirect named.
+        target: String,
+    },
     #[error("credentials for {host}: {detail}\n  help: {help}")]
     Credentials {
         host: String,
@@ -165,9 +187,11 @@ fn rate_limited(
     )
 }
 
+/// The platforms an index has, for the error: a few, then how many more (an index may list
+/// thousands).
 fn available_list(available: &[String]) -> String {
     match available.is_empty() {
         true => "no platform images".to_owned(),
-        false => available.join(", "),
+        false => planner_base::text::list(available, planner_base::text::LIST_MAX),
     }
 }

@@ -162,16 +162,13 @@ fn candidates(manifests: &[Descriptor]) -> impl Iterator<Item = (&Descriptor, &P
     })
 }
 
-/// The platforms an index has images for, as written, each once.
+/// The platforms an index has images for, as written, each once, in index order.
 pub fn available(manifests: &[Descriptor]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for (_, platform) in candidates(manifests) {
-        let shown = platform.shown();
-        if !out.contains(&shown) {
-            out.push(shown);
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    candidates(manifests)
+        .map(|(_, platform)| platform.shown())
+        .filter(|shown| seen.insert(shown.clone()))
+        .collect()
 }
 
 /// The first entry for `wanted`, or the platforms the index does have (`Err`).

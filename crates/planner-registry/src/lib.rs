@@ -11,9 +11,17 @@
 //!   ([`index`]). Behind it: `transport` (the client's state, one request sent, authenticated,
 //!   retried, its status and body checked), `token` (answering a challenge) and `manifests`
 //!   (tags to digests, manifests fetched and checked).
-//! - `client/manage.rs`: listing a repository's tags and deleting manifests (`gc --remote`).
+//!   [`Registry::registry_credentials`] and [`Registry::session_token`] serve the tokens a
+//!   build's BuildKit asks for through its session, under the same rules.
+//! - `client/manage.rs`: listing a repository's tags (only names by the tag grammar, the
+//!   others skipped with one warning) and deleting manifests (`gc --remote`).
 //! - [`challenge`]: `WWW-Authenticate` and `Retry-After` parsing.
 //! - [`error`]: [`RegistryError`]; every variant names the reference and the fix.
+//!
+//! Where credentials travel is [`planner_http`]'s rule: only to the registry and the token
+//! realm it names, over HTTPS unless loopback or `[registry] insecure`, and never across a
+//! redirect to another origin (a registry answer redirected elsewhere is fetched there without
+//! credentials; a token endpoint redirecting elsewhere is [`RegistryError::TokenRedirect`]).
 //!
 //! Every secret read (password, identity token, helper secret, bearer token, the encoded
 //! header values) goes through [`crate::mask::register_secret`], so no output shows it.

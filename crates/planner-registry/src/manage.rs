@@ -3,6 +3,11 @@
 //! rel="next"` (on the registry's own origin only, at most [`MAX_TAG_PAGES`] pages, each
 //! capped at [`TAGS_CAP`]). Deleting is `DELETE /v2/<name>/manifests/<digest>` with the
 //! `repository:<name>:pull,delete` scope; a 405 means the registry has deletes disabled.
+//!
+//! A listed tag is used only if it is a tag by the reference grammar
+//! ([`planner_base::reference::is_tag`]): a name such as `k-/../../other/repo` would otherwise reach
+//! outside the repository once it is put into a URL. The others are skipped with one warning
+//! per listing.
 
 use std::time::Duration;
 
@@ -29,9 +34,21 @@ struct TagPage {
 }
 
 impl Registry {
-    /// Every tag of `image`'s repository (its tag is ignored); empty when the repository does
-    /// not exist.
+    /// Every valid tag of `image`'s repository (its tag is ignored); empty when the
+    /// repository does not exist. Names outside the tag grammar are skipped, with one warning.
     pub async fn list_tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let listed = self.list_all_tags(image).await?;
+        let (tags, invalid): (Vec<String>, Vec<String>) = listed
+            .into_iter()
+            .partition(|t| planner_base::reference::is_tag(t));
+        if !invalid.is_empty() {
+            warn_invalid(image, &invalid);
+        }
+        Ok(tags)
+    }
+
+    /// Every name `tags/list` gives, unchecked.
+    async fn list_all_tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         let t = Target {
             image,
             base: api_base(image, &self.inner.settings.insecure)?,
@@ -115,6 +132,25 @@ impl Registry {
             status => Err(self.status_error(&t, &url, status).await),
         }
     }
+}
+
+/// Most invalid tag names one warning shows.
+const INVALID_SHOWN: usize = 3;
+
+/// Warns that a listing held names that are not tags (a few of them, escaped; then a count).
+fn warn_invalid(image: &ImageRef, invalid: &[String]) {
+    let shown: Vec<String> = invalid
+        .iter()
+        .map(|t| planner_base::reference::shown(t))
+        .collect();
+    tracing::warn!(
+        "registry {} listed {} names in {} that are not valid tag names ({}): skipped\n  help: a registry never lists such names (distribution refuses them on push): check what answers at {}",
+        image.registry,
+        invalid.len(),
+        image.repository,
+        planner_base::text::list(&shown, INVALID_SHOWN),
+        image.registry
+    );
 }
 
 /// The next page a `Link` header names (`<url>; rel="next"`), on the registry's own origin.

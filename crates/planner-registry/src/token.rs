@@ -1,6 +1,11 @@
 //! Authentication: the `Authorization` value for a 401's challenge: Bearer (a token from the
 //! challenge's realm, with Basic credentials or an identity token's refresh grant, cached per
-//! registry and scope) or Basic (the credentials themselves), sent only where they belong.
+//! registry and scope) or Basic (the credentials themselves), sent only where they belong:
+//! the realm over HTTPS, or plain HTTP only where the registry itself may be (loopback,
+//! `[registry] insecure`; else [`RegistryError::InsecureRealm`]), and a token endpoint that
+//! redirects to another origin is [`RegistryError::TokenRedirect`], its request carrying the
+//! credential in its body ([`planner_http`]). The session tokens BuildKit asks planner for
+//! (`Registry::session_token`) are fetched here under the same rules.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -69,8 +74,7 @@ impl Registry {
         }
     }
 
-    /// A token for `t`'s scope from the challenge's realm, cached until it expires. A rate
-    /// limit at the token endpoint is waited out like one at the registry.
+    /// A token for `t`'s scope from the challenge's realm, cached until it expires.
     pub(crate) async fn fetch_token(
         &self,
         t: &Target<'_>,
@@ -78,78 +82,118 @@ impl Registry {
         creds: Option<&Credentials>,
         waited: &mut Duration,
     ) -> Result<String, RegistryError> {
-        let realm = self.realm(t, bearer)?;
+        let realm = self.realm(t, bearer.param("realm"))?;
         let service = bearer.param("service").unwrap_or_default();
-        let req = match creds {
-            Some(c) if c.identity_token => {
-                let form = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", &c.secret)
-                    .append_pair("service", service)
-                    .append_pair("scope", &t.scope)
-                    .append_pair("client_id", CLIENT_ID)
-                    .finish();
-                self.http()
-                    .post(realm.clone())
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(form)
-            }
-            _ => {
-                let mut url = realm.clone();
-                {
-                    let mut query = url.query_pairs_mut();
-                    if !service.is_empty() {
-                        query.append_pair("service", service);
-                    }
-                    query.append_pair("scope", &t.scope);
-                    if let Some(c) = creds {
-                        query.append_pair("account", &c.username);
-                    }
-                }
-                let req = self.http().get(url);
-                match creds.and_then(Credentials::basic_header) {
-                    Some(value) => req.header(header::AUTHORIZATION, value),
-                    None => req,
-                }
-            }
-        };
-        let mut retries = 0;
-        let resp = loop {
-            let attempt = req
-                .try_clone()
-                .ok_or_else(|| protocol(t, &realm, "token request not repeatable".into()))?;
-            let resp = attempt
-                .send()
-                .await
-                .map_err(|e| self.transport_error(t, &realm, e))?;
-            match resp.status() {
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    self.wait_out(t, &realm, &resp, retries, waited).await?;
-                    retries += 1;
-                }
-                _ => break resp,
-            }
-        };
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(self.unauthorized(t).await);
-            }
-            status => return Err(self.status_error(t, &realm, status).await),
-        }
-        let body = read_capped(t, &realm, resp, TOKEN_CAP, self.inner.settings.timeout).await?;
-        let (token, lifetime) = parse_token(&body, SystemTime::now())
-            .map_err(|detail| protocol(t, &realm, format!("token endpoint: {detail}")))?;
-        register_secret(&token);
+        let scopes = std::slice::from_ref(&t.scope);
+        let (token, lifetime) = self
+            .request_token(t, &realm, service, scopes, creds, waited)
+            .await?;
         let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
         lock(&self.inner.tokens).insert(t.token_key(), (token.clone(), until));
         Ok(token)
     }
 
+    /// A token for `scopes` from `realm` (already checked by [`Self::realm`]) and how long it
+    /// may be used: GET with Basic credentials, or the OAuth2 refresh-token POST for an
+    /// identity token. A rate limit at the token endpoint is waited out like one at the
+    /// registry; a redirect to another origin is [`RegistryError::TokenRedirect`].
+    pub(crate) async fn request_token(
+        &self,
+        t: &Target<'_>,
+        realm: &Url,
+        service: &str,
+        scopes: &[String],
+        creds: Option<&Credentials>,
+        waited: &mut Duration,
+    ) -> Result<(String, Duration), RegistryError> {
+        let req = self.token_request(realm, service, scopes, creds);
+        let mut retries = 0;
+        let resp = loop {
+            let attempt = req
+                .try_clone()
+                .ok_or_else(|| protocol(t, realm, "token request not repeatable".into()))?;
+            let resp = attempt
+                .send()
+                .await
+                .map_err(|e| self.transport_error(t, realm, e))?;
+            match resp.status() {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    self.wait_out(t, realm, &resp, retries, waited).await?;
+                    retries += 1;
+                }
+                _ => break resp,
+            }
+        };
+        if let Some(target) = planner_http::cross_origin_redirect(&resp) {
+            return Err(RegistryError::TokenRedirect {
+                reference: t.reference(),
+                host: t.host(),
+                realm: planner_http::shown_origin(realm),
+                target: planner_http::shown_origin(&target),
+            });
+        }
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(self.unauthorized(t).await);
+            }
+            status => return Err(self.status_error(t, realm, status).await),
+        }
+        let body = read_capped(t, realm, resp, TOKEN_CAP, self.inner.settings.timeout).await?;
+        let (token, lifetime) = parse_token(&body, SystemTime::now())
+            .map_err(|detail| protocol(t, realm, format!("token endpoint: {detail}")))?;
+        register_secret(&token);
+        Ok((token, lifetime))
+    }
+
+    /// The token request, as the docker CLI sends it: the OAuth2 `refresh_token` POST (scopes
+    /// joined by spaces) for an identity token, else a GET with `service`, one `scope` per
+    /// scope and `account`, with Basic credentials when there are any.
+    fn token_request(
+        &self,
+        realm: &Url,
+        service: &str,
+        scopes: &[String],
+        creds: Option<&Credentials>,
+    ) -> reqwest::RequestBuilder {
+        if let Some(c) = creds.filter(|c| c.identity_token) {
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", &c.secret)
+                .append_pair("service", service)
+                .append_pair("scope", &scopes.join(" "))
+                .append_pair("client_id", CLIENT_ID)
+                .finish();
+            return self
+                .http()
+                .post(realm.clone())
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form);
+        }
+        let mut url = realm.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if !service.is_empty() {
+                query.append_pair("service", service);
+            }
+            for scope in scopes {
+                query.append_pair("scope", scope);
+            }
+            if let Some(c) = creds {
+                query.append_pair("account", &c.username);
+            }
+        }
+        let req = self.http().get(url);
+        match creds.and_then(Credentials::basic_header) {
+            Some(value) => req.header(header::AUTHORIZATION, value),
+            None => req,
+        }
+    }
+
     /// The challenge's realm, if planner may send credentials there.
-    pub(crate) fn realm(&self, t: &Target<'_>, bearer: &Challenge) -> Result<Url, RegistryError> {
+    pub(crate) fn realm(&self, t: &Target<'_>, realm: Option<&str>) -> Result<Url, RegistryError> {
         let base = &t.base;
-        let Some(realm) = bearer.param("realm") else {
+        let Some(realm) = realm.filter(|r| !r.is_empty()) else {
             return Err(protocol(
                 t,
                 base,
@@ -163,24 +207,22 @@ impl Registry {
                 format!("the token realm {} is not a URL: {e}", shown(realm)),
             )
         })?;
-        let plain_ok = url.host_str().is_some_and(|host| {
-            let authority = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            plain_http_allowed(&authority, &self.inner.settings.insecure)
+        let authority = url.host_str().map(|host| match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
         });
+        let plain_ok = authority
+            .as_deref()
+            .is_some_and(|a| plain_http_allowed(a, &self.inner.settings.insecure));
         match url.scheme() {
             "https" => Ok(url),
             "http" if plain_ok => Ok(url),
-            _ => Err(protocol(
-                t,
-                base,
-                format!(
-                    "the token realm {} is not HTTPS; planner sends credentials over plain HTTP only to loopback hosts and those in [registry] insecure",
-                    shown(&display_url(&url))
-                ),
-            )),
+            _ => Err(RegistryError::InsecureRealm {
+                reference: t.reference(),
+                host: t.host(),
+                realm: shown(&display_url(&url)),
+                realm_host: authority.unwrap_or_default(),
+            }),
         }
     }
 

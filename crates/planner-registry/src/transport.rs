@@ -2,6 +2,11 @@
 //! by clones) and its requests: one request sent, authenticated on a 401 and retried once,
 //! 429/503 waited out within bounds, statuses turned into errors, every body capped.
 //!
+//! Redirects ([`planner_http`]): at most [`MAX_REDIRECTS`], followed with the credential only
+//! within the origin ([`planner_http::redirect_policy`]); a registry answer redirected to
+//! another origin (a blob handed to a CDN) is fetched there without any credential and never
+//! from HTTPS to plain HTTP (`Registry::without_credentials`).
+//!
 //! Upward call, on purpose: a 401 is answered by `Registry::authenticate`, defined in `token`
 //! (which sends its own requests through this module); a method call, no import.
 
@@ -70,8 +75,12 @@ pub(crate) struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// The reference errors name (`registry/repository` when no tag applies: a session token).
     pub(crate) fn reference(&self) -> String {
-        self.image.to_string()
+        match self.image.tag.is_empty() {
+            true => format!("{}/{}", self.image.registry, self.image.repository),
+            false => self.image.to_string(),
+        }
     }
 
     pub(crate) fn host(&self) -> String {
@@ -131,9 +140,44 @@ impl Registry {
                     self.wait_out(t, url, &resp, rate_retries, waited).await?;
                     rate_retries += 1;
                 }
-                _ => return Ok(resp),
+                _ => return self.without_credentials(t, &method, resp).await,
             }
         }
+    }
+
+    /// Follows a redirect to another origin (a registry handing a blob to a CDN) as docker's
+    /// client does: without any credential, at most [`MAX_REDIRECTS`] times, never from HTTPS
+    /// to plain HTTP. Any other answer is returned as it is.
+    async fn without_credentials(
+        &self,
+        t: &Target<'_>,
+        method: &Method,
+        mut resp: reqwest::Response,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut hops = 0;
+        while let Some(target) = planner_http::cross_origin_redirect(&resp) {
+            let from = resp.url().clone();
+            if hops == MAX_REDIRECTS {
+                let why = format!("redirect refused: more than {MAX_REDIRECTS} redirects");
+                return Err(protocol(t, &from, why));
+            }
+            if from.scheme() == "https" && target.scheme() != "https" {
+                let why = format!(
+                    "redirect refused: from HTTPS to {}",
+                    planner_http::shown_origin(&target)
+                );
+                return Err(protocol(t, &from, why));
+            }
+            hops += 1;
+            resp = self
+                .http()
+                .request(method.clone(), target.clone())
+                .header(header::ACCEPT, index::accept())
+                .send()
+                .await
+                .map_err(|e| self.transport_error(t, &target, e))?;
+        }
+        Ok(resp)
     }
 
     /// Waits out a 429/503 answer (its `Retry-After`, else the backoff for `retries` so far),
@@ -227,29 +271,26 @@ impl Registry {
     }
 }
 
-/// The HTTP client: the timeout on every request, redirects bounded and never downgraded.
+/// The HTTP client: the timeout on every request, redirects followed only within the origin
+/// ([`planner_http::redirect_policy`]).
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt
-            .previous()
-            .last()
-            .is_some_and(|prev| prev.scheme() == "https" && attempt.url().scheme() != "https");
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else if downgrade {
-            attempt.error("a redirect from HTTPS to plain HTTP")
-        } else {
-            // reqwest removes Authorization when the redirect leaves the host.
-            attempt.follow()
-        }
-    });
     reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .timeout(timeout)
-        .redirect(policy)
+        .redirect(planner_http::redirect_policy(MAX_REDIRECTS))
         .user_agent(concat!("planner/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("static client configuration is valid")
+}
+
+/// A reference to `registry` (and `repository`) with no tag: what errors about the registry
+/// itself name.
+pub(crate) fn registry_only(registry: &str, repository: String) -> ImageRef {
+    ImageRef {
+        registry: registry.to_owned(),
+        repository,
+        tag: String::new(),
+    }
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -11,13 +11,17 @@
 //! the digest it was pulled at, with a note that updates could not be checked; a base it
 //! does not hold is an error. Under `"local"` no registry is ever asked: every base is keyed
 //! on the image ID the engine holds for it.
+//!
+//! A build's base references are read from its verified Dockerfile; before a checkout exists
+//! they may come from a [`Hint`] (an image's labels, the shared cache's pointer), which only
+//! saves a clone: once the checkout is there, the Dockerfile decides ([`derived_over_hint`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use planner_core::output::FoundData;
+use planner_core::output::{Found, FoundData};
 
 use crate::Error;
 use crate::config::BaseImages;
@@ -53,6 +57,13 @@ pub struct Base {
 }
 
 impl Base {
+    /// The registry its reference names (`host[:port]`, `docker.io` for Docker Hub).
+    pub fn registry(&self) -> Option<String> {
+        ImageRef::parse(name_of(&self.reference))
+            .ok()
+            .map(|image| image.registry)
+    }
+
     /// The reference the engine holds this base under at exactly its digest.
     pub fn pinned(&self) -> String {
         match self.origin {
@@ -72,6 +83,74 @@ pub struct Bases {
     pub builder: Option<crate::config::Builder>,
     /// Phrases for the plan ("could not check python:3.11 for updates: …").
     pub notes: Vec<String>,
+    /// Where the references came from when not from the verified Dockerfile.
+    pub hint: Option<Hint>,
+}
+
+/// What named a build's base references before its checkout was read: it is believed only
+/// until the checkout exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hint {
+    /// The labels of an image the engine holds, built from the same commit and configuration.
+    Image(String),
+    /// The shared cache's `s-` pointer for the commit and configuration (its reference).
+    Pointer(String),
+}
+
+impl std::fmt::Display for Hint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hint::Image(tag) => write!(f, "image {tag}"),
+            Hint::Pointer(reference) => write!(f, "shared cache pointer {reference}"),
+        }
+    }
+}
+
+/// Most base references a warning names.
+const MAX_SHOWN: usize = 4;
+
+/// The bases read from the verified Dockerfile of `step`, which replace those `hinted` had
+/// from a hint. A hint that named other bases is warned about, naming it, and noted in the
+/// plan: it never decides the key of a build whose checkout planner holds.
+pub fn derived_over_hint(hinted: &Bases, mut derived: Bases, step: &str) -> Bases {
+    let Some(hint) = &hinted.hint else {
+        return derived;
+    };
+    if hinted.bases == derived.bases {
+        return derived;
+    }
+    let help = match hint {
+        Hint::Pointer(_) => {
+            "a pointer only saves a clone: this one was pushed by another planner version or tampered with, so check who can push to the shared cache; planner replaces it when it publishes ([cache] push)"
+        }
+        Hint::Image(_) => {
+            "the image's labels were written by another planner version or came from a shared cache entry; the build is keyed and labelled on what the Dockerfile names"
+        }
+    };
+    tracing::warn!(
+        "{}",
+        crate::mask::mask(&format!(
+            "{hint} names the base images {} but the verified Dockerfile of {step} names {}: the Dockerfile's decide\n  help: {help}",
+            listed(&hinted.bases),
+            listed(&derived.bases)
+        ))
+    );
+    derived
+        .notes
+        .push(format!("{hint} named other base images: ignored"));
+    derived
+}
+
+/// `a:1 (sha256:…), b:2 (sha256:…)` (at most [`MAX_SHOWN`], then a count); `none`.
+fn listed(bases: &[Base]) -> String {
+    if bases.is_empty() {
+        return "none".to_owned();
+    }
+    let named: Vec<String> = bases
+        .iter()
+        .map(|b| format!("{} ({})", b.reference, shown_digest(&b.digest)))
+        .collect();
+    crate::text::list(&named, MAX_SHOWN)
 }
 
 impl Bases {
@@ -82,6 +161,7 @@ impl Bases {
             bases,
             builder: None,
             notes,
+            hint: None,
         }
     }
 
@@ -95,6 +175,22 @@ impl Bases {
 impl FoundData for Bases {
     fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    fn hinted(&self) -> bool {
+        self.hint.is_some()
+    }
+
+    /// A pointer only saves a clone: a checkout planner already holds decides when planning.
+    fn input_decides_when_present(&self) -> bool {
+        matches!(self.hint, Some(Hint::Pointer(_)))
+    }
+
+    fn over_hint(&self, derived: Found, step: &str) -> Found {
+        match derived.get::<Bases>() {
+            Some(bases) => Found::new(derived_over_hint(self, bases.clone(), step)),
+            None => derived,
+        }
     }
 }
 

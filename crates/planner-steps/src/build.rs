@@ -7,7 +7,7 @@ use std::path::Path;
 use futures_util::future::BoxFuture;
 
 use super::{Attests, Error, Kind, Work};
-use crate::bases::{self, Base, Bases, Origin};
+use crate::bases::{self, Base, Bases, Hint, Origin};
 use crate::cache::Lookup;
 use crate::config::{BuildArgs, Runtime};
 use crate::docker::build::BuildRequest;
@@ -23,9 +23,12 @@ pub use crate::labels::{
 };
 use crate::outputs::{Image, Verified};
 use crate::plan::KeyInputs;
-use crate::plan::{DiscoverRequest, Discovery, Found, Node, Output, Probe, ProbeRequest, StepKind};
+use crate::plan::{
+    DiscoverRequest, Discovery, Found, Node, Output, Probe, ProbeRequest, StepKind, Via,
+};
 use crate::record::{FIELDS, RecordFields};
 use crate::store::RecordField;
+use crate::via;
 use crate::world::RealWorld;
 
 pub struct Step;
@@ -54,11 +57,18 @@ impl Kind for Step {
     fn reads(&self, rt: &Runtime) -> Vec<(&'static str, String)> {
         vec![
             ("platform", rt.platform.clone()),
+            // The builders do not make the same image (it is in the key): runtimes that
+            // differ in it must not share a build.
+            ("builder", rt.builder.name().to_owned()),
             (
                 "build_args",
                 crate::config::build_args_label(&rt.build_args),
             ),
         ]
+    }
+
+    fn runs_via(&self) -> Option<Via> {
+        Some(via::BUILD)
     }
 
     fn discovers(&self) -> bool {
@@ -121,20 +131,24 @@ pub fn inputs(node: &Node, commit: &str, bases: &Bases) -> BuildInputs {
 }
 
 /// Finds the build's bases: from the Dockerfile of its verified checkout (before running),
-/// else from the labels of an image built from this very commit and configuration (a
-/// pinned tag or `:latest`), resolved to digests now. Neither: unknown until the checkout
-/// is verified, and the build runs.
+/// else, as a [`Hint`] that the checkout overrides once it exists, from the labels of an image
+/// built from this very commit and configuration (a pinned tag or `:latest`) or from the
+/// shared cache's pointer; resolved to digests now. None: unknown until the checkout is
+/// verified, and the build runs.
 async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discovery, Error> {
     let rt = req.node.runtime();
-    let refs = match req.input.and_then(|o| o.get::<Verified>()) {
+    let (refs, hint) = match req.input.and_then(|o| o.get::<Verified>()) {
         Some(Verified {
             checkout,
             dockerfile_blake3,
-        }) => read_bases(rt, checkout, dockerfile_blake3, req.revision).await?,
+        }) => (
+            read_bases(rt, checkout, dockerfile_blake3, req.revision).await?,
+            None,
+        ),
         _ => match bases_from_images(world, req).await? {
-            Some(refs) => refs,
+            Some((refs, tag)) => (refs, Some(Hint::Image(tag))),
             None => match bases_from_cache(world, req).await {
-                Some(refs) => refs,
+                Some((refs, pointer)) => (refs, Some(Hint::Pointer(pointer.to_string()))),
                 None => {
                     return Ok(Discovery::Unknown {
                         reason: why_unkeyed(world, req).await?,
@@ -153,6 +167,7 @@ async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discov
     };
     let mut found = world.bases.resolve_all(&cx, &refs).await?;
     found.builder = Some(world.engine.effective_builder(rt.builder).await);
+    found.hint = hint;
     Ok(Discovery::Known(Found::new(found)))
 }
 
@@ -216,11 +231,11 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// The bases an image built from this commit and configuration states in its label, as
-/// references to resolve again.
+/// references to resolve again, and the tag of that image.
 async fn bases_from_images(
     world: &RealWorld,
     req: &DiscoverRequest<'_>,
-) -> Result<Option<Vec<BaseRef>>, Error> {
+) -> Result<Option<(Vec<BaseRef>, String)>, Error> {
     let expected = inputs(req.node, req.revision, &Bases::default());
     let mut candidates: Vec<String> = req
         .node
@@ -238,25 +253,22 @@ async fn bases_from_images(
             same,
             bases::from_label(info.labels.get(labels::LABEL_BASES)),
         ) {
-            let refs = bases
-                .into_iter()
-                .map(|b| BaseRef {
-                    reference: b.reference,
-                    platform: Some(b.platform),
-                })
-                .collect();
-            return Ok(Some(refs));
+            return Ok(Some((bases.into_iter().map(base_ref).collect(), tag)));
         }
     }
     Ok(None)
 }
 
-/// The bases the shared cache's latest build of this commit and configuration states.
-async fn bases_from_cache(world: &RealWorld, req: &DiscoverRequest<'_>) -> Option<Vec<BaseRef>> {
+/// The bases the shared cache's latest build of this commit and configuration states, and
+/// the pointer that states them.
+async fn bases_from_cache(
+    world: &RealWorld,
+    req: &DiscoverRequest<'_>,
+) -> Option<(Vec<BaseRef>, crate::registry::ImageRef)> {
     let expected = inputs(req.node, req.revision, &Bases::default());
     let rt = req.node.runtime();
-    let bases = world.cache.bases_hint(&rt.name, &expected).await?;
-    Some(bases.into_iter().map(base_ref).collect())
+    let (bases, pointer) = world.cache.bases_hint(&rt.name, &expected).await?;
+    Some((bases.into_iter().map(base_ref).collect(), pointer))
 }
 
 /// A keyed base as a reference to resolve again.
@@ -283,7 +295,12 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
         }
         None => why_no_image(world, rt, req.revision, req.previous_revision, None, &tag).await?,
     };
-    Ok(format!("{why}{}", args_note(&rt.build_args)))
+    let builder = world.engine.effective_builder(rt.builder).await;
+    Ok(format!(
+        "{why}{}{}",
+        args_note(&rt.build_args),
+        builder_note(rt, builder.name())
+    ))
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, Error> {
@@ -320,11 +337,13 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, Error
             let tags: Vec<_> = missing.iter().map(|(_, t)| t.as_str()).collect();
             Probe::Retag {
                 reason: format!("image present as {tag}; only tagging {}", tags.join(", ")),
+                via: via::RETAG,
             }
         }
         (None, _) => match existing_image(world, &latest_tags(req.node), req.key, &inputs).await? {
             Some((tag, _)) => Probe::Retag {
                 reason: format!("image present as {tag}; only tagging {}", missing[0].1),
+                via: via::RETAG,
             },
             None => {
                 let (rt, tag) = (missing[0].0, &missing[0].1);
@@ -337,6 +356,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, Error
                             entry.image,
                             bases::shown_digest(&entry.digest)
                         ),
+                        via: via::SHARED_CACHE,
                     },
                     Lookup::Refused {
                         image,
@@ -418,11 +438,11 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
         .collect();
     let candidates: Vec<String> = tags.iter().cloned().chain(latest_tags(req.node)).collect();
     // A re-tag needs no input: the image is there under another candidate tag.
-    let (id, dockerfile_blake3) = match existing_image(world, &candidates, req.key, &inputs).await?
-    {
+    let existing = existing_image(world, &candidates, req.key, &inputs).await?;
+    let (id, dockerfile_blake3, pulled) = match existing {
         Some((_, info)) => {
             let b3 = info.labels.get(labels::LABEL_DOCKERFILE_BLAKE3).cloned();
-            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)))
+            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)), false)
         }
         None => from_cache_or_build(world, req, &inputs, &tags[0]).await?,
     };
@@ -435,6 +455,20 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
             super::drop_superseded(world, &old).await;
         }
     }
+    // Pulled, and keyed on the verified Dockerfile: the pointer names this build from now on
+    // (once the image has its tags: pushing under the pointer tags and untags it).
+    if pulled
+        && req
+            .input
+            .as_ref()
+            .is_some_and(|o| o.get::<Verified>().is_some())
+    {
+        let rt = &req.node.runtime().name;
+        let cache = &world.cache;
+        cache
+            .repoint(&world.engine, rt, req.key, &inputs, &id)
+            .await;
+    }
     world
         .record(KIND, req.key, req.node, |r| {
             r.commit = Some(req.revision.to_owned());
@@ -446,17 +480,18 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
 }
 
 /// The image of the key from the shared cache (pulled by digest, its labels checked again
-/// once in the engine), or else built here and published there.
+/// once in the engine), or else built here and published there: `(image ID, Dockerfile
+/// digest, whether it was pulled)`.
 async fn from_cache_or_build(
     world: &RealWorld,
     req: &RunRequest<'_>,
     inputs: &BuildInputs,
     tag: &str,
-) -> Result<(String, Option<String>), Error> {
+) -> Result<(String, Option<String>, bool), Error> {
     let rt = req.node.runtime();
     if let Lookup::Hit(entry) = world.cache.lookup(&rt.name, req.key, inputs).await {
         match pull_entry(world, req, inputs, &entry).await {
-            Ok(found) => return Ok(found),
+            Ok((id, b3)) => return Ok((id, b3, true)),
             Err(e) => world
                 .cache
                 .warn(&format!("cannot pull {}", entry.image), &e.to_string()),
@@ -467,7 +502,7 @@ async fn from_cache_or_build(
         .cache
         .publish(&world.engine, &rt.name, req.key, inputs, &id)
         .await;
-    Ok((id, b3))
+    Ok((id, b3, false))
 }
 
 /// Pulls a cache entry by digest; its labels must prove the key in the engine too.
@@ -507,7 +542,8 @@ async fn build_from_input(
             req.node.runtime().latest_tag()
         )));
     };
-    let build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+    let mut build = build_request(req, checkout, dockerfile_blake3, inputs, tag);
+    build.credentials = session_auth(world, &inputs.bases);
     ensure_bases(world, req, &inputs.bases).await?;
     let sink = req.sink.clone();
     let step = req.step.clone();
@@ -526,6 +562,15 @@ async fn build_from_input(
     };
     let id = world.engine.build(&build, on_output).await?;
     Ok((id, Some(dockerfile_blake3.clone())))
+}
+
+/// What the build's BuildKit session may authenticate with: the registries of its bases
+/// (found by the Dockerfile parser, after build-arg substitution) and the run's registry
+/// client; a registry the build does not name (a `# syntax=` frontend's) gets nothing.
+fn session_auth(world: &RealWorld, bases: &[Base]) -> crate::docker::SessionAuth {
+    let registries: Vec<String> = bases.iter().filter_map(Base::registry).collect();
+    let host = super::host::Host::with_registry(world.registry.clone());
+    crate::docker::SessionAuth::new(host, &registries)
 }
 
 /// Makes the engine hold every base at exactly the digest the key names, before the build
@@ -620,6 +665,7 @@ fn build_request(
         network: rt.build_network,
         runtime: rt.name.clone(),
         host: super::host::Host::shared(),
+        credentials: crate::docker::SessionAuth::none(),
     }
 }
 
@@ -733,7 +779,7 @@ mod tests {
             many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let c = inputs(&many_refs);
         let why = label_mismatch(&image(&c), &key(&a), &a).unwrap();
-        assert!(why.ends_with("and 43 more changes"), "{why}");
+        assert!(why.ends_with(" and 43 more"), "{why}");
         assert_eq!(args_note(&BuildArgs::new()), "");
     }
 }

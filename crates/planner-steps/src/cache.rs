@@ -7,7 +7,10 @@
 //! machine that has never built the commit reads the bases from that image's labels, resolves
 //! them, and so knows the full key without cloning. Both are only hints until checked: an
 //! entry counts only when its labels recompute to the key (the build step checks them), and a
-//! pointer only gives base references, whose digests are resolved anew.
+//! pointer only gives base references, whose digests are resolved anew. A pointer only ever
+//! saves a clone: a machine that clones (no entry under the key the pointer gave) keys,
+//! labels and publishes the build on the bases its verified Dockerfile names, warns when the
+//! pointer named others, and replaces the pointer (after a build, and after a hit).
 //!
 //! Any cache error (unreachable, 5xx, auth) is a miss: the build goes on locally, the run
 //! warns once, and the cache is not asked again in that run.
@@ -171,15 +174,58 @@ impl SharedCache {
         }
     }
 
-    /// The base references the latest cached build of these inputs (bases aside) states.
-    pub async fn bases_hint(&self, runtime: &str, expected: &BuildInputs) -> Option<Vec<Base>> {
+    /// The base references the latest cached build of these inputs (bases aside) states, and
+    /// the pointer that states them. Only a hint: it may save a clone, never decide a build
+    /// whose checkout planner holds ([`crate::bases::derived_over_hint`]).
+    pub async fn bases_hint(
+        &self,
+        runtime: &str,
+        expected: &BuildInputs,
+    ) -> Option<(Vec<Base>, ImageRef)> {
         let image = self
             .pointer(runtime, &source_key(expected))
             .filter(|_| self.pulls())?;
         let entry = self.look(&image, &expected.platform).await?;
         let same = same_source(&inputs_from_labels(&entry.labels), expected);
         let bases = crate::bases::from_label(entry.labels.get(labels::LABEL_BASES));
-        bases.filter(|_| same)
+        bases.filter(|_| same).map(|b| (b, image))
+    }
+
+    /// After a hit for a build whose checkout planner holds: points the pointer of `inputs` at
+    /// the image `id` of `key` unless its labels prove that key already (a pointer that named
+    /// other bases, or none, is replaced). An error is a warning.
+    pub async fn repoint(
+        &self,
+        engine: &Engine,
+        runtime: &str,
+        key: &Key,
+        inputs: &BuildInputs,
+        id: &str,
+    ) {
+        let Some(pointer) = self
+            .pointer(runtime, &source_key(inputs))
+            .filter(|_| self.pushes() && !self.failed())
+        else {
+            return;
+        };
+        let current = self.look(&pointer, &inputs.platform).await;
+        // Its labels must prove the key: a copied key label over other bases does not.
+        let proves = |e: &Entry| {
+            let info = ImageInfo {
+                id: e.digest.clone(),
+                labels: e.labels.clone(),
+            };
+            label_mismatch(&info, key, inputs).is_none()
+        };
+        if self.failed() || current.as_ref().is_some_and(proves) {
+            return;
+        }
+        if let Err(e) = self.push(engine, &pointer, id).await {
+            self.fail(
+                &format!("cannot publish to the shared cache at {pointer}"),
+                &e,
+            );
+        }
     }
 
     /// Publishes the image `id`, the build of `key`: under its entry unless the cache has one

@@ -127,9 +127,6 @@ fn build_args_from_label(label: Option<&String>) -> BuildArgs {
         .unwrap_or_else(|_| BuildArgs::from([(UNREADABLE.to_owned(), String::new())]))
 }
 
-/// Most build arg changes a stale reason names.
-const MAX_CHANGES_SHOWN: usize = 8;
-
 /// The name [`build_args_from_label`] gives an unreadable label.
 const UNREADABLE: &str = "<unreadable dev.planner.build-args label>";
 
@@ -213,12 +210,7 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
     args.extend(bases::changes(&from_labels.bases, &expected.bases));
     if !args.is_empty() {
         // An image's labels may hold anything: name a few changes, count the rest.
-        if args.len() > MAX_CHANGES_SHOWN {
-            let more = args.len() - MAX_CHANGES_SHOWN;
-            args.truncate(MAX_CHANGES_SHOWN);
-            args.push(format!("and {more} more changes"));
-        }
-        return Some(args.join(", "));
+        return Some(crate::text::list(&args, crate::text::LIST_MAX));
     }
     Some("its labels do not match its key label".into())
 }

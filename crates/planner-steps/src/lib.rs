@@ -49,7 +49,7 @@ pub use error::Error;
 pub use world::RealWorld;
 
 // The crates the kinds use, named as before the split (`crate::config`, `crate::plan`, ...).
-use planner_base::{ids, mask};
+use planner_base::{ids, mask, text};
 use planner_config as config;
 use planner_core::{Kind, Kinds, StepKind, exec, key, plan, store};
 use planner_docker as docker;
@@ -63,6 +63,21 @@ use crate::key::Key;
 use crate::plan::{
     DiscoverRequest, Discovery, Found, Node, Output, Probe, ProbeRequest, Resolved, Status,
 };
+
+/// The ways the kinds here satisfy a step that runs, as `plan --format json` names them
+/// (`via`): for the kinds with more than one way.
+pub mod via {
+    use planner_core::plan::Via;
+
+    /// The engine builds the image from the checkout.
+    pub const BUILD: Via = Via("build");
+    /// The image is pulled from the shared cache (`[cache]`) by digest, not built.
+    pub const SHARED_CACHE: Via = Via("shared-cache");
+    /// The engine already holds the image under another tag: it is only tagged.
+    pub const RETAG: Via = Via("retag");
+    /// The image is pulled from its registry (registry runtimes).
+    pub const PULL: Via = Via("pull");
+}
 
 /// The registry: every kind, once, in the order plan errors list them.
 static WORK: &[&dyn Work] = &[

@@ -67,6 +67,23 @@ pub(crate) mod graph {
         assert_eq!(g.len(), 7);
     }
 
+    #[test]
+    fn a_different_builder_splits_the_build_only() {
+        // The builders do not make the same image: one build node would build both
+        // runtimes' images with the first one's builder.
+        let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\nbuilder = \"classic\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nbuilder = \"buildkit\"\n";
+        let g = graph_for(toml, &["a", "b"]);
+        assert_eq!(g.len(), 7);
+        let mut builds: Vec<Vec<String>> = g
+            .order()
+            .iter()
+            .filter(|&&n| g.node(n).kind == build::KIND)
+            .map(|&n| g.node(n).runtime_names())
+            .collect();
+        builds.sort();
+        assert_eq!(builds, [vec!["a"], vec!["b"]]);
+    }
+
     /// A plan of `n` steps, listed last step first: resolve, clone, verify, then builds each
     /// needing the verify and the build before it, and a tag-latest of the last build.
     pub(crate) fn chain_plan_toml(n: usize) -> String {

@@ -12,10 +12,11 @@ use crate::ids::short;
 use crate::key::{Key, KeyBuilder};
 use crate::outputs::Image;
 use crate::plan::KeyInputs;
-use crate::plan::{Output, Probe, ProbeRequest, StepKind};
+use crate::plan::{Output, Probe, ProbeRequest, StepKind, Via};
 use crate::record::FIELDS;
 use crate::registry::ImageRef;
 use crate::store::RecordField;
+use crate::via;
 use crate::world::RealWorld;
 
 pub struct Step;
@@ -26,6 +27,10 @@ pub const KIND: StepKind = StepKind::new(&Step);
 impl Kind for Step {
     fn name(&self) -> &'static str {
         "pull"
+    }
+
+    fn runs_via(&self) -> Option<Via> {
+        Some(via::PULL)
     }
 
     fn input_kinds(&self) -> &'static [StepKind] {
@@ -127,6 +132,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, Error
     } else {
         Probe::Retag {
             reason: format!("{shown} present; only tagging {}", untagged.join(", ")),
+            via: via::RETAG,
         }
     })
 }

@@ -34,6 +34,8 @@ struct Fake {
     bases_from_checkout_only: bool,
     /// The base digest discovered, when not the default.
     base_digest: Option<String>,
+    /// Before the checkout exists, the shared cache's pointer names this base instead.
+    pointer_names: Option<String>,
 }
 
 fn output_for(kind: StepKind) -> Output {
@@ -65,16 +67,16 @@ impl World for Fake {
             .base_digest
             .clone()
             .unwrap_or_else(|| format!("sha256:{}", "e".repeat(64)));
+        let hinted = self.pointer_names.as_ref().filter(|_| req.input.is_none());
         let base = crate::bases::Base {
-            reference: "base:1".into(),
+            reference: hinted.cloned().unwrap_or_else(|| "base:1".into()),
             platform: "linux/amd64".into(),
             origin: crate::bases::Origin::Registry,
             digest,
         };
-        Ok(Discovery::Known(Found::new(crate::bases::Bases::new(
-            vec![base],
-            vec![],
-        ))))
+        let mut found = crate::bases::Bases::new(vec![base], vec![]);
+        found.hint = hinted.map(|_| crate::bases::Hint::Pointer("reg/c/a:s-1".into()));
+        Ok(Discovery::Known(Found::new(found)))
     }
 
     async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
@@ -425,4 +427,76 @@ async fn a_moved_base_changes_the_build_key_and_what_follows_it_only() {
             key_of(&g, &after, "a", kind)
         );
     }
+}
+
+#[tokio::test]
+async fn a_build_keyed_on_a_pointer_is_keyed_again_on_its_checkout_with_what_follows() {
+    let g = graph(TWO, &["a"]);
+    let world = Fake {
+        pointer_names: Some("other:1".into()),
+        ..cold_world()
+    };
+    let d = decided(&g, &world).await;
+    let (build, tag) = (
+        node_of(&g, "a", build::KIND),
+        node_of(&g, "a", tag_latest::KIND),
+    );
+    assert_eq!(d.decisions[&build].status, Status::Run);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink: Sink = {
+        let e = events.clone();
+        Arc::new(move |ev: &Event| e.lock().unwrap().push(ev.clone()))
+    };
+    let out = run(&g, &d, &world, &opts(false), &sink).await;
+    assert_eq!(out.ran.len(), 4, "{:?}", out.detail);
+    // The keys it ran under are those of the checkout's bases, never the pointer's.
+    let checkout = decided(&g, &cold_world()).await;
+    let present = world.present.lock().unwrap().clone();
+    for id in [build, tag] {
+        assert_ne!(d.keys[&id], checkout.keys[&id]);
+        assert!(
+            present.contains(&checkout.keys[&id]),
+            "{}",
+            g.node(id).display_id()
+        );
+        assert!(
+            !present.contains(&d.keys[&id]),
+            "{}",
+            g.node(id).display_id()
+        );
+    }
+    let started = events.lock().unwrap().iter().find_map(|e| match e {
+        Event::Started { step, reason } if step.kind == build::KIND => {
+            Some((step.key.clone(), reason.clone()))
+        }
+        _ => None,
+    });
+    let (key, reason) = started.expect("the build started");
+    assert_eq!(key.as_ref(), Some(&checkout.keys[&build]));
+    assert!(
+        reason.contains("shared cache pointer reg/c/a:s-1 named other base images: ignored"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_verified_checkout_decides_over_a_pointer_when_deciding() {
+    let g = graph(TWO, &["a"]);
+    let world = Fake {
+        pointer_names: Some("other:1".into()),
+        ..cold_world()
+    };
+    let checkout = decided(&g, &cold_world()).await;
+    let verify = key_of(&g, &checkout, "a", verify_dockerfile::KIND);
+    world.present.lock().unwrap().insert(verify);
+    let d = decided(&g, &world).await;
+    let build = node_of(&g, "a", build::KIND);
+    assert_eq!(d.keys[&build], checkout.keys[&build]);
+    let found = d.found[&build].get::<crate::bases::Bases>().unwrap();
+    assert_eq!(found.hint, None);
+    let notes = &found.notes;
+    assert_eq!(
+        notes,
+        &["shared cache pointer reg/c/a:s-1 named other base images: ignored"]
+    );
 }

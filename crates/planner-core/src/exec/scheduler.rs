@@ -1,10 +1,13 @@
 //! The scheduler: runs the `Run` steps of a decided graph in dependency order.
 //!
-//! A step starts when all its needs have their outputs. Before running, a step takes its
-//! key's lock and asks the world again: if another process produced the output meanwhile,
-//! the step is skipped ("someone beat us to it"). Only then do clones and builds take a slot
-//! of the `--jobs` semaphore (other steps are cheap and unbounded), so a step waiting for
-//! another process's lock holds no slot. A failed step blocks its dependents; other
+//! A step starts when all its needs have their outputs. A key decided from a hint (found
+//! inputs from what an earlier run or another machine left: [`Found::hinted`]) is first derived
+//! again from the step's input (its verified checkout); when it changes, the steps that
+//! follow are keyed again as they start. Before running, a step takes its key's lock and
+//! asks the world again: if another process produced the output meanwhile, the step is
+//! skipped ("someone beat us to it"). Only then do clones and builds take a slot of the
+//! `--jobs` semaphore (other steps are cheap and unbounded), so a step waiting for another
+//! process's lock holds no slot. A failed step blocks its dependents; other
 //! runtimes go on unless `fail_fast`.
 
 use std::collections::{HashMap, VecDeque};
@@ -217,21 +220,23 @@ impl<'a, E: Effects> Sched<'a, E> {
 
     /// What a step's key is made of: its decided key, or what completes it.
     fn keyed(&self, id: NodeId) -> Keyed {
+        let input = self
+            .ctx
+            .graph
+            .input_of(id)
+            .and_then(|n| self.keys.get(&n).cloned());
         match self.keys.get(&id) {
-            Some(key) => Keyed::Known(key.clone(), self.found.get(&id).cloned()),
-            None => Keyed::Late {
-                input: self
-                    .ctx
-                    .graph
-                    .input_of(id)
-                    .and_then(|n| self.keys.get(&n).cloned()),
-            },
+            Some(key) => Keyed::Known(key.clone(), self.found.get(&id).cloned(), input),
+            None => Keyed::Late { input },
         }
     }
 
     fn finish(&mut self, (id, duration, result, late): Done) {
         if let Some((key, found)) = late {
-            self.keys.insert(id, key);
+            let decided = self.keys.insert(id, key.clone());
+            if decided.is_some_and(|d| d != key) {
+                self.forget_dependent_keys(id);
+            }
             if let Some(found) = found {
                 self.found.insert(id, found);
             }
@@ -272,6 +277,18 @@ impl<'a, E: Effects> Sched<'a, E> {
                 self.out.detail.insert(id, error);
                 self.cancelled |= self.opts.fail_fast;
                 self.block_dependents(id);
+            }
+        }
+    }
+
+    /// After `id` ran under another key than decided: the decided keys of the steps that
+    /// follow it and have yet to run were computed from the old one, so they are completed
+    /// again as they start.
+    fn forget_dependent_keys(&mut self, id: NodeId) {
+        for dep in self.ctx.graph.dependents(id) {
+            if self.waiting_on.contains_key(&dep) && self.keys.remove(&dep).is_some() {
+                self.found.remove(&dep);
+                self.forget_dependent_keys(dep);
             }
         }
     }
@@ -342,8 +359,8 @@ impl<E> Copy for StepCtx<'_, E> {}
 
 /// A step's key as it starts.
 enum Keyed {
-    /// Decided, with the inputs discovered for it.
-    Known(Key, Option<Found>),
+    /// Decided, with the inputs discovered for it and its input's key.
+    Known(Key, Option<Found>, Option<Key>),
     /// Not known when deciding: completed from its input's key and output (and, for a
     /// discovering kind, what it discovers from that output).
     Late { input: Option<Key> },
@@ -381,7 +398,9 @@ async fn complete_key<E: Effects>(
     keyed: Keyed,
 ) -> Result<(Key, Option<Found>, bool), crate::error::StepError> {
     let input_key = match keyed {
-        Keyed::Known(key, found) => return Ok((key, found, false)),
+        Keyed::Known(key, found, input_key) => {
+            return rederive(ctx, id, input, key, found, input_key).await;
+        }
         Keyed::Late { input } => input,
     };
     let (graph, node) = (ctx.graph, ctx.graph.node(id));
@@ -427,6 +446,58 @@ async fn complete_key<E: Effects>(
     )
     .ok_or_else(|| unknown("its inputs give none"))?;
     Ok((key, found, true))
+}
+
+/// A decided key whose discovered inputs came from a hint (the shared cache's pointer, an
+/// image's labels) is derived again once the step's input is there (its verified checkout):
+/// what planner reads itself decides, never the hint ([`Found::over_hint`]).
+/// Returns the key, the inputs, and whether the key changed.
+async fn rederive<E: Effects>(
+    ctx: &StepCtx<'_, E>,
+    id: NodeId,
+    input: Option<&Output>,
+    key: Key,
+    found: Option<Found>,
+    input_key: Option<Key>,
+) -> Result<(Key, Option<Found>, bool), crate::error::StepError> {
+    let (graph, node) = (ctx.graph, ctx.graph.node(id));
+    let (Some(hinted), Some(_)) = (found.as_ref().filter(|f| f.hinted()), input) else {
+        return Ok((key, found, false));
+    };
+    let revision = graph
+        .resolve_of(id)
+        .and_then(|root| ctx.decided.revisions.get(&root));
+    let Some(revision) = revision else {
+        return Ok((key, found, false));
+    };
+    let req = DiscoverRequest {
+        graph,
+        id,
+        node,
+        revision,
+        previous_revision: None,
+        answers: graph.answers(id, &ctx.decided.revisions),
+        input,
+    };
+    let derived = match ctx.effects.discover(req).await? {
+        Discovery::Known(derived) if !derived.hinted() => derived,
+        // The input gave nothing to read: the hint stands.
+        _ => return Ok((key, found, false)),
+    };
+    let derived = hinted.over_hint(derived, &node.display_id());
+    let revisions = &ctx.decided.revisions;
+    let rekeyed = key_of(
+        graph,
+        id,
+        revisions,
+        Some(&derived),
+        input_key.as_ref(),
+        input,
+    );
+    match rekeyed {
+        Some(new) if new != key => Ok((new, Some(derived), true)),
+        _ => Ok((key, Some(derived), false)),
+    }
 }
 
 async fn lock_check_run<E: Effects>(

@@ -14,6 +14,7 @@ use super::graph::{Graph, NodeId};
 use super::keys::{key_of, keys_for};
 use crate::error::StepError;
 use crate::key::Key;
+pub use crate::kind::Via;
 use crate::kind::{Answer, Node};
 use crate::output::{Found, Output, Revision};
 
@@ -38,11 +39,13 @@ impl Status {
     }
 }
 
-/// A decision with the reason a user reads.
+/// A decision with the reason a user reads and, for a step that runs, how (where its kind
+/// has more than one way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub status: Status,
     pub reason: String,
+    pub via: Option<Via>,
 }
 
 impl Decision {
@@ -50,6 +53,15 @@ impl Decision {
         Decision {
             status,
             reason: reason.into(),
+            via: None,
+        }
+    }
+
+    /// A decision to run a step of `kind` the way its kind runs when nothing is found.
+    fn run(kind: super::StepKind, reason: impl Into<String>) -> Self {
+        Decision {
+            via: kind.get().runs_via(),
+            ..Decision::new(Status::Run, reason)
         }
     }
 }
@@ -65,9 +77,11 @@ pub enum Probe {
         reason: String,
     },
     /// Not materialized, but running it needs none of its needs: the build's image exists
-    /// under another of its tags, so the step only tags it (no clone, no verify, no build).
+    /// under another of its tags, or in the shared cache (`via`), so the step only tags (or
+    /// pulls) it (no clone, no verify, no build).
     Retag {
         reason: String,
+        via: Via,
     },
 }
 
@@ -230,11 +244,12 @@ async fn discover_all<W: World>(
                 input,
             };
             let first = world.discover(req(None)).await;
-            let Ok(Discovery::Unknown { .. }) = &first else {
+            if !needs_input(&first) {
                 return (id, first, None);
-            };
-            // Not known from what the engine holds: from the input's output, if it is
-            // materialized (a verified checkout whose image was removed).
+            }
+            // Not known from what the engine holds, or only from the shared cache's pointer:
+            // from the input's output, if it is materialized (a verified checkout whose image
+            // was removed). A pointer only saves a clone; a checkout planner holds decides.
             let Some((input, key)) = graph.input_of(id).and_then(|i| Some((i, keys.get(&i)?)))
             else {
                 return (id, first, None);
@@ -254,7 +269,12 @@ async fn discover_all<W: World>(
                 .await;
             match probe {
                 Ok(Probe::Present { output, reason }) => {
-                    let answer = world.discover(req(Some(&output))).await;
+                    let answer = match (&first, world.discover(req(Some(&output))).await) {
+                        (Ok(Discovery::Known(hinted)), Ok(Discovery::Known(derived))) => Ok(
+                            Discovery::Known(hinted.over_hint(derived, &node.display_id())),
+                        ),
+                        (_, answer) => answer,
+                    };
                     (id, answer, Some((input, Probe::Present { output, reason })))
                 }
                 Ok(other) => (id, first, Some((input, other))),
@@ -286,6 +306,17 @@ async fn discover_all<W: World>(
         }
     }
     (unknown, probed)
+}
+
+/// Whether a discovery without the step's input leaves the inputs to read from that input
+/// when it is materialized: unknown, or known only from a hint the input overrides when
+/// present ([`crate::output::FoundData::input_decides_when_present`]).
+fn needs_input(first: &Result<Discovery, StepError>) -> bool {
+    match first {
+        Ok(Discovery::Unknown { .. }) => true,
+        Ok(Discovery::Known(found)) => found.input_decides_when_present(),
+        Err(_) => false,
+    }
 }
 
 struct Walk<'a, W> {
@@ -357,16 +388,19 @@ impl<W: World> Walk<'_, W> {
             }
             Ok(Probe::Missing { reason }) => {
                 self.needed.extend(self.graph.needs(id));
-                Decision::new(Status::Run, reason)
+                Decision::run(node.kind, reason)
             }
-            Ok(Probe::Retag { reason }) => {
+            Ok(Probe::Retag { reason, via }) => {
                 let step_id = &self.graph.node(id).step_id;
                 for need in self.graph.needs(id) {
                     self.why_not
                         .entry(need)
                         .or_insert_with(|| format!("{step_id} only re-tags an existing image"));
                 }
-                Decision::new(Status::Run, reason)
+                Decision {
+                    via: Some(via),
+                    ..Decision::new(Status::Run, reason)
+                }
             }
             Err(e) => Decision::new(
                 Status::Failed,
@@ -431,8 +465,9 @@ impl<W: World> Walk<'_, W> {
         if self.d.keys.contains_key(&id) {
             return None;
         }
+        let kind = self.graph.node(id).kind;
         Some(match self.unknown.get(&id) {
-            Some(Ok(reason)) => Decision::new(Status::Run, reason.clone()),
+            Some(Ok(reason)) => Decision::run(kind, reason.clone()),
             Some(Err(error)) => Decision::new(Status::Failed, error.clone()),
             None => {
                 let input = self
@@ -440,8 +475,8 @@ impl<W: World> Walk<'_, W> {
                     .input_of(id)
                     .map(|n| self.graph.node(n).display_id());
                 let after = input.unwrap_or_else(|| "its needs".into());
-                Decision::new(
-                    Status::Run,
+                Decision::run(
+                    kind,
                     format!("follows {after}, whose key is known once it runs"),
                 )
             }

@@ -8,7 +8,8 @@ pub mod load;
 pub use crate::kind::{Answer, KeyInputs, Node, StepKind};
 pub use crate::output::{Found, Output, Revision};
 pub use decide::{
-    Decided, Decision, DiscoverRequest, Discovery, Probe, ProbeRequest, Resolved, Status, World,
+    Decided, Decision, DiscoverRequest, Discovery, Probe, ProbeRequest, Resolved, Status, Via,
+    World,
 };
 pub use graph::{Graph, NodeId};
 pub use load::{Plan, PlanSet, PlanStep};

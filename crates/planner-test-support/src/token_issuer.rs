@@ -16,6 +16,10 @@
 //! `sub`, `aud` = [`SERVICE`], `exp`, `nbf`, `iat`, `jti`, `access`. The RSA key and its
 //! self-signed certificate are made with the `openssl` CLI at start; tokens are signed with
 //! `openssl dgst`. Every request is logged, so tests can assert a client caches its token.
+//!
+//! Hostile mode ([`TokenIssuer::set_redirect`]): every request is answered with a redirect
+//! (307/308) to another origin, as a token endpoint that tries to move a client's POST body
+//! (its refresh token) elsewhere.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -74,6 +78,8 @@ struct Shared {
     offer_refresh: AtomicBool,
     stop: AtomicBool,
     serial: AtomicU64,
+    /// `(status, Location)` every request is answered with, when set.
+    redirect: Mutex<Option<(u16, String)>>,
     log: Mutex<Vec<TokenRequest>>,
 }
 
@@ -98,6 +104,7 @@ impl TokenIssuer {
             offer_refresh: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             serial: AtomicU64::new(0),
+            redirect: Mutex::new(None),
             log: Mutex::new(Vec::new()),
         });
         let for_accept = Arc::clone(&shared);
@@ -145,6 +152,18 @@ impl TokenIssuer {
     /// `identitytoken` of config.json. Default off (docker login stores `auth`).
     pub fn set_offer_refresh_tokens(&self, on: bool) {
         self.shared.offer_refresh.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers every request from now on with `status` and `Location: location` (`None`:
+    /// issue tokens again). Requests are still logged (with that status).
+    pub fn set_redirect(&self, redirect: Option<(u16, &str)>) {
+        *lock(&self.shared.redirect) = redirect.map(|(s, l)| (s, l.to_owned()));
+    }
+
+    /// The realm as a registry names it when reached by `host` (e.g. an IPv6 literal that
+    /// reaches this issuer's 127.0.0.1 listener): `http://HOST:PORT/token`.
+    pub fn realm_at(&self, host: &str) -> String {
+        format!("http://{host}:{}/token", self.addr.port())
     }
 
     /// The refresh token (docker's identity token) this issuer accepts in an OAuth2 POST
@@ -293,11 +312,21 @@ fn answer(mut stream: TcpStream, shared: &Shared) {
         status: 0,
         granted: Vec::new(),
     };
-    let (status, body) = decide(shared, &mut entry, &mut request);
+    let redirect = lock(&shared.redirect).clone();
+    let (status, body, location) = match redirect {
+        Some((status, location)) => {
+            entry.user = request.basic.as_ref().map(|(u, _)| u.clone());
+            (status, String::new(), format!("Location: {location}\r\n"))
+        }
+        None => {
+            let (status, body) = decide(shared, &mut entry, &mut request);
+            (status, body, String::new())
+        }
+    };
     entry.status = status;
     lock(&shared.log).push(entry);
     let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());

@@ -1,8 +1,9 @@
 //! A rewriting relay on 127.0.0.1 in front of a [`super::registry::TestRegistry`], for
 //! registries that answer differently from distribution: it forwards each request (one per
 //! connection, `Connection: close` both ways) and drops the named response headers, e.g.
-//! `Docker-Content-Digest` for a registry that omits it (the client must GET and hash). Every
-//! request is logged with the backend's status.
+//! `Docker-Content-Digest` for a registry that omits it (the client must GET and hash), or
+//! rewrites the bodies of chosen answers (e.g. a `tags/list` with hostile tag names added).
+//! Every request is logged with the backend's status.
 //!
 //! Request bodies are read by `Content-Length` only (a chunked request body gets `501`): it is
 //! a relay for a resolving client, not for pushes (push through the registry itself).
@@ -30,10 +31,14 @@ pub struct RewriteProxy {
     shared: Arc<Shared>,
 }
 
+/// Rewrites an answer's body given the request target; `None` leaves it as it is.
+pub type BodyRewrite = Box<dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 struct Shared {
     backend: SocketAddr,
     /// Lower-case response header names to drop.
     strip: Vec<String>,
+    rewrite: Option<BodyRewrite>,
     stop: AtomicBool,
     log: Mutex<Vec<RelayedRequest>>,
 }
@@ -46,6 +51,20 @@ impl RewriteProxy {
     /// Relays to `backend_host` (`127.0.0.1:PORT`), dropping the response headers `strip`
     /// (any case).
     pub fn start(backend_host: &str, strip: &[&str]) -> RewriteProxy {
+        RewriteProxy::start_with(backend_host, strip, None)
+    }
+
+    /// Relays to `backend_host`, replacing the body of each answer `rewrite` rewrites (its
+    /// `Content-Length` follows; a chunked answer is left alone).
+    pub fn rewriting(backend_host: &str, rewrite: BodyRewrite) -> RewriteProxy {
+        RewriteProxy::start_with(backend_host, &[], Some(rewrite))
+    }
+
+    fn start_with(
+        backend_host: &str,
+        strip: &[&str],
+        rewrite: Option<BodyRewrite>,
+    ) -> RewriteProxy {
         let backend = backend_host
             .parse::<SocketAddr>()
             .expect("backend host is IP:PORT");
@@ -54,6 +73,7 @@ impl RewriteProxy {
         let shared = Arc::new(Shared {
             backend,
             strip: strip.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            rewrite,
             stop: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
         });
@@ -95,6 +115,10 @@ fn handle(mut client: TcpStream, shared: &Shared) {
         ),
     };
     let answer = answer.map(|a| strip_headers(&a, &shared.strip));
+    let answer = match (&shared.rewrite, answer) {
+        (Some(rewrite), Some(a)) => Some(rewrite_body(&a, |body| rewrite(&target, body))),
+        (_, a) => a,
+    };
     let status = answer.as_deref().map(status_of).unwrap_or(0);
     lock(&shared.log).push(RelayedRequest {
         method,
@@ -158,6 +182,32 @@ fn strip_headers(answer: &[u8], strip: &[String]) -> Vec<u8> {
     out.push("Connection: close".to_owned());
     let mut bytes = out.join("\r\n").into_bytes();
     bytes.extend_from_slice(&answer[end..]);
+    bytes
+}
+
+/// The answer with the body `rewrite` gives (and its `Content-Length`), when it gives one and
+/// the answer has a `Content-Length` body.
+fn rewrite_body(answer: &[u8], rewrite: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    if !lines.iter().any(|l| is_header(l, "content-length")) {
+        return answer.to_vec();
+    }
+    let Some(body) = rewrite(&answer[end + 4..]) else {
+        return answer.to_vec();
+    };
+    let mut out: Vec<String> = lines
+        .iter()
+        .filter(|l| !is_header(l, "content-length"))
+        .map(|l| (*l).to_owned())
+        .collect();
+    out.push(format!("Content-Length: {}", body.len()));
+    let mut bytes = out.join("\r\n").into_bytes();
+    bytes.extend_from_slice(b"\r\n\r\n");
+    bytes.extend_from_slice(&body);
     bytes
 }
 

@@ -1,11 +1,15 @@
-#![allow(dead_code)]
+//! Support code for the integration tests in tests/*.rs (see this crate's Cargo.toml).
 pub mod buildkit;
 pub mod cache_registry;
 pub mod canned_http;
 pub mod cred_helper;
+pub mod disk_usage;
 pub mod git_server;
 pub mod harness;
+pub mod index_proc;
 pub mod logging_proxy;
+pub mod npm_registry;
+pub mod pypi_index;
 pub mod rate_limit_proxy;
 pub mod registry;
 pub mod relay;

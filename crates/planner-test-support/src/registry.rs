@@ -186,6 +186,14 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts `docker-registry serve` on a free loopback port and waits until `/v2/` answers.
     pub fn start(auth: RegistryAuth) -> TestRegistry {
+        TestRegistry::start_with_realm_host(auth, None)
+    }
+
+    /// Token mode whose challenges name the issuer by `realm_host` instead of 127.0.0.1
+    /// (`http://REALM_HOST:PORT/token`): a realm clients reach on loopback but do not see as
+    /// loopback by its name (e.g. `[::ffff:127.0.0.1]`, which planner's literal rule does not
+    /// count as loopback).
+    pub fn start_with_realm_host(auth: RegistryAuth, realm_host: Option<&str>) -> TestRegistry {
         assert!(
             which(REGISTRY_BIN),
             "{REGISTRY_BIN} missing: run the suite through scripts/test.sh, which installs Debian's docker-registry"
@@ -202,7 +210,10 @@ impl TestRegistry {
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = unused_port();
-            let config = config_yml(dir.path(), port, &auth, issuer.as_ref());
+            let realm = issuer
+                .as_ref()
+                .map(|i| realm_host.map_or_else(|| i.realm(), |h| i.realm_at(h)));
+            let config = config_yml(dir.path(), port, &auth, issuer.as_ref(), realm.as_deref());
             std::fs::write(dir.path().join("config.yml"), config).unwrap();
             match start_child(dir.path(), port) {
                 Ok(child) => {
@@ -646,7 +657,13 @@ fn spawn(dir: &Path) -> Child {
         .expect("start docker-registry")
 }
 
-fn config_yml(dir: &Path, port: u16, auth: &RegistryAuth, issuer: Option<&TokenIssuer>) -> String {
+fn config_yml(
+    dir: &Path,
+    port: u16,
+    auth: &RegistryAuth,
+    issuer: Option<&TokenIssuer>,
+    realm: Option<&str>,
+) -> String {
     let auth_section = match (auth, issuer) {
         (RegistryAuth::Basic { .. }, _) => format!(
             "auth:\n  htpasswd:\n    realm: {BASIC_REALM}\n    path: {}\n",
@@ -654,7 +671,7 @@ fn config_yml(dir: &Path, port: u16, auth: &RegistryAuth, issuer: Option<&TokenI
         ),
         (RegistryAuth::Token { .. }, Some(issuer)) => format!(
             "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
-            issuer.realm(),
+            realm.map_or_else(|| issuer.realm(), str::to_owned),
             token_issuer::SERVICE,
             token_issuer::ISSUER,
             issuer.root_cert_bundle().display()

@@ -9,6 +9,24 @@ use super::git_server::GitServer;
 pub const BASE_IMAGE: &str = "planner-test/busybox:latest";
 pub const TOKEN: &str = "tok-9f3c1e77a2b4d5e6";
 
+/// The `planner` binary under test: `CARGO_BIN_EXE_planner` as cargo sets it when it runs an
+/// integration test, else `planner` beside the test binary's `deps/` directory (a test binary
+/// run by hand). Not `env!`: cargo sets that at compile time only for the package's own tests,
+/// and this crate is a dependency of them.
+pub fn planner_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_planner") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let dir = exe.parent().expect("the test binary's directory");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    dir.join("planner")
+}
+
 /// Fails the test early with the fix when no engine is configured.
 pub fn require_engine() {
     let ok = Command::new("docker")
@@ -132,7 +150,7 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_planner"));
+        let mut cmd = Command::new(planner_bin());
         cmd.arg("--config")
             .arg(self.dir.path().join("runtimes.toml"))
             .arg("--cache-dir")
