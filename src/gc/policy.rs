@@ -72,7 +72,7 @@ impl<'a> Planner<'a> {
     ) -> Result<Self, GcError> {
         let own = own_images(engine, runtimes).await?;
         let containers = engine.containers_by_image().await?;
-        let records = steps::record::list(store)?;
+        let records = steps::record::list(store, steps::kinds())?;
         let present = present_images(engine, &own, &records).await?;
         Ok(Planner {
             engine,

@@ -13,7 +13,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use toml::Spanned;
 
-use super::{ConfigError, Locator};
+use crate::error::ConfigError;
+use crate::error::Locator;
 
 /// A runtime's build args, sorted by name.
 pub type BuildArgs = BTreeMap<String, String>;

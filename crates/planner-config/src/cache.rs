@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Locator};
+use crate::error::ConfigError;
+use crate::error::Locator;
 use planner_base::reference::ImageRef;
 
 #[derive(Debug, Default, Deserialize)]

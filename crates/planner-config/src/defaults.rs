@@ -6,13 +6,16 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::raw::{Locator, RawKeys, RawRuntime};
-use crate::source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
-use crate::{
+use crate::build_args::{self, BuildArgs};
+use crate::error::{ConfigError, Locator};
+use crate::model::{
     BUILTIN_BRANCH, BUILTIN_DOCKERFILE, BUILTIN_IMAGE_PREFIX, BUILTIN_PLATFORM,
-    BUILTIN_REPO_PREFIX, BaseImages, BuildArgs, BuildNetwork, Builder, ConfigError, RegistrySource,
-    Source, SourceKind, build_args,
+    BUILTIN_REPO_PREFIX, BaseImages,
 };
+use crate::raw::{RawKeys, RawRuntime};
+use crate::source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
+use crate::source::{RegistrySource, Source, SourceKind};
+use planner_base::{BuildNetwork, Builder};
 
 /// Values that come from the environment rather than the file.
 #[derive(Debug, Clone, Default)]

@@ -1,14 +1,13 @@
 //! The raw schema of `runtimes.toml`: every table and key as written, with the byte spans
-//! errors point at, and [`Locator`], which turns a span into `file:line:column`. Nothing here
+//! errors point at (a span becomes `file:line:column` in [`crate::error::Locator`]). Nothing here
 //! is validated; [`crate::validate`] and [`crate::defaults`] turn it into a [`crate::Config`].
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, build_args, cache};
+use crate::{build_args, cache};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,31 +90,4 @@ pub(crate) struct RawEngine {
 pub(crate) struct RawRegistry {
     pub(crate) insecure: Option<Vec<Spanned<String>>>,
     pub(crate) timeout: Option<Spanned<String>>,
-}
-
-/// Turns byte spans into `file:line:column` errors.
-pub(crate) struct Locator<'a> {
-    pub(crate) file: &'a str,
-    pub(crate) text: &'a str,
-}
-
-impl Locator<'_> {
-    pub(crate) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        let (line, column) = line_column(self.text, span.start);
-        ConfigError::Invalid {
-            file: self.file.to_owned(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-    (line, column)
 }

@@ -9,13 +9,14 @@ use regex::Regex;
 use toml::Spanned;
 use url::Url;
 
+use crate::build_args::{self, BuildArgs};
 use crate::defaults::{Defaults, Sourced, override_or, plan_of, refuse, repo_of, source_of};
-use crate::raw::{Locator, RawEngine, RawGit, RawRegistry, RawRuntime};
-use crate::{
-    BaseImages, BuildArgs, BuildNetwork, Builder, ConfigError, EngineSettings, GitLimits,
-    GitSettings, RegistrySettings, Runtime, SourceKind, build_args,
-    source::{DEFAULT_REGISTRY_TIMEOUT, validate_insecure_host},
-};
+use crate::error::{ConfigError, Locator};
+use crate::model::{BaseImages, GitSettings, Runtime};
+use crate::raw::{RawEngine, RawGit, RawRegistry, RawRuntime};
+use crate::source::{DEFAULT_REGISTRY_TIMEOUT, SourceKind, validate_insecure_host};
+use planner_base::settings::{EngineSettings, GitLimits, RegistrySettings};
+use planner_base::{BuildNetwork, Builder};
 
 static NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9._-]*$").unwrap());
 static ENV_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
@@ -263,7 +264,7 @@ pub(crate) fn validate_default_runtime(
 /// Checks a repository URL against the safety rules; returns the parsed URL.
 pub fn validate_repo_url(text: &str, git: &GitSettings) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("invalid repo URL {text:?}: {e}"))?;
-    let shown = crate::mask::display_url(&url);
+    let shown = planner_base::mask::display_url(&url);
     // An ssh user name (`ssh://git@host/…`) selects the account, it is no secret; a password is.
     let user_refused = !url.username().is_empty() && url.scheme() != "ssh";
     if user_refused || url.password().is_some() {

@@ -1,8 +1,10 @@
 //! Builds: what to build ([`BuildRequest`]), what a build passes on as it goes
 //! ([`BuildOutput`]), the classic builder's build (the context streamed as a tar,
-//! [`crate::context`]; its answers read to the end: the idle bound, a failing context upload
-//! named as the cause, the last lines of output in the error, the image ID checked), and what
-//! both builders share ([`Engine::next_or_idle`], [`Tail`], [`build_failed`], [`with_help`]).
+//! [`crate::context`]), and the one loop both builders' answers are read with
+//! ([`Engine::read_build`]: the idle bound, a failing context upload named as the cause, the
+//! last lines of output in the error, the image ID checked; each builder says what an answer
+//! means through [`Answers`] and who sends its context through [`Upload`]), with what both
+//! share ([`Engine::next_or_idle`], [`Tail`], [`build_failed`], [`with_help`]).
 //! BuildKit's own parts are in [`crate::buildkit`] (its session: [`crate::session`], the
 //! context over it: [`crate::filesync`], its `/build` call: [`crate::build_api`]).
 //!
@@ -12,9 +14,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bollard::models::BuildInfo;
 use bollard::query_parameters::BuildImageOptions;
 use futures_util::StreamExt;
 
+use crate::context::Producer;
 use crate::engine::{Activity, Engine};
 use crate::error::{DockerError, checked_id};
 
@@ -104,7 +108,7 @@ impl Engine {
     async fn build_classic(
         &self,
         req: &BuildRequest,
-        mut on_line: impl FnMut(&str) + Send,
+        on_line: impl FnMut(&str) + Send,
     ) -> Result<String, DockerError> {
         let (body, producer) =
             super::context::stream(&req.context_dir, &req.dockerfile, req.host.clone());
@@ -125,50 +129,62 @@ impl Engine {
             networkmode: req.network.mode().map(str::to_owned),
             ..Default::default()
         };
-        let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_try_stream(body)));
-        let mut tail = Tail::default();
-        let mut image_id = None;
+        let stream = self
+            .docker
+            .build_image(options, None, Some(bollard::body_try_stream(body)));
         let what = format!("the build of {}", req.tag);
-        while let Some(item) = self.next_or_idle(&mut stream, &activity, &what).await? {
+        let mut answers = Classic {
+            on_line,
+            tail: Tail::default(),
+        };
+        let upload = Tar(producer);
+        self.read_build(req, stream, upload, &activity, &what, &mut answers)
+            .await
+    }
+
+    /// Reads a build's answers to the end, the same way for either builder (`answers` says
+    /// what each answer means to it, `upload` who sends the context): the idle bound; a
+    /// stream that fails because the context upload failed names that cause; an error the
+    /// engine reports ends the build with the last lines of output (and, for the classic
+    /// builder, the help when the Dockerfile needs BuildKit); then the image ID, asked of the
+    /// engine when no answer named it.
+    pub(crate) async fn read_build<S, A: Answers, U: Upload>(
+        &self,
+        req: &BuildRequest,
+        mut stream: S,
+        upload: U,
+        activity: &Activity,
+        what: &str,
+        answers: &mut A,
+    ) -> Result<String, DockerError>
+    where
+        S: futures_util::Stream<Item = Result<BuildInfo, bollard::errors::Error>> + Unpin,
+    {
+        let mut image_id = None;
+        while let Some(item) = self.next_or_idle(&mut stream, activity, what).await? {
             let info = match item {
                 Ok(info) => info,
                 Err(e) => {
-                    // A failing producer cuts the upload: its error is the cause, not hyper's.
+                    // A failing upload cuts the stream: its error is the cause, not hyper's.
                     drop(stream);
-                    let detail = super::context::producer_failure(producer).await;
-                    let (detail, help) = match detail {
-                        Some(c) => (format!("build context: {c}"), String::new()),
+                    return Err(match upload.failure().await {
+                        Some(c) => build_failed(req, format!("build context: {c}"), answers.tail()),
                         None => {
-                            let e = e.to_string();
-                            let help = self.needs_buildkit_help(req, &e).await;
-                            (e, help)
+                            let message = answers.stream_error(&e);
+                            self.reported(req, answers, &message).await
                         }
-                    };
-                    return Err(with_help(build_failed(req, detail, &tail), &help));
+                    });
                 }
             };
-            if let Some(text) = &info.stream {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    tail.push(line);
-                    on_line(line);
-                }
-            }
-            if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
-                let help = self.needs_buildkit_help(req, &err).await;
-                return Err(with_help(build_failed(req, err, &tail), &help));
-            }
-            if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
-                && let Some(id) = aux.id
-            {
-                image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
+            match answers.take(info).map_err(|e| *e)? {
+                Taken::Nothing => {}
+                Taken::Image(id) => image_id = Some(id),
+                Taken::Failed(message) => return Err(self.reported(req, answers, &message).await),
             }
         }
-        match producer.await {
-            Ok(Ok(_stats)) => {}
-            Ok(Err(e)) => return Err(build_failed(req, format!("build context: {e}"), &tail)),
-            Err(e) => return Err(build_failed(req, format!("build context: {e}"), &tail)),
+        let tail = answers.tail();
+        if let Err(e) = upload.finished().await {
+            return Err(build_failed(req, format!("build context: {e}"), tail));
         }
         match image_id {
             Some(id) => Ok(id),
@@ -176,8 +192,116 @@ impl Engine {
                 .inspect(&req.tag)
                 .await?
                 .map(|i| i.id)
-                .ok_or_else(|| build_failed(req, "the engine reported no image".into(), &tail)),
+                .ok_or_else(|| build_failed(req, "the engine reported no image".into(), tail)),
         }
+    }
+
+    /// The build error for a `message` the engine gave, with the help it calls for.
+    async fn reported<A: Answers>(
+        &self,
+        req: &BuildRequest,
+        answers: &mut A,
+        message: &str,
+    ) -> DockerError {
+        let help = match A::CLASSIC {
+            true => self.needs_buildkit_help(req, message).await,
+            false => String::new(),
+        };
+        with_help(answers.failed(req, message), &help)
+    }
+}
+
+/// What one answer of the engine's build stream meant.
+pub(crate) enum Taken {
+    Nothing,
+    /// The image built.
+    Image(String),
+    /// The build failed, as the engine says.
+    Failed(String),
+}
+
+/// What a builder makes of the engine's build answers ([`Engine::read_build`]).
+pub(crate) trait Answers: Send {
+    /// Whether engine messages may call for the help of a Dockerfile that needs BuildKit.
+    const CLASSIC: bool;
+
+    /// Takes one answer (passing its output on); an invalid image ID is an error.
+    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>>;
+
+    /// The engine's message in a stream error.
+    fn stream_error(&self, error: &bollard::errors::Error) -> String;
+
+    /// The build error for the engine's `message`.
+    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError;
+
+    /// The last lines of output, for errors.
+    fn tail(&self) -> &Tail;
+}
+
+/// Who sends a build's context ([`Engine::read_build`]): asked why, once the stream broke,
+/// or whether it ended well, once the stream ended.
+pub(crate) trait Upload: Send {
+    /// planner's own failure to send the context, when that is what broke the stream.
+    fn failure(self) -> impl std::future::Future<Output = Option<String>> + Send;
+
+    /// Whether the upload ended well (`Err` says why not).
+    fn finished(self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// The classic builder's upload: the context tar, produced beside the request.
+struct Tar(Producer);
+
+impl Upload for Tar {
+    async fn failure(self) -> Option<String> {
+        crate::context::producer_failure(self.0).await
+    }
+
+    async fn finished(self) -> Result<(), String> {
+        match self.0.await {
+            Ok(Ok(_stats)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The classic builder's answers: output lines, an error, the image ID.
+struct Classic<F> {
+    on_line: F,
+    tail: Tail,
+}
+
+impl<F: FnMut(&str) + Send> Answers for Classic<F> {
+    const CLASSIC: bool = true;
+
+    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>> {
+        if let Some(text) = &info.stream {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.tail.push(line);
+                (self.on_line)(line);
+            }
+        }
+        if let Some(err) = info.error_detail.and_then(|d| d.message).or(info.error) {
+            return Ok(Taken::Failed(err));
+        }
+        if let Some(bollard::models::BuildInfoAux::Default(aux)) = info.aux
+            && let Some(id) = aux.id
+        {
+            return Ok(Taken::Image(checked_id(id, "build")?));
+        }
+        Ok(Taken::Nothing)
+    }
+
+    fn stream_error(&self, error: &bollard::errors::Error) -> String {
+        error.to_string()
+    }
+
+    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError {
+        build_failed(req, message.to_owned(), &self.tail)
+    }
+
+    fn tail(&self) -> &Tail {
+        &self.tail
     }
 }
 

@@ -21,12 +21,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bollard::models::BuildInfoAux;
+use bollard::models::{BuildInfo, BuildInfoAux};
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
 use bytes::Bytes;
 use http_body_util::Empty;
 
-use crate::build::{BuildOutput, BuildRequest, BuildStepState, Tail, build_failed, with_help};
+use crate::build::{
+    Answers, BuildOutput, BuildRequest, BuildStepState, Tail, Taken, Upload, build_failed,
+    with_help,
+};
 use crate::engine::{Activity, Engine, IDLE_KEY};
 use crate::error::{DockerError, api, checked_id};
 use crate::filesync::{FileSyncService, Locals};
@@ -84,7 +87,7 @@ impl Engine {
     pub(super) async fn build_buildkit(
         &self,
         req: &BuildRequest,
-        mut on_output: impl FnMut(BuildOutput<'_>) + Send,
+        on_output: impl FnMut(BuildOutput<'_>) + Send,
     ) -> Result<String, DockerError> {
         let started = self.start_buildkit_session(req).await?;
         let options = BuildImageOptions {
@@ -100,41 +103,63 @@ impl Engine {
             remote: Some("client-session".to_owned()),
             ..Default::default()
         };
-        let mut stream = self.build_stream(&options, futures_util::stream::empty());
-        let mut progress = Progress::default();
-        let mut image_id = None;
+        let stream = self.build_stream(&options, futures_util::stream::empty());
         let what = format!("the BuildKit build of {}", req.tag);
-        while let Some(item) = self
-            .next_or_idle(&mut stream, &started.activity, &what)
-            .await?
-        {
-            let info = match item {
-                Ok(info) => info,
-                Err(e) => {
-                    drop(stream);
-                    // planner's own failure to send the context is what broke the build.
-                    return Err(match started.failure() {
-                        Some(c) => build_failed(req, format!("build context: {c}"), &progress.all),
-                        None => progress.failure(req, &engine_message(&e)),
-                    });
-                }
-            };
-            match info.aux {
-                Some(BuildInfoAux::BuildKit(status)) => progress.apply(status, &mut on_output),
-                Some(BuildInfoAux::Default(aux)) => {
-                    if let Some(id) = aux.id {
-                        image_id = Some(checked_id(id, "build").map_err(|e| *e)?);
-                    }
-                }
-                None => {}
+        let mut answers = BuildKit {
+            progress: Progress::default(),
+            on_output,
+        };
+        let activity = started.activity.clone();
+        self.read_build(req, stream, &started, &activity, &what, &mut answers)
+            .await
+    }
+}
+
+/// BuildKit's answers: its progress (vertices and their logs) and the image ID; errors are
+/// the failing vertex's.
+struct BuildKit<F> {
+    progress: Progress,
+    on_output: F,
+}
+
+impl<F: FnMut(BuildOutput<'_>) + Send> Answers for BuildKit<F> {
+    const CLASSIC: bool = false;
+
+    fn take(&mut self, info: BuildInfo) -> Result<Taken, Box<DockerError>> {
+        match info.aux {
+            Some(BuildInfoAux::BuildKit(status)) => {
+                self.progress.apply(status, &mut self.on_output);
+                Ok(Taken::Nothing)
             }
+            Some(BuildInfoAux::Default(aux)) => match aux.id {
+                Some(id) => Ok(Taken::Image(checked_id(id, "build")?)),
+                None => Ok(Taken::Nothing),
+            },
+            None => Ok(Taken::Nothing),
         }
-        match image_id {
-            Some(id) => Ok(id),
-            None => self.inspect(&req.tag).await?.map(|i| i.id).ok_or_else(|| {
-                build_failed(req, "the engine reported no image".into(), &progress.all)
-            }),
-        }
+    }
+
+    fn stream_error(&self, error: &bollard::errors::Error) -> String {
+        engine_message(error)
+    }
+
+    fn failed(&mut self, req: &BuildRequest, message: &str) -> DockerError {
+        self.progress.failure(req, message)
+    }
+
+    fn tail(&self) -> &Tail {
+        &self.progress.all
+    }
+}
+
+/// BuildKit's upload: the file sync over planner's session, which notes its own failure.
+impl Upload for &Started {
+    async fn failure(self) -> Option<String> {
+        Started::failure(self)
+    }
+
+    async fn finished(self) -> Result<(), String> {
+        Ok(())
     }
 }
 

@@ -133,7 +133,7 @@ fn unset_list(unset: &[String]) -> String {
     } else {
         format!(
             " ({} unset)",
-            crate::text::list(unset, crate::text::LIST_MAX)
+            planner_base::text::list(unset, planner_base::text::LIST_MAX)
         )
     }
 }

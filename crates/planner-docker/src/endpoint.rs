@@ -215,7 +215,7 @@ fn resolve_with(flag: Option<&str>, vars: Vars) -> Result<Endpoint, EndpointErro
 }
 
 fn masked(host: &str) -> String {
-    crate::mask::mask(host).into_owned()
+    planner_base::mask::mask(host).into_owned()
 }
 
 /// `DOCKER_CONFIG`, else `$HOME/.docker`.

@@ -171,8 +171,8 @@ impl Engine {
     /// The engine as errors name it: its address without credentials.
     pub(crate) fn shown_host(&self) -> String {
         match url::Url::parse(&self.host) {
-            Ok(u) => crate::mask::display_url(&u),
-            Err(_) => crate::mask::mask(&self.host).into_owned(),
+            Ok(u) => planner_base::mask::display_url(&u),
+            Err(_) => planner_base::mask::mask(&self.host).into_owned(),
         }
     }
 }

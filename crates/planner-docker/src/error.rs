@@ -53,7 +53,7 @@ pub enum DockerError {
 
 /// An image ID the engine answered, checked before planner uses it (`sha256:` + 64 hex).
 pub(crate) fn checked_id(id: String, what: &str) -> Result<String, Box<DockerError>> {
-    if crate::ids::is_image_id(&id) {
+    if planner_base::ids::is_image_id(&id) {
         return Ok(id);
     }
     let shown: String = id.chars().take(80).collect();
@@ -88,7 +88,7 @@ pub(crate) fn endpoint_error(e: EndpointError) -> DockerError {
 
 /// The address as errors show it: userinfo masked.
 pub(crate) fn shown(endpoint: &Endpoint) -> String {
-    crate::mask::mask(&endpoint.host).into_owned()
+    planner_base::mask::mask(&endpoint.host).into_owned()
 }
 
 /// An error and its sources, `: `-joined, each once.

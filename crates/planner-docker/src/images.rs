@@ -401,7 +401,7 @@ impl Engine {
                 .names
                 .and_then(|n| n.into_iter().next())
                 .map(|n| n.trim_start_matches('/').to_owned())
-                .or(c.id.map(|id| crate::ids::short(&id).to_owned()))
+                .or(c.id.map(|id| planner_base::ids::short(&id).to_owned()))
                 .unwrap_or_default();
             out.entry(image).or_default().push(name);
         }

@@ -34,6 +34,3 @@ pub use error::DockerError;
 pub use host::{BuildHost, Login};
 pub use images::{ImageDetail, ImageEntry, RemoveOutcome, parse_rfc3339_nanos, split_reference};
 pub use session::SessionAuth;
-
-// The shared helpers, named as before the split (`crate::mask`, `crate::ids`, `crate::text`).
-use planner_base::{ids, mask, text};

@@ -73,7 +73,7 @@ impl Engine {
             .await?;
         aux.into_iter()
             .filter_map(|a| a.get("Digest")?.as_str().map(str::to_owned))
-            .find(|d| crate::ids::is_manifest_digest(d))
+            .find(|d| planner_base::ids::is_manifest_digest(d))
             .ok_or_else(|| fail("the engine named no pushed digest".into()))
     }
 

@@ -246,7 +246,7 @@ impl SessionAuth {
         };
         match holder.registry_login(registry.clone()).await {
             Ok(found) => Ok(found.map(|c| (registry, c))),
-            Err(e) => Err(Status::permission_denied(crate::mask::mask(&e))),
+            Err(e) => Err(Status::permission_denied(planner_base::mask::mask(&e))),
         }
     }
 
@@ -326,7 +326,7 @@ impl Auth for SessionAuth {
                 req.scopes.clone(),
             )
             .await
-            .map_err(|e| Status::permission_denied(crate::mask::mask(&e)))?;
+            .map_err(|e| Status::permission_denied(planner_base::mask::mask(&e)))?;
         Ok(Response::new(FetchTokenResponse {
             token,
             expires_in: i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX),

@@ -16,8 +16,10 @@ use tokio::process::Command;
 use url::Url;
 
 use super::env::GitEnv;
-use super::{GitAuth, GitError, trust};
-use crate::mask::{display_url, mask};
+use crate::auth::GitAuth;
+use crate::error::GitError;
+use crate::trust;
+use planner_base::mask::{display_url, mask};
 use planner_base::settings::GitLimits;
 
 /// A `git` command that cannot prompt, runs in the isolated [`GitEnv`] under planner's
@@ -37,7 +39,10 @@ fn git(url: &Url, auth: &GitAuth, genv: &GitEnv) -> Command {
         let origin = url.origin().ascii_serialization();
         extra.push((
             format!("http.{origin}/.extraHeader"),
-            format!("Authorization: Basic {}", super::basic_credential(token)),
+            format!(
+                "Authorization: Basic {}",
+                crate::auth::basic_credential(token)
+            ),
         ));
     }
     genv.apply(&mut cmd, &extra);
@@ -152,7 +157,7 @@ fn supervised_git() -> Command {
 /// `index-pack`) included, not only the `git` process.
 async fn output_within(mut cmd: Command, limit: Duration) -> Result<Output, Bounded> {
     let child = cmd.spawn().map_err(Bounded::Io)?;
-    let _group = crate::process::GroupKill::new(child.id());
+    let _group = planner_base::process::GroupKill::new(child.id());
     let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(out) => out.map_err(Bounded::Io)?,
         Err(_) => return Err(Bounded::TimedOut),
@@ -302,7 +307,7 @@ pub async fn ls_remote(url: &Url, branch: &str, auth: &GitAuth) -> Result<String
         .find(|(_, name)| *name == wanted)
         .map(|(oid, _)| oid.trim().to_owned());
     match oid {
-        Some(oid) if crate::ids::is_commit(&oid) => Ok(oid),
+        Some(oid) if planner_base::ids::is_commit(&oid) => Ok(oid),
         Some(oid) => Err(GitError::Protocol {
             url: display_url(url),
             detail: format!("malformed commit id {oid:?}"),

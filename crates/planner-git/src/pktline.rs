@@ -234,8 +234,8 @@ fn end_of_advertisement(
     }
 }
 
-/// An object id as ref advertisements carry it ([`crate::ids::is_object_id`]).
-pub use crate::ids::is_object_id;
+/// An object id as ref advertisements carry it ([`planner_base::ids::is_object_id`]).
+pub use planner_base::ids::is_object_id;
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,10 @@ use futures_util::StreamExt;
 use reqwest::{StatusCode, header};
 use url::Url;
 
-use super::{GitAuth, GitError, pktline};
-use crate::mask::display_url;
+use crate::auth::GitAuth;
+use crate::error::GitError;
+use crate::pktline;
+use planner_base::mask::display_url;
 
 /// Cap on a v2 `ls-refs` answer (one ref is ~60 bytes).
 pub const LS_REFS_CAP: usize = 64 * 1024;
@@ -63,7 +65,7 @@ fn pick_ref(
             url: display_url(url),
             branch: branch.to_owned(),
         })?;
-    if !crate::ids::is_commit(oid) {
+    if !planner_base::ids::is_commit(oid) {
         return Err(GitError::Protocol {
             url: display_url(url),
             detail: format!("malformed commit id {oid:?} for {wanted}"),

@@ -12,7 +12,7 @@
 //! "credentials not found" means none. A helper runs in its own process group, for at most
 //! [`HELPER_TIMEOUT`], its output capped at [`HELPER_OUTPUT_CAP`]; the group is killed when it
 //! overruns or the lookup is abandoned. Every secret is registered with
-//! [`crate::mask::register_secret`] the moment it is read.
+//! [`planner_base::mask::register_secret`] the moment it is read.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -24,8 +24,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::RegistryError;
-use crate::mask::register_secret;
+use crate::error::RegistryError;
+use planner_base::mask::register_secret;
 
 /// How long a credential helper may run.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,7 +88,7 @@ impl Credentials {
 /// as moby's `authconfig.Encode`; its `Decode` uses Go's padded `URLEncoding` and silently pulls
 /// anonymously when decoding fails) of `{"username","password","serveraddress"}`, or of
 /// `{"identitytoken","serveraddress"}` for an identity token. `server` is the registry's
-/// [`auth_key`](super::ImageRef::auth_key). The value is registered as a secret.
+/// [`auth_key`](planner_base::reference::ImageRef::auth_key). The value is registered as a secret.
 pub fn engine_auth(creds: &Credentials, server: &str) -> String {
     #[derive(serde::Serialize)]
     struct AuthConfig<'a> {
@@ -411,7 +411,7 @@ async fn run_bounded(exe: &Path, server: &str, limit: Duration) -> Result<Helper
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
-    let _group = crate::process::GroupKill::new(child.id());
+    let _group = planner_base::process::GroupKill::new(child.id());
     let mut stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -475,7 +475,7 @@ fn parse_helper_answer(out: &HelperOutput, source: &str) -> Result<Option<Creden
         let said = [stdout.trim(), String::from_utf8_lossy(&out.stderr).trim()]
             .iter()
             .filter(|s| !s.is_empty())
-            .map(|s| super::reference::shown(s))
+            .map(|s| planner_base::reference::shown(s))
             .collect::<Vec<_>>()
             .join(", ");
         return Err(format!("failed: {said}"));
@@ -499,7 +499,7 @@ fn parse_helper_answer(out: &HelperOutput, source: &str) -> Result<Option<Creden
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference::DOCKER_HUB_AUTH_KEY;
+    use planner_base::reference::DOCKER_HUB_AUTH_KEY;
     use std::os::unix::fs::PermissionsExt;
 
     fn config(dir: &Path, json: &str) -> DockerConfig {
@@ -559,7 +559,10 @@ mod tests {
         assert!(cfg.lookup("other.example").await.unwrap().is_none());
         assert!(cfg.lookup("docker.io").await.unwrap().is_none());
         // Every secret read is masked from then on.
-        assert_eq!(crate::mask::mask("x pw-alice-1 refresh-tok-1"), "x *** ***");
+        assert_eq!(
+            planner_base::mask::mask("x pw-alice-1 refresh-tok-1"),
+            "x *** ***"
+        );
         let shown = format!("{c:?}");
         assert!(
             !shown.contains("pw-hub-1") && shown.contains("***"),
@@ -660,7 +663,7 @@ mod tests {
         // credsStore answers for every other host; its "not found" is no credentials (auths
         // entries are not consulted, as in the CLI).
         assert!(cfg.lookup("other.example").await.unwrap().is_none());
-        assert_eq!(crate::mask::mask("helper-secret-1"), "***");
+        assert_eq!(planner_base::mask::mask("helper-secret-1"), "***");
     }
 
     #[tokio::test]
@@ -713,7 +716,7 @@ mod tests {
                 decoded,
                 serde_json::json!({"username": "us?r>", "password": "p+ss/wörd~~", "serveraddress": server})
             );
-            assert_eq!(crate::mask::mask(&value), "***");
+            assert_eq!(planner_base::mask::mask(&value), "***");
         }
         let token = Credentials::new("", "id-token-1", true, String::new());
         let json = base64::engine::general_purpose::URL_SAFE

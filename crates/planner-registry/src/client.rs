@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
-use super::RegistryError;
 use super::auth::{Credentials, DockerConfig};
-use super::error::Missing;
-use super::reference::ImageRef;
+use crate::error::RegistryError;
+use planner_base::reference::ImageRef;
 use planner_base::settings::RegistrySettings;
 
 pub use crate::manifests::Resolution;
@@ -105,7 +104,7 @@ impl Registry {
     /// credentials ([`Registry::credentials`]); `None` when there are none.
     pub async fn engine_auth(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
         let creds = self.credentials(image).await?;
-        Ok(creds.map(|c| super::engine_auth(&c, &image.auth_key())))
+        Ok(creds.map(|c| super::auth::engine_auth(&c, &image.auth_key())))
     }
 
     /// The credentials for `registry` itself (`host[:port]`, `docker.io` for Docker Hub), as
@@ -205,7 +204,7 @@ impl Registry {
         let config = serde_json::from_slice::<ManifestBody>(&manifest.body)
             .ok()
             .map(|m| m.config.digest)
-            .filter(|d| crate::ids::is_manifest_digest(d))
+            .filter(|d| planner_base::ids::is_manifest_digest(d))
             .ok_or_else(|| protocol(&t, &url, "the manifest names no image config".into()))?;
         let path = format!("v2/{}/blobs/{config}", image.repository);
         let blob_url = t.base.join(&path).unwrap_or_else(|_| t.base.clone());
@@ -227,9 +226,6 @@ impl Registry {
         })
     }
 }
-
-#[path = "manage.rs"]
-mod manage;
 
 #[cfg(test)]
 #[path = "client_tests.rs"]

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use base64::Engine as _;
 
 use super::*;
+use crate::error::Missing;
 use crate::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::testserver::{Request, Response, Server};
 use crate::token::{DEFAULT_TOKEN_LIFETIME, parse_token};
@@ -382,7 +383,7 @@ async fn bearer_tokens_are_fetched_with_credentials_and_cached() {
         server.requests()[3].header("authorization"),
         Some(format!("Bearer {TOKEN}").as_str())
     );
-    assert_eq!(crate::mask::mask(TOKEN), "***");
+    assert_eq!(planner_base::mask::mask(TOKEN), "***");
 }
 
 #[tokio::test]
@@ -451,7 +452,7 @@ async fn basic_auth_is_answered_and_then_sent_up_front() {
         server.requests()[2].header("authorization"),
         Some(basic("bob", "pw-basic-bob").as_str())
     );
-    assert_eq!(crate::mask::mask("pw-basic-bob"), "***");
+    assert_eq!(planner_base::mask::mask("pw-basic-bob"), "***");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Registry failures. Each names the image reference, the host or URL, and what to do;
-//! renderers pass the text through [`crate::mask::mask`] (credentials never appear in it).
+//! renderers pass the text through [`planner_base::mask::mask`] (credentials never appear in it).
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 //!   (tags to digests, manifests fetched and checked).
 //!   [`Registry::registry_credentials`] and [`Registry::session_token`] serve the tokens a
 //!   build's BuildKit asks for through its session, under the same rules.
-//! - `client/manage.rs`: listing a repository's tags (only names by the tag grammar, the
+//! - `manage`: listing a repository's tags (only names by the tag grammar, the
 //!   others skipped with one warning) and deleting manifests (`gc --remote`).
 //! - [`challenge`]: `WWW-Authenticate` and `Retry-After` parsing.
 //! - [`error`]: [`RegistryError`]; every variant names the reference and the fix.
@@ -30,6 +30,7 @@ pub mod challenge;
 pub mod client;
 pub mod error;
 pub mod index;
+mod manage;
 mod manifests;
 mod token;
 mod transport;
@@ -42,7 +43,5 @@ pub use auth::{Credentials, DockerConfig, engine_auth};
 pub use client::{ImageConfig, Registry, Resolution};
 pub use planner_base::settings::RegistrySettings;
 
-// The shared helpers, named as before the split (`crate::mask`, `crate::ids`, ...).
 pub use error::{Missing, RegistryError};
-use planner_base::{ids, mask, process};
 pub use reference::ImageRef;

@@ -15,9 +15,11 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::api_base;
-use super::{Missing, Registry, Target, missing_of, protocol, read_capped};
-use crate::{ImageRef, RegistryError};
+use crate::error::Missing;
+use crate::error::RegistryError;
+use crate::manifests::missing_of;
+use crate::transport::{ERROR_BODY_CAP, Registry, Target, api_base, protocol, read_capped};
+use planner_base::reference::ImageRef;
 
 /// The most pages of a tag list followed.
 pub const MAX_TAG_PAGES: usize = 1000;
@@ -88,15 +90,9 @@ impl Registry {
         url: &Url,
         resp: reqwest::Response,
     ) -> Result<Vec<String>, RegistryError> {
-        let body = read_capped(
-            t,
-            url,
-            resp,
-            super::ERROR_BODY_CAP,
-            self.inner.settings.timeout,
-        )
-        .await
-        .ok();
+        let body = read_capped(t, url, resp, ERROR_BODY_CAP, self.inner.settings.timeout)
+            .await
+            .ok();
         match body.as_deref().map_or(Missing::Unknown, missing_of) {
             Missing::Repository => Ok(Vec::new()),
             missing => Err(RegistryError::NotFound {

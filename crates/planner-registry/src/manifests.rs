@@ -10,10 +10,10 @@ use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use super::RegistryError;
 use super::error::Missing;
 use super::index::{self, Kind, Platform};
-use super::reference::shown;
+use crate::error::RegistryError;
+use planner_base::reference::shown;
 
 use crate::transport::*;
 
@@ -206,7 +206,7 @@ pub(crate) fn header_digest(
     };
     let text = String::from_utf8_lossy(value.as_bytes());
     let text = text.trim();
-    if crate::ids::is_manifest_digest(text) {
+    if planner_base::ids::is_manifest_digest(text) {
         return Ok(Some(text.to_owned()));
     }
     Err(protocol(
@@ -251,7 +251,7 @@ pub(crate) fn from_index(
     let wanted =
         Platform::parse(platform).ok_or_else(|| no_platform(index::available(&manifests)))?;
     let entry = index::pick(&manifests, &wanted).map_err(no_platform)?;
-    if !crate::ids::is_manifest_digest(&entry.digest) {
+    if !planner_base::ids::is_manifest_digest(&entry.digest) {
         return Err(protocol(
             t,
             url,

@@ -13,11 +13,11 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use url::Url;
 
-use super::RegistryError;
 use super::auth::Credentials;
 use super::challenge::{self, Challenge};
-use super::reference::{plain_http_allowed, shown};
-use crate::mask::{display_url, register_secret};
+use crate::error::RegistryError;
+use planner_base::mask::{display_url, register_secret};
+use planner_base::reference::{plain_http_allowed, shown};
 
 use crate::transport::*;
 

@@ -20,13 +20,13 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::RegistryError;
 use super::auth::{Credentials, DockerConfig};
 use super::challenge::{self};
 use super::error::Missing;
 use super::index::{self};
-use super::reference::ImageRef;
-use crate::mask::display_url;
+use crate::error::RegistryError;
+use planner_base::mask::display_url;
+use planner_base::reference::ImageRef;
 use planner_base::settings::RegistrySettings;
 
 /// Cap on an error body (read to tell a missing tag from a missing repository).
@@ -248,7 +248,7 @@ impl Registry {
         }
         let raw = error_chain(&e);
         let plain_http = url.scheme() == "https" && speaks_plain_http(&raw);
-        let detail = crate::mask::mask(&raw).into_owned();
+        let detail = planner_base::mask::mask(&raw).into_owned();
         if plain_http {
             return RegistryError::Insecure {
                 reference: t.reference(),
@@ -391,7 +391,7 @@ pub(crate) async fn read_capped(
                 url,
                 format!(
                     "reading the answer: {}",
-                    crate::mask::mask(&error_chain(&e))
+                    planner_base::mask::mask(&error_chain(&e))
                 ),
             ),
         })?;

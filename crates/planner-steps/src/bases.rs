@@ -1,9 +1,9 @@
-//! Base images as build inputs: each base a Dockerfile names ([`crate::dockerfile`]),
+//! Base images as build inputs: each base a Dockerfile names ([`planner_docker::dockerfile`]),
 //! resolved to the digest a build key covers, and made present in the engine at exactly
 //! that digest before the build.
 //!
 //! Under `base_images = "track"` (the default) a base that came from a registry is asked of
-//! that registry (one `HEAD`, through [`crate::registry::Registry`], its auth and backoff),
+//! that registry (one `HEAD`, through [`planner_registry::Registry`], its auth and backoff),
 //! once per run and base; its key input is the registry's manifest digest for the platform.
 //! A base the engine holds that no registry named (built or `docker import`ed on this
 //! machine: no `RepoDigests` for its repository) is keyed on its engine image ID, and no
@@ -23,12 +23,12 @@ use tokio::sync::OnceCell;
 
 use planner_core::output::{Found, FoundData};
 
-use crate::Error;
-use crate::config::BaseImages;
-use crate::docker::Engine;
-use crate::dockerfile::BaseRef;
-use crate::ids::short;
-use crate::registry::{ImageRef, Registry, RegistryError};
+use crate::error::Error;
+use planner_base::ids::short;
+use planner_config::BaseImages;
+use planner_docker::Engine;
+use planner_docker::dockerfile::BaseRef;
+use planner_registry::{ImageRef, Registry, RegistryError};
 
 /// Where a base's digest came from.
 #[derive(
@@ -80,7 +80,7 @@ impl Base {
 pub struct Bases {
     pub bases: Vec<Base>,
     /// The effective builder (`buildkit` or `classic`); `None` until asked of the engine.
-    pub builder: Option<crate::config::Builder>,
+    pub builder: Option<planner_config::Builder>,
     /// Phrases for the plan ("could not check python:3.11 for updates: …").
     pub notes: Vec<String>,
     /// Where the references came from when not from the verified Dockerfile.
@@ -129,7 +129,7 @@ pub fn derived_over_hint(hinted: &Bases, mut derived: Bases, step: &str) -> Base
     };
     tracing::warn!(
         "{}",
-        crate::mask::mask(&format!(
+        planner_base::mask::mask(&format!(
             "{hint} names the base images {} but the verified Dockerfile of {step} names {}: the Dockerfile's decide\n  help: {help}",
             listed(&hinted.bases),
             listed(&derived.bases)
@@ -150,7 +150,7 @@ fn listed(bases: &[Base]) -> String {
         .iter()
         .map(|b| format!("{} ({})", b.reference, shown_digest(&b.digest)))
         .collect();
-    crate::text::list(&named, MAX_SHOWN)
+    planner_base::text::list(&named, MAX_SHOWN)
 }
 
 impl Bases {
@@ -203,7 +203,7 @@ pub fn from_label(label: Option<&String>) -> Option<Vec<Base>> {
     let list: Vec<Base> = serde_json::from_str(label?).ok()?;
     let sane = list.len() <= MAX_LABEL_BASES
         && list.iter().all(|b| {
-            crate::ids::is_manifest_digest(&b.digest)
+            planner_base::ids::is_manifest_digest(&b.digest)
                 && b.reference.len() <= 1024
                 && b.platform.len() <= 128
         });
@@ -382,7 +382,7 @@ async fn resolve_one(
     };
     if let Some((_, digest)) = reference.split_once('@') {
         // Pinned by digest in the Dockerfile: nothing to track.
-        if !crate::ids::is_manifest_digest(digest) {
+        if !planner_base::ids::is_manifest_digest(digest) {
             return Err(invalid(format!("{digest:?} is not a sha256 digest")).into());
         }
         ImageRef::parse(name_of(reference)).map_err(invalid)?;
@@ -482,7 +482,7 @@ fn repo_digest(repo_digests: &[String], image: &ImageRef) -> Option<String> {
         .filter_map(|d| d.split_once('@'))
         .filter(|(name, _)| same_repository(name, image))
         .map(|(_, digest)| digest.to_owned())
-        .filter(|d| crate::ids::is_manifest_digest(d))
+        .filter(|d| planner_base::ids::is_manifest_digest(d))
         .min()
 }
 

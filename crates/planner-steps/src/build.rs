@@ -6,30 +6,32 @@ use std::path::Path;
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
 use crate::bases::{self, Base, Bases, Hint, Origin};
 use crate::cache::Lookup;
-use crate::config::{BuildArgs, Runtime};
-use crate::docker::build::BuildRequest;
-use crate::docker::engine::ImageInfo;
-use crate::dockerfile::BaseRef;
-use crate::exec::{Event, RunRequest, event::SubstepState};
-use crate::ids::short;
-use crate::key::Key;
+use crate::error::Error;
+use crate::kind::via;
+use crate::kind::{Attests, Work};
 use crate::labels;
 pub use crate::labels::{
     BuildInputs, build_args_changes, inputs_from_labels, key, label_mismatch, same_source,
     source_only,
 };
 use crate::outputs::{Image, Verified};
-use crate::plan::KeyInputs;
-use crate::plan::{
+use crate::record::{FIELDS, RecordFields};
+use crate::world::RealWorld;
+use planner_base::ids::short;
+use planner_config::{BuildArgs, Runtime};
+use planner_core::Kind;
+use planner_core::exec::{Event, RunRequest, event::SubstepState};
+use planner_core::key::Key;
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{
     DiscoverRequest, Discovery, Found, Node, Output, Probe, ProbeRequest, StepKind, Via,
 };
-use crate::record::{FIELDS, RecordFields};
-use crate::store::RecordField;
-use crate::via;
-use crate::world::RealWorld;
+use planner_core::store::RecordField;
+use planner_docker::build::BuildRequest;
+use planner_docker::dockerfile::BaseRef;
+use planner_docker::engine::ImageInfo;
 
 pub struct Step;
 
@@ -62,7 +64,7 @@ impl Kind for Step {
             ("builder", rt.builder.name().to_owned()),
             (
                 "build_args",
-                crate::config::build_args_label(&rt.build_args),
+                planner_config::build_args_label(&rt.build_args),
             ),
         ]
     }
@@ -199,7 +201,7 @@ async fn read_bases(
             ));
         }
         let text = String::from_utf8_lossy(&bytes);
-        crate::dockerfile::base_images(&text, &rt.build_args, &rt.platform)
+        planner_docker::dockerfile::base_images(&text, &rt.build_args, &rt.platform)
             .map_err(|e| fail(e.to_string()))
     })
     .await
@@ -207,8 +209,8 @@ async fn read_bases(
 }
 
 /// The builder the key names, as the engine call takes it.
-fn effective_builder(keyed: &str, configured: crate::config::Builder) -> crate::config::Builder {
-    use crate::config::Builder;
+fn effective_builder(keyed: &str, configured: planner_config::Builder) -> planner_config::Builder {
+    use planner_config::Builder;
     match keyed {
         "buildkit" => Builder::Buildkit,
         "classic" => Builder::Classic,
@@ -219,7 +221,7 @@ fn effective_builder(keyed: &str, configured: crate::config::Builder) -> crate::
 /// At most the verify cap of a file, refusing more.
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let cap = crate::dockerfile::DOCKERFILE_CAP;
+    let cap = planner_docker::dockerfile::DOCKERFILE_CAP;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(cap + 1)
@@ -264,7 +266,7 @@ async fn bases_from_images(
 async fn bases_from_cache(
     world: &RealWorld,
     req: &DiscoverRequest<'_>,
-) -> Option<(Vec<BaseRef>, crate::registry::ImageRef)> {
+) -> Option<(Vec<BaseRef>, planner_registry::ImageRef)> {
     let expected = inputs(req.node, req.revision, &Bases::default());
     let rt = req.node.runtime();
     let (bases, pointer) = world.cache.bases_hint(&rt.name, &expected).await?;
@@ -386,7 +388,7 @@ fn found<'a>(found: Option<&'a Found>, node: &Node) -> Result<&'a Bases, Error> 
 /// Which builder `auto` picked, for the plan (` (builder auto: buildkit)`).
 fn builder_note(rt: &Runtime, effective: &str) -> String {
     match rt.builder {
-        crate::config::Builder::Auto => format!(" (builder auto: {effective})"),
+        planner_config::Builder::Auto => format!(" (builder auto: {effective})"),
         _ => String::new(),
     }
 }
@@ -410,7 +412,7 @@ async fn why_no_image(
     let old = latest
         .as_ref()
         .and_then(|i| i.labels.get(labels::LABEL_REVISION).cloned())
-        .filter(|c| crate::ids::is_commit(c))
+        .filter(|c| planner_base::ids::is_commit(c))
         .or_else(|| previous_revision.map(str::to_owned))
         .filter(|old| old != revision);
     if let Some(old) = old {
@@ -442,7 +444,11 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
     let (id, dockerfile_blake3, pulled) = match existing {
         Some((_, info)) => {
             let b3 = info.labels.get(labels::LABEL_DOCKERFILE_BLAKE3).cloned();
-            (info.id, b3.filter(|b| crate::ids::is_blake3_hex(b)), false)
+            (
+                info.id,
+                b3.filter(|b| planner_base::ids::is_blake3_hex(b)),
+                false,
+            )
         }
         None => from_cache_or_build(world, req, &inputs, &tags[0]).await?,
     };
@@ -452,7 +458,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
             world.engine.tag(&id, tag).await?;
         }
         if let Some(old) = before.filter(|i| i.id != id) {
-            super::drop_superseded(world, &old).await;
+            crate::kind::drop_superseded(world, &old).await;
         }
     }
     // Pulled, and keyed on the verified Dockerfile: the pointer names this build from now on
@@ -513,7 +519,7 @@ async fn pull_entry(
     entry: &crate::cache::Entry,
 ) -> Result<(String, Option<String>), Error> {
     let (image, digest) = (&entry.image, &entry.digest);
-    let info = super::pull_by_digest(world, req, image, digest, &inputs.platform).await?;
+    let info = crate::kind::pull_by_digest(world, req, image, digest, &inputs.platform).await?;
     let pinned = image.with_digest(digest);
     if let Some(why) = label_mismatch(&info, req.key, inputs) {
         return Err(Error::Internal(format!(
@@ -521,7 +527,7 @@ async fn pull_entry(
         )));
     }
     let b3 = info.labels.get(labels::LABEL_DOCKERFILE_BLAKE3).cloned();
-    Ok((info.id, b3.filter(|b| crate::ids::is_blake3_hex(b))))
+    Ok((info.id, b3.filter(|b| planner_base::ids::is_blake3_hex(b))))
 }
 
 /// Builds from the verified checkout the step's input carries: `(image ID, digest)`.
@@ -547,15 +553,15 @@ async fn build_from_input(
     ensure_bases(world, req, &inputs.bases).await?;
     let sink = req.sink.clone();
     let step = req.step.clone();
-    let on_output = move |output: crate::docker::BuildOutput<'_>| {
+    let on_output = move |output: planner_docker::BuildOutput<'_>| {
         sink(&match output {
-            crate::docker::BuildOutput::Line(line) => Event::Output {
+            planner_docker::BuildOutput::Line(line) => Event::Output {
                 step: step.clone(),
-                line: crate::mask::mask(line).into_owned(),
+                line: planner_base::mask::mask(line).into_owned(),
             },
-            crate::docker::BuildOutput::Step { name, state } => Event::Substep {
+            planner_docker::BuildOutput::Step { name, state } => Event::Substep {
                 step: step.clone(),
-                name: crate::mask::mask(name).into_owned(),
+                name: planner_base::mask::mask(name).into_owned(),
                 state: step_state(state),
             },
         })
@@ -567,10 +573,10 @@ async fn build_from_input(
 /// What the build's BuildKit session may authenticate with: the registries of its bases
 /// (found by the Dockerfile parser, after build-arg substitution) and the run's registry
 /// client; a registry the build does not name (a `# syntax=` frontend's) gets nothing.
-fn session_auth(world: &RealWorld, bases: &[Base]) -> crate::docker::SessionAuth {
+fn session_auth(world: &RealWorld, bases: &[Base]) -> planner_docker::SessionAuth {
     let registries: Vec<String> = bases.iter().filter_map(Base::registry).collect();
     let host = super::host::Host::with_registry(world.registry.clone());
-    crate::docker::SessionAuth::new(host, &registries)
+    planner_docker::SessionAuth::new(host, &registries)
 }
 
 /// Makes the engine hold every base at exactly the digest the key names, before the build
@@ -615,8 +621,9 @@ async fn ensure_bases(
 async fn pull_base(world: &RealWorld, req: &RunRequest<'_>, base: &Base) -> Result<String, Error> {
     let name = base.pinned();
     let name = name.split('@').next().unwrap_or_default();
-    let image = crate::registry::ImageRef::parse(name).map_err(Error::Dockerfile)?;
-    let info = super::pull_by_digest(world, req, &image, &base.digest, &base.platform).await?;
+    let image = planner_registry::ImageRef::parse(name).map_err(Error::Dockerfile)?;
+    let info =
+        crate::kind::pull_by_digest(world, req, &image, &base.digest, &base.platform).await?;
     Ok(info.id)
 }
 
@@ -665,13 +672,13 @@ fn build_request(
         network: rt.build_network,
         runtime: rt.name.clone(),
         host: super::host::Host::shared(),
-        credentials: crate::docker::SessionAuth::none(),
+        credentials: planner_docker::SessionAuth::none(),
     }
 }
 
 /// A BuildKit step's state as the event stream carries it.
-fn step_state(state: crate::docker::BuildStepState) -> SubstepState {
-    use crate::docker::BuildStepState as Docker;
+fn step_state(state: planner_docker::BuildStepState) -> SubstepState {
+    use planner_docker::BuildStepState as Docker;
     match state {
         Docker::Started => SubstepState::Started,
         Docker::Cached => SubstepState::Cached,
@@ -698,7 +705,7 @@ mod tests {
     use std::collections::{BTreeMap, HashMap};
 
     use super::*;
-    use crate::key::KEY_FORMAT;
+    use planner_core::key::KEY_FORMAT;
 
     fn inputs(args: &[(&str, &str)]) -> BuildInputs {
         BuildInputs {
@@ -732,7 +739,7 @@ mod tests {
             (labels::LABEL_BUILDER.to_owned(), inputs.builder.clone()),
         ]);
         if !inputs.build_args.is_empty() {
-            let json = crate::config::build_args_label(&inputs.build_args);
+            let json = planner_config::build_args_label(&inputs.build_args);
             labels.insert(labels::LABEL_BUILD_ARGS.to_owned(), json);
         }
         ImageInfo {

@@ -20,15 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::bases::Base;
-use crate::config::CacheSettings;
-use crate::docker::Engine;
-use crate::docker::engine::ImageInfo;
-use crate::key::Key;
 use crate::labels::{
     self, BuildInputs, inputs_from_labels, key as build_key, label_mismatch, same_source,
     source_only,
 };
-use crate::registry::{ImageRef, Registry, RegistryError};
+use planner_config::CacheSettings;
+use planner_core::key::Key;
+use planner_docker::Engine;
+use planner_docker::engine::ImageInfo;
+use planner_registry::{ImageRef, Registry, RegistryError};
 
 /// The shared cache as one run sees it (cheap to clone: the warning flag is shared).
 #[derive(Clone)]
@@ -132,7 +132,7 @@ impl SharedCache {
         tracing::warn!(
             target: "planner::cache",
             "{}",
-            crate::mask::mask(&format!(
+            planner_base::mask::mask(&format!(
                 "{what}: {first}\n  help: builds go on locally; check [cache] registry in runtimes.toml and access to it (further cache errors in this run are not shown)"
             ))
         );
@@ -289,7 +289,7 @@ impl SharedCache {
 /// The key of a build's inputs without its base images and builder: what a pointer is named by.
 pub fn source_key(inputs: &BuildInputs) -> Key {
     let without = source_only(inputs);
-    let mut b = crate::key::KeyBuilder::new(labels::BUILD);
+    let mut b = planner_core::key::KeyBuilder::new(labels::BUILD);
     b.field("source-of", build_key(&without).as_str());
     b.finish()
 }

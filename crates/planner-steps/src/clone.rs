@@ -3,17 +3,19 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
-use crate::exec::RunRequest;
-use crate::git;
-use crate::ids::short;
-use crate::key::{Key, KeyBuilder};
+use crate::error::Error;
+use crate::kind::{Attests, Work};
 use crate::outputs::Checkout;
-use crate::plan::KeyInputs;
-use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::FIELDS;
-use crate::store::{self, CheckoutState, RecordField};
 use crate::world::RealWorld;
+use planner_base::ids::short;
+use planner_core::Kind;
+use planner_core::exec::RunRequest;
+use planner_core::key::{Key, KeyBuilder};
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{Output, Probe, ProbeRequest, StepKind};
+use planner_core::store::{self, CheckoutState, RecordField};
+use planner_git as git;
 
 pub struct Step;
 

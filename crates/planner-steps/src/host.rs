@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::docker::{BuildHost, Login};
-use crate::registry::Registry;
+use planner_docker::{BuildHost, Login};
+use planner_registry::Registry;
 
 /// The real [`BuildHost`].
 #[derive(Default)]
@@ -44,7 +44,7 @@ impl Host {
 impl BuildHost for Host {
     fn commit_time(&self, checkout: PathBuf) -> BoxFuture<'static, Result<u64, String>> {
         Box::pin(async move {
-            crate::git::cli::commit_time(&checkout)
+            planner_git::cli::commit_time(&checkout)
                 .await
                 .map_err(|e| e.to_string())
         })

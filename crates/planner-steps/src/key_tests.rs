@@ -3,7 +3,7 @@
 use crate::bases::{Base, Origin};
 use crate::build::{BuildInputs, key as build_key};
 use crate::clone::key as clone_key;
-use crate::key::Key;
+use planner_core::key::Key;
 use std::collections::BTreeMap;
 
 fn inputs() -> BuildInputs {

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::bases::{self, Base, Bases, Origin};
-use crate::config::BuildArgs;
-use crate::docker::engine::ImageInfo;
-use crate::key::{KEY_FORMAT, Key, KeyBuilder};
+use planner_config::BuildArgs;
+use planner_core::key::{KEY_FORMAT, Key, KeyBuilder};
+use planner_docker::engine::ImageInfo;
 
 /// The build kind's name, which its keys start with (see [`key`]).
 pub const BUILD: &str = "build";
@@ -210,7 +210,10 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
     args.extend(bases::changes(&from_labels.bases, &expected.bases));
     if !args.is_empty() {
         // An image's labels may hold anything: name a few changes, count the rest.
-        return Some(crate::text::list(&args, crate::text::LIST_MAX));
+        return Some(planner_base::text::list(
+            &args,
+            planner_base::text::LIST_MAX,
+        ));
     }
     Some("its labels do not match its key label".into())
 }
@@ -251,7 +254,7 @@ pub fn labels_of(
         (LABEL_SOURCE.to_owned(), inputs.repo.clone()),
     ]);
     if !inputs.build_args.is_empty() {
-        let json = crate::config::build_args_label(&inputs.build_args);
+        let json = planner_config::build_args_label(&inputs.build_args);
         labels.insert(LABEL_BUILD_ARGS.to_owned(), json);
     }
     let bases = Bases::new(inputs.bases.clone(), Vec::new());

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use planner_core::output::OutputData;
 
-use crate::ids::short;
+use planner_base::ids::short;
 
 /// `clone`'s output: the checkout in the cache dir.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,10 +4,10 @@
 pub(crate) mod graph {
     use std::sync::Arc;
 
-    use crate::config::{EnvOverrides, parse};
-    use crate::plan::{Graph, PlanSet};
     use crate::plans::parse_plan;
     use crate::{build, pull, resolve_digest, resolve_head, tag_latest, verify_dockerfile};
+    use planner_config::{EnvOverrides, parse};
+    use planner_core::plan::{Graph, PlanSet};
 
     /// The graph of the named runtimes of `toml` with the built-in plans (shared by unit tests).
     pub(crate) fn graph_for(toml: &str, names: &[&str]) -> Graph {

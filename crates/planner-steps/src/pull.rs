@@ -5,19 +5,21 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
-use crate::config::Runtime;
-use crate::exec::RunRequest;
-use crate::ids::short;
-use crate::key::{Key, KeyBuilder};
+use crate::error::Error;
+use crate::kind::via;
+use crate::kind::{Attests, Work};
 use crate::outputs::Image;
-use crate::plan::KeyInputs;
-use crate::plan::{Output, Probe, ProbeRequest, StepKind, Via};
 use crate::record::FIELDS;
-use crate::registry::ImageRef;
-use crate::store::RecordField;
-use crate::via;
 use crate::world::RealWorld;
+use planner_base::ids::short;
+use planner_config::Runtime;
+use planner_core::Kind;
+use planner_core::exec::RunRequest;
+use planner_core::key::{Key, KeyBuilder};
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{Output, Probe, ProbeRequest, StepKind, Via};
+use planner_core::store::RecordField;
+use planner_registry::ImageRef;
 
 pub struct Step;
 
@@ -189,6 +191,6 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
 /// returns the image ID the engine then holds for it.
 async fn pull(world: &RealWorld, req: &RunRequest<'_>, image: &ImageRef) -> Result<String, Error> {
     let platform = &req.node.runtime().platform;
-    let info = super::pull_by_digest(world, req, image, req.revision, platform).await?;
+    let info = crate::kind::pull_by_digest(world, req, image, req.revision, platform).await?;
     Ok(info.id)
 }

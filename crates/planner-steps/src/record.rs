@@ -6,7 +6,7 @@
 use planner_core::store::{Fields, Record, RecordField};
 use serde::{Deserialize, Serialize};
 
-use crate::ids;
+use planner_base::ids;
 
 /// The fields of the current kinds' records, each present only where the kind sets it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,12 +124,13 @@ pub struct RecordFileView {
     pub record: Option<RecordView>,
 }
 
-/// Every entry of `records/`, valid or not, each record checked against its kind in
-/// [`crate::KINDS`] ([`planner_core::store::Store::list_records`]).
+/// Every entry of `records/`, valid or not, each record checked against its kind in `kinds`
+/// (the registry, [`crate::KINDS`]; [`planner_core::store::Store::list_records`]).
 pub fn list(
     store: &planner_core::store::Store,
+    kinds: &planner_core::Kinds,
 ) -> Result<Vec<RecordFileView>, planner_core::store::StoreError> {
-    let files = store.list_records(crate::kinds())?;
+    let files = store.list_records(kinds)?;
     Ok(files
         .into_iter()
         .map(|f| RecordFileView {

@@ -5,15 +5,17 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
-use crate::config::{Runtime, SourceKind};
-use crate::key::{Key, KeyBuilder};
-use crate::plan::KeyInputs;
-use crate::plan::{Node, Resolved, StepKind};
+use crate::error::Error;
+use crate::kind::{Attests, Work};
 use crate::record::{FIELDS, RecordFields};
-use crate::registry::ImageRef;
-use crate::store::RecordField;
 use crate::world::RealWorld;
+use planner_config::{Runtime, SourceKind};
+use planner_core::Kind;
+use planner_core::key::{Key, KeyBuilder};
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{Node, Resolved, StepKind};
+use planner_core::store::RecordField;
+use planner_registry::ImageRef;
 
 pub struct Step;
 
@@ -94,7 +96,7 @@ async fn resolve(
     let previous = recorded(world, key, rt);
     if offline {
         let missing = format!("recorded digest for {image}");
-        return super::answered_offline(&image.to_string(), previous, &missing);
+        return crate::kind::answered_offline(&image.to_string(), previous, &missing);
     }
     let found = world.registry.resolve(image, &rt.platform).await?;
     let digest = found.digest;
@@ -105,7 +107,7 @@ async fn resolve(
             r.digest = Some(digest.clone());
         })
         .await?;
-    let mut answer = super::answered("digest", &image.to_string(), digest, previous);
+    let mut answer = crate::kind::answered("digest", &image.to_string(), digest, previous);
     if let Some(waited) = found.rate_limited {
         answer.reason.push_str(&format!(
             " (rate-limited by the registry: waited {}s)",

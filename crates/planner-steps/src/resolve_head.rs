@@ -4,15 +4,17 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
-use crate::config::{Runtime, SourceKind};
-use crate::git;
-use crate::key::{Key, KeyBuilder};
-use crate::plan::KeyInputs;
-use crate::plan::{Node, Resolved, StepKind};
+use crate::error::Error;
+use crate::kind::{Attests, Work};
 use crate::record::{FIELDS, RecordFields};
-use crate::store::{Record, RecordField, Store};
 use crate::world::RealWorld;
+use planner_config::{Runtime, SourceKind};
+use planner_core::Kind;
+use planner_core::key::{Key, KeyBuilder};
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{Node, Resolved, StepKind};
+use planner_core::store::{Record, RecordField, Store};
+use planner_git as git;
 
 pub struct Step;
 
@@ -83,7 +85,7 @@ async fn resolve(
             rt.branch,
             rt.repo_identity()
         );
-        return super::answered_offline(&rt.branch, previous, &missing);
+        return crate::kind::answered_offline(&rt.branch, previous, &missing);
     }
     let commit =
         git::resolve_head(&world.http, &rt.repo, &rt.branch, &rt.name, &world.auth).await?;
@@ -95,7 +97,9 @@ async fn resolve(
             r.commit = Some(commit.clone());
         })
         .await?;
-    Ok(super::answered("commit", &rt.branch, commit, previous))
+    Ok(crate::kind::answered(
+        "commit", &rt.branch, commit, previous,
+    ))
 }
 
 /// The resolve-head record of `branch` of `repo` (identity), when it is for exactly that

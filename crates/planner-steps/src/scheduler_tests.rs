@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use planner_core::StepError;
 
-use crate::exec::{Effects, Event, Options, RunRequest, Sink, event, resolve_all, run};
-use crate::key::Key;
 use crate::outputs::{Checkout, Image, Tagged, Verified};
-use crate::plan::graph::NodeId;
-use crate::plan::{
+use crate::plan_tests::graph::graph_for as graph;
+use crate::{build, clone, tag_latest, verify_dockerfile};
+use planner_core::exec::{Effects, Event, Options, RunRequest, Sink, event, resolve_all, run};
+use planner_core::key::Key;
+use planner_core::plan::graph::NodeId;
+use planner_core::plan::{
     Decided, DiscoverRequest, Discovery, Found, Graph, Node, Output, Probe, ProbeRequest, Resolved,
     Revision, Status, StepKind, World, decide::decide,
 };
-use crate::plan_tests::graph::graph_for as graph;
-use crate::{build, clone, tag_latest, verify_dockerfile};
 
 /// An in-memory world: which keys are materialized, which kinds fail, what ran.
 #[derive(Default)]

@@ -3,17 +3,19 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
-use crate::config::Runtime;
-use crate::exec::RunRequest;
-use crate::ids::short;
-use crate::key::{Key, KeyBuilder};
+use crate::error::Error;
+use crate::kind::{Attests, Work};
 use crate::outputs::{Image, Tagged};
-use crate::plan::KeyInputs;
-use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::FIELDS;
-use crate::store::RecordField;
 use crate::world::RealWorld;
+use planner_base::ids::short;
+use planner_config::Runtime;
+use planner_core::Kind;
+use planner_core::exec::RunRequest;
+use planner_core::key::{Key, KeyBuilder};
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{Output, Probe, ProbeRequest, StepKind};
+use planner_core::store::RecordField;
 
 pub struct Step;
 
@@ -117,7 +119,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
         world.engine.tag(id, &latest).await?;
     }
     if let Some(old) = before.filter(|i| &i.id != id) {
-        super::drop_superseded(world, &old).await;
+        crate::kind::drop_superseded(world, &old).await;
     }
     world
         .record(KIND, req.key, req.node, |r| {

@@ -5,20 +5,22 @@ use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
 
-use super::{Attests, Error, Kind, Work};
-use crate::config::Runtime;
-use crate::exec::RunRequest;
-use crate::ids::short;
-use crate::key::{Key, KeyBuilder};
+use crate::error::Error;
+use crate::kind::{Attests, Work};
 use crate::outputs::{Checkout, Verified};
-use crate::plan::KeyInputs;
-use crate::plan::{Output, Probe, ProbeRequest, StepKind};
 use crate::record::{FIELDS, RecordFields};
-use crate::store::{self, CheckoutState, RecordField};
 use crate::world::RealWorld;
+use planner_base::ids::short;
+use planner_config::Runtime;
+use planner_core::Kind;
+use planner_core::exec::RunRequest;
+use planner_core::key::{Key, KeyBuilder};
+use planner_core::plan::KeyInputs;
+use planner_core::plan::{Output, Probe, ProbeRequest, StepKind};
+use planner_core::store::{self, CheckoutState, RecordField};
 
 /// Largest Dockerfile planner accepts (the Dockerfile parser's bound too).
-pub use crate::dockerfile::DOCKERFILE_CAP;
+pub use planner_docker::dockerfile::DOCKERFILE_CAP;
 
 pub struct Step;
 
@@ -100,7 +102,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Probe {
             reason: format!(
                 "{} verified (blake3 {})",
                 node.runtime().dockerfile,
-                crate::ids::short(&b3)
+                planner_base::ids::short(&b3)
             ),
             output: Output::new(Verified {
                 checkout,

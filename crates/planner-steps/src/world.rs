@@ -3,26 +3,18 @@
 //! Probes ask the engine and the filesystem (records only say what saves work); runs do the
 //! work and commit the step's record as soon as it succeeds. What each kind probes and runs
 //! lives in its module ([`crate::Work`]); this is what they share (records, the blocking
-//! pool, checkout checks) and the dispatch to them.
-//!
-//! Upward import, on purpose: the dispatch asks the registry in `lib.rs` ([`crate::work`]),
-//! which lists the kind modules that sit above this one (they run against `RealWorld`). The
-//! kinds stay the only place a kind is named.
+//! pool, checkout checks). The core's side-effect traits are implemented for it in
+//! [`crate::dispatch`], above the kinds, which hands each call to the step's kind.
 
 use std::collections::HashMap;
 
-use planner_core::StepError;
-
-use crate::docker::Engine;
-use crate::exec::{Effects, RunRequest};
-use crate::git::{self, GitAuth};
-use crate::key::Key;
-use crate::plan::{
-    DiscoverRequest, Discovery, Node, Output, Probe, ProbeRequest, Resolved, StepKind, World,
-};
+use crate::error::Error;
 use crate::record::RecordFields;
-use crate::store::{self, CheckoutState, Record, Store};
-use crate::{Error, work};
+use planner_core::key::Key;
+use planner_core::plan::{Node, Resolved, StepKind};
+use planner_core::store::{self, CheckoutState, Record, Store};
+use planner_docker::Engine;
+use planner_git::{self as git, GitAuth};
 
 /// The real side effects. `read_only` worlds (for `plan`) never write.
 pub struct RealWorld {
@@ -31,7 +23,7 @@ pub struct RealWorld {
     pub http: reqwest::Client,
     pub auth: GitAuth,
     /// The registry client (registry runtimes), with its per-run token cache.
-    pub registry: crate::registry::Registry,
+    pub registry: planner_registry::Registry,
     /// Base images resolved this run, each once ([`crate::bases`]).
     pub bases: crate::bases::Resolver,
     /// The shared cache of builds (`[cache]`), when configured.
@@ -47,8 +39,8 @@ impl RealWorld {
     /// whose re-check after a lock must see the engine as it is.
     pub async fn for_deciding(
         &self,
-        graph: &crate::plan::Graph,
-        resolutions: &HashMap<crate::plan::NodeId, Result<Resolved, String>>,
+        graph: &planner_core::plan::Graph,
+        resolutions: &HashMap<planner_core::plan::NodeId, Result<Resolved, String>>,
     ) -> RealWorld {
         let mut references = Vec::new();
         let mut prefixes = Vec::new();
@@ -152,41 +144,8 @@ impl RealWorld {
                 CheckoutState::Corrupt(format!("files changed since checkout: {changed}"))
             }
             // Without git the tree cannot be compared; HEAD was checked, so keep the checkout.
-            Err(crate::git::GitError::GitMissing { .. }) => state,
+            Err(git::GitError::GitMissing { .. }) => state,
             Err(e) => CheckoutState::Corrupt(e.to_string()),
         }
-    }
-}
-
-impl World for RealWorld {
-    async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
-        Ok(work(req.node.kind).probe(self, &req).await?)
-    }
-
-    async fn discover(&self, req: DiscoverRequest<'_>) -> Result<Discovery, StepError> {
-        Ok(work(req.node.kind).discover(self, &req).await?)
-    }
-}
-
-impl Effects for RealWorld {
-    type Lock = Option<store::KeyLock>;
-
-    async fn resolve(&self, node: &Node, key: &Key, offline: bool) -> Result<Resolved, StepError> {
-        Ok(work(node.kind).resolve(self, node, key, offline).await?)
-    }
-
-    async fn lock(&self, key: &Key, on_wait: &(dyn Fn() + Sync)) -> Result<Self::Lock, StepError> {
-        if self.read_only {
-            return Ok(None);
-        }
-        if let Some(lock) = self.store.try_lock(key)? {
-            return Ok(Some(lock));
-        }
-        on_wait();
-        Ok(Some(self.store.lock(key).await?))
-    }
-
-    async fn run(&self, req: RunRequest<'_>) -> Result<Output, StepError> {
-        Ok(work(req.node.kind).run(self, &req).await?)
     }
 }
