@@ -24,12 +24,17 @@
 //!     `ready`. Then reads `log` (prints `req <method> <path> <status> <engine|client>` per
 //!     request since the last `clear`, then `end`) and `clear` on stdin; stops at end of input.
 //! ```
+
+// A command-line tool of the benchmarks: it prints its answers.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use planner::config::{self, EnvOverrides};
 use planner::steps;
+use planner::steps::record::RecordFields;
 use planner::store::{RECORD_SCHEMA, Record, now_secs};
 use planner_test_support::{git_server, registry};
 
@@ -147,12 +152,12 @@ fn seed(cfg: &Path, cache: &Path, commit: &str) -> ExitCode {
             key: steps::resolve_head::key(&repo, &rt.branch),
             runtimes: vec![rt.name.clone()],
             repo,
-            branch: Some(rt.branch.clone()),
-            commit: Some(commit.to_owned()),
-            digest: None,
-            dockerfile_blake3: None,
-            image_id: None,
-            checkout_id: None,
+            fields: RecordFields {
+                branch: Some(rt.branch.clone()),
+                commit: Some(commit.to_owned()),
+                ..Default::default()
+            }
+            .into_map(),
             finished_at: now_secs(),
         };
         let path = records.join(format!("{}.json", rec.key));

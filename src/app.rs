@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use crate::config::{self, Config, EnvOverrides, Runtime};
 use crate::docker::Engine;
-use crate::exec::{self, Sink, world::RealWorld};
+use crate::exec::{self, Sink};
 use crate::git::{GitAuth, smart_http};
 use crate::plan::{Decided, Graph, PlanSet, decide::decide};
-use crate::report::summary::{RuntimeSummary, summarize};
+use crate::steps::RealWorld;
 use crate::store::{KeyLock, RunLockMode, Store};
+use crate::summary::{RuntimeSummary, summarize};
 
 /// Errors of the whole command, by exit code.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +56,8 @@ pub struct Loaded {
 
 /// Loads plans, then the config found by flag > PLANNER_CONFIG > ./runtimes.toml > built-in.
 pub fn load(globals: &Globals) -> Result<Loaded, AppError> {
-    let plans =
-        PlanSet::load(globals.plans.as_deref()).map_err(|e| AppError::Usage(e.to_string()))?;
+    let plans: PlanSet = crate::steps::plans::load(globals.plans.as_deref())
+        .map_err(|e| AppError::Usage(e.to_string()))?;
     let env = EnvOverrides::from_env();
     let exists = |name: &str| plans.source(name);
     let config_path = globals
@@ -248,7 +249,7 @@ pub struct Ensured {
 
 impl Ensured {
     pub fn failed(&self) -> usize {
-        self.summary.iter().filter(|s| s.status == "failed").count()
+        crate::summary::failed(&self.summary)
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::cache::source_key;
 use crate::config::{CacheSettings, Runtime};
 use crate::docker::Engine;
-use crate::docker::engine::parse_rfc3339_nanos;
+use crate::docker::images::parse_rfc3339_nanos;
 use crate::gc::ItemStatus;
 use crate::registry::{ImageRef, Registry, RegistryError};
 use crate::steps::build::inputs_from_labels;

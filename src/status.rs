@@ -10,11 +10,12 @@ use futures_util::StreamExt;
 
 use crate::config::{Runtime, SourceKind};
 use crate::docker::DockerError;
-use crate::docker::engine::{self as eng, Engine};
+use crate::docker::engine::Engine;
 use crate::git::{self, GitAuth};
-use crate::plan::StepKind;
 use crate::registry::Registry;
-use crate::steps::resolve_digest;
+use crate::steps::labels;
+use crate::steps::record::RecordFields;
+use crate::steps::{resolve_digest, resolve_head};
 use crate::store::{self, CheckoutState, Store};
 
 /// Version of the `status --json` document.
@@ -134,9 +135,8 @@ fn recorded_heads(store: &Store, runtimes: &[Arc<Runtime>]) -> Vec<Head> {
         .iter()
         .map(|rt| {
             let found = match rt.registry_image() {
-                None => store
-                    .recorded_head(&rt.repo_identity(), &rt.branch)
-                    .and_then(|r| Some((r.commit?, r.finished_at))),
+                None => resolve_head::recorded_head(store, &rt.repo_identity(), &rt.branch)
+                    .and_then(|r| Some((RecordFields::of(&r).commit?, r.finished_at))),
                 Some(image) => recorded_digest(store, rt, image),
             };
             Head {
@@ -155,8 +155,9 @@ fn recorded_digest(
     image: &crate::registry::ImageRef,
 ) -> Option<(String, u64)> {
     let key = resolve_digest::key(image, &rt.platform);
-    let rec = store.read_record(&key, StepKind::ResolveDigest)?;
-    (rec.repo == rt.repo_identity()).then_some((rec.digest?, rec.finished_at))
+    let rec = store.read_record(&key, resolve_digest::KIND)?;
+    let digest = RecordFields::of(&rec).digest;
+    (rec.repo == rt.repo_identity()).then_some((digest?, rec.finished_at))
 }
 
 /// Each runtime's commit asked of the git host now, [`REFRESH_CONCURRENCY`] at a time (read
@@ -276,8 +277,8 @@ async fn latest_status(
     let info = engine.inspect(&tag).await?;
     let latest_commit = info
         .as_ref()
-        .filter(|i| i.labels.contains_key(eng::LABEL_KEY))
-        .and_then(|i| i.labels.get(eng::LABEL_REVISION).cloned())
+        .filter(|i| i.labels.contains_key(labels::LABEL_KEY))
+        .and_then(|i| i.labels.get(labels::LABEL_REVISION).cloned())
         .filter(|c| crate::ids::is_commit(c));
     let matches_commit = match (&info, commit) {
         (Some(info), Some(c)) => Some(

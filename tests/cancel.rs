@@ -5,6 +5,9 @@
 //! error naming it and the `[engine]` key to raise.
 //! Run through scripts/test.sh.
 
+// A test shows what it checks in its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use planner_test_support as support;
 
 use std::fs::File;

@@ -21,7 +21,9 @@ use planner::docker::ignore::{DockerIgnore, IgnoreError};
 use planner::dockerfile::{BaseRef, MAX_REFERENCE_BYTES, base_images};
 use planner::git::pktline::{self, Pkt, PktError};
 use planner::key::Key;
-use planner::plan::{Graph, PlanSet, StepKind, load::parse_plan};
+use planner::plan::Graph;
+use planner::steps::plans::{load as load_plans, parse_plan};
+use planner::steps::record::RecordFields;
 use planner::store::{RECORD_SCHEMA, Record, Store};
 
 /// Cases per target in the normal test suite.
@@ -252,7 +254,7 @@ fn config_document() -> impl Strategy<Value = String> {
 
 /// Parses a config; checks errors are located within the text and accepted runtimes are usable.
 fn check_config(text: &str) -> Result<(), TestCaseError> {
-    let plans = PlanSet::load(None).unwrap();
+    let plans = load_plans(None).unwrap();
     let exists = |p: &str| plans.source(p);
     match config::parse(text, "runtimes.toml", &EnvOverrides::default(), &exists) {
         Ok(cfg) => {
@@ -383,7 +385,7 @@ fn check_plan(text: &str) -> Result<Option<usize>, TestCaseError> {
         .collect();
     let goals: Vec<usize> = (0..n).filter(|&i| !needed[i]).collect();
     prop_assert_eq!(plan.goals(), &goals[..]);
-    let mut plans = PlanSet::load(None).unwrap();
+    let mut plans = load_plans(None).unwrap();
     plans.plans.insert("p".into(), plan);
     let cfg = config::parse(
         "[runtimes.a]\nplan = \"p\"\n[runtimes.b]\nplan = \"p\"\n",
@@ -599,12 +601,15 @@ fn record() -> impl Strategy<Value = Record> {
                 key,
                 runtimes,
                 repo,
-                branch,
-                commit,
-                digest: None,
-                dockerfile_blake3: blake3,
-                image_id: image,
-                checkout_id: None,
+                fields: RecordFields {
+                    branch,
+                    commit,
+                    digest: None,
+                    dockerfile_blake3: blake3,
+                    image_id: image,
+                    checkout_id: None,
+                }
+                .into_map(),
                 finished_at: at,
             },
         )
@@ -643,8 +648,8 @@ fn read_back(key: &Key, bytes: &[u8]) -> Result<Option<Record>, TestCaseError> {
         let path = dir.path().join(format!("records/{key}.json"));
         std::fs::write(&path, bytes).unwrap();
         let store = Store::read_only(dir.path());
-        let read = store.read_record(key, StepKind::Build);
-        let listed = store.list_records().unwrap();
+        let read = store.read_record(key, planner::steps::build::KIND);
+        let listed = store.list_records(planner::steps::kinds()).unwrap();
         std::fs::remove_file(&path).unwrap();
         if let Some(r) = &read {
             prop_assert_eq!(&r.key, key);

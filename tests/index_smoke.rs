@@ -4,6 +4,9 @@
 //! here (content types, redirects, auth, no caching) so a change of version shows. Start-up
 //! and request times are printed (`--nocapture`), never asserted.
 
+// A test shows what it checks in its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use planner_test_support as support;
 
 use std::process::Command;

@@ -1,6 +1,9 @@
 //! `planner status` and `planner gc` end to end: the real binary against the real engine and
 //! the test git server. Run through scripts/test.sh (or with DOCKER_HOST set to its engine).
 
+// A test shows the reports it checks in its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use planner_test_support as support;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! (Debian's docker-registry on 127.0.0.1, open) and the real Docker engine. Run through
 //! scripts/test.sh.
 
+// A test shows the reports it checks in its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use planner_test_support as support;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,10 @@
 //! control characters of outside text escaped ([`crate::text`]). Warnings (`tracing`) are
 //! masked and inert too, and coloured only on a terminal without `NO_COLOR`.
 
+// The command line and the renderers are the only code that prints (`[workspace.lints]`
+// denies `print_stdout`/`print_stderr` everywhere else).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod ops;
 mod watch;
 

@@ -83,7 +83,7 @@ pub fn objects(event: &Event, verbose: bool) -> Vec<Value> {
         Event::Waiting { step, reason } => ("step_waiting", step, json!({ "reason": reason })),
         Event::Output { step, line } if verbose => ("step_output", step, json!({ "line": line })),
         Event::Output { .. } => return Vec::new(),
-        Event::BuildStep { step, name, state } => (
+        Event::Substep { step, name, state } => (
             "build_step",
             step,
             json!({ "name": name, "state": state.name() }),
@@ -108,7 +108,7 @@ pub fn objects(event: &Event, verbose: bool) -> Vec<Value> {
 
 /// The summary line.
 pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> Value {
-    let failed = rows.iter().filter(|r| r.status == "failed").count();
+    let failed = crate::summary::failed(rows);
     let runtimes: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -227,12 +227,13 @@ pub fn sink(writer: &Writer, verbose: bool) -> (Sink, Arc<Mutex<Counts>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::StepKind;
+
+    use crate::steps::build;
 
     fn step(runtimes: &[&str]) -> StepRef {
         StepRef {
             runtimes: runtimes.iter().map(|s| s.to_string()).collect(),
-            kind: StepKind::Build,
+            kind: build::KIND,
             step_id: "build".into(),
             key: None,
         }
@@ -285,10 +286,10 @@ mod tests {
 
     #[test]
     fn buildkit_steps_carry_name_and_state() {
-        let e = Event::BuildStep {
+        let e = Event::Substep {
             step: step(&["a"]),
             name: "[1/2] FROM base".into(),
-            state: crate::exec::event::BuildStepState::Started,
+            state: crate::exec::event::SubstepState::Started,
         };
         let o = &objects(&e, false)[0];
         assert_eq!(o["event"], "build_step");
@@ -300,7 +301,8 @@ mod tests {
 #[cfg(test)]
 mod writer_tests {
     use super::*;
-    use crate::plan::StepKind;
+
+    use crate::steps::build;
 
     /// A writer that blocks until `gate` opens, then appends to `out`.
     struct Gated {
@@ -335,7 +337,7 @@ mod writer_tests {
         let (sink, counts) = super::sink(&writer, true);
         let step = StepRef {
             runtimes: vec!["a".into()],
-            kind: StepKind::Build,
+            kind: build::KIND,
             step_id: "build".into(),
             key: None,
         };

@@ -51,7 +51,7 @@ pub fn line(event: &Event, verbosity: Verbosity, width: usize) -> Option<String>
             (step, format!("| {line}"))
         }
         Event::Output { .. } => return None,
-        Event::BuildStep { step, name, state } => {
+        Event::Substep { step, name, state } => {
             (step, format!("{} {}", state.name(), one_line(name)))
         }
     };
@@ -84,13 +84,14 @@ pub fn stderr_sink(verbosity: Verbosity, width: usize) -> Sink {
 mod tests {
     use super::*;
     use crate::exec::StepRef;
-    use crate::plan::StepKind;
+
+    use crate::steps::build;
     use std::time::Duration;
 
     fn step() -> StepRef {
         StepRef {
             runtimes: vec!["codex".into()],
-            kind: StepKind::Build,
+            kind: build::KIND,
             step_id: "build".into(),
             key: None,
         }
@@ -149,11 +150,11 @@ mod tests {
 
     #[test]
     fn buildkit_steps_are_transitions_on_one_line() {
-        use crate::exec::event::BuildStepState;
-        let e = Event::BuildStep {
+        use crate::exec::event::SubstepState;
+        let e = Event::Substep {
             step: step(),
             name: "[2/5] RUN pip install \\\n  -r req.txt".into(),
-            state: BuildStepState::Cached,
+            state: SubstepState::Cached,
         };
         assert_eq!(
             line(&e, Verbosity::Normal, 5).unwrap(),

@@ -146,7 +146,7 @@ mod tests {
             key: Some("f".repeat(64)),
             status,
             reason: "say \"hi\"".into(),
-            via: (status == Status::Run).then_some(Via::SharedCache),
+            via: (status == Status::Run).then_some(crate::steps::via::SHARED_CACHE),
             needs: needs.iter().map(|s| s.to_string()).collect(),
         }
     }

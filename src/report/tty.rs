@@ -128,7 +128,7 @@ impl Display {
                 let text = build_progress(&mut st.dockerfile_step, line);
                 bar.set_message(shown(&format!("{kind}: {text}")))
             }
-            Event::BuildStep { name, state, .. } => {
+            Event::Substep { name, state, .. } => {
                 let text = buildkit_progress(&mut st.dockerfile_step, name, *state);
                 bar.set_message(shown(&format!("{kind}: {text}")))
             }
@@ -195,7 +195,7 @@ fn step_of(event: &Event) -> &StepRef {
         | Event::Blocked { step, .. }
         | Event::Waiting { step, .. }
         | Event::Output { step, .. }
-        | Event::BuildStep { step, .. } => step,
+        | Event::Substep { step, .. } => step,
     }
 }
 
@@ -222,9 +222,9 @@ fn build_progress(dockerfile_step: &mut Option<String>, line: &str) -> String {
 fn buildkit_progress(
     dockerfile_step: &mut Option<String>,
     name: &str,
-    state: crate::exec::event::BuildStepState,
+    state: crate::exec::event::SubstepState,
 ) -> String {
-    use crate::exec::event::BuildStepState as S;
+    use crate::exec::event::SubstepState as S;
     let flat = name.replace(['\n', '\r'], " ");
     let mut short: String = flat.chars().take(60).collect();
     if short.len() < flat.len() {
@@ -245,6 +245,7 @@ fn buildkit_progress(
 mod tests {
     use super::*;
     use crate::plan::StepKind;
+    use crate::steps::{build, clone};
     use indicatif::InMemoryTerm;
 
     fn step(rt: &str, kind: StepKind) -> StepRef {
@@ -271,19 +272,19 @@ mod tests {
         let (d, term) = display();
         let sink = d.sink();
         sink(&Event::Started {
-            step: step("alpha", StepKind::Build),
+            step: step("alpha", build::KIND),
             reason: "image missing".into(),
         });
         sink(&Event::Output {
-            step: step("alpha", StepKind::Build),
+            step: step("alpha", build::KIND),
             line: "Step 3/7 : RUN make".into(),
         });
         sink(&Event::Output {
-            step: step("alpha", StepKind::Build),
+            step: step("alpha", build::KIND),
             line: " ---> Running in 0123".into(),
         });
         sink(&Event::Skipped {
-            step: step("beta", StepKind::Build),
+            step: step("beta", build::KIND),
             reason: "present".into(),
         });
         d.multi.set_move_cursor(false);
@@ -303,14 +304,14 @@ mod tests {
 
     #[test]
     fn buildkit_steps_show_as_the_current_step_with_run_output_after_them() {
-        use crate::exec::event::BuildStepState;
+        use crate::exec::event::SubstepState;
         let (d, term) = display();
         let sink = d.sink();
-        let build = || step("alpha", StepKind::Build);
-        sink(&Event::BuildStep {
+        let build = || step("alpha", build::KIND);
+        sink(&Event::Substep {
             step: build(),
             name: "[2/5] RUN pip install -r requirements.txt".into(),
-            state: BuildStepState::Started,
+            state: SubstepState::Started,
         });
         sink(&Event::Output {
             step: build(),
@@ -325,10 +326,10 @@ mod tests {
             screen.contains("build: [2/5] RUN pip install -r requirements.txt · Collecting flask"),
             "{screen}"
         );
-        sink(&Event::BuildStep {
+        sink(&Event::Substep {
             step: build(),
             name: "[3/5] COPY . /app".into(),
-            state: BuildStepState::Cached,
+            state: SubstepState::Cached,
         });
         for bar in d.bars.values() {
             bar.tick();
@@ -345,12 +346,12 @@ mod tests {
         let (d, term) = display();
         let sink = d.sink();
         sink(&Event::Finished {
-            step: step("alpha", StepKind::Build),
+            step: step("alpha", build::KIND),
             duration: Duration::from_secs(1),
             detail: "x".into(),
         });
         sink(&Event::Failed {
-            step: step("beta", StepKind::Clone),
+            step: step("beta", clone::KIND),
             duration: Duration::ZERO,
             error: "repository not found".into(),
         });
@@ -369,11 +370,11 @@ mod tests {
         let (d, term) = display();
         let sink = d.sink();
         sink(&Event::Started {
-            step: step("alpha", StepKind::Build),
+            step: step("alpha", build::KIND),
             reason: "stale: repo \x1b[2J\x1b]0;pwned\x07x".into(),
         });
         sink(&Event::Failed {
-            step: step("beta", StepKind::Clone),
+            step: step("beta", clone::KIND),
             duration: Duration::ZERO,
             error: "boom\x1b[31m\r1 ensured, 0 failed\nhelp: fix".into(),
         });

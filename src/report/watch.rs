@@ -42,7 +42,7 @@ pub fn step_shown(event: &exec::Event) -> bool {
         | exec::Event::Finished { step, .. }
         | exec::Event::Waiting { step, .. }
         | exec::Event::Output { step, .. }
-        | exec::Event::BuildStep { step, .. } => !step.kind.is_root(),
+        | exec::Event::Substep { step, .. } => !step.kind.is_root(),
     }
 }
 
@@ -346,7 +346,8 @@ pub fn stopped_line(signal: &str, code: u8) -> String {
 mod tests {
     use super::*;
     use crate::exec::StepRef;
-    use crate::plan::StepKind;
+
+    use crate::steps::{build, resolve_head};
 
     fn change() -> Change {
         Change {
@@ -416,14 +417,14 @@ mod tests {
             duration: Duration::ZERO,
             detail: String::new(),
         };
-        assert!(!step_shown(&finished(StepKind::ResolveHead)));
-        assert!(step_shown(&finished(StepKind::Build)));
+        assert!(!step_shown(&finished(resolve_head::KIND)));
+        assert!(step_shown(&finished(build::KIND)));
         assert!(!step_shown(&exec::Event::Skipped {
-            step: step(StepKind::Build),
+            step: step(build::KIND),
             reason: "present".into()
         }));
         assert!(step_shown(&exec::Event::Failed {
-            step: step(StepKind::ResolveHead),
+            step: step(resolve_head::KIND),
             duration: Duration::ZERO,
             error: "x".into()
         }));

@@ -765,6 +765,7 @@ fn first_pkt(buf: &[u8]) -> Option<String> {
 // ---- CGI ---------------------------------------------------------------------------------------
 
 /// Runs `git http-backend` for `req` and turns its CGI output into a response.
+#[allow(clippy::print_stderr)] // the backend's stderr, for the test's output
 fn run_cgi(shared: &Shared, req: &Request, peer: &str, user: Option<&str>) -> Response {
     let output = match spawn_cgi(shared, req, peer, user) {
         Ok(out) => out,

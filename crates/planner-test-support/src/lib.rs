@@ -6,6 +6,7 @@ pub mod cred_helper;
 pub mod disk_usage;
 pub mod git_server;
 pub mod harness;
+pub mod http;
 pub mod index_proc;
 pub mod logging_proxy;
 pub mod npm_registry;

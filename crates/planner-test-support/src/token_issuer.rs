@@ -177,11 +177,11 @@ impl TokenIssuer {
         lock(&self.shared.log).clone()
     }
 
-    /// Requests other than this module's own (user agent [`super::registry::SUPPORT_UA`]):
+    /// Requests other than this module's own (user agent [`crate::http::SUPPORT_UA`]):
     /// the engine's (`docker/…`) and planner's.
     pub fn client_requests(&self) -> Vec<TokenRequest> {
         let mut all = self.requests();
-        all.retain(|r| r.user_agent != super::registry::SUPPORT_UA);
+        all.retain(|r| r.user_agent != crate::http::SUPPORT_UA);
         all
     }
 
@@ -195,7 +195,7 @@ impl TokenIssuer {
     }
 
     /// Asks this issuer for a token as a client would (`None` credentials: anonymous);
-    /// returns the raw token. Logged like any request (user agent [`super::registry::SUPPORT_UA`]).
+    /// returns the raw token. Logged like any request (user agent [`crate::http::SUPPORT_UA`]).
     pub fn fetch_token(&self, scope: &str, creds: Option<(&str, &str)>) -> String {
         let url = format!(
             "{}?service={SERVICE}&scope={}",
@@ -207,7 +207,7 @@ impl TokenIssuer {
         if let Some(auth) = &auth {
             headers.push(("authorization", auth.as_str()));
         }
-        let response = super::registry::http_request("GET", &url, &headers, None);
+        let response = crate::http::http_request("GET", &url, &headers, None);
         assert_eq!(response.status, 200, "token for {scope}: {response:?}");
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         body["token"].as_str().expect("token in answer").to_owned()

@@ -1,0 +1,110 @@
+//! The end of a run, per runtime: whether it is ensured, its commit and image, what ran, the
+//! first error. `ensure` and `watch` compute it; `report` renders it (a table, NDJSON).
+
+use serde::Serialize;
+
+use crate::exec::Outcome;
+use crate::plan::{Decided, Graph, Status};
+
+/// Whether a runtime ended ensured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ensured,
+    Failed,
+}
+
+impl RunStatus {
+    /// `ensured` or `failed`, as tables and JSON write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Ensured => "ensured",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RuntimeSummary {
+    pub runtime: String,
+    pub status: RunStatus,
+    pub commit: Option<String>,
+    pub image: Option<String>,
+    /// Step kinds that ran for this runtime (shared steps count for every runtime).
+    pub ran: Vec<String>,
+    pub error: Option<String>,
+    /// Time spent in this runtime's steps (shared steps count for each runtime).
+    pub duration: std::time::Duration,
+}
+
+/// How many of `rows` failed.
+pub fn failed(rows: &[RuntimeSummary]) -> usize {
+    rows.iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .count()
+}
+
+/// Summarises the outcome per requested runtime, in request order.
+pub fn summarize(
+    graph: &Graph,
+    decided: &Decided,
+    outcome: &Outcome,
+    runtimes: &[String],
+) -> Vec<RuntimeSummary> {
+    runtimes
+        .iter()
+        .map(|rt| summarize_one(graph, decided, outcome, rt))
+        .collect()
+}
+
+fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) -> RuntimeSummary {
+    let mine: Vec<_> = graph
+        .order()
+        .iter()
+        .copied()
+        .filter(|&id| graph.node(id).runtimes.iter().any(|r| r.name == rt))
+        .collect();
+    let error = mine.iter().find_map(|id| match outcome.status.get(id) {
+        Some(Status::Failed) => Some(format!(
+            "{}: {}",
+            graph.node(*id).kind,
+            outcome.detail.get(id).cloned().unwrap_or_default()
+        )),
+        Some(Status::Blocked) => Some(format!(
+            "{}: blocked ({})",
+            graph.node(*id).kind,
+            outcome.detail.get(id).cloned().unwrap_or_default()
+        )),
+        None => Some(format!("{}: did not finish", graph.node(*id).kind)),
+        _ => None,
+    });
+    // The revision the primary root of its goal answered (its commit or digest; a plan may
+    // have other roots, such as a released version, which are not its commit).
+    let commit = mine
+        .last()
+        .and_then(|&goal| graph.resolve_of(goal))
+        .and_then(|root| decided.revisions.get(&root).cloned());
+    let image = commit.as_ref().and_then(|c| {
+        let node = graph.node(*mine.last()?);
+        let runtime = node.runtimes.iter().find(|r| r.name == rt)?;
+        Some(runtime.pinned_tag(c))
+    });
+    let ran = mine
+        .iter()
+        .filter(|id| outcome.ran.contains(id))
+        .map(|id| graph.node(*id).kind.name().to_owned())
+        .collect();
+    let duration = mine.iter().filter_map(|id| outcome.durations.get(id)).sum();
+    RuntimeSummary {
+        runtime: rt.to_owned(),
+        status: match error {
+            None => RunStatus::Ensured,
+            Some(_) => RunStatus::Failed,
+        },
+        commit,
+        image,
+        ran,
+        error,
+        duration,
+    }
+}
