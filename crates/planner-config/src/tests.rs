@@ -479,7 +479,10 @@ fn line_column_counts_from_one() {
 #[test]
 fn publish_names_the_reference_a_registry_mode_consumer_resolves() {
     let none = parse_ok("[runtimes.codex]\n");
-    assert_eq!((none.publish, none.runtimes["codex"].publish.clone()), (None, None));
+    assert_eq!(
+        (none.publish, none.runtimes["codex"].publish.clone()),
+        (None, None)
+    );
     let c = parse_ok(
         "[defaults]\nregistry_tag = \"stable\"\n[publish]\nregistry = \"127.0.0.1:5000/molecule-ai/\"\n[runtimes.codex]\n[runtimes.other]\nregistry_image = \"rt-\"\n",
     );

@@ -250,7 +250,9 @@ impl Stream {
 fn push_failed(reference: &str, detail: &str) -> DockerError {
     let host = reference.split('/').next().unwrap_or_default();
     let help = if detail.contains("unauthorized") || detail.contains("denied") {
-        format!("\n  help: log in to {host} (`docker login {host}`) with an account that may push to it")
+        format!(
+            "\n  help: log in to {host} (`docker login {host}`) with an account that may push to it"
+        )
     } else {
         "\n  help: check the registry in runtimes.toml ([cache] or [publish] registry) and that the engine can reach it".to_owned()
     };
