@@ -13,6 +13,7 @@ use std::process::Command;
 use support::harness::{BASE_IMAGE, Env, Run};
 use support::registry::{RegistryAuth, TestRegistry};
 use support::tls_engine::TlsEngine;
+use support::watcher::Watcher;
 
 /// A template built `FROM base`, its layers its own (tests share one engine).
 fn template(env: &Env, repo: &str, base: &str) -> String {
@@ -46,13 +47,7 @@ fn on_a(env: &Env, docker_config: &Path, args: &[&str]) -> Run {
 /// planner on machine B: registry mode from `reg`'s `mirror/`, the second engine, its own
 /// cache dir and config.
 fn on_b(env: &Env, b: &Path, reg: &TestRegistry, rt: &str, args: &[&str]) -> Run {
-    let config = b.join("runtimes.toml");
-    let text = format!(
-        "[defaults]\nsource = \"registry\"\nregistry = \"{}/mirror\"\nimage_prefix = \"{}b-\"\n\n[runtimes.{rt}]\n",
-        reg.host(),
-        env.prefix
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = config_b(b, &format!("{}b-", env.prefix), reg, rt);
     let out = Command::new(env!("CARGO_BIN_EXE_planner"))
         .arg("--config")
         .arg(&config)
@@ -68,6 +63,29 @@ fn on_b(env: &Env, b: &Path, reg: &TestRegistry, rt: &str, args: &[&str]) -> Run
         .output()
         .unwrap();
     Run::from_output(out)
+}
+
+/// Machine B's runtimes.toml in `dir`: `rt` in registry mode from `reg`'s `mirror/`.
+fn config_b(dir: &Path, image_prefix: &str, reg: &TestRegistry, rt: &str) -> std::path::PathBuf {
+    let config = dir.join("runtimes.toml");
+    let text = format!(
+        "[defaults]\nsource = \"registry\"\nregistry = \"{}/mirror\"\nimage_prefix = \"{image_prefix}\"\n\n[runtimes.{rt}]\n",
+        reg.host(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Removes the images under `prefix` from machine B's engine.
+fn clean_b(prefix: &str) {
+    let out = TlsEngine::shared().docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mine: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
+    if !mine.is_empty() {
+        let mut args = vec!["image", "rm", "-f"];
+        args.extend(mine);
+        TlsEngine::shared().docker(&args);
+    }
 }
 
 /// The summary row of `ensure --json`'s last line.
@@ -142,6 +160,7 @@ fn a_published_build_is_what_registry_mode_pulls_and_a_warm_run_pushes_nothing()
 
     // Machine B, registry mode: the same digest.
     let b = tempfile::tempdir().unwrap();
+    clean_b(&format!("{}b-", env.prefix));
     let pulled = on_b(&env, b.path(), &reg, "pub", &["ensure", "pub", "--json"]);
     assert_eq!(pulled.code, 0, "{}", pulled.all());
     assert_eq!(summary(&pulled)["commit"].as_str(), Some(&*digest));
@@ -241,4 +260,68 @@ fn publishing_needs_the_registrys_credentials_and_wrong_ones_name_the_registry_m
 fn base64_basic(user: &str, pass: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+}
+
+#[test]
+fn machine_bs_watch_fires_its_hook_when_a_publishes_a_new_commit() {
+    let env = Env::new("publishwatch");
+    let reg = TestRegistry::start(RegistryAuth::None);
+    template(&env, "w", BASE_IMAGE);
+    config_a(&env, "w", &reg);
+    let creds = tempfile::tempdir().unwrap();
+    let first = on_a(&env, creds.path(), &["ensure", "w", "--json"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+
+    // Machine B: its own Env (cache dir, config), the second engine, registry mode.
+    let b = Env::new("publishwatchb");
+    clean_b(&b.prefix);
+    config_b(b.dir.path(), &b.prefix, &reg, "w");
+    let log = b.dir.path().join("hooks.log");
+    let hook = format!("printf '%s\\n' \"$PLANNER_NEW_ID\" >> '{}'", log.display());
+    let args = [
+        "w",
+        "--on-change",
+        &hook,
+        "--interval",
+        "1s",
+        "--jitter",
+        "0s",
+    ];
+    let mut w = Watcher::spawn_with(&b, &args, |cmd| {
+        cmd.env("DOCKER_HOST", TlsEngine::shared().unix())
+            .env("DOCKER_CONFIG", b.dir.path())
+            .env_remove("PLANNER_REGISTRY");
+    });
+    let t1 = w.tick_finished(1);
+    assert_eq!(t1["ensured"].as_u64(), Some(1), "{}", w.dump());
+
+    // A publishes a new commit; B's next tick pulls it and runs the hook once.
+    let id = format!("{}w second {}\n", env.prefix, std::process::id());
+    env.git
+        .commit("w", "main", &[("test-id.txt", id.as_bytes())]);
+    let second = on_a(&env, creds.path(), &["ensure", "w", "--json"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    let published = summary(&second)["published"].as_str().unwrap().to_owned();
+    let done = w.wait_event("hook_finished", Some("w"));
+    let on_b_engine =
+        TlsEngine::shared().docker(&["image", "inspect", "-f", "{{.Id}}", &published]);
+    let new_id = String::from_utf8_lossy(&on_b_engine.stdout)
+        .trim()
+        .to_owned();
+    assert!(on_b_engine.status.success(), "B holds {published}");
+    assert_eq!(done["new_id"].as_str(), Some(&*new_id), "{}", w.dump());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("{new_id}\n"),
+        "{}",
+        w.dump()
+    );
+    w.signal("TERM");
+    assert_eq!(
+        w.exit_code_within(std::time::Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        w.dump()
+    );
+    clean_b(&b.prefix);
 }
