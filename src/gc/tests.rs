@@ -136,6 +136,7 @@ fn registry_runtime(name: &str, image: &str) -> Runtime {
         base_images: Default::default(),
         builder: Default::default(),
         build_network: Default::default(),
+        publish: None,
     }
 }
 

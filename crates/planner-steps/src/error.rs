@@ -21,6 +21,9 @@ pub enum Error {
     /// A Dockerfile or base image the build cannot use.
     #[error("{0}")]
     Dockerfile(String),
+    /// A kind's own failure (what failed, on what, and the fix), such as a push refused.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     Offline(String),
     #[error("{0}")]

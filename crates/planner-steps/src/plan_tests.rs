@@ -205,6 +205,8 @@ mod load {
         assert_eq!(plan.goals(), [4]);
         assert_eq!(plan.order(), [0, 1, 2, 3, 4]);
         assert_eq!(set.get("build-only").unwrap().goals(), [3]);
+        // publish and tag-latest both follow the build; each is a goal, checked every run.
+        assert_eq!(set.get("build-and-publish").unwrap().goals(), [4, 5]);
     }
 
     #[test]
