@@ -22,6 +22,7 @@ fn labels(commit: &str) -> HashMap<String, String> {
         platform: "linux/amd64".into(),
         params: Default::default(),
         build_args: Default::default(),
+        releases: Default::default(),
         bases: Default::default(),
         builder: String::new(),
     };
@@ -133,6 +134,7 @@ fn registry_runtime(name: &str, image: &str) -> Runtime {
         image_prefix: "p/".into(),
         plan: "registry-pull".into(),
         build_args: Default::default(),
+        releases: Default::default(),
         base_images: Default::default(),
         builder: Default::default(),
         build_network: Default::default(),

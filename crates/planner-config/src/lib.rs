@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 mod build_args;
 mod cache;
 pub use build_args::{
-    BuildArgs, MAX_BUILD_ARGS, MAX_NAME_BYTES, MAX_VALUE_BYTES, to_label as build_args_label,
+    BuildArgs, DEFAULT_NPM_INDEX, DEFAULT_PYPI_INDEX, IndexKind, Indexes, MAX_BUILD_ARGS,
+    MAX_NAME_BYTES, MAX_VALUE_BYTES, Release, Releases, to_label as build_args_label,
 };
 pub use cache::CacheSettings;
 mod defaults;
@@ -83,10 +84,19 @@ pub fn parse(
     let engine = validate_engine(&raw.engine, &loc)?;
     let registry = validate_registry(&raw.registry, &loc)?;
     let cache = cache::validate(&raw.cache, &loc)?;
+    let indexes = build_args::validate_indexes(&raw.indexes, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
-        let rt = validate_runtime(name, entry.get_ref(), &defaults, &git, plan_source, &loc)?;
+        let rt = validate_runtime(
+            name,
+            entry.get_ref(),
+            &defaults,
+            &git,
+            &indexes,
+            plan_source,
+            &loc,
+        )?;
         runtimes.insert(rt.name.clone(), rt);
     }
     let default_runtime = validate_default_runtime(raw.default_runtime.as_ref(), &runtimes, &loc)?;
@@ -98,6 +108,7 @@ pub fn parse(
         engine,
         registry,
         cache,
+        indexes,
         runtimes,
     })
 }

@@ -25,6 +25,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) cache: cache::RawCache,
     #[serde(default)]
+    pub(crate) indexes: build_args::RawIndexes,
+    #[serde(default)]
     pub(crate) runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
 }
 
