@@ -22,7 +22,6 @@ fn labels(commit: &str) -> HashMap<String, String> {
         platform: "linux/amd64".into(),
         params: Default::default(),
         build_args: Default::default(),
-        releases: Default::default(),
         bases: Default::default(),
         builder: String::new(),
     };

@@ -67,13 +67,18 @@ impl Release {
         format!("{} {}{pre}", self.kind.name(), self.package)
     }
 
-    /// Its identity in keys and records: kind, index without credentials, package, `pre`.
+    /// Its identity in keys and records: kind, index without credentials, package (a PyPI
+    /// name normalized as PEP 503 says, so `My_Pkg` and `my-pkg` are one), `pre`.
     pub fn identity(&self) -> String {
+        static RUNS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[-_.]+").unwrap());
+        let package = match self.kind {
+            IndexKind::Pypi => RUNS.replace_all(&self.package, "-").to_ascii_lowercase(),
+            IndexKind::Npm => self.package.clone(),
+        };
         format!(
-            "{} {} {}{}",
+            "{} {} {package}{}",
             self.kind.name(),
             planner_base::mask::display_url(&self.index),
-            self.package,
             if self.pre { " pre" } else { "" }
         )
     }
@@ -206,7 +211,9 @@ fn release_of(name: &str, table: &toml::Table) -> Result<ArgValue, String> {
             ("pre", toml::Value::Boolean(b)) => pre = *b,
             _ => {
                 let shown: String = key.chars().take(64).collect();
-                return Err(format!("build arg {name}: unknown or mistyped key {shown:?}{help}"));
+                return Err(format!(
+                    "build arg {name}: unknown or mistyped key {shown:?}{help}"
+                ));
             }
         }
     }
@@ -228,9 +235,8 @@ fn release_of(name: &str, table: &toml::Table) -> Result<ArgValue, String> {
 
 /// A package name as its index names packages (PEP 508 names; npm's rules).
 fn validate_package(kind: IndexKind, package: &str) -> Result<(), String> {
-    static PYPI: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^(?i)[a-z0-9]([a-z0-9._-]*[a-z0-9])?$").unwrap()
-    });
+    static PYPI: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^(?i)[a-z0-9]([a-z0-9._-]*[a-z0-9])?$").unwrap());
     static NPM: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"^(@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*$").unwrap()
     });
@@ -242,7 +248,10 @@ fn validate_package(kind: IndexKind, package: &str) -> Result<(), String> {
         return Ok(());
     }
     let shown: String = package.chars().take(64).collect();
-    Err(format!("{shown:?} is not a valid {} package name", kind.name()))
+    Err(format!(
+        "{shown:?} is not a valid {} package name",
+        kind.name()
+    ))
 }
 
 /// The `[indexes]` table: each URL https, or http to a loopback host.
@@ -261,9 +270,8 @@ pub(super) fn validate_indexes(raw: &RawIndexes, loc: &Locator) -> Result<Indexe
 }
 
 fn index_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| {
-        format!("{:?} is not a URL: {e}", planner_base::mask::mask(text))
-    })?;
+    let url = Url::parse(text)
+        .map_err(|e| format!("{:?} is not a URL: {e}", planner_base::mask::mask(text)))?;
     let loopback = url
         .host_str()
         .is_some_and(planner_base::reference::is_loopback);

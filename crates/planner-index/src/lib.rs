@@ -157,9 +157,14 @@ impl Index {
     /// The latest release of `package` (a PEP 440 or npm version string, never empty);
     /// asked of the index once per client, however often it is called.
     pub async fn latest(&self, package: &Package) -> Result<String, IndexError> {
+        // One PyPI project however its name is spelled (PEP 503).
+        let mut at = package.clone();
+        if at.ecosystem == Ecosystem::Pypi {
+            at.name = pypi::normalize(&at.name);
+        }
         let cell = {
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-            memo.entry(package.clone()).or_default().clone()
+            memo.entry(at).or_default().clone()
         };
         cell.get_or_init(|| self.ask(package)).await.clone()
     }
