@@ -268,3 +268,55 @@ fn an_unknown_package_or_a_dead_index_fails_closed_naming_both() {
     assert_eq!(run.count("build", "started"), 0, "{}", run.all());
     assert_eq!(env.image_id(&env.image("x", &sha)), None);
 }
+
+#[test]
+fn watch_picks_up_a_release_and_runs_the_hook_once() {
+    use support::watcher::Watcher;
+    let index = PypiIndex::shared_json();
+    let p = unique_name("watched");
+    index.add(&p, "1.0");
+    let env = Env::new("rverwatch");
+    let sha = template(&env, "tw");
+    env.config(
+        &[
+            format!("[indexes]\npypi = \"{}\"\n", index.simple_url()),
+            runtime(&env, "alpha", "tw", &format!("{{ pypi = \"{p}\" }}")),
+        ]
+        .concat(),
+    );
+    let log = env.dir.path().join("hooks.log");
+    let hook = format!("echo \"$PLANNER_NEW_ID\" >> '{}'", log.display());
+    let args = [
+        "alpha",
+        "--on-change",
+        &hook,
+        "--interval",
+        "1s",
+        "--jitter",
+        "0s",
+    ];
+    let mut w = Watcher::spawn(&env, &args);
+    w.tick_finished(1);
+    let first = env.image_id(&env.latest("alpha")).expect(":latest exists");
+    assert!(!log.exists(), "a first :latest replaces nothing");
+
+    index.add(&p, "1.1");
+    let done = w.wait_event("hook_finished", Some("alpha"));
+    let second = env.image_id(&env.latest("alpha")).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(done["new_id"], second.as_str());
+    assert_eq!(v_in(&env.image("alpha", &sha)), "v=1.1\n");
+    w.tick_finished(done["tick"].as_u64().unwrap() + 2);
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        [second.as_str()],
+        "{}",
+        w.dump()
+    );
+    w.signal("TERM");
+    assert_eq!(
+        w.exit_code_within(std::time::Duration::from_secs(30)),
+        Some(0)
+    );
+}
