@@ -175,6 +175,7 @@ async fn world(loaded: &Loaded, read_only: bool) -> Result<RealWorld, AppError> 
             .with_limits(loaded.config.git.limits.clone()),
         cache: crate::cache::SharedCache::new(loaded.config.cache.clone(), registry.clone()),
         registry,
+        index: planner_index::Index::new(loaded.config.registry.timeout),
         bases: crate::bases::Resolver::default(),
         read_only,
     })

@@ -16,6 +16,7 @@
 //! - the leaf crates as [`git`], [`docker`] (with [`dockerfile`]), [`registry`], and
 //!   `planner-base` as [`ids`], [`mask`] and [`text`] (outside text made inert wherever it
 //!   is printed); `planner-http` as [`origin`] (where a credential may travel);
+//!   `planner-index` as [`index`] (a package's latest release on PyPI or npm);
 //!   `planner-config` as [`config`].
 //!
 //! Its own modules: [`app`] ties the flow together for [`cli`], the thin command line the
@@ -39,6 +40,7 @@ pub use planner_core::{error, exec, key, plan, store};
 pub use planner_docker::dockerfile;
 pub use planner_git as git;
 pub use planner_http as origin;
+pub use planner_index as index;
 pub use planner_registry as registry;
 pub use planner_steps as steps;
 pub use planner_steps::{bases, cache};

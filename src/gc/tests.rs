@@ -133,6 +133,7 @@ fn registry_runtime(name: &str, image: &str) -> Runtime {
         image_prefix: "p/".into(),
         plan: "registry-pull".into(),
         build_args: Default::default(),
+        releases: Default::default(),
         base_images: Default::default(),
         builder: Default::default(),
         build_network: Default::default(),

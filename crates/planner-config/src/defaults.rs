@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::build_args::{self, BuildArgs};
+use crate::build_args;
 use crate::error::{ConfigError, Locator};
 use crate::model::{
     BUILTIN_BRANCH, BUILTIN_DOCKERFILE, BUILTIN_IMAGE_PREFIX, BUILTIN_PLATFORM,
@@ -62,7 +62,7 @@ pub(crate) struct Defaults {
     pub(crate) registry: Option<Sourced>,
     pub(crate) registry_image: Sourced,
     pub(crate) registry_tag: Sourced,
-    pub(crate) build_args: BuildArgs,
+    pub(crate) build_args: build_args::ArgValues,
     pub(crate) base_images: Sourced,
     pub(crate) builder: Sourced,
     pub(crate) build_network: Sourced,
@@ -126,7 +126,7 @@ impl Defaults {
             registry_tag: pick(&raw.registry_tag, BUILTIN_REGISTRY_TAG),
             build_args: match &raw.build_args {
                 Some(t) => build_args::validate(t, "defaults", loc)?,
-                None => BuildArgs::new(),
+                None => build_args::ArgValues::new(),
             },
             base_images: pick(&raw.base_images, BaseImages::Track.name()),
             builder: pick(&raw.builder, Builder::Auto.name()),

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 mod build_args;
 mod cache;
 pub use build_args::{
-    BuildArgs, MAX_BUILD_ARGS, MAX_NAME_BYTES, MAX_VALUE_BYTES, to_label as build_args_label,
+    BuildArgs, DEFAULT_NPM_INDEX, DEFAULT_PYPI_INDEX, IndexKind, Indexes, MAX_BUILD_ARGS,
+    MAX_NAME_BYTES, MAX_VALUE_BYTES, Release, Releases, to_label as build_args_label,
 };
 pub use cache::CacheSettings;
 mod defaults;
@@ -85,6 +86,7 @@ pub fn parse(
     let registry = validate_registry(&raw.registry, &loc)?;
     let cache = cache::validate(&raw.cache, &loc)?;
     let publish = validate_publish(&raw.publish, &loc)?;
+    let indexes = build_args::validate_indexes(&raw.indexes, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
@@ -94,6 +96,7 @@ pub fn parse(
             &defaults,
             &git,
             publish.as_ref(),
+            &indexes,
             plan_source,
             &loc,
         )?;
@@ -109,6 +112,7 @@ pub fn parse(
         registry,
         cache,
         publish,
+        indexes,
         runtimes,
     })
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::build_args::BuildArgs;
+use crate::build_args::{BuildArgs, Indexes, Releases};
 use crate::cache::CacheSettings;
 use crate::source::Source;
 use planner_base::settings::{EngineSettings, GitLimits, RegistrySettings};
@@ -38,6 +38,8 @@ pub struct Config {
     pub cache: Option<CacheSettings>,
     /// Where builds are published for registry mode (`[publish]`), when configured.
     pub publish: Option<PublishSettings>,
+    /// `[indexes]`: where released versions are looked up.
+    pub indexes: Indexes,
     pub runtimes: BTreeMap<String, Runtime>,
 }
 
@@ -75,6 +77,10 @@ pub struct Runtime {
     /// Declared build args (`build_args`), passed to the engine and part of the build key.
     /// Only ever from the file, never from the environment or the command line.
     pub build_args: BuildArgs,
+    /// Build args whose value is a package's latest release (`{ pypi = ".." }`), looked up
+    /// every run by `resolve-version`; the version found is passed and keyed like a declared
+    /// value (and labelled with them).
+    pub releases: Releases,
     /// How the bases its Dockerfile names are keyed (`base_images`).
     pub base_images: BaseImages,
     /// Which builder builds (`builder`; `auto` resolves per engine, see [`Builder::effective`]).

@@ -521,3 +521,79 @@ fn publish_refuses_what_is_no_registry_prefix() {
         "{err}"
     );
 }
+
+#[test]
+fn release_build_args_take_their_index_and_merge_per_key() {
+    let cfg = parse_ok(
+        "[indexes]\npypi = \"http://127.0.0.1:3141/simple/\"\n\
+         [defaults]\nbuild_args = { RUNTIME_VERSION = { pypi = \"Molecule_AI-runtime\" }, BASE = \"slim\" }\n\
+         [runtimes.a]\n[runtimes.b]\nbuild_args = { RUNTIME_VERSION = \"2.0\", CLI = { npm = \"@openai/codex\" }, P = { pypi = \"x\", pre = true } }\n",
+    );
+    let a = &cfg.runtimes["a"];
+    assert_eq!(a.build_args.keys().collect::<Vec<_>>(), ["BASE"]);
+    let r = &a.releases["RUNTIME_VERSION"];
+    assert_eq!(
+        (r.kind, r.index.as_str(), r.package.as_str(), r.pre),
+        (
+            IndexKind::Pypi,
+            "http://127.0.0.1:3141/simple/",
+            "Molecule_AI-runtime",
+            false
+        )
+    );
+    let b = &cfg.runtimes["b"];
+    // The runtime's plain value wins over the default's release.
+    assert_eq!(b.build_args["RUNTIME_VERSION"], "2.0");
+    assert_eq!(b.releases["CLI"].index.as_str(), DEFAULT_NPM_INDEX);
+    assert!(b.releases["P"].pre);
+    assert_eq!(b.releases.len(), 2);
+}
+
+#[test]
+fn bad_release_build_args_and_indexes_are_refused() {
+    for (text, want) in [
+        (
+            "build_args = { V = { pip = \"x\" } }",
+            "unknown or mistyped key \"pip\"",
+        ),
+        ("build_args = { V = { pre = true } }", "names no index"),
+        (
+            "build_args = { V = { pypi = \"x\", npm = \"y\" } }",
+            "more than one index",
+        ),
+        (
+            "build_args = { V = { npm = \"x\", pre = true } }",
+            "pre applies to pypi only",
+        ),
+        (
+            "build_args = { V = { pypi = \"a b\" } }",
+            "not a valid pypi package name",
+        ),
+        (
+            "build_args = { V = { npm = \"Big\" } }",
+            "not a valid npm package name",
+        ),
+        ("build_args = { V = { pypi = 1 } }", "mistyped key \"pypi\""),
+    ] {
+        let err = parse_err(&format!("[runtimes.a]\n{text}\n"));
+        assert!(
+            err.starts_with("runtimes.toml:2:") && err.contains(want),
+            "{text}: {err}"
+        );
+    }
+    for (text, want) in [
+        (
+            "pypi = \"http://pypi.example/simple/\"",
+            "http:// only to a loopback host",
+        ),
+        ("npm = \"ftp://127.0.0.1/\"", "not allowed"),
+        ("npm = \"nope\"", "not a URL"),
+        ("mirror = \"https://x/\"", "unknown field"),
+    ] {
+        let err = parse_err(&format!("[indexes]\n{text}\n[runtimes.a]\n"));
+        assert!(
+            err.starts_with("runtimes.toml:2:") && err.contains(want),
+            "{text}: {err}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use regex::Regex;
 use toml::Spanned;
 use url::Url;
 
-use crate::build_args::{self, BuildArgs};
+use crate::build_args;
 use crate::defaults::{Defaults, Sourced, override_or, plan_of, refuse, repo_of, source_of};
 use crate::error::{ConfigError, Locator};
 use crate::model::{BaseImages, GitSettings, PublishSettings, Runtime};
@@ -212,6 +212,7 @@ pub(crate) fn validate_runtime(
     defaults: &Defaults,
     git: &GitSettings,
     publish: Option<&PublishSettings>,
+    indexes: &build_args::Indexes,
     plan_source: &dyn Fn(&str) -> Option<SourceKind>,
     loc: &Locator,
 ) -> Result<Runtime, ConfigError> {
@@ -267,8 +268,10 @@ pub(crate) fn validate_runtime(
         BaseImages::parse(&base_images.value).map_err(|m| refused(&base_images, m))?;
     let own_args = match &raw.build_args {
         Some(t) => build_args::validate(t, &format!("runtime {rt:?}"), loc)?,
-        None => BuildArgs::new(),
+        None => build_args::ArgValues::new(),
     };
+    let (fixed_args, releases) =
+        build_args::split(build_args::merge(&defaults.build_args, own_args), indexes);
     let builder = override_or(&raw.builder, &defaults.builder);
     let builder_kind = Builder::from_name(&builder.value)
         .ok_or_else(|| refused(&builder, bad_builder(&builder.value)))?;
@@ -285,7 +288,8 @@ pub(crate) fn validate_runtime(
         platform: platform.value,
         image_prefix: image_prefix.value,
         plan: plan.value,
-        build_args: build_args::merge(&defaults.build_args, own_args),
+        build_args: fixed_args,
+        releases,
         base_images,
         builder: builder_kind,
         build_network: network_mode,

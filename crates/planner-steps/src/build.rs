@@ -24,7 +24,7 @@ use planner_config::{BuildArgs, Runtime};
 use planner_core::Kind;
 use planner_core::exec::{Event, RunRequest, event::SubstepState};
 use planner_core::key::Key;
-use planner_core::plan::KeyInputs;
+use planner_core::plan::{Answer, KeyInputs};
 use planner_core::plan::{
     DiscoverRequest, Discovery, Found, Node, Output, Probe, ProbeRequest, StepKind, Via,
 };
@@ -67,6 +67,9 @@ impl Kind for Step {
                 planner_config::build_args_label(&rt.build_args),
             ),
         ]
+        .into_iter()
+        .chain(releases_read(rt))
+        .collect()
     }
 
     fn runs_via(&self) -> Option<Via> {
@@ -79,7 +82,9 @@ impl Kind for Step {
 
     fn key(&self, at: &KeyInputs<'_>) -> Option<Key> {
         let bases = at.found?.get::<Bases>()?;
-        Some(key(&inputs(at.node, at.revision?, bases)))
+        // Unkeyed until every released version is known: never built with an empty value.
+        crate::resolve_version::versions(at.node, &at.answers)?;
+        Some(key(&inputs(at.node, at.revision?, &at.answers, bases)))
     }
 
     fn record_fields(&self) -> &'static [RecordField] {
@@ -117,8 +122,9 @@ impl Work for Step {
     }
 }
 
-/// The build inputs of a build node at a commit, on its resolved bases.
-pub fn inputs(node: &Node, commit: &str, bases: &Bases) -> BuildInputs {
+/// The build inputs of a build node at a commit, with the released versions its roots
+/// answered (`answers`, [`crate::resolve_version::versions`]), on its resolved bases.
+pub fn inputs(node: &Node, commit: &str, answers: &[Answer<'_>], bases: &Bases) -> BuildInputs {
     let rt = node.runtime();
     BuildInputs {
         repo: rt.repo_identity(),
@@ -126,10 +132,36 @@ pub fn inputs(node: &Node, commit: &str, bases: &Bases) -> BuildInputs {
         dockerfile: rt.dockerfile.clone(),
         platform: rt.platform.clone(),
         params: node.params.clone(),
-        build_args: rt.build_args.clone(),
+        build_args: build_args(node, answers),
         bases: bases.bases.clone(),
         builder: bases.builder.unwrap_or(rt.builder).name().to_owned(),
     }
+}
+
+/// The declared build args and the released versions resolved for them (those known).
+fn build_args(node: &Node, answers: &[Answer<'_>]) -> BuildArgs {
+    let mut args = node.runtime().build_args.clone();
+    args.extend(crate::resolve_version::versions(node, answers).unwrap_or_default());
+    args
+}
+
+/// What the build's identity reads of released build args: each arg and its release, so
+/// that runtimes reading different packages never share a build (nothing when none).
+fn releases_read(rt: &Runtime) -> Option<(&'static str, String)> {
+    let list: Vec<String> = rt
+        .releases
+        .iter()
+        .map(|(name, r)| format!("{name}={}", r.identity()))
+        .collect();
+    (!list.is_empty()).then(|| ("releases", list.join("\n")))
+}
+
+/// Where each released build arg's value comes from (`pypi pkg`), for reasons.
+fn origins(rt: &Runtime) -> std::collections::BTreeMap<String, String> {
+    rt.releases
+        .iter()
+        .map(|(name, r)| (name.clone(), r.describe()))
+        .collect()
 }
 
 /// Finds the build's bases: from the Dockerfile of its verified checkout (before running),
@@ -144,7 +176,14 @@ async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discov
             checkout,
             dockerfile_blake3,
         }) => (
-            read_bases(rt, checkout, dockerfile_blake3, req.revision).await?,
+            read_bases(
+                rt,
+                build_args(req.node, &req.answers),
+                checkout,
+                dockerfile_blake3,
+                req.revision,
+            )
+            .await?,
             None,
         ),
         _ => match bases_from_images(world, req).await? {
@@ -176,6 +215,7 @@ async fn discover(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Discov
 /// The bases the verified Dockerfile names (its digest checked against the verify's).
 async fn read_bases(
     rt: &Runtime,
+    args: BuildArgs,
     checkout: &Path,
     verified_blake3: &str,
     commit: &str,
@@ -201,7 +241,7 @@ async fn read_bases(
             ));
         }
         let text = String::from_utf8_lossy(&bytes);
-        planner_docker::dockerfile::base_images(&text, &rt.build_args, &rt.platform)
+        planner_docker::dockerfile::base_images(&text, &args, &rt.platform)
             .map_err(|e| fail(e.to_string()))
     })
     .await
@@ -238,7 +278,7 @@ async fn bases_from_images(
     world: &RealWorld,
     req: &DiscoverRequest<'_>,
 ) -> Result<Option<(Vec<BaseRef>, String)>, Error> {
-    let expected = inputs(req.node, req.revision, &Bases::default());
+    let expected = inputs(req.node, req.revision, &req.answers, &Bases::default());
     let mut candidates: Vec<String> = req
         .node
         .runtimes
@@ -267,7 +307,7 @@ async fn bases_from_cache(
     world: &RealWorld,
     req: &DiscoverRequest<'_>,
 ) -> Option<(Vec<BaseRef>, planner_registry::ImageRef)> {
-    let expected = inputs(req.node, req.revision, &Bases::default());
+    let expected = inputs(req.node, req.revision, &req.answers, &Bases::default());
     let rt = req.node.runtime();
     let (bases, pointer) = world.cache.bases_hint(&rt.name, &expected).await?;
     Some((bases.into_iter().map(base_ref).collect(), pointer))
@@ -288,9 +328,9 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
     let why = match world.engine.inspect(&tag).await? {
         // Its bases as it states them, so that the reason names what else changed.
         Some(info) => {
-            let mut expected = inputs(req.node, req.revision, &Bases::default());
+            let mut expected = inputs(req.node, req.revision, &req.answers, &Bases::default());
             expected.bases = inputs_from_labels(&info.labels).bases;
-            match label_mismatch(&info, &key(&expected), &expected) {
+            match labels::label_mismatch_from(&info, &key(&expected), &expected, &origins(rt)) {
                 Some(why) => format!("image {tag} is stale: {why}"),
                 None => format!("image {tag} names no base images"),
             }
@@ -300,14 +340,15 @@ async fn why_unkeyed(world: &RealWorld, req: &DiscoverRequest<'_>) -> Result<Str
     let builder = world.engine.effective_builder(rt.builder).await;
     Ok(format!(
         "{why}{}{}",
-        args_note(&rt.build_args),
+        args_note(&build_args(req.node, &req.answers)),
         builder_note(rt, builder.name())
     ))
 }
 
 async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, Error> {
     let bases = found(req.found, req.node)?;
-    let inputs = inputs(req.node, req.revision, bases);
+    let inputs = inputs(req.node, req.revision, &req.answers, bases);
+    let origins = origins(req.node.runtime());
     let note = format!(
         "{}{}{}",
         args_note(&inputs.build_args),
@@ -319,7 +360,7 @@ async fn probe(world: &RealWorld, req: &ProbeRequest<'_>) -> Result<Probe, Error
     for rt in &req.node.runtimes {
         let tag = rt.pinned_tag(req.revision);
         match world.engine.inspect(&tag).await? {
-            Some(info) => match label_mismatch(&info, req.key, &inputs) {
+            Some(info) => match labels::label_mismatch_from(&info, req.key, &inputs, &origins) {
                 None => found = Some((tag, info.id)),
                 Some(why) => {
                     return Ok(Probe::Missing {
@@ -431,7 +472,13 @@ async fn why_no_image(
 
 async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
     let found = found(req.found, req.node)?;
-    let inputs = inputs(req.node, req.revision, found);
+    if crate::resolve_version::versions(req.node, &req.answers).is_none() {
+        return Err(Error::Internal(format!(
+            "{} would build without the released versions its build args name",
+            req.node.display_id()
+        )));
+    }
+    let inputs = inputs(req.node, req.revision, &req.answers, found);
     let tags: Vec<String> = req
         .node
         .runtimes
@@ -771,6 +818,22 @@ mod tests {
         let none = inputs(&[]);
         let why = label_mismatch(&image(&none), &key(&old), &old).unwrap();
         assert!(why.starts_with("build arg GONE added: x"), "{why}");
+    }
+
+    #[test]
+    fn a_new_release_is_named_with_its_package() {
+        let old = inputs(&[("RUNTIME_VERSION", "0.4.2"), ("B", "1")]);
+        let new = inputs(&[("RUNTIME_VERSION", "0.4.3"), ("B", "2")]);
+        let origins = BTreeMap::from([(
+            "RUNTIME_VERSION".to_owned(),
+            "pypi molecule-ai-workspace-runtime".to_owned(),
+        )]);
+        let why = labels::label_mismatch_from(&image(&old), &key(&new), &new, &origins).unwrap();
+        assert_eq!(
+            why,
+            "build arg B changed: 1 → 2, \
+             RUNTIME_VERSION 0.4.2 → 0.4.3 (pypi molecule-ai-workspace-runtime)"
+        );
     }
 
     #[test]

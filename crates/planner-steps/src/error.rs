@@ -6,6 +6,7 @@ use planner_core::StepError;
 use planner_core::store::StoreError;
 use planner_docker::DockerError;
 use planner_git::GitError;
+use planner_index::IndexError;
 use planner_registry::RegistryError;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,8 @@ pub enum Error {
     Docker(Box<DockerError>),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A Dockerfile or base image the build cannot use.

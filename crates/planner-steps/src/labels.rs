@@ -133,11 +133,24 @@ const UNREADABLE: &str = "<unreadable dev.planner.build-args label>";
 /// How the build args of an image differ from those expected, one phrase per arg
 /// (`build arg V changed: 1 → 2`); empty when equal.
 pub fn build_args_changes(old: &BuildArgs, new: &BuildArgs) -> Vec<String> {
+    build_args_changes_from(old, new, &BTreeMap::new())
+}
+
+/// [`build_args_changes`], an arg whose value is a released version (`origins`: arg name →
+/// `pypi pkg`) said as the release it moved to: `RUNTIME_VERSION 1.0 → 1.1 (pypi pkg)`.
+pub fn build_args_changes_from(
+    old: &BuildArgs,
+    new: &BuildArgs,
+    origins: &BTreeMap<String, String>,
+) -> Vec<String> {
     let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     names
         .into_iter()
         .filter_map(|n| match (old.get(n), new.get(n)) {
             (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) if origins.contains_key(n) => {
+                Some(format!("{n} {} → {} ({})", shown(a), shown(b), origins[n]))
+            }
             (Some(a), Some(b)) => Some(format!(
                 "build arg {n} changed: {} → {}",
                 shown(a),
@@ -166,6 +179,17 @@ pub(crate) fn shown(value: &str) -> String {
 /// Why an image's labels do not prove it is the output of `key`; `None` when they do.
 /// The key is recomputed from the labels, so a copied key label alone is not trusted.
 pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Option<String> {
+    label_mismatch_from(info, key, expected, &BTreeMap::new())
+}
+
+/// [`label_mismatch`], released build args (`origins`) named as releases
+/// ([`build_args_changes_from`]).
+pub fn label_mismatch_from(
+    info: &ImageInfo,
+    key: &Key,
+    expected: &BuildInputs,
+    origins: &BTreeMap<String, String>,
+) -> Option<String> {
     let l = &info.labels;
     let Some(label_key) = l.get(LABEL_KEY) else {
         return Some("it was not built by planner (no key label)".into());
@@ -206,7 +230,7 @@ pub fn label_mismatch(info: &ImageInfo, key: &Key, expected: &BuildInputs) -> Op
             expected.builder
         ));
     }
-    let mut args = build_args_changes(&from_labels.build_args, &expected.build_args);
+    let mut args = build_args_changes_from(&from_labels.build_args, &expected.build_args, origins);
     args.extend(bases::changes(&from_labels.bases, &expected.bases));
     if !args.is_empty() {
         // An image's labels may hold anything: name a few changes, count the rest.

@@ -33,6 +33,7 @@ pub mod pull;
 pub mod record;
 pub mod resolve_digest;
 pub mod resolve_head;
+pub mod resolve_version;
 pub mod tag_latest;
 pub mod verify_dockerfile;
 pub mod world;
@@ -55,6 +56,7 @@ use planner_core::{Kinds, StepKind};
 /// The registry: every kind, once, in the order plan errors list them.
 static WORK: &[&dyn Work] = &[
     &resolve_head::Step,
+    &resolve_version::Step,
     &clone::Step,
     &verify_dockerfile::Step,
     &build::Step,

@@ -5,7 +5,9 @@ pub(crate) mod graph {
     use std::sync::Arc;
 
     use crate::plans::parse_plan;
-    use crate::{build, pull, resolve_digest, resolve_head, tag_latest, verify_dockerfile};
+    use crate::{
+        build, pull, resolve_digest, resolve_head, resolve_version, tag_latest, verify_dockerfile,
+    };
     use planner_config::{EnvOverrides, parse};
     use planner_core::plan::{Graph, PlanSet};
 
@@ -24,12 +26,39 @@ pub(crate) mod graph {
     }
 
     #[test]
-    fn one_runtime_is_a_chain_of_five() {
+    fn one_runtime_is_a_chain_of_five_and_a_release_root() {
         let g = graph_for("[runtimes.a]\n", &["a"]);
-        assert_eq!(g.len(), 5);
+        assert_eq!(g.len(), 6);
         assert_eq!(g.goals().len(), 1);
-        let kinds: Vec<_> = g.order().iter().map(|&n| g.node(n).kind).collect();
-        assert_eq!(kinds, crate::KINDS.all()[..5]);
+        let mut kinds: Vec<_> = g.order().iter().map(|&n| g.node(n).kind.name()).collect();
+        let mut all: Vec<_> = crate::KINDS.all()[..6].iter().map(|k| k.name()).collect();
+        kinds.sort();
+        all.sort();
+        assert_eq!(kinds, all);
+        let build = g
+            .order()
+            .iter()
+            .copied()
+            .find(|&n| g.node(n).kind == build::KIND)
+            .unwrap();
+        assert_eq!(g.roots_of(build).len(), 2, "the head and the versions");
+    }
+
+    #[test]
+    fn runtimes_reading_the_same_releases_share_one_resolve_version() {
+        let toml = "[runtimes.a]\nbuild_args = { V = { pypi = \"p\" } }\n\
+                    [runtimes.b]\nbuild_args = { W = { pypi = \"P\" } }\n\
+                    [runtimes.c]\nbuild_args = { V = { pypi = \"q\" } }\n[runtimes.d]\n[runtimes.e]\n";
+        let g = graph_for(toml, &["a", "b", "c", "d", "e"]);
+        let mut roots: Vec<Vec<String>> = g
+            .order()
+            .iter()
+            .filter(|&&n| g.node(n).kind == resolve_version::KIND)
+            .map(|&n| g.node(n).runtime_names())
+            .collect();
+        roots.sort();
+        // "p" and "P" are one PyPI project (PEP 503 names).
+        assert_eq!(roots, [vec!["a", "b"], vec!["c"], vec!["d", "e"]]);
     }
 
     #[test]
@@ -48,8 +77,8 @@ pub(crate) mod graph {
         let g = graph_for(toml, &["a", "b"]);
         assert_eq!(
             g.len(),
-            6,
-            "resolve, clone, verify, build shared; two tag-latest"
+            7,
+            "resolve, versions, clone, verify, build shared; two tag-latest"
         );
         let build = g
             .order()
@@ -64,7 +93,7 @@ pub(crate) mod graph {
     fn different_platform_splits_the_build_only() {
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nplatform = \"linux/arm64\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 7);
+        assert_eq!(g.len(), 8);
     }
 
     #[test]
@@ -73,7 +102,7 @@ pub(crate) mod graph {
         // runtimes' images with the first one's builder.
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\nbuilder = \"classic\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nbuilder = \"buildkit\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 7);
+        assert_eq!(g.len(), 8);
         let mut builds: Vec<Vec<String>> = g
             .order()
             .iter()
@@ -198,15 +227,16 @@ mod load {
                 "resolve-head",
                 "clone",
                 "verify-dockerfile",
+                "resolve-version",
                 "build",
                 "tag-latest"
             ]
         );
-        assert_eq!(plan.goals(), [4]);
-        assert_eq!(plan.order(), [0, 1, 2, 3, 4]);
-        assert_eq!(set.get("build-only").unwrap().goals(), [3]);
+        assert_eq!(plan.goals(), [5]);
+        assert_eq!(plan.order(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(set.get("build-only").unwrap().goals(), [4]);
         // publish and tag-latest both follow the build; each is a goal, checked every run.
-        assert_eq!(set.get("build-and-publish").unwrap().goals(), [4, 5]);
+        assert_eq!(set.get("build-and-publish").unwrap().goals(), [5, 6]);
     }
 
     #[test]

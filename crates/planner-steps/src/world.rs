@@ -24,6 +24,8 @@ pub struct RealWorld {
     pub auth: GitAuth,
     /// The registry client (registry runtimes), with its per-run token cache.
     pub registry: planner_registry::Registry,
+    /// The package index client (`resolve-version`), each package asked once per run.
+    pub index: planner_index::Index,
     /// Base images resolved this run, each once ([`crate::bases`]).
     pub bases: crate::bases::Resolver,
     /// The shared cache of builds (`[cache]`), when configured.
@@ -46,6 +48,10 @@ impl RealWorld {
         let mut prefixes = Vec::new();
         for (&id, resolved) in resolutions {
             let Ok(resolved) = resolved else { continue };
+            // Only a source's answer (a commit, a digest) names images.
+            if graph.node(id).kind.get().source().is_none() {
+                continue;
+            }
             for rt in &graph.node(id).runtimes {
                 references.push(rt.pinned_tag(&resolved.revision));
                 references.push(rt.latest_tag());
@@ -62,6 +68,7 @@ impl RealWorld {
             http: self.http.clone(),
             auth: self.auth.clone(),
             registry: self.registry.clone(),
+            index: self.index.clone(),
             bases: self.bases.clone(),
             cache: self.cache.clone(),
             read_only: self.read_only,
