@@ -26,6 +26,7 @@ pub(crate) struct RawConfig {
     pub(crate) cache: cache::RawCache,
     #[serde(default)]
     pub(crate) publish: RawPublish,
+    #[serde(default)]
     pub(crate) indexes: build_args::RawIndexes,
     #[serde(default)]
     pub(crate) runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
