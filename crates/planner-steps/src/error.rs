@@ -21,6 +21,9 @@ pub enum Error {
     /// A Dockerfile or base image the build cannot use.
     #[error("{0}")]
     Dockerfile(String),
+    /// A check a step makes did not pass (a smoke test).
+    #[error("{0}")]
+    Check(String),
     #[error("{0}")]
     Offline(String),
     #[error("{0}")]

@@ -32,6 +32,7 @@ pub mod pull;
 pub mod record;
 pub mod resolve_digest;
 pub mod resolve_head;
+pub mod smoke;
 pub mod tag_latest;
 pub mod verify_dockerfile;
 pub mod world;
@@ -57,6 +58,7 @@ static WORK: &[&dyn Work] = &[
     &clone::Step,
     &verify_dockerfile::Step,
     &build::Step,
+    &smoke::Step,
     &tag_latest::Step,
     &resolve_digest::Step,
     &pull::Step,

@@ -24,12 +24,12 @@ pub(crate) mod graph {
     }
 
     #[test]
-    fn one_runtime_is_a_chain_of_five() {
+    fn one_runtime_is_a_chain_of_six() {
         let g = graph_for("[runtimes.a]\n", &["a"]);
-        assert_eq!(g.len(), 5);
+        assert_eq!(g.len(), 6);
         assert_eq!(g.goals().len(), 1);
         let kinds: Vec<_> = g.order().iter().map(|&n| g.node(n).kind).collect();
-        assert_eq!(kinds, crate::KINDS.all()[..5]);
+        assert_eq!(kinds, crate::KINDS.all()[..6]);
     }
 
     #[test]
@@ -48,8 +48,8 @@ pub(crate) mod graph {
         let g = graph_for(toml, &["a", "b"]);
         assert_eq!(
             g.len(),
-            6,
-            "resolve, clone, verify, build shared; two tag-latest"
+            7,
+            "resolve, clone, verify, build, smoke shared; two tag-latest"
         );
         let build = g
             .order()
@@ -64,7 +64,7 @@ pub(crate) mod graph {
     fn different_platform_splits_the_build_only() {
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nplatform = \"linux/arm64\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 7);
+        assert_eq!(g.len(), 9, "the build and the smoke of its image split");
     }
 
     #[test]
@@ -73,7 +73,7 @@ pub(crate) mod graph {
         // runtimes' images with the first one's builder.
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\nbuilder = \"classic\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nbuilder = \"buildkit\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 7);
+        assert_eq!(g.len(), 9);
         let mut builds: Vec<Vec<String>> = g
             .order()
             .iter()
@@ -199,11 +199,12 @@ mod load {
                 "clone",
                 "verify-dockerfile",
                 "build",
+                "smoke",
                 "tag-latest"
             ]
         );
-        assert_eq!(plan.goals(), [4]);
-        assert_eq!(plan.order(), [0, 1, 2, 3, 4]);
+        assert_eq!(plan.goals(), [5]);
+        assert_eq!(plan.order(), [0, 1, 2, 3, 4, 5]);
         assert_eq!(set.get("build-only").unwrap().goals(), [3]);
     }
 
