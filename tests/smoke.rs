@@ -267,3 +267,27 @@ fn a_bad_smoke_is_refused_with_its_place_in_the_file() {
     let at = format!("runtimes.toml:{line}:9: runtime \"a\": smoke is empty");
     assert!(run.stderr.contains(&at), "{at:?} in {}", run.all());
 }
+
+#[test]
+fn a_container_a_killed_planner_left_is_removed_before_the_test_runs_again() {
+    let env = Env::new("smokeleft");
+    let sha = template(&env, "tpl", "one");
+    // The image first, without the smoke step.
+    env.config(&runtime(&env, "a", "tpl", "plan = \"build-only\""));
+    ok(&env.planner(&["ensure", "a"]));
+    let image = env.image_id(&env.image("a", &sha)).unwrap();
+    // What a planner killed with SIGKILL mid-test leaves: a container labelled with the key.
+    let argv = vec!["true".to_owned()];
+    let key = planner::steps::smoke::key(&image, &argv, "none");
+    let label = format!("{LABEL}={key}");
+    docker(&["create", "--label", &label, &image, "sleep", "600"]);
+    let left = || docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
+    assert!(!left().trim().is_empty());
+
+    env.config(&runtime(&env, "a", "tpl", "smoke = [\"true\"]"));
+    let run = env.planner(&["ensure", "a"]);
+    ok(&run);
+    assert_eq!(run.count("smoke", "started"), 1, "{}", run.all());
+    assert_eq!(left().trim(), "", "the leftover was removed");
+    assert!(containers_of(&image).is_empty(), "{:?}", containers_of(&image));
+}
