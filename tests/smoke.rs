@@ -115,8 +115,16 @@ fn a_passing_smoke_test_is_recorded_runs_once_per_image_and_a_rebuild_smokes_aga
     assert_eq!(cold.count("smoke", "started"), 1, "{}", cold.all());
     let image = env.image_id(&env.image("a", &sha)).unwrap();
     assert_eq!(env.image_id(&env.latest("a")), Some(image.clone()));
-    assert_eq!(smokes_of(&image, t0), 1, "one container, in the engine's log");
-    assert!(containers_of(&image).is_empty(), "{:?}", containers_of(&image));
+    assert_eq!(
+        smokes_of(&image, t0),
+        1,
+        "one container, in the engine's log"
+    );
+    assert!(
+        containers_of(&image).is_empty(),
+        "{:?}",
+        containers_of(&image)
+    );
 
     // Warm: the pass is recorded for this image and command; nothing runs.
     let warm = env.planner(&["ensure", "a"]);
@@ -180,10 +188,18 @@ fn a_failing_smoke_test_leaves_latest_where_it_was_and_says_why() {
         "    | first line",
         "evil \\u{1b}[2J screen",
     ] {
-        assert!(failed.stderr.contains(needle), "{needle:?} in {}", failed.all());
+        assert!(
+            failed.stderr.contains(needle),
+            "{needle:?} in {}",
+            failed.all()
+        );
     }
     assert!(!failed.stderr.contains('\u{1b}'), "printed inert");
-    assert!(containers_of(&image2).is_empty(), "{:?}", containers_of(&image2));
+    assert!(
+        containers_of(&image2).is_empty(),
+        "{:?}",
+        containers_of(&image2)
+    );
 
     // Nothing recorded: the next run tests again (and fails again).
     let again = env.planner(&["ensure", "a"]);
@@ -213,7 +229,11 @@ fn a_hanging_smoke_test_ends_at_its_timeout_and_leaves_no_container() {
     }
     let image = env.image_id(&env.image("a", &sha)).unwrap();
     assert_eq!(env.image_id(&env.latest("a")), None, "no :latest");
-    assert!(containers_of(&image).is_empty(), "{:?}", containers_of(&image));
+    assert!(
+        containers_of(&image).is_empty(),
+        "{:?}",
+        containers_of(&image)
+    );
 }
 
 #[test]
@@ -251,7 +271,11 @@ fn sigterm_during_a_smoke_test_kills_and_removes_its_container() {
     };
     assert_eq!(code, Some(143));
     // Removed before planner exited: no waiting here.
-    assert!(containers_of(&image).is_empty(), "{:?}", containers_of(&image));
+    assert!(
+        containers_of(&image).is_empty(),
+        "{:?}",
+        containers_of(&image)
+    );
     assert_eq!(env.image_id(&env.latest("a")), None);
 }
 
@@ -289,5 +313,9 @@ fn a_container_a_killed_planner_left_is_removed_before_the_test_runs_again() {
     ok(&run);
     assert_eq!(run.count("smoke", "started"), 1, "{}", run.all());
     assert_eq!(left().trim(), "", "the leftover was removed");
-    assert!(containers_of(&image).is_empty(), "{:?}", containers_of(&image));
+    assert!(
+        containers_of(&image).is_empty(),
+        "{:?}",
+        containers_of(&image)
+    );
 }

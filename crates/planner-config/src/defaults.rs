@@ -135,7 +135,7 @@ impl Defaults {
             builder: pick(&raw.builder, Builder::Auto.name()),
             build_network: pick(&raw.build_network, BuildNetwork::Default.name()),
             smoke: match &raw.smoke {
-                Some(argv) => Some(crate::validate::validate_smoke(argv, "defaults", loc)?),
+                Some(argv) => Some(crate::smoke::validate_smoke(argv, "defaults", loc)?),
                 None => None,
             },
             smoke_timeout: pick(&raw.smoke_timeout, BUILTIN_SMOKE_TIMEOUT),

@@ -9,7 +9,8 @@
 //! - [`raw`]: the schema as written (serde, with spans);
 //! - [`defaults`]: how each key resolves (own value > `[defaults]` > environment > built-in);
 //! - [`validate`]: the rules each value must pass, and the refusals;
-//! - `build_args`, `cache`, `source`: the `build_args` key, the `[cache]` table, a runtime's
+//! - `build_args`, `cache`, `smoke`, `source`: the `build_args` key, the `[cache]` table, the
+//!   smoke test's keys, a runtime's
 //!   source and the `[registry]` table.
 //!
 //! The settings the leaf crates take (git limits, builder, registry transport) are defined in
@@ -29,6 +30,7 @@ mod error;
 mod model;
 pub use model::*;
 mod raw;
+mod smoke;
 mod source;
 mod validate;
 use defaults::Defaults;
