@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::exec::Outcome;
 use crate::plan::{Decided, Graph, Status};
+use crate::steps::publish::Published;
 
 /// Whether a runtime ended ensured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,6 +31,9 @@ pub struct RuntimeSummary {
     pub status: RunStatus,
     pub commit: Option<String>,
     pub image: Option<String>,
+    /// Where a `publish` step left the image (`registry/repository@digest`, the immutable
+    /// reference registry-mode consumers pull), whether it pushed now or found it there.
+    pub published: Option<String>,
     /// Step kinds that ran for this runtime (shared steps count for every runtime).
     pub ran: Vec<String>,
     pub error: Option<String>,
@@ -89,6 +93,10 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
         let runtime = node.runtimes.iter().find(|r| r.name == rt)?;
         Some(runtime.pinned_tag(c))
     });
+    let published = mine.iter().find_map(|id| {
+        let output = outcome.outputs.get(id)?;
+        Some(output.get::<Published>()?.reference.clone())
+    });
     let ran = mine
         .iter()
         .filter(|id| outcome.ran.contains(id))
@@ -103,6 +111,7 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
         },
         commit,
         image,
+        published,
         ran,
         error,
         duration,

@@ -138,6 +138,7 @@ fn registry_runtime(name: &str, image: &str) -> Runtime {
         build_network: Default::default(),
         smoke: None,
         smoke_timeout: std::time::Duration::from_secs(120),
+        publish: None,
     }
 }
 

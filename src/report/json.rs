@@ -117,6 +117,7 @@ pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> V
                 "status": r.status,
                 "commit": r.commit,
                 "image": r.image,
+                "published": r.published,
                 "error": r.error,
             })
         })

@@ -1,5 +1,5 @@
 //! The end-of-run summary as a table: per runtime, whether it is ensured, its commit and
-//! image, what ran ([`crate::summary`] computes it).
+//! image, what ran, where it was published ([`crate::summary`] computes it).
 
 use super::table::Table;
 use crate::ids::short;
@@ -27,6 +27,9 @@ pub fn table(rows: &[RuntimeSummary], elapsed: std::time::Duration) -> String {
             format!("{:.1}s", r.duration.as_secs_f64()),
             ran,
         ]);
+        if let Some(p) = &r.published {
+            table.row(vec![String::new(), format!("published {p}")]);
+        }
         if let Some(e) = &r.error {
             let first = e.lines().next().unwrap_or_default();
             table.row(vec![String::new(), format!("error: {first}")]);
@@ -59,6 +62,7 @@ mod tests {
                 status,
                 commit: commit.map(Into::into),
                 image: image.map(Into::into),
+                published: None,
                 ran: if error.is_some() {
                     vec![]
                 } else {

@@ -55,8 +55,8 @@ pub(super) fn validate(
     }))
 }
 
-/// A cache registry must name a repository prefix an entry can be appended to.
-fn check(text: &str) -> Result<(), String> {
+/// A cache (or publish) registry must name a repository prefix an entry can be appended to.
+pub(crate) fn check(text: &str) -> Result<(), String> {
     if text.contains("://") || text.contains('@') {
         return Err("it has a scheme or a digest".into());
     }

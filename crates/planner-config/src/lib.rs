@@ -10,8 +10,8 @@
 //! - [`defaults`]: how each key resolves (own value > `[defaults]` > environment > built-in);
 //! - [`validate`]: the rules each value must pass, and the refusals;
 //! - `build_args`, `cache`, `smoke`, `source`: the `build_args` key, the `[cache]` table, the
-//!   smoke test's keys, a runtime's
-//!   source and the `[registry]` table.
+//!   smoke test's keys, a runtime's source and the `[registry]` table (`[publish]` is in
+//!   [`model`] and [`validate`]).
 //!
 //! The settings the leaf crates take (git limits, builder, registry transport) are defined in
 //! `planner-base` and re-exported here: the config depends on no leaf crate.
@@ -52,7 +52,8 @@ pub use validate::{
     validate_branch, validate_dockerfile, validate_image_repo, validate_platform, validate_repo_url,
 };
 use validate::{
-    validate_default_runtime, validate_engine, validate_git, validate_registry, validate_runtime,
+    validate_default_runtime, validate_engine, validate_git, validate_publish, validate_registry,
+    validate_runtime,
 };
 
 /// Reads and validates a config file. `plan_source` says which source a loaded plan reads
@@ -85,10 +86,19 @@ pub fn parse(
     let engine = validate_engine(&raw.engine, &loc)?;
     let registry = validate_registry(&raw.registry, &loc)?;
     let cache = cache::validate(&raw.cache, &loc)?;
+    let publish = validate_publish(&raw.publish, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
-        let rt = validate_runtime(name, entry.get_ref(), &defaults, &git, plan_source, &loc)?;
+        let rt = validate_runtime(
+            name,
+            entry.get_ref(),
+            &defaults,
+            &git,
+            publish.as_ref(),
+            plan_source,
+            &loc,
+        )?;
         runtimes.insert(rt.name.clone(), rt);
     }
     let default_runtime = validate_default_runtime(raw.default_runtime.as_ref(), &runtimes, &loc)?;
@@ -100,6 +110,7 @@ pub fn parse(
         engine,
         registry,
         cache,
+        publish,
         runtimes,
     })
 }

@@ -43,7 +43,17 @@ pub struct Config {
     pub registry: RegistrySettings,
     /// The shared cache (`[cache]`), when configured.
     pub cache: Option<CacheSettings>,
+    /// Where builds are published for registry mode (`[publish]`), when configured.
+    pub publish: Option<PublishSettings>,
     pub runtimes: BTreeMap<String, Runtime>,
+}
+
+/// The `[publish]` table: the registry prefix builds are pushed under, so that registry-mode
+/// consumers with the same `registry_image` and `registry_tag` pull them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishSettings {
+    /// `host[:port]/path`, no scheme, tag or digest.
+    pub registry: String,
 }
 
 /// The `[git]` table.
@@ -83,6 +93,10 @@ pub struct Runtime {
     pub smoke: Option<Vec<String>>,
     /// How long the smoke test may run (`smoke_timeout`).
     pub smoke_timeout: std::time::Duration,
+    /// Where the `publish` step pushes this runtime's builds (`[publish]`):
+    /// `{registry}/{registry_image}{runtime}:{registry_tag}`, the reference a registry-mode
+    /// consumer resolves; `None` without a `[publish]` table.
+    pub publish: Option<planner_base::ImageRef>,
 }
 
 /// `base_images`: how a build's base images are resolved to the digests its key covers.

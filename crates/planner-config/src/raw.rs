@@ -28,6 +28,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) cache: cache::RawCache,
     #[serde(default)]
+    pub(crate) publish: RawPublish,
+    #[serde(default)]
     pub(crate) runtimes: BTreeMap<Spanned<String>, Spanned<RawRuntime>>,
 }
 
@@ -99,4 +101,11 @@ pub(crate) struct RawEngine {
 pub(crate) struct RawRegistry {
     pub(crate) insecure: Option<Vec<Spanned<String>>>,
     pub(crate) timeout: Option<Spanned<String>>,
+}
+
+/// `[publish]`: where built images are pushed for registry-mode consumers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPublish {
+    pub(crate) registry: Option<Spanned<String>>,
 }

@@ -541,3 +541,49 @@ fn smoke_merges_over_defaults_and_is_checked_where_written() {
         assert!(err.starts_with(at) && err.contains(needle), "{text}: {err}");
     }
 }
+
+#[test]
+fn publish_names_the_reference_a_registry_mode_consumer_resolves() {
+    let none = parse_ok("[runtimes.codex]\n");
+    assert_eq!(
+        (none.publish, none.runtimes["codex"].publish.clone()),
+        (None, None)
+    );
+    let c = parse_ok(
+        "[defaults]\nregistry_tag = \"stable\"\n[publish]\nregistry = \"127.0.0.1:5000/molecule-ai/\"\n[runtimes.codex]\n[runtimes.other]\nregistry_image = \"rt-\"\n",
+    );
+    assert_eq!(c.publish.unwrap().registry, "127.0.0.1:5000/molecule-ai");
+    let dest = |rt: &str| c.runtimes[rt].publish.as_ref().unwrap().to_string();
+    assert_eq!(
+        dest("codex"),
+        "127.0.0.1:5000/molecule-ai/workspace-template-codex:stable"
+    );
+    assert_eq!(dest("other"), "127.0.0.1:5000/molecule-ai/rt-other:stable");
+}
+
+#[test]
+fn publish_refuses_what_is_no_registry_prefix() {
+    for bad in [
+        "https://r.example/x",
+        "r.example/x:tag",
+        "r.example/x@sha256:0",
+        "molecule-ai",
+        "R.example/UPPER",
+    ] {
+        let err = parse_err(&format!("[publish]\nregistry = \"{bad}\"\n"));
+        assert!(
+            err.contains("runtimes.toml:2:") && err.contains("invalid publish.registry"),
+            "{bad}: {err}"
+        );
+        assert!(err.contains("help: write host[:port]/path"), "{err}");
+    }
+    let err = parse_err("[publish]\nregistry = \"r.example/x\"\nrepo = \"y\"\n");
+    assert!(err.contains("repo"), "{err}");
+    let err = parse_err(
+        "[publish]\nregistry = \"r.example/x\"\n[runtimes.codex]\nregistry_tag = \"a:b\"\n",
+    );
+    assert!(
+        err.contains("runtimes.toml:4:") && err.contains("publish destination"),
+        "{err}"
+    );
+}

@@ -12,8 +12,8 @@ use url::Url;
 use crate::build_args::{self, BuildArgs};
 use crate::defaults::{Defaults, Sourced, override_or, plan_of, refuse, repo_of, source_of};
 use crate::error::{ConfigError, Locator};
-use crate::model::{BaseImages, GitSettings, Runtime};
-use crate::raw::{RawEngine, RawGit, RawRegistry, RawRuntime};
+use crate::model::{BaseImages, GitSettings, PublishSettings, Runtime};
+use crate::raw::{RawEngine, RawGit, RawPublish, RawRegistry, RawRuntime};
 use crate::smoke::{parse_smoke_timeout, validate_smoke};
 use crate::source::{DEFAULT_REGISTRY_TIMEOUT, SourceKind, validate_insecure_host};
 use planner_base::settings::{EngineSettings, GitLimits, RegistrySettings};
@@ -84,6 +84,55 @@ pub(crate) fn validate_registry(
         })?;
     }
     Ok(out)
+}
+
+/// The `[publish]` table: `registry` is a `host[:port]/path` prefix (the shared cache's rules:
+/// no scheme, tag or digest, a registry host); `None` without one.
+pub(crate) fn validate_publish(
+    raw: &RawPublish,
+    loc: &Locator,
+) -> Result<Option<PublishSettings>, ConfigError> {
+    let Some(registry) = &raw.registry else {
+        return Ok(None);
+    };
+    let text = registry.get_ref().trim_end_matches('/');
+    crate::cache::check(text).map_err(|why| {
+        loc.error(
+            registry.span(),
+            format!("invalid publish.registry {:?}: {why}\n  help: write host[:port]/path, e.g. \"registry.example.com/molecule-ai\" (no scheme, tag or digest)", registry.get_ref()),
+        )
+    })?;
+    Ok(Some(PublishSettings {
+        registry: text.to_owned(),
+    }))
+}
+
+/// Where the `publish` step pushes runtime `rt`: `{publish.registry}/{registry_image}{rt}:{registry_tag}`
+/// with the runtime's own (or `[defaults]`) `registry_image` and `registry_tag`, the names a
+/// registry-mode consumer with the same keys resolves.
+fn publish_of(
+    rt: &str,
+    raw: &RawRuntime,
+    defaults: &Defaults,
+    publish: Option<&PublishSettings>,
+) -> Result<Option<planner_base::ImageRef>, (Sourced, String)> {
+    let Some(publish) = publish else {
+        return Ok(None);
+    };
+    let image = override_or(&raw.registry_image, &defaults.registry_image);
+    let tag = override_or(&raw.registry_tag, &defaults.registry_tag);
+    let text = format!("{}/{}{rt}:{}", publish.registry, image.value, tag.value);
+    planner_base::ImageRef::parse(&text).map(Some).map_err(|m| {
+        let culprit = if tag.value.is_empty() || tag.value.contains(['/', ':', '@']) {
+            tag
+        } else {
+            image
+        };
+        (
+            culprit,
+            format!("publish destination {text:?} is not a valid reference: {m}"),
+        )
+    })
 }
 
 pub(crate) fn validate_git(raw: &RawGit, loc: &Locator) -> Result<GitSettings, ConfigError> {
@@ -163,6 +212,7 @@ pub(crate) fn validate_runtime(
     raw: &RawRuntime,
     defaults: &Defaults,
     git: &GitSettings,
+    publish: Option<&PublishSettings>,
     plan_source: &dyn Fn(&str) -> Option<SourceKind>,
     loc: &Locator,
 ) -> Result<Runtime, ConfigError> {
@@ -232,6 +282,7 @@ pub(crate) fn validate_runtime(
     };
     let timeout = override_or(&raw.smoke_timeout, &defaults.smoke_timeout);
     let smoke_timeout = parse_smoke_timeout(&timeout.value).map_err(|m| refused(&timeout, m))?;
+    let publish = publish_of(rt, raw, defaults, publish).map_err(|(v, m)| refused(&v, m))?;
     Ok(Runtime {
         name: rt.clone(),
         source,
@@ -247,6 +298,7 @@ pub(crate) fn validate_runtime(
         build_network: network_mode,
         smoke,
         smoke_timeout,
+        publish,
     })
 }
 

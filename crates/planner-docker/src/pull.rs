@@ -248,10 +248,13 @@ impl Stream {
 }
 
 fn push_failed(reference: &str, detail: &str) -> DockerError {
+    let host = reference.split('/').next().unwrap_or_default();
     let help = if detail.contains("unauthorized") || detail.contains("denied") {
-        "\n  help: log in to the cache registry (`docker login`) with an account that may push to it"
+        format!(
+            "\n  help: log in to {host} (`docker login {host}`) with an account that may push to it"
+        )
     } else {
-        "\n  help: check the cache registry in runtimes.toml ([cache] registry) and that the engine can reach it"
+        "\n  help: check the registry in runtimes.toml ([cache] or [publish] registry) and that the engine can reach it".to_owned()
     };
     api("push", reference, &format!("{detail}{help}"))
 }

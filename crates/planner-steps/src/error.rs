@@ -21,9 +21,9 @@ pub enum Error {
     /// A Dockerfile or base image the build cannot use.
     #[error("{0}")]
     Dockerfile(String),
-    /// A check a step makes did not pass (a smoke test).
+    /// A kind's own failure (what failed, on what, and the fix), such as a push refused.
     #[error("{0}")]
-    Check(String),
+    Failed(String),
     #[error("{0}")]
     Offline(String),
     #[error("{0}")]

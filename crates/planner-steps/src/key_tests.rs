@@ -171,3 +171,35 @@ fn smoke_key_covers_image_command_and_network_and_is_stable() {
         assert_ne!(other, base);
     }
 }
+
+#[test]
+fn publish_key_covers_the_image_and_the_destination_and_is_pinned() {
+    use crate::publish::key;
+    use planner_registry::ImageRef;
+    let dest = |s: &str| ImageRef::parse(s).unwrap();
+    let (id, commit) = (format!("sha256:{}", "1".repeat(64)), "c".repeat(40));
+    let here = dest("r.example/m/workspace-template-x:latest");
+    let base = key(&id, Some(&here), &commit);
+    let other_id = format!("sha256:{}", "2".repeat(64));
+    for v in [
+        key(&other_id, Some(&here), &commit),
+        key(
+            &id,
+            Some(&dest("r.example/n/workspace-template-x:latest")),
+            &commit,
+        ),
+        key(
+            &id,
+            Some(&dest("r.example/m/workspace-template-x:stable")),
+            &commit,
+        ),
+        key(&id, Some(&here), &"d".repeat(40)),
+        key(&id, None, &commit),
+    ] {
+        assert_ne!(v, base);
+    }
+    assert_eq!(
+        base.as_str(),
+        "2d8335e51454ecb1abf7206a93275264e6c2271e977bf8797b391dcfc17e2735"
+    );
+}

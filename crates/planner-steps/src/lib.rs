@@ -28,6 +28,7 @@ mod kind;
 pub mod labels;
 pub mod outputs;
 pub mod plans;
+pub mod publish;
 pub mod pull;
 pub mod record;
 pub mod resolve_digest;
@@ -60,6 +61,7 @@ static WORK: &[&dyn Work] = &[
     &build::Step,
     &smoke::Step,
     &tag_latest::Step,
+    &publish::Step,
     &resolve_digest::Step,
     &pull::Step,
 ];

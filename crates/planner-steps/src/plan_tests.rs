@@ -206,6 +206,8 @@ mod load {
         assert_eq!(plan.goals(), [5]);
         assert_eq!(plan.order(), [0, 1, 2, 3, 4, 5]);
         assert_eq!(set.get("build-only").unwrap().goals(), [3]);
+        // publish and tag-latest both follow the build and its smoke; each is a goal.
+        assert_eq!(set.get("build-and-publish").unwrap().goals(), [5, 6]);
     }
 
     #[test]

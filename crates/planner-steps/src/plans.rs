@@ -13,6 +13,10 @@ pub const BUILTIN_PLANS: &[(&str, &str)] = &[
     ),
     ("build-only", include_str!("../../../plans/build-only.toml")),
     (
+        "build-and-publish",
+        include_str!("../../../plans/build-and-publish.toml"),
+    ),
+    (
         "registry-pull",
         include_str!("../../../plans/registry-pull.toml"),
     ),

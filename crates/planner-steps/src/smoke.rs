@@ -211,7 +211,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
     };
     let ran = world.engine.run_once(&spec).await?;
     if ran.exit_code != Some(0) {
-        return Err(Error::Check(failure(req, argv, id, &ran)));
+        return Err(Error::Failed(failure(req, argv, id, &ran)));
     }
     world
         .record(KIND, req.key, req.node, |r| {
