@@ -491,7 +491,7 @@ fn plan_writes_nothing_and_renders_json_and_dot() {
     assert_eq!(plan.code, 0, "{}", plan.all());
     let doc: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     let steps = doc["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 5);
+    assert_eq!(steps.len(), 6, "local-build: five steps and the smoke");
     for s in steps {
         for field in ["id", "runtime", "step", "key", "status", "reason", "needs"] {
             assert!(s.get(field).is_some(), "{field} in {s}");
