@@ -491,8 +491,8 @@ fn plan_writes_nothing_and_renders_json_and_dot() {
     assert_eq!(plan.code, 0, "{}", plan.all());
     let doc: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     let steps = doc["steps"].as_array().unwrap();
-    // The chain of five and the resolve-version root (answered at once: no release to ask).
-    assert_eq!(steps.len(), 6);
+    // local-build's five steps, the smoke and the resolve-version root.
+    assert_eq!(steps.len(), 7);
     for s in steps {
         for field in ["id", "runtime", "step", "key", "status", "reason", "needs"] {
             assert!(s.get(field).is_some(), "{field} in {s}");

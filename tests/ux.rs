@@ -107,9 +107,9 @@ fn json_events_follow_the_schema_and_the_summary_counts_them() {
     let objs = events(&warm);
     let summary = objs.last().unwrap();
     assert_eq!(summary["ran_steps"], 0, "{}", warm.stdout);
-    assert_eq!(summary["skipped_steps"], 5);
+    assert_eq!(summary["skipped_steps"], 6, "five steps and the smoke");
     // ... and the resolve-version root, skipped too (no release to ask).
-    assert_eq!(distinct(&objs, "step_skipped").len(), 6);
+    assert_eq!(distinct(&objs, "step_skipped").len(), 7);
 
     // --dry-run --json is the plan's JSON (one object), and agrees: nothing but resolves to run.
     let dry = env.planner(&["ensure", "--all", "--dry-run", "--json"]);

@@ -137,6 +137,8 @@ fn registry_runtime(name: &str, image: &str) -> Runtime {
         base_images: Default::default(),
         builder: Default::default(),
         build_network: Default::default(),
+        smoke: None,
+        smoke_timeout: std::time::Duration::from_secs(120),
         publish: None,
     }
 }

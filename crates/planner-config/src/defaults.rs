@@ -10,7 +10,7 @@ use crate::build_args;
 use crate::error::{ConfigError, Locator};
 use crate::model::{
     BUILTIN_BRANCH, BUILTIN_DOCKERFILE, BUILTIN_IMAGE_PREFIX, BUILTIN_PLATFORM,
-    BUILTIN_REPO_PREFIX, BaseImages,
+    BUILTIN_REPO_PREFIX, BUILTIN_SMOKE_TIMEOUT, BaseImages,
 };
 use crate::raw::{RawKeys, RawRuntime};
 use crate::source::{BUILTIN_REGISTRY_IMAGE, BUILTIN_REGISTRY_TAG};
@@ -66,6 +66,9 @@ pub(crate) struct Defaults {
     pub(crate) base_images: Sourced,
     pub(crate) builder: Sourced,
     pub(crate) build_network: Sourced,
+    /// `[defaults] smoke`, validated.
+    pub(crate) smoke: Option<Vec<String>>,
+    pub(crate) smoke_timeout: Sourced,
 }
 
 impl Defaults {
@@ -131,6 +134,11 @@ impl Defaults {
             base_images: pick(&raw.base_images, BaseImages::Track.name()),
             builder: pick(&raw.builder, Builder::Auto.name()),
             build_network: pick(&raw.build_network, BuildNetwork::Default.name()),
+            smoke: match &raw.smoke {
+                Some(argv) => Some(crate::smoke::validate_smoke(argv, "defaults", loc)?),
+                None => None,
+            },
+            smoke_timeout: pick(&raw.smoke_timeout, BUILTIN_SMOKE_TIMEOUT),
         };
         Ok(defaults)
     }

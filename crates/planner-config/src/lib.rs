@@ -9,8 +9,9 @@
 //! - [`raw`]: the schema as written (serde, with spans);
 //! - [`defaults`]: how each key resolves (own value > `[defaults]` > environment > built-in);
 //! - [`validate`]: the rules each value must pass, and the refusals;
-//! - `build_args`, `cache`, `source`: the `build_args` key, the `[cache]` table, a runtime's
-//!   source and the `[registry]` table (`[publish]` is in [`model`] and [`validate`]).
+//! - `build_args`, `cache`, `smoke`, `source`: the `build_args` key, the `[cache]` table, the
+//!   smoke test's keys, a runtime's source and the `[registry]` table (`[publish]` is in
+//!   [`model`] and [`validate`]).
 //!
 //! The settings the leaf crates take (git limits, builder, registry transport) are defined in
 //! `planner-base` and re-exported here: the config depends on no leaf crate.
@@ -30,6 +31,7 @@ mod error;
 mod model;
 pub use model::*;
 mod raw;
+mod smoke;
 mod source;
 mod validate;
 use defaults::Defaults;
@@ -88,18 +90,14 @@ pub fn parse(
     let publish = validate_publish(&raw.publish, &loc)?;
     let indexes = build_args::validate_indexes(&raw.indexes, &loc)?;
     let defaults = Defaults::resolve(&raw.defaults, env, &loc)?;
+    let tables = validate::Tables {
+        git: &git,
+        publish: publish.as_ref(),
+        indexes: &indexes,
+    };
     let mut runtimes = BTreeMap::new();
     for (name, entry) in &raw.runtimes {
-        let rt = validate_runtime(
-            name,
-            entry.get_ref(),
-            &defaults,
-            &git,
-            publish.as_ref(),
-            &indexes,
-            plan_source,
-            &loc,
-        )?;
+        let rt = validate_runtime(name, entry.get_ref(), &defaults, &tables, plan_source, &loc)?;
         runtimes.insert(rt.name.clone(), rt);
     }
     let default_runtime = validate_default_runtime(raw.default_runtime.as_ref(), &runtimes, &loc)?;

@@ -22,6 +22,13 @@ pub const BUILTIN_BRANCH: &str = "main";
 pub const BUILTIN_DOCKERFILE: &str = "Dockerfile";
 pub const BUILTIN_PLATFORM: &str = "linux/amd64";
 pub const BUILTIN_IMAGE_PREFIX: &str = "molecule-local/workspace-template-";
+pub const BUILTIN_SMOKE_TIMEOUT: &str = "2m";
+/// Most arguments a `smoke` argv may have.
+pub const MAX_SMOKE_ARGS: usize = 64;
+/// Longest `smoke` argument, in bytes.
+pub const MAX_SMOKE_ARG_BYTES: usize = 4096;
+/// Longest `smoke_timeout`.
+pub const MAX_SMOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -87,6 +94,11 @@ pub struct Runtime {
     pub builder: Builder,
     /// The network mode of the build's RUN steps (`build_network`).
     pub build_network: BuildNetwork,
+    /// The smoke test (`smoke`): the argv run once in each new image before `:latest`
+    /// moves to it; `None` when none is configured.
+    pub smoke: Option<Vec<String>>,
+    /// How long the smoke test may run (`smoke_timeout`).
+    pub smoke_timeout: std::time::Duration,
     /// Where the `publish` step pushes this runtime's builds (`[publish]`):
     /// `{registry}/{registry_image}{runtime}:{registry_tag}`, the reference a registry-mode
     /// consumer resolves; `None` without a `[publish]` table.

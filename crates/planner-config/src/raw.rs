@@ -9,6 +9,9 @@ use toml::Spanned;
 
 use crate::{build_args, cache};
 
+/// An argv as written, each argument's span kept.
+pub(crate) type RawArgv = Spanned<Vec<Spanned<String>>>;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -49,6 +52,9 @@ pub(crate) struct RawKeys {
     pub(crate) base_images: Option<Spanned<String>>,
     pub(crate) builder: Option<Spanned<String>>,
     pub(crate) build_network: Option<Spanned<String>>,
+    /// The smoke test's argv (`smoke = ["python3", "-c", "import x"]`).
+    pub(crate) smoke: Option<RawArgv>,
+    pub(crate) smoke_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +75,9 @@ pub(crate) struct RawRuntime {
     pub(crate) base_images: Option<Spanned<String>>,
     pub(crate) builder: Option<Spanned<String>>,
     pub(crate) build_network: Option<Spanned<String>>,
+    /// The smoke test's argv (`smoke = ["python3", "-c", "import x"]`).
+    pub(crate) smoke: Option<RawArgv>,
+    pub(crate) smoke_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

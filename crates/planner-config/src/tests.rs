@@ -477,6 +477,72 @@ fn line_column_counts_from_one() {
 }
 
 #[test]
+fn smoke_merges_over_defaults_and_is_checked_where_written() {
+    let cfg = parse_ok(
+        "[defaults]\nsmoke = [\"true\"]\n[runtimes.a]\n[runtimes.b]\nsmoke = [\"python3\", \"-c\", \"import x\"]\nsmoke_timeout = \"90s\"\n",
+    );
+    assert_eq!(cfg.runtimes["a"].smoke, Some(vec!["true".to_owned()]));
+    assert_eq!(cfg.runtimes["a"].smoke_timeout, Duration::from_secs(120));
+    let b = &cfg.runtimes["b"];
+    assert_eq!(b.smoke.as_deref().unwrap(), ["python3", "-c", "import x"]);
+    assert_eq!(b.smoke_timeout, Duration::from_secs(90));
+    assert_eq!(parse_ok("[runtimes.a]\n").runtimes["a"].smoke, None);
+    let long = format!("[runtimes.a]\nsmoke = [\"x\", \"{}\"]\n", "y".repeat(5000));
+    let many = format!("[runtimes.a]\nsmoke = [{}]\n", vec!["\"x\""; 65].join(", "));
+    for (text, at, needle) in [
+        (
+            "[runtimes.a]\nsmoke = []\n",
+            "runtimes.toml:2:9",
+            "smoke is empty",
+        ),
+        (
+            "[runtimes.a]\nsmoke = \"true\"\n",
+            "runtimes.toml:2:9",
+            "invalid type",
+        ),
+        (
+            "[runtimes.a]\nsmoke = [\" \"]\n",
+            "runtimes.toml:2:10",
+            "argument 1 (the command) is blank",
+        ),
+        (
+            "[runtimes.a]\nsmoke = [\"a\", \"b\\u0000\"]\n",
+            "runtimes.toml:2:15",
+            "argument 2 contains a NUL",
+        ),
+        (
+            long.as_str(),
+            "runtimes.toml:2:15",
+            "longer than 4096 bytes",
+        ),
+        (many.as_str(), "runtimes.toml:2:9", "more than 64"),
+        (
+            "[defaults]\nsmoke = []\n[runtimes.a]\n",
+            "runtimes.toml:2:9",
+            "defaults: smoke is empty",
+        ),
+        (
+            "[runtimes.a]\nsmoke = [\"true\"]\nsmoke_timeout = \"soon\"\n",
+            "runtimes.toml:3:17",
+            "invalid smoke_timeout \"soon\"",
+        ),
+        (
+            "[runtimes.a]\nsmoke_timeout = \"500ms\"\n",
+            "runtimes.toml:2:17",
+            "from \"1s\" to \"24h\"",
+        ),
+        (
+            "[defaults]\nsmoke_timeout = \"2d\"\n[runtimes.a]\n",
+            "runtimes.toml:2:17",
+            "runtime \"a\": invalid smoke_timeout",
+        ),
+    ] {
+        let err = parse_err(text);
+        assert!(err.starts_with(at) && err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
 fn publish_names_the_reference_a_registry_mode_consumer_resolves() {
     let none = parse_ok("[runtimes.codex]\n");
     assert_eq!(

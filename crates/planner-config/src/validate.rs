@@ -14,6 +14,7 @@ use crate::defaults::{Defaults, Sourced, override_or, plan_of, refuse, repo_of, 
 use crate::error::{ConfigError, Locator};
 use crate::model::{BaseImages, GitSettings, PublishSettings, Runtime};
 use crate::raw::{RawEngine, RawGit, RawPublish, RawRegistry, RawRuntime};
+use crate::smoke::{parse_smoke_timeout, validate_smoke};
 use crate::source::{DEFAULT_REGISTRY_TIMEOUT, SourceKind, validate_insecure_host};
 use planner_base::settings::{EngineSettings, GitLimits, RegistrySettings};
 use planner_base::{BuildNetwork, Builder};
@@ -206,16 +207,26 @@ pub(crate) fn parse_git_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The file-wide tables a runtime's values are checked and completed with.
+pub(crate) struct Tables<'a> {
+    pub(crate) git: &'a GitSettings,
+    pub(crate) publish: Option<&'a PublishSettings>,
+    pub(crate) indexes: &'a build_args::Indexes,
+}
+
 pub(crate) fn validate_runtime(
     name: &Spanned<String>,
     raw: &RawRuntime,
     defaults: &Defaults,
-    git: &GitSettings,
-    publish: Option<&PublishSettings>,
-    indexes: &build_args::Indexes,
+    tables: &Tables<'_>,
     plan_source: &dyn Fn(&str) -> Option<SourceKind>,
     loc: &Locator,
 ) -> Result<Runtime, ConfigError> {
+    let Tables {
+        git,
+        publish,
+        indexes,
+    } = *tables;
     let rt = name.get_ref();
     if !NAME_RE.is_match(rt) || rt.len() > 128 {
         return Err(loc.error(
@@ -278,6 +289,12 @@ pub(crate) fn validate_runtime(
     let network = override_or(&raw.build_network, &defaults.build_network);
     let network_mode = BuildNetwork::from_name(&network.value)
         .ok_or_else(|| refused(&network, bad_network(&network.value)))?;
+    let smoke = match &raw.smoke {
+        Some(argv) => Some(validate_smoke(argv, &format!("runtime {rt:?}"), loc)?),
+        None => defaults.smoke.clone(),
+    };
+    let timeout = override_or(&raw.smoke_timeout, &defaults.smoke_timeout);
+    let smoke_timeout = parse_smoke_timeout(&timeout.value).map_err(|m| refused(&timeout, m))?;
     let publish = publish_of(rt, raw, defaults, publish).map_err(|(v, m)| refused(&v, m))?;
     Ok(Runtime {
         name: rt.clone(),
@@ -293,6 +310,8 @@ pub(crate) fn validate_runtime(
         base_images,
         builder: builder_kind,
         build_network: network_mode,
+        smoke,
+        smoke_timeout,
         publish,
     })
 }

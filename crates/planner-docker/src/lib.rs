@@ -3,8 +3,9 @@
 //! builds in [`build`], BuildKit's in [`buildkit`], with planner's own session, [`session`],
 //! and `/build` call, [`build_api`]), the build context as each builder's client sends it (the
 //! classic builder's tar: [`context`]; BuildKit's file sync over the session: [`filesync`]),
-//! `.dockerignore` semantics ([`ignore`]), pulls by digest ([`pull`]) and the Dockerfile
-//! parser ([`dockerfile`]: which base images a Dockerfile names).
+//! `.dockerignore` semantics ([`ignore`]), pulls by digest ([`pull`]), running an image once
+//! ([`container`]: a smoke test) and the Dockerfile parser ([`dockerfile`]: which base images a
+//! Dockerfile names).
 //!
 //! The crate knows no git and no registry client: what a build needs from them (the
 //! checkout's commit time, the registry logins and tokens BuildKit's session answers with) it asks
@@ -12,6 +13,7 @@
 pub mod build;
 pub mod build_api;
 pub mod buildkit;
+pub mod container;
 pub mod context;
 pub mod dockerfile;
 pub mod endpoint;

@@ -148,6 +148,31 @@ fn golden_key_is_stable_across_releases() {
 }
 
 #[test]
+fn smoke_key_covers_image_command_and_network_and_is_stable() {
+    // Changing this value means every smoke test runs again: bump KEY_FORMAT on purpose.
+    use crate::smoke::key as smoke_key;
+    let id = format!("sha256:{}", "a".repeat(64));
+    let argv = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let base = smoke_key(&id, &argv(&["python3", "-c", "import x"]), "none");
+    assert_eq!(
+        base.as_str(),
+        "365947f70989470f373c0d1f2a6271b954cdd1d9e06ab3e1867f9a2a03db9eb5"
+    );
+    for other in [
+        smoke_key(
+            &format!("sha256:{}", "b".repeat(64)),
+            &argv(&["python3", "-c", "import x"]),
+            "none",
+        ),
+        smoke_key(&id, &argv(&["python3", "-c", "import y"]), "none"),
+        smoke_key(&id, &argv(&["python3", "-c import x"]), "none"),
+        smoke_key(&id, &argv(&["python3", "-c", "import x"]), "host"),
+    ] {
+        assert_ne!(other, base);
+    }
+}
+
+#[test]
 fn publish_key_covers_the_image_and_the_destination_and_is_pinned() {
     use crate::publish::key;
     use planner_registry::ImageRef;

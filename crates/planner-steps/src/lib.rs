@@ -34,6 +34,7 @@ pub mod record;
 pub mod resolve_digest;
 pub mod resolve_head;
 pub mod resolve_version;
+pub mod smoke;
 pub mod tag_latest;
 pub mod verify_dockerfile;
 pub mod world;
@@ -60,6 +61,7 @@ static WORK: &[&dyn Work] = &[
     &clone::Step,
     &verify_dockerfile::Step,
     &build::Step,
+    &smoke::Step,
     &tag_latest::Step,
     &publish::Step,
     &resolve_digest::Step,

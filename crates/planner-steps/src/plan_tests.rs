@@ -26,12 +26,12 @@ pub(crate) mod graph {
     }
 
     #[test]
-    fn one_runtime_is_a_chain_of_five_and_a_release_root() {
+    fn one_runtime_is_a_chain_of_six_and_a_release_root() {
         let g = graph_for("[runtimes.a]\n", &["a"]);
-        assert_eq!(g.len(), 6);
+        assert_eq!(g.len(), 7);
         assert_eq!(g.goals().len(), 1);
         let mut kinds: Vec<_> = g.order().iter().map(|&n| g.node(n).kind.name()).collect();
-        let mut all: Vec<_> = crate::KINDS.all()[..6].iter().map(|k| k.name()).collect();
+        let mut all: Vec<_> = crate::KINDS.all()[..7].iter().map(|k| k.name()).collect();
         kinds.sort();
         all.sort();
         assert_eq!(kinds, all);
@@ -78,7 +78,7 @@ pub(crate) mod graph {
         assert_eq!(
             g.len(),
             7,
-            "resolve, versions, clone, verify, build shared; two tag-latest"
+            "resolve, versions, clone, verify, build, smoke shared; two tag-latest"
         );
         let build = g
             .order()
@@ -93,7 +93,7 @@ pub(crate) mod graph {
     fn different_platform_splits_the_build_only() {
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nplatform = \"linux/arm64\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 8);
+        assert_eq!(g.len(), 10, "the build and the smoke of its image split");
     }
 
     #[test]
@@ -102,7 +102,7 @@ pub(crate) mod graph {
         // runtimes' images with the first one's builder.
         let toml = "[runtimes.a]\nrepo = \"https://h.example/r\"\nbuilder = \"classic\"\n[runtimes.b]\nrepo = \"https://h.example/r\"\nbuilder = \"buildkit\"\n";
         let g = graph_for(toml, &["a", "b"]);
-        assert_eq!(g.len(), 8);
+        assert_eq!(g.len(), 10);
         let mut builds: Vec<Vec<String>> = g
             .order()
             .iter()
@@ -229,14 +229,15 @@ mod load {
                 "verify-dockerfile",
                 "resolve-version",
                 "build",
+                "smoke",
                 "tag-latest"
             ]
         );
-        assert_eq!(plan.goals(), [5]);
-        assert_eq!(plan.order(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(plan.goals(), [6]);
+        assert_eq!(plan.order(), [0, 1, 2, 3, 4, 5, 6]);
         assert_eq!(set.get("build-only").unwrap().goals(), [4]);
-        // publish and tag-latest both follow the build; each is a goal, checked every run.
-        assert_eq!(set.get("build-and-publish").unwrap().goals(), [5, 6]);
+        // publish and tag-latest both follow the build and its smoke; each is a goal.
+        assert_eq!(set.get("build-and-publish").unwrap().goals(), [6, 7]);
     }
 
     #[test]

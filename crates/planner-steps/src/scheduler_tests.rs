@@ -8,7 +8,7 @@ use planner_core::StepError;
 
 use crate::outputs::{Checkout, Image, Tagged, Verified};
 use crate::plan_tests::graph::graph_for as graph;
-use crate::{build, clone, tag_latest, verify_dockerfile};
+use crate::{build, clone, smoke, tag_latest, verify_dockerfile};
 use planner_core::exec::{Effects, Event, Options, RunRequest, Sink, event, resolve_all, run};
 use planner_core::key::Key;
 use planner_core::plan::graph::NodeId;
@@ -50,6 +50,9 @@ fn output_for(kind: StepKind) -> Output {
         "build" | "pull" => Output::new(Image {
             id: "sha256:1".into(),
         }),
+        "smoke" => Output::new(smoke::Smoked::Passed {
+            id: "sha256:1".into(),
+        }),
         _ => Output::new(Tagged {
             id: "sha256:1".into(),
         }),
@@ -80,6 +83,13 @@ impl World for Fake {
     }
 
     async fn probe(&self, req: ProbeRequest<'_>) -> Result<Probe, StepError> {
+        // As the real kind: a runtime without a smoke test has nothing to run.
+        if req.node.kind == smoke::KIND && req.node.runtime().smoke.is_none() {
+            return Ok(Probe::Present {
+                output: Output::new(smoke::Smoked::NotConfigured),
+                reason: "no smoke test configured".into(),
+            });
+        }
         Ok(if self.present.lock().unwrap().contains(req.key) {
             Probe::Present {
                 output: output_for(req.node.kind),
@@ -499,4 +509,72 @@ async fn a_verified_checkout_decides_over_a_pointer_when_deciding() {
         notes,
         &["shared cache pointer reg/c/a:s-1 named other base images: ignored"]
     );
+}
+
+const SMOKED: &str = "[runtimes.a]\nrepo = \"https://h.example/a\"\nsmoke = [\"true\"]\n";
+
+#[tokio::test]
+async fn a_smoke_test_runs_after_the_build_and_before_tag_latest_keyed_on_the_image() {
+    let g = graph(SMOKED, &["a"]);
+    let world = cold_world();
+    let d = decided(&g, &world).await;
+    let smoke_node = *g
+        .order()
+        .iter()
+        .find(|&&n| g.node(n).kind == smoke::KIND)
+        .unwrap();
+    assert!(!d.keys.contains_key(&smoke_node), "keyed on the image ID");
+    assert_eq!(d.decisions[&smoke_node].status, Status::Run);
+    assert!(
+        d.decisions[&smoke_node].reason.contains("a/build"),
+        "{:?}",
+        d.decisions[&smoke_node]
+    );
+    let out = run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    let ran: Vec<StepKind> = world.ran.lock().unwrap().iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        ran,
+        [
+            clone::KIND,
+            verify_dockerfile::KIND,
+            build::KIND,
+            smoke::KIND,
+            tag_latest::KIND
+        ]
+    );
+    assert_eq!(out.status[&smoke_node], Status::Run);
+
+    // Warm: the build and the smoke are present; :latest already moved: nothing runs.
+    let warm = decided(&g, &world).await;
+    assert!(
+        warm.decisions
+            .iter()
+            .filter(|(n, _)| !g.node(**n).kind.is_root())
+            .all(|(_, d)| d.status == Status::Skip),
+        "{:?}",
+        warm.decisions
+    );
+}
+
+#[tokio::test]
+async fn a_failed_smoke_test_blocks_tag_latest() {
+    let g = graph(SMOKED, &["a"]);
+    let world = Fake {
+        fail_runtime: Some(("a".into(), smoke::KIND)),
+        ..cold_world()
+    };
+    let d = decided(&g, &world).await;
+    let out = run(&g, &d, &world, &opts(false), &event::null_sink()).await;
+    let ran: Vec<StepKind> = world.ran.lock().unwrap().iter().map(|(_, k)| *k).collect();
+    assert!(!ran.contains(&tag_latest::KIND), "{ran:?}");
+    assert_eq!(statuses_out(&g, &out, smoke::KIND), [Status::Failed]);
+    assert_eq!(statuses_out(&g, &out, tag_latest::KIND), [Status::Blocked]);
+}
+
+fn statuses_out(g: &Graph, out: &planner_core::exec::Outcome, kind: StepKind) -> Vec<Status> {
+    g.order()
+        .iter()
+        .filter(|&&n| g.node(n).kind == kind)
+        .map(|n| out.status[n])
+        .collect()
 }
