@@ -523,7 +523,7 @@ fn plan_writes_nothing_and_renders_json_and_dot() {
 
     let text = env.planner(&["ensure", "x", "--dry-run"]);
     assert!(
-        text.stdout.contains("5 to run, 1 skipped"),
+        text.stdout.contains("5 to run, 2 skipped"),
         "{}",
         text.all()
     );

@@ -77,7 +77,7 @@ pub(crate) mod graph {
         let g = graph_for(toml, &["a", "b"]);
         assert_eq!(
             g.len(),
-            7,
+            8,
             "resolve, versions, clone, verify, build, smoke shared; two tag-latest"
         );
         let build = g
