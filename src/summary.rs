@@ -1,10 +1,12 @@
 //! The end of a run, per runtime: whether it is ensured, its commit and image, what ran, the
 //! first error. `ensure` and `watch` compute it; `report` renders it (a table, NDJSON).
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
 use crate::exec::Outcome;
-use crate::plan::{Decided, Graph, Status};
+use crate::plan::{Decided, Graph, NodeId, Status};
 use crate::steps::publish::Published;
 
 /// Whether a runtime ended ensured.
@@ -55,19 +57,46 @@ pub fn summarize(
     outcome: &Outcome,
     runtimes: &[String],
 ) -> Vec<RuntimeSummary> {
+    // Each runtime's steps in dependency order, and the steps that ran, found once: the
+    // summary is linear in the graph, not in runtimes × steps.
+    let mut steps: HashMap<&str, Vec<NodeId>> = HashMap::new();
+    for &id in graph.order() {
+        for r in &graph.node(id).runtimes {
+            steps.entry(r.name.as_str()).or_default().push(id);
+        }
+    }
+    let ran: HashSet<NodeId> = outcome.ran.iter().copied().collect();
+    let run = Run {
+        graph,
+        decided,
+        outcome,
+        ran: &ran,
+    };
     runtimes
         .iter()
-        .map(|rt| summarize_one(graph, decided, outcome, rt))
+        .map(|rt| {
+            let mine = steps.get(rt.as_str()).map_or(&[][..], Vec::as_slice);
+            summarize_one(&run, rt, mine)
+        })
         .collect()
 }
 
-fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) -> RuntimeSummary {
-    let mine: Vec<_> = graph
-        .order()
-        .iter()
-        .copied()
-        .filter(|&id| graph.node(id).runtimes.iter().any(|r| r.name == rt))
-        .collect();
+/// What a run left, as the summary reads it.
+struct Run<'a> {
+    graph: &'a Graph,
+    decided: &'a Decided,
+    outcome: &'a Outcome,
+    ran: &'a HashSet<NodeId>,
+}
+
+/// The summary of runtime `rt`, whose steps are `mine` (in dependency order).
+fn summarize_one(run: &Run<'_>, rt: &str, mine: &[NodeId]) -> RuntimeSummary {
+    let Run {
+        graph,
+        decided,
+        outcome,
+        ran,
+    } = *run;
     let error = mine.iter().find_map(|id| match outcome.status.get(id) {
         Some(Status::Failed) => Some(format!(
             "{}: {}",
@@ -99,7 +128,7 @@ fn summarize_one(graph: &Graph, decided: &Decided, outcome: &Outcome, rt: &str) 
     });
     let ran = mine
         .iter()
-        .filter(|id| outcome.ran.contains(id))
+        .filter(|id| ran.contains(id))
         .map(|id| graph.node(*id).kind.name().to_owned())
         .collect();
     let duration = mine.iter().filter_map(|id| outcome.durations.get(id)).sum();
