@@ -59,11 +59,45 @@ fn docs_example_files_are_quoted_on_their_page() {
 #[test]
 fn docs_reference_config_is_accepted() {
     let page = std::fs::read_to_string("docs/configuration.md").expect("docs/configuration.md");
-    let start = page.find("```toml\n").expect("a ```toml block") + "```toml\n".len();
-    let end = start + page[start..].find("```\n").expect("its end");
+    let first = toml_blocks(&page)
+        .into_iter()
+        .next()
+        .expect("a ```toml block");
+    assert_accepted(first);
+}
+
+/// The cascade's two `runtimes.toml` (machine A builds and publishes, machine B pulls) on
+/// the registry-mode page are configs planner accepts, checked as above.
+#[test]
+fn docs_cascade_configs_are_accepted() {
+    let page = std::fs::read_to_string("docs/registry-mode.md").expect("docs/registry-mode.md");
+    let at = page.find("## The cascade").expect("the cascade section");
+    let blocks = toml_blocks(&page[at..]);
+    assert_eq!(blocks.len(), 2, "machine A's and machine B's runtimes.toml");
+    for block in blocks {
+        assert_accepted(block);
+    }
+}
+
+/// The bodies of the ```toml blocks in `page`, in order.
+fn toml_blocks(page: &str) -> Vec<&str> {
+    let mut blocks = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + "```toml\n".len()..];
+        let end = body.find("```\n").expect("the block's end");
+        blocks.push(&body[..end]);
+        rest = &body[end..];
+    }
+    blocks
+}
+
+/// `config` loads: no shard of 4 exits 2, and one holds none of its runtimes (exit 0 right
+/// after loading, so the check proves something).
+fn assert_accepted(config: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("runtimes.toml");
-    std::fs::write(&file, &page[start..end]).unwrap();
+    std::fs::write(&file, config).unwrap();
     let mut empty_shards = 0;
     for k in 1..=4 {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_planner"))
@@ -79,7 +113,7 @@ fn docs_reference_config_is_accepted() {
         assert_ne!(
             out.status.code(),
             Some(2),
-            "the page's runtimes.toml is refused: {stderr}"
+            "the page's runtimes.toml is refused: {stderr}\n{config}"
         );
         if out.status.success() && stderr.contains("nothing to do") {
             empty_shards += 1;
