@@ -208,6 +208,42 @@ fn a_failing_smoke_test_leaves_latest_where_it_was_and_says_why() {
 }
 
 #[test]
+fn a_smoke_command_missing_from_the_image_is_a_failed_smoke_test_naming_it() {
+    let env = Env::new("smokemissing");
+    let sha = template(&env, "tpl", "one");
+    env.config(&runtime(
+        &env,
+        "a",
+        "tpl",
+        "smoke = [\"no-such-program\", \"--version\"]",
+    ));
+    let failed = env.planner(&["ensure", "a"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(
+        env.image_id(&env.latest("a")).is_none(),
+        ":latest never set"
+    );
+    for needle in [
+        "smoke test of runtime a failed",
+        "[\"no-such-program\", \"--version\"]",
+        "could not start",
+        "help: the command must exist in the image",
+    ] {
+        assert!(
+            failed.stderr.contains(needle),
+            "{needle:?} in {}",
+            failed.all()
+        );
+    }
+    let image = env.image_id(&env.image("a", &sha)).expect("the build ran");
+    assert!(
+        containers_of(&image).is_empty(),
+        "{:?}",
+        containers_of(&image)
+    );
+}
+
+#[test]
 fn a_hanging_smoke_test_ends_at_its_timeout_and_leaves_no_container() {
     let env = Env::new("smokehang");
     let sha = template(&env, "tpl", "one");

@@ -30,6 +30,7 @@ use planner_core::output::OutputData;
 use planner_core::plan::KeyInputs;
 use planner_core::plan::{Output, Probe, ProbeRequest, StepKind};
 use planner_core::store::RecordField;
+use planner_docker::DockerError;
 use planner_docker::container::{Ran, RunSpec};
 
 /// The label every smoke container carries, valued with the step's key
@@ -209,7 +210,15 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
         label,
         timeout: rt.smoke_timeout,
     };
-    let ran = world.engine.run_once(&spec).await?;
+    let ran = match world.engine.run_once(&spec).await {
+        Ok(ran) => ran,
+        // The engine refused to create or start the container (its program is not in the
+        // image, an argv it cannot exec): the smoke test failed, not the engine.
+        Err(DockerError::Api { detail, .. }) => {
+            return Err(Error::Failed(not_started(req, argv, id, &detail)));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if ran.exit_code != Some(0) {
         return Err(Error::Failed(failure(req, argv, id, &ran)));
     }
@@ -220,6 +229,19 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
         })
         .await?;
     Ok(Output::new(Smoked::Passed { id: id.clone() }))
+}
+
+/// The error of a smoke test whose container the engine would not start (`detail` is its
+/// answer): the runtime, the command, why, and that `:latest` did not move.
+fn not_started(req: &RunRequest<'_>, argv: &[String], id: &str, detail: &str) -> String {
+    let names = req.node.runtime_names().join(", ");
+    format!(
+        "smoke test of runtime {names} failed: {} could not start in image {}: {}\n  {} stays where it was\n  help: the command must exist in the image (an absolute path, or a program on the image's PATH; a shell command needs [\"sh\", \"-c\", \"...\"]): fix the runtime's smoke command in runtimes.toml or the image",
+        shown(argv),
+        short(id),
+        planner_base::text::inert(detail),
+        req.node.runtime().latest_tag(),
+    )
 }
 
 /// The error of a smoke test that did not pass: the runtime, the command, the exit code (or
