@@ -19,8 +19,6 @@ pub mod transport;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod testserver;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

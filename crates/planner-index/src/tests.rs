@@ -3,8 +3,8 @@ use std::time::Duration;
 use url::Url;
 
 use crate::credentials::{Credentials, parse_npmrc};
-use crate::testserver::{Response, Server};
 use crate::{Ecosystem, Index, IndexError, Package, npm, pypi};
+use planner_test_support::scripted_http::{Response, Server};
 
 fn pkg(ecosystem: Ecosystem, index: &str, name: &str, pre: bool) -> Package {
     Package {

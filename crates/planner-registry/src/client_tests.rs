@@ -1,4 +1,4 @@
-//! The client against a scripted registry on 127.0.0.1 (see `testserver.rs`).
+//! The client against a scripted registry on 127.0.0.1 (planner-test-support's `scripted_http`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -7,8 +7,8 @@ use base64::Engine as _;
 use super::*;
 use crate::error::Missing;
 use crate::index::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::testserver::{Request, Response, Server};
 use crate::token::{DEFAULT_TOKEN_LIFETIME, parse_token};
+use planner_test_support::scripted_http::{Request, Response, Server};
 use std::time::SystemTime;
 use url::Url;
 

@@ -36,8 +36,6 @@ mod token;
 mod transport;
 /// The image-reference grammar lives in `planner-base` (config needs it too).
 pub use planner_base::reference;
-#[cfg(test)]
-mod testserver;
 
 pub use auth::{Credentials, DockerConfig, engine_auth};
 pub use client::{ImageConfig, Registry, Resolution};

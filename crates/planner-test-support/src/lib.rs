@@ -15,6 +15,7 @@ pub mod rate_limit_proxy;
 pub mod registry;
 pub mod relay;
 pub mod rewrite_proxy;
+pub mod scripted_http;
 pub mod slow_git;
 pub mod sshd;
 pub mod stall_proxy;

@@ -1,5 +1,6 @@
-//! A scripted HTTP/1.1 server on 127.0.0.1 for the client's unit tests: every request is
-//! logged and answered by a handler closure, one request per connection.
+//! A scripted HTTP/1.1 server on 127.0.0.1 for the HTTP clients' unit tests (the registry
+//! client's, the package index client's): every request is logged and answered by a handler
+//! closure, one request per connection.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,6 @@ pub struct Request {
     /// Path and query, as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
-    #[allow(dead_code)]
     pub body: Vec<u8>,
 }
 
