@@ -117,6 +117,9 @@ pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> V
                 "status": r.status,
                 "commit": r.commit,
                 "image": r.image,
+                "image_id": r.image_id,
+                "pinned": r.image_id,
+                "digest": r.digest,
                 "published": r.published,
                 "error": r.error,
             })
