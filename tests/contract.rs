@@ -66,3 +66,109 @@ fn the_summary_names_the_image_by_id_and_a_failed_runtime_names_none() {
     assert_eq!(doc["runtimes"][0]["pinned"], id.as_str(), "{doc}");
     assert_eq!(doc["runtimes"][0]["digest"], Value::Null, "{doc}");
 }
+
+/// Runs planner with `args` and checks the contract of its stdout: NDJSON lines, the last one
+/// the only `summary` or `error` line, carrying the exit code. Returns that line.
+fn ends_in_one_last_line(env: &Env, args: &[&str]) -> Value {
+    let run = env.planner(args);
+    assert!(
+        !run.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{args:?}: stdout inert: {:?}",
+        run.stdout
+    );
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {l}"))
+        })
+        .collect();
+    let last = lines
+        .last()
+        .unwrap_or_else(|| panic!("{args:?}: no stdout: {}", run.all()));
+    let ends = |o: &&Value| o["event"] == "summary" || o["event"] == "error";
+    assert_eq!(
+        lines.iter().filter(ends).count(),
+        1,
+        "{args:?}: {}",
+        run.stdout
+    );
+    assert!(ends(&last), "{args:?}: {last}");
+    assert_eq!(last["exit_code"], run.code, "{args:?}: {}", run.all());
+    assert_eq!(last["schema_version"], 1, "{last}");
+    last.clone()
+}
+
+#[test]
+fn every_exit_with_json_ends_in_a_last_line_with_the_exit_code() {
+    let env = Env::new("contract-exits");
+    env.template("tpl");
+    env.config(&env.runtime("a", "tpl"));
+
+    let ok = ends_in_one_last_line(&env, &["ensure", "a", "--json", "-q"]);
+    assert_eq!(
+        (ok["event"].as_str(), ok["exit_code"].as_u64()),
+        (Some("summary"), Some(0))
+    );
+
+    // Usage errors (exit 2): clap's, an unknown runtime, a bad config.
+    let clap = ends_in_one_last_line(&env, &["ensure", "a", "--json", "--jobs", "0"]);
+    assert_eq!(clap["event"], "error", "{clap}");
+    assert_eq!(clap["exit_code"], 2, "{clap}");
+    assert!(
+        clap["message"].as_str().unwrap().contains("--jobs"),
+        "{clap}"
+    );
+    let unknown = ends_in_one_last_line(&env, &["ensure", "nope", "--json"]);
+    assert_eq!(
+        (unknown["event"].as_str(), unknown["exit_code"].as_u64()),
+        (Some("error"), Some(2))
+    );
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown runtime \"nope\""),
+        "{unknown}"
+    );
+
+    // An unreachable engine (exit 1).
+    let gone = ends_in_one_last_line(
+        &env,
+        &[
+            "--engine",
+            "unix:///nonexistent/planner.sock",
+            "ensure",
+            "a",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        (gone["event"].as_str(), gone["exit_code"].as_u64()),
+        (Some("error"), Some(1))
+    );
+    assert!(
+        gone["message"].as_str().unwrap().contains("unreachable"),
+        "{gone}"
+    );
+
+    // A failed runtime (exit 1): the summary says so.
+    env.config(&(env.runtime("a", "tpl") + &env.runtime("missing", "no-such-repo")));
+    let failed = ends_in_one_last_line(&env, &["ensure", "--all", "--json", "-q"]);
+    assert_eq!(
+        (failed["event"].as_str(), failed["exit_code"].as_u64()),
+        (Some("summary"), Some(1))
+    );
+
+    // A config planner cannot read (exit 2); the message is inert.
+    env.config(&(env.runtime("a", "tpl") + "\"bogus\\u001b[2J\" = 1\n"));
+    let bad = ends_in_one_last_line(&env, &["ensure", "a", "--json"]);
+    assert_eq!(
+        (bad["event"].as_str(), bad["exit_code"].as_u64()),
+        (Some("error"), Some(2))
+    );
+    assert!(
+        bad["message"].as_str().unwrap().contains("bogus\u{1b}[2J"),
+        "{bad}"
+    );
+}
