@@ -9,6 +9,29 @@ use planner_test_support as support;
 use serde_json::Value;
 use support::harness::{BASE_IMAGE, Env, Run};
 
+/// The published JSON Schema of the NDJSON lines (docs/schema), compiled.
+fn schema() -> jsonschema::Validator {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/schema/ndjson-v1.schema.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+/// Checks every stdout line of `run` against the published schema.
+fn check_schema(run: &Run) {
+    let schema = schema();
+    for line in run.stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let errors: Vec<String> = schema.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{line}\ndoes not follow the schema: {errors:#?}"
+        );
+    }
+}
+
 /// The last stdout line, parsed (a caller reads only this).
 fn last_line(run: &Run) -> Value {
     let line = run
@@ -38,9 +61,11 @@ fn the_summary_names_the_image_by_id_and_a_failed_runtime_names_none() {
         .create_repo("bad", &[("Dockerfile", broken.as_bytes())]);
     env.config(&(env.runtime("a", "tpl") + &env.runtime("bad", "bad")));
 
-    for pass in ["cold", "warm"] {
-        let run = env.planner(&["ensure", "--all", "--json", "-q"]);
+    // Cold with -v (build output lines too), warm quiet.
+    for (pass, flag) in [("cold", "-v"), ("warm", "-q")] {
+        let run = env.planner(&["ensure", "--all", "--json", flag]);
         assert_eq!(run.code, 1, "{pass}: {}", run.all());
+        check_schema(&run);
         let summary = last_line(&run);
         assert_eq!(summary["event"], "summary", "{pass}: {summary}");
         let a = row(&summary, "a");
@@ -71,6 +96,7 @@ fn the_summary_names_the_image_by_id_and_a_failed_runtime_names_none() {
 /// the only `summary` or `error` line, carrying the exit code. Returns that line.
 fn ends_in_one_last_line(env: &Env, args: &[&str]) -> Value {
     let run = env.planner(args);
+    check_schema(&run);
     assert!(
         !run.stdout.chars().any(|c| c.is_control() && c != '\n'),
         "{args:?}: stdout inert: {:?}",
@@ -170,5 +196,90 @@ fn every_exit_with_json_ends_in_a_last_line_with_the_exit_code() {
     assert!(
         bad["message"].as_str().unwrap().contains("bogus\u{1b}[2J"),
         "{bad}"
+    );
+}
+
+/// The schema is strict enough to fail: it rejects what planner must not write.
+#[test]
+fn the_schema_rejects_a_summary_without_exit_code_and_a_failed_runtime_with_an_image() {
+    let schema = schema();
+    let ok = serde_json::json!({
+        "event": "summary", "schema_version": 1, "exit_code": 1, "ensured": 0, "failed": 1,
+        "skipped_steps": 0, "ran_steps": 0, "duration_ms": 5,
+        "runtimes": [{"runtime": "a", "status": "failed", "commit": null, "image": null,
+            "image_id": null, "pinned": null, "digest": null, "published": null,
+            "error": "resolve-head: not found"}],
+    });
+    assert!(schema.is_valid(&ok), "{ok}");
+    let mut no_code = ok.clone();
+    no_code.as_object_mut().unwrap().remove("exit_code");
+    assert!(!schema.is_valid(&no_code));
+    let mut imaged = ok.clone();
+    imaged["runtimes"][0]["image"] = "p/a:0123456789ab".into();
+    assert!(!schema.is_valid(&imaged));
+    let unknown = serde_json::json!({"event": "nope", "schema_version": 1});
+    assert!(!schema.is_valid(&unknown));
+}
+
+/// The example client (examples/provisioner/pinned.sh) gets the pinned reference in one call,
+/// and it starts a container; a failure gives planner's code and the reason from the JSON.
+#[test]
+fn the_example_client_prints_a_pinned_reference_that_runs_or_the_error() {
+    let env = Env::new("contract-client");
+    let sha = env.template("tpl");
+    env.config(&(env.runtime("a", "tpl") + &env.runtime("gone", "not-there")));
+    let client = |runtime: &str| {
+        let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_planner"))
+            .parent()
+            .unwrap();
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/provisioner/pinned.sh"
+        );
+        let out = std::process::Command::new("bash")
+            .args([script, runtime])
+            .env("PATH", path)
+            .env("PLANNER_CONFIG", env.dir.path().join("runtimes.toml"))
+            .env("PLANNER_CACHE_DIR", env.cache.path())
+            .env("PLANNER_GIT_TOKEN", support::harness::TOKEN)
+            .output()
+            .unwrap();
+        Run::from_output(out)
+    };
+
+    let ok = client("a");
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    let reference = ok.stdout.trim();
+    assert_eq!(
+        Some(reference),
+        env.image_id(&env.image("a", &sha)).as_deref()
+    );
+    let ran = support::harness::docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        reference,
+        "cat",
+        "/hello",
+    ]);
+    assert_eq!(ran, "hello from tpl\n");
+
+    let failed = client("gone");
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(failed.stdout.is_empty(), "{}", failed.all());
+    assert!(
+        failed.stderr.contains("planner: resolve-head: "),
+        "{}",
+        failed.stderr
+    );
+
+    let unknown = client("nope");
+    assert_eq!(unknown.code, 2, "{}", unknown.all());
+    assert!(
+        unknown.stderr.contains("planner: unknown runtime \"nope\""),
+        "{}",
+        unknown.stderr
     );
 }
