@@ -4,6 +4,9 @@
 //! ends in one last NDJSON line (`summary` or `error`) carrying the exit code.
 //! Real engine, real git server.
 
+// A test shows what it checks in its output (the warm run's time, not asserted).
+#![allow(clippy::print_stderr)]
+
 use planner_test_support as support;
 
 use serde_json::Value;
@@ -282,4 +285,55 @@ fn the_example_client_prints_a_pinned_reference_that_runs_or_the_error() {
         "{}",
         unknown.stderr
     );
+}
+
+/// Only gc runs alone: a warm `ensure X` while `ensure --all` builds (a 30 s build) does not
+/// wait for the run lock (`--no-wait` would exit 75), while `gc` still does.
+#[test]
+fn a_warm_ensure_runs_beside_a_prewarm_and_only_gc_waits() {
+    use std::io::BufRead;
+    let env = Env::new("contract-beside");
+    env.template("tpl");
+    let slow = format!("FROM {BASE_IMAGE}\nCOPY . /src\nRUN sleep 30 && cat /src/hello.txt\n");
+    env.git.create_repo(
+        "slow",
+        &[("Dockerfile", slow.as_bytes()), ("hello.txt", b"hi\n")],
+    );
+    env.config(&(env.runtime("a", "tpl") + &env.runtime("slow", "slow")));
+    let first = env.planner(&["ensure", "a", "-q"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+
+    let mut prewarm = env
+        .command(&["ensure", "--all", "--json", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut events = std::io::BufReader::new(prewarm.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            events.read_line(&mut line).unwrap() > 0,
+            "prewarm ended early"
+        );
+        let e: Value = serde_json::from_str(&line).unwrap();
+        if e["event"] == "step_started" && e["runtime"] == "slow" && e["step"] == "build" {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut events, &mut std::io::sink()));
+
+    let started = std::time::Instant::now();
+    let warm = env.planner(&["ensure", "a", "--json", "-q", "--no-wait"]);
+    eprintln!("warm ensure a beside the prewarm: {:?}", started.elapsed());
+    let gc = env.planner(&["gc", "--no-wait"]);
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &prewarm.id().to_string()])
+        .status();
+    let _ = prewarm.wait();
+    assert_eq!(warm.code, 0, "{}", warm.all());
+    let summary = last_line(&warm);
+    assert_eq!(summary["ran_steps"], 0, "{summary}");
+    assert_eq!(gc.code, 75, "gc waits for runs: {}", gc.all());
 }

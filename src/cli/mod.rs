@@ -513,12 +513,9 @@ async fn cmd_ensure(
         }
         return Ok(0);
     };
-    let mode = if args.selection.all {
-        RunLockMode::Exclusive
-    } else {
-        RunLockMode::Shared
-    };
-    let _run_lock = app::run_lock(&loaded, mode, args.no_wait, |path| {
+    // Shared, `--all` too: only gc runs alone; per-key locks decide who does each key, so a
+    // warm `ensure X` beside a prewarm returns in the time of its own work.
+    let _run_lock = app::run_lock(&loaded, RunLockMode::Shared, args.no_wait, |path| {
         eprint_text(&format!(
             "planner: waiting for another planner run to finish (run lock {}; --no-wait exits 75 instead)\n",
             path.display()
