@@ -19,7 +19,7 @@ use crate::steps::{resolve_digest, resolve_head};
 use crate::store::{self, CheckoutState, Store};
 
 /// Version of the `status --json` document.
-pub const STATUS_SCHEMA: u32 = 1;
+pub const STATUS_SCHEMA: u32 = 2;
 
 /// Where the commits come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +39,15 @@ pub struct RuntimeStatus {
     pub branch: String,
     /// The repository identity: the URL without credentials (git), `registry/repository`.
     pub repo: String,
-    /// A git runtime's last resolved commit (or the one just resolved with [`Heads::Refresh`]).
+    /// The last resolved revision (or the one just resolved with [`Heads::Refresh`]): a git
+    /// runtime's commit, a registry runtime's manifest digest (as `ensure --json` says).
     pub commit: Option<String>,
-    /// A registry runtime's last resolved manifest digest (likewise).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The engine's ID of the pinned image (`sha256:…`), when the engine holds it.
+    pub image_id: Option<String>,
+    /// A reference naming that image for good, usable as is (today the image ID).
+    pub pinned: Option<String>,
+    /// Where the image sits in a registry, `registry/repository@sha256:…`: a registry
+    /// runtime's resolved digest (`None` for git runtimes: status does not ask registries).
     pub digest: Option<String>,
     /// When that commit was resolved, seconds since the Unix epoch.
     pub resolved_at: Option<u64>,
@@ -221,10 +226,11 @@ async fn runtime_status(
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     };
     let source = rt.source.kind();
-    let (commit, digest) = match source {
-        SourceKind::Git => (head.revision, None),
-        SourceKind::Registry => (None, head.revision),
-    };
+    let digest = rt
+        .registry_image()
+        .zip(head.revision.as_deref())
+        .map(|(image, d)| image.with_digest(d));
+    let image_id = image.id.clone();
     Ok(RuntimeStatus {
         runtime: rt.name.clone(),
         source,
@@ -233,7 +239,9 @@ async fn runtime_status(
             None => rt.branch.clone(),
         },
         repo,
-        commit,
+        commit: head.revision,
+        pinned: image_id.clone(),
+        image_id,
         digest,
         resolved_at: head.resolved_at,
         error: head.error,

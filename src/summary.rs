@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::exec::Outcome;
 use crate::plan::{Decided, Graph, NodeId, Status};
+use crate::steps::outputs::{Image, Tagged};
 use crate::steps::publish::Published;
 
 /// Whether a runtime ended ensured.
@@ -31,8 +32,16 @@ impl RunStatus {
 pub struct RuntimeSummary {
     pub runtime: String,
     pub status: RunStatus,
+    /// The revision resolved: a git runtime's commit, a registry runtime's manifest digest.
     pub commit: Option<String>,
+    /// The commit-pinned tag `{image_prefix}{runtime}:{sha12}` (`None` when failed).
     pub image: Option<String>,
+    /// The engine's image ID (`sha256:…`) the run left, read from the `build`/`pull` step's
+    /// output (`None` when failed).
+    pub image_id: Option<String>,
+    /// Where the image sits in a registry for good, `registry/repository@sha256:…`: the
+    /// published reference, or a registry runtime's pulled digest (`None` when failed or none).
+    pub digest: Option<String>,
     /// Where a `publish` step left the image (`registry/repository@digest`, the immutable
     /// reference registry-mode consumers pull), whether it pushed now or found it there.
     pub published: Option<String>,
@@ -48,6 +57,16 @@ pub fn failed(rows: &[RuntimeSummary]) -> usize {
     rows.iter()
         .filter(|r| r.status == RunStatus::Failed)
         .count()
+}
+
+/// The image the steps of a runtime (`mine`) left, as their outputs say: a build's or pull's
+/// image, else (when those were not needed) the image published or tagged `:latest`.
+fn image_id(outcome: &Outcome, mine: &[NodeId]) -> Option<String> {
+    let outputs = || mine.iter().filter_map(|id| outcome.outputs.get(id));
+    outputs()
+        .find_map(|o| o.get::<Image>().map(|i| i.id.clone()))
+        .or_else(|| outputs().find_map(|o| o.get::<Published>().map(|p| p.id.clone())))
+        .or_else(|| outputs().find_map(|o| o.get::<Tagged>().map(|t| t.id.clone())))
 }
 
 /// Summarises the outcome per requested runtime, in request order.
@@ -117,15 +136,25 @@ fn summarize_one(run: &Run<'_>, rt: &str, mine: &[NodeId]) -> RuntimeSummary {
         .last()
         .and_then(|&goal| graph.resolve_of(goal))
         .and_then(|root| decided.revisions.get(&root).cloned());
-    let image = commit.as_ref().and_then(|c| {
-        let node = graph.node(*mine.last()?);
-        let runtime = node.runtimes.iter().find(|r| r.name == rt)?;
-        Some(runtime.pinned_tag(c))
-    });
+    let runtime = mine
+        .last()
+        .and_then(|&goal| graph.node(goal).runtimes.iter().find(|r| r.name == rt));
+    let ok = error.is_none();
+    let image = commit
+        .as_ref()
+        .zip(runtime)
+        .filter(|_| ok)
+        .map(|(c, runtime)| runtime.pinned_tag(c));
     let published = mine.iter().find_map(|id| {
         let output = outcome.outputs.get(id)?;
         Some(output.get::<Published>()?.reference.clone())
     });
+    let image_id = image_id(outcome, &mine).filter(|_| ok);
+    let pulled = runtime
+        .and_then(|r| r.registry_image())
+        .zip(commit.as_ref())
+        .map(|(image, digest)| image.with_digest(digest));
+    let digest = published.clone().or(pulled).filter(|_| ok);
     let ran = mine
         .iter()
         .filter(|id| ran.contains(id))
@@ -140,7 +169,9 @@ fn summarize_one(run: &Run<'_>, rt: &str, mine: &[NodeId]) -> RuntimeSummary {
         },
         commit,
         image,
-        published,
+        image_id,
+        digest,
+        published: published.filter(|_| ok),
         ran,
         error,
         duration,

@@ -162,6 +162,44 @@ fn a_signal_ends_the_wait_for_the_run_lock_at_once() {
     }
 }
 
+/// With `--json`, a signal still ends stdout with a last line: an `error` with 130 or 143.
+#[test]
+fn a_signal_with_json_ends_stdout_with_an_error_line() {
+    let env = Env::new("sigjson");
+    env.template("tpl");
+    env.config(&env.runtime("a", "tpl"));
+    let _held = hold_lock(&env.cache_path().join("locks/run.lock"));
+    for (sig, code, _) in SIGNALS {
+        let mut child = env
+            .command(&["ensure", "--all", "--json"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = Stderr::of(&mut child);
+        err.wait_for("waiting for another planner run");
+        signal(&child, sig);
+        assert_eq!(
+            exit_code_within(&mut child, Duration::from_secs(3), sig),
+            Some(code)
+        );
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        let last: serde_json::Value = serde_json::from_str(
+            out.lines()
+                .last()
+                .unwrap_or_else(|| panic!("SIG{sig}: no stdout; stderr: {}", err.rest())),
+        )
+        .unwrap();
+        assert_eq!(last["event"], "error", "SIG{sig}: {out}");
+        assert_eq!(last["exit_code"], code, "SIG{sig}: {out}");
+        assert!(
+            last["message"].as_str().unwrap().contains("cancelled"),
+            "{out}"
+        );
+    }
+}
+
 #[test]
 fn a_signal_ends_the_wait_for_another_process_key_lock_at_once() {
     let env = Env::new("sigkeylock");

@@ -55,7 +55,7 @@ fn status_shows_missing_before_ensure_and_present_after_without_network() {
 
     let before = env.planner(&["status", "--json", "alpha"]);
     let doc = json(&before);
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     let a = &doc["runtimes"][0];
     assert_eq!(a["runtime"], "alpha");
     assert_eq!(a["branch"], "main");

@@ -151,6 +151,18 @@ fn a_published_build_is_what_registry_mode_pulls_and_a_warm_run_pushes_nothing()
     assert!(!warm.stderr.contains(" started "), "{}", warm.all());
     assert_eq!(uploads(&reg, repo), 0, "{:?}", reg.requests());
     assert_eq!(summary(&warm)["published"].as_str(), Some(&*published));
+    // The provisioner's contract: the registry reference is the summary's digest too, and
+    // the warm run (publish found it there, build not needed) still names the image by ID.
+    for run in [&cold, &warm] {
+        assert_eq!(summary(run)["digest"].as_str(), Some(&*published));
+        let id = summary(run)["image_id"].as_str().map(str::to_owned);
+        assert!(
+            id.as_deref().is_some_and(|i| i.starts_with("sha256:")),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(summary(run)["pinned"].as_str(), id.as_deref());
+    }
     assert!(
         warm.stderr
             .contains(&format!("{}/{repo}:latest already at", reg.host())),

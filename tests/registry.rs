@@ -486,7 +486,7 @@ fn one_config_mixes_git_and_registry_runtimes() {
     let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let rows = doc["runtimes"].as_array().unwrap();
     assert_eq!(rows[0]["source"], "registry");
-    assert_eq!(rows[0]["digest"], pushed.digest.as_str());
+    assert_eq!(rows[0]["commit"], pushed.digest.as_str());
     assert_eq!(rows[1]["source"], "git");
     assert_eq!(rows[1]["commit"], sha.as_str());
 }
@@ -586,4 +586,35 @@ fn watch_picks_up_a_new_push_within_an_interval_and_runs_the_hook_once() {
         "{}",
         w.dump()
     );
+}
+
+/// The provisioner's contract for a registry runtime: the summary and `status --json` carry
+/// the engine's image ID, a pinned reference and the pulled digest (`repo@sha256:…`).
+#[test]
+fn a_registry_runtime_summary_and_status_carry_image_id_pinned_and_digest() {
+    let r = RegEnv::new("reg-contract", RegistryAuth::None);
+    let pushed = r.push("alpha", "v1");
+    r.config("[runtimes.alpha]\n");
+    let want_digest = format!("{}/{}@{}", r.host, repo_name("alpha"), pushed.digest);
+    for args in [
+        &["ensure", "alpha", "--json"][..],
+        &["ensure", "alpha", "--json"],
+    ] {
+        let run = r.planner(args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let last: serde_json::Value =
+            serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+        let row = &last["runtimes"][0];
+        assert_eq!(row["image_id"], pushed.image_id.as_str(), "{last}");
+        assert_eq!(row["pinned"], pushed.image_id.as_str(), "{last}");
+        assert_eq!(row["digest"], want_digest.as_str(), "{last}");
+        assert_eq!(row["commit"], pushed.digest.as_str(), "{last}");
+    }
+    let status = r.planner(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.all());
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let row = &doc["runtimes"][0];
+    assert_eq!(row["image_id"], pushed.image_id.as_str(), "{doc}");
+    assert_eq!(row["pinned"], pushed.image_id.as_str(), "{doc}");
+    assert_eq!(row["digest"], want_digest.as_str(), "{doc}");
 }

@@ -24,6 +24,7 @@ fn schema(event: &str) -> Option<&'static [&'static str]> {
         "summary" => &[
             "event",
             "schema_version",
+            "exit_code",
             "ensured",
             "failed",
             "skipped_steps",

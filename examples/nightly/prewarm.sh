@@ -7,7 +7,7 @@
 #   0   every runtime ensured
 #   1   some runtime failed (the summary line names which, with the masked error)
 #   2   configuration or usage error (fix runtimes.toml; retrying will not help)
-#   75  another planner run holds the run lock (--no-wait): the previous night is still running
+#   75  a gc holds the run lock (--no-wait); runs overlap, only gc runs alone
 set -uo pipefail
 
 log_dir=${PLANNER_LOG_DIR:-/var/log/planner}

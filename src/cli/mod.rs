@@ -22,6 +22,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -223,7 +224,7 @@ pub struct EnsureArgs {
     /// Stop at the first failure instead of finishing the other runtimes
     #[arg(long)]
     pub fail_fast: bool,
-    /// Print NDJSON events on stdout (one object per line; the last is the summary)
+    /// Print NDJSON events on stdout (one object per line; the last is the summary, or an error event; both carry the exit code)
     #[arg(long)]
     pub json: bool,
     /// Progress display on stderr [default: tty when stderr is a terminal, else plain]
@@ -253,24 +254,35 @@ pub enum Format {
 
 /// Parses arguments, runs the command, and returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(&e),
+    };
     init_tracing(cli.verbose);
+    // `ensure --json`: one writer for the whole process, so that whatever ends the run (its
+    // result, an error, a signal) writes the last line after every event.
+    let ndjson = ensure_json(&cli).then(|| json::Writer::new(std::io::stdout()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            return fail(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            let e = anyhow::Error::new(e).context("cannot start the async runtime");
+            let code = fail_last(&e, ndjson.as_ref());
+            if let Some(writer) = ndjson {
+                writer.finish();
+            }
+            return ExitCode::from(code);
         }
     };
     let watching = matches!(cli.command, Command::Watch(_));
     let code = runtime.block_on(async {
         if watching {
-            return run(cli).await; // `watch` handles its own signals (SIGTERM exits 0)
+            return run(cli, None).await; // `watch` handles its own signals (SIGTERM exits 0)
         }
         let stop = tokio::select! {
-            code = run(cli) => return code,
+            code = run(cli, ndjson.as_ref()) => return code,
             signal = stop_signal() => signal,
         };
         // `run` is dropped by now: running steps are cancelled, their temp dirs removed and
@@ -279,8 +291,15 @@ pub fn main() -> ExitCode {
             "planner: {}; running steps cancelled, temporary files removed\n",
             stop.describe()
         ));
-        stop.exit_code()
+        if let Some(writer) = &ndjson {
+            let message = format!("{}; running steps cancelled", stop.describe());
+            writer.emit_last(&json::error(stop.code(), &message));
+        }
+        ExitCode::from(stop.code())
     });
+    if let Some(writer) = ndjson {
+        writer.finish();
+    }
     // Never wait for blocking tasks at exit (a blocking task may be stuck on a slow disk or a
     // stalled pipe); those still running after a moment are abandoned.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
@@ -304,11 +323,11 @@ impl Stop {
         }
     }
 
-    fn exit_code(self) -> ExitCode {
-        ExitCode::from(match self {
+    fn code(self) -> u8 {
+        match self {
             Stop::Interrupt => 130,
             Stop::Terminate => 143,
-        })
+        }
     }
 }
 
@@ -372,12 +391,40 @@ fn colour_on_stderr(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool 
 /// Prints the error chain (masked) and maps it to an exit code: an [`AppError`] anywhere in
 /// the chain decides it; anything else (I/O at the edges) is 1.
 fn fail(e: &anyhow::Error) -> ExitCode {
+    ExitCode::from(fail_last(e, None))
+}
+
+/// [`fail`], and with `ensure --json` the `error` line (the last) on stdout.
+fn fail_last(e: &anyhow::Error, ndjson: Option<&json::Writer>) -> u8 {
     eprint_text(&format!("planner: error: {e:#}\n"));
     let code = e
         .chain()
         .find_map(|c| c.downcast_ref::<AppError>())
         .map_or(1, AppError::exit_code);
-    ExitCode::from(code)
+    if let Some(writer) = ndjson {
+        writer.emit_last(&json::error(code, &format!("{e:#}")));
+    }
+    code
+}
+
+/// Whether the command is `ensure --json` (not a dry run, whose JSON is the plan).
+fn ensure_json(cli: &Cli) -> bool {
+    matches!(&cli.command, Command::Ensure(a) if a.json && !a.dry_run)
+}
+
+/// Exits on a command line clap rejects (exit 2), or for `--help`/`--version` (exit 0). When
+/// the arguments ask for `ensure --json`, the error also goes to stdout as the `error` line,
+/// so a program reading only stdout learns why.
+fn usage_error(e: &clap::Error) -> ! {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let wants_json = args.iter().any(|a| a == "--json") && args.iter().any(|a| a == "ensure");
+    if e.use_stderr() && wants_json {
+        let message = e.render().to_string();
+        let first = message.lines().next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let _ = print_json(&format!("{}\n", json::error(2, first)));
+    }
+    e.exit()
 }
 
 fn verbosity(cli: &Cli) -> plain::Verbosity {
@@ -388,7 +435,7 @@ fn verbosity(cli: &Cli) -> plain::Verbosity {
     }
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, ndjson: Option<&json::Writer>) -> ExitCode {
     if let Some(url) = &cli.engine {
         crate::docker::endpoint::set_override(url);
     }
@@ -407,7 +454,12 @@ async fn run(cli: Cli) -> ExitCode {
             };
             cmd_plan(&globals, &args.selection, format, false).await
         }
-        Command::Ensure(args) => cmd_ensure(&globals, args, verbosity(&cli)).await,
+        Command::Ensure(args) => {
+            return match cmd_ensure(&globals, args, verbosity(&cli), ndjson).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => ExitCode::from(fail_last(&e, ndjson)),
+            };
+        }
         Command::Status(args) => ops::cmd_status(&globals, args).await,
         Command::Gc(args) => ops::cmd_gc(&globals, args, verbosity(&cli)).await,
         Command::Watch(args) => watch::cmd_watch(&globals, args, verbosity(&cli)).await,
@@ -446,21 +498,24 @@ async fn cmd_plan(
     })
 }
 
+/// `ensure`: its exit code (0 or 1); with `--json` (`ndjson`), the summary is the last line.
 async fn cmd_ensure(
     globals: &Globals,
     args: &EnsureArgs,
     verbosity: plain::Verbosity,
-) -> anyhow::Result<ExitCode> {
+    ndjson: Option<&json::Writer>,
+) -> anyhow::Result<u8> {
     let loaded = app::load(globals)?;
     let Some(runtimes) = args.selection.runtimes(&loaded.config)? else {
-        return Ok(ExitCode::SUCCESS);
+        if let Some(writer) = ndjson {
+            let none = json::summary(&[], &json::Counts::default(), Duration::ZERO, 0);
+            writer.emit_last(&none);
+        }
+        return Ok(0);
     };
-    let mode = if args.selection.all {
-        RunLockMode::Exclusive
-    } else {
-        RunLockMode::Shared
-    };
-    let _run_lock = app::run_lock(&loaded, mode, args.no_wait, |path| {
+    // Shared, `--all` too: only gc runs alone; per-key locks decide who does each key, so a
+    // warm `ensure X` beside a prewarm returns in the time of its own work.
+    let _run_lock = app::run_lock(&loaded, RunLockMode::Shared, args.no_wait, |path| {
         eprint_text(&format!(
             "planner: waiting for another planner run to finish (run lock {}; --no-wait exits 75 instead)\n",
             path.display()
@@ -472,14 +527,11 @@ async fn cmd_ensure(
         fail_fast: args.fail_fast,
     };
     let names: Vec<String> = runtimes.iter().map(|r| r.name.clone()).collect();
-    let out = Output::new(args, verbosity, &names);
+    let out = Output::new(args, verbosity, &names, ndjson);
     let ensured = app::ensure(&loaded, &runtimes, &opts, &out.sink).await?;
-    out.finish(&ensured);
-    Ok(if ensured.failed() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let code = u8::from(ensured.failed() != 0);
+    out.finish(&ensured, code);
+    Ok(code)
 }
 
 /// Where `ensure`'s events go: a progress renderer on stderr and, with `--json`, NDJSON on stdout.
@@ -492,7 +544,12 @@ struct Output {
 }
 
 impl Output {
-    fn new(args: &EnsureArgs, verbosity: plain::Verbosity, names: &[String]) -> Output {
+    fn new(
+        args: &EnsureArgs,
+        verbosity: plain::Verbosity,
+        names: &[String],
+        ndjson: Option<&json::Writer>,
+    ) -> Output {
         let progress = match (args.progress, verbosity) {
             (_, plain::Verbosity::Quiet) => Progress::Plain,
             (Some(p), _) => p,
@@ -512,11 +569,10 @@ impl Output {
             Progress::None => sinks.push(plain::stderr_sink(plain::Verbosity::Quiet, width)),
         }
         let mut counts = None;
-        if args.json {
-            let writer = json::Writer::new(std::io::stdout());
-            let (sink, c) = json::sink(&writer, verbosity == plain::Verbosity::Verbose);
+        if let Some(writer) = ndjson {
+            let (sink, c) = json::sink(writer, verbosity == plain::Verbosity::Verbose);
             sinks.push(sink);
-            counts = Some((writer, c));
+            counts = Some((writer.clone(), c));
         }
         Output {
             sink: report::fan_out(sinks),
@@ -526,7 +582,7 @@ impl Output {
         }
     }
 
-    fn finish(self, ensured: &app::Ensured) {
+    fn finish(self, ensured: &app::Ensured, code: u8) {
         if let Some(display) = &self.tty {
             display.finish();
         }
@@ -538,8 +594,8 @@ impl Output {
         }
         if let Some((writer, counts)) = self.json {
             let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
-            writer.emit(&json::summary(&ensured.summary, &counts, ensured.elapsed));
-            writer.finish();
+            let summary = json::summary(&ensured.summary, &counts, ensured.elapsed, code);
+            writer.emit_last(&summary);
         }
     }
 }

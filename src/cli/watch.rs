@@ -112,11 +112,8 @@ async fn watch(
             jobs: args.jobs.map_or_else(default_jobs, usize::from),
             fail_fast: false,
         },
-        lock_mode: if args.selection.all {
-            RunLockMode::Exclusive
-        } else {
-            RunLockMode::Shared
-        },
+        // Shared, as `ensure` takes it (only gc runs alone).
+        lock_mode: RunLockMode::Shared,
     };
     let width = runtimes.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let sinks = sinks(writer, verbosity, width);

@@ -10,8 +10,13 @@
 //! {"event":"step_blocked","runtime","step","key","reason"}
 //! {"event":"step_waiting","runtime","step","key","reason"}
 //! {"event":"step_output","runtime","step","key","line"}            (only with -v)
-//! {"event":"summary","ensured","failed","skipped_steps","ran_steps","duration_ms","runtimes":[…]}
+//! {"event":"summary","schema_version","exit_code","ensured","failed","skipped_steps","ran_steps","duration_ms","runtimes":[…]}
+//! {"event":"error","schema_version","exit_code","message"}   (instead of the summary)
 //! ```
+//!
+//! Every exit of `ensure --json` ends in one of the last two: the summary, or an `error` line
+//! when the run could not start or was stopped (usage or config error, unreachable engine,
+//! busy run lock with `--no-wait`, SIGINT, SIGTERM). Nothing is written after it.
 //!
 //! A step shared by several runtimes gives one line per runtime. Every string is masked, and
 //! every line inert ([`crate::text::inert_json`]: `serde_json` escapes C0 controls, the
@@ -106,8 +111,24 @@ pub fn objects(event: &Event, verbose: bool) -> Vec<Value> {
         .collect()
 }
 
-/// The summary line.
-pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> Value {
+/// The `error` line: the run ended with `exit_code` before a summary (masked; the writer
+/// makes it inert).
+pub fn error(exit_code: u8, message: &str) -> Value {
+    masked(json!({
+        "event": "error",
+        "schema_version": SCHEMA_VERSION,
+        "exit_code": exit_code,
+        "message": message,
+    }))
+}
+
+/// The summary line; `exit_code` is the one planner exits with.
+pub fn summary(
+    rows: &[RuntimeSummary],
+    counts: &Counts,
+    elapsed: Duration,
+    exit_code: u8,
+) -> Value {
     let failed = crate::summary::failed(rows);
     let runtimes: Vec<Value> = rows
         .iter()
@@ -117,6 +138,9 @@ pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> V
                 "status": r.status,
                 "commit": r.commit,
                 "image": r.image,
+                "image_id": r.image_id,
+                "pinned": r.image_id,
+                "digest": r.digest,
                 "published": r.published,
                 "error": r.error,
             })
@@ -125,6 +149,7 @@ pub fn summary(rows: &[RuntimeSummary], counts: &Counts, elapsed: Duration) -> V
     masked(json!({
         "event": "summary",
         "schema_version": SCHEMA_VERSION,
+        "exit_code": exit_code,
         "ensured": rows.len() - failed,
         "failed": failed,
         "skipped_steps": counts.skipped.len(),
@@ -160,6 +185,8 @@ pub struct Writer {
 /// What the writer thread is sent.
 enum Msg {
     Line(String),
+    /// The last line: written, then every later line is dropped.
+    Last(String),
     /// Answered once every line sent before it is written.
     Flushed(std::sync::mpsc::Sender<()>),
 }
@@ -173,15 +200,15 @@ impl Writer {
             .spawn(move || {
                 let mut out = out;
                 let mut broken = false;
+                let mut ended = false;
                 for msg in rx {
                     match msg {
-                        Msg::Line(line) if !broken => {
-                            broken = out
-                                .write_all(crate::text::inert_json(&line).as_bytes())
-                                .and_then(|()| out.flush())
-                                .is_err();
+                        Msg::Line(line) | Msg::Last(line) if broken || ended => drop(line),
+                        Msg::Line(line) => broken = write_line(&mut out, &line),
+                        Msg::Last(line) => {
+                            ended = true;
+                            broken = write_line(&mut out, &line);
                         }
-                        Msg::Line(_) => {}
                         Msg::Flushed(done) => {
                             let _ = done.send(());
                         }
@@ -199,6 +226,12 @@ impl Writer {
         let _ = self.tx.send(Msg::Line(format!("{v}\n")));
     }
 
+    /// Queues the last line (the summary or an `error`): lines queued after it (by steps
+    /// still winding down) are dropped, so it stays the last. Never blocks.
+    pub fn emit_last(&self, v: &Value) {
+        let _ = self.tx.send(Msg::Last(format!("{v}\n")));
+    }
+
     /// Waits until every line queued so far is written (at the end of the command).
     pub fn finish(self) {
         let (done, flushed) = std::sync::mpsc::channel();
@@ -206,6 +239,13 @@ impl Writer {
             let _ = flushed.recv();
         }
     }
+}
+
+/// Writes one line, inert, and flushes; true when the output is broken.
+fn write_line(out: &mut impl Write, line: &str) -> bool {
+    out.write_all(crate::text::inert_json(line).as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
 }
 
 /// A sink queueing NDJSON events to `writer`, and the counts the summary line needs.

@@ -136,6 +136,8 @@ mod tests {
             source: crate::config::SourceKind::Git,
             branch: "main".into(),
             digest: None,
+            image_id: commit.map(|_| format!("sha256:{}", "a".repeat(64))),
+            pinned: commit.map(|_| format!("sha256:{}", "a".repeat(64))),
             repo: "https://h.example/tpl".into(),
             commit: commit.map(str::to_owned),
             resolved_at: commit.map(|_| 90),
@@ -186,13 +188,16 @@ mod tests {
     #[test]
     fn status_json_has_the_documented_shape() {
         let doc: serde_json::Value = serde_json::from_str(&json(&[row(None)])).unwrap();
-        assert_eq!(doc["schema_version"], 1);
+        assert_eq!(doc["schema_version"], 2);
         let r = &doc["runtimes"][0];
         for k in [
             "runtime",
             "branch",
             "repo",
             "commit",
+            "image_id",
+            "pinned",
+            "digest",
             "resolved_at",
             "image",
             "latest",

@@ -62,6 +62,8 @@ mod tests {
                 status,
                 commit: commit.map(Into::into),
                 image: image.map(Into::into),
+                image_id: None,
+                digest: None,
                 published: None,
                 ran: if error.is_some() {
                     vec![]

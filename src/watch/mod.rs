@@ -2,8 +2,8 @@
 //!
 //! A tick is one [`app::ensure`] over the selected runtimes (the same resolve → decide → exec
 //! path as `planner ensure`, whatever kind of runtime), under the cache dir's run lock taken
-//! for that tick only (exclusive with `--all`, shared otherwise, as `ensure` takes it), so
-//! `gc` and `ensure` run between ticks. After it, each runtime's `:latest` image id (asked of
+//! shared for that tick only (as `ensure` takes it), so `gc` runs between ticks and `ensure`
+//! beside them. After it, each runtime's `:latest` image id (asked of
 //! the engine) is compared with the id the watcher last acknowledged ([`State`]):
 //!
 //! - moved: the `--on-change` hook runs (`sh -c CMD`, one runtime at a time, after the run

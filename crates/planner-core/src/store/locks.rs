@@ -1,6 +1,6 @@
 //! Locks in `locks/`: one per key (`<key>.lock`), so that two processes never do the same
-//! step at once, and the run lock (`run.lock`): exclusive for whole-run commands, shared for
-//! runs of named runtimes. Locks are `flock`s on files; the OS releases them when the
+//! step at once, and the run lock (`run.lock`): exclusive for `gc` (which removes images,
+//! checkouts and records), shared for every `ensure` and watch tick. Locks are `flock`s on files; the OS releases them when the
 //! process ends, however it ends. `gc` may unlink a free lock file while holding it; the
 //! protocol tolerates it ([`try_lock_file`]).
 
@@ -14,9 +14,10 @@ use crate::key::Key;
 /// How a command holds the run lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunLockMode {
-    /// Runs of named runtimes may overlap each other (per-key locks keep them correct).
+    /// Runs (`ensure`, `--all` too, watch ticks) may overlap each other (per-key locks keep
+    /// them correct).
     Shared,
-    /// Whole-run commands (`ensure --all`, `gc`) run alone.
+    /// `gc` runs alone: it removes what a run may be using.
     Exclusive,
 }
 
