@@ -149,7 +149,7 @@ fn summarize_one(run: &Run<'_>, rt: &str, mine: &[NodeId]) -> RuntimeSummary {
         let output = outcome.outputs.get(id)?;
         Some(output.get::<Published>()?.reference.clone())
     });
-    let image_id = image_id(outcome, &mine).filter(|_| ok);
+    let image_id = image_id(outcome, mine).filter(|_| ok);
     let pulled = runtime
         .and_then(|r| r.registry_image())
         .zip(commit.as_ref())
