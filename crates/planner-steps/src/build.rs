@@ -505,7 +505,7 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
             world.engine.tag(&id, tag).await?;
         }
         if let Some(old) = before.filter(|i| i.id != id) {
-            crate::kind::drop_superseded(world, &old).await;
+            crate::kind::drop_superseded(world, &old, Some(req.key.as_str())).await;
         }
     }
     // Pulled, and keyed on the verified Dockerfile: the pointer names this build from now on

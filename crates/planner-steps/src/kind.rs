@@ -154,12 +154,22 @@ pub(crate) async fn pull_by_digest(
     })
 }
 
-/// Removes an image a tag named before a step moved that tag, when planner built it (its
-/// labels carry a key) and no tag names it any more: a rebuild of the same commit (a base
-/// moved, the builder or key format changed) leaves no untagged image behind. Never forced:
-/// an image a container uses stays, and any refusal is left to the user.
-pub(crate) async fn drop_superseded(world: &RealWorld, old: &docker::engine::ImageInfo) {
-    if !old.labels.contains_key(crate::labels::LABEL_KEY) {
+/// Removes an image a tag named before a step moved that tag to an image of `new_key`, when
+/// planner built it under another key (its labels carry one) and no tag names it any more: a
+/// rebuild of the same commit (a base moved, the builder or key format changed) leaves no
+/// untagged image behind. An image of the same key is another process's build of this very
+/// key (two cache dirs, whose key locks do not meet, on one engine): that process may still be
+/// tagging it, so it stays (gc's to collect). Never forced: an image a container uses stays,
+/// and any refusal is left to the user.
+pub(crate) async fn drop_superseded(
+    world: &RealWorld,
+    old: &docker::engine::ImageInfo,
+    new_key: Option<&str>,
+) {
+    let Some(old_key) = old.labels.get(crate::labels::LABEL_KEY) else {
+        return;
+    };
+    if new_key == Some(old_key.as_str()) {
         return;
     }
     let Ok(Some(detail)) = world.engine.inspect_detail(&old.id).await else {

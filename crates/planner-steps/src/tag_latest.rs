@@ -119,7 +119,11 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
         world.engine.tag(id, &latest).await?;
     }
     if let Some(old) = before.filter(|i| &i.id != id) {
-        crate::kind::drop_superseded(world, &old).await;
+        let new = world.engine.inspect(id).await?;
+        let new_key = new
+            .as_ref()
+            .and_then(|i| i.labels.get(crate::labels::LABEL_KEY));
+        crate::kind::drop_superseded(world, &old, new_key.map(String::as_str)).await;
     }
     world
         .record(KIND, req.key, req.node, |r| {
