@@ -61,6 +61,22 @@ impl Engine {
             .map(drop)
     }
 
+    /// Pushes the image `id` as `image` (`registry/repository:tag`) with `auth`, through a tag
+    /// dropped again afterwards whatever happened (the caller's own tags name the image);
+    /// returns the manifest digest the registry stored.
+    pub async fn push_as(
+        &self,
+        id: &str,
+        image: &ImageRef,
+        auth: Option<&str>,
+    ) -> Result<String, DockerError> {
+        let reference = image.to_string();
+        self.tag(id, &reference).await?;
+        let pushed = self.push(image, auth).await;
+        let _ = self.remove_reference(&reference).await;
+        pushed
+    }
+
     /// Pushes `image` (`registry/repository:tag`, a tag the engine holds) with `auth`;
     /// returns the manifest digest the registry stored.
     pub async fn push(&self, image: &ImageRef, auth: Option<&str>) -> Result<String, DockerError> {

@@ -13,8 +13,23 @@
 //! endpoint, a git host), a new request *without* the credential where docker's client does
 //! the same (a registry's blob handed to a CDN).
 
+use std::time::Duration;
+
 use reqwest::header;
 use url::Url;
+
+/// The client of an API that carries a credential (a registry, a package index): `timeout` on
+/// every request (connecting within at most 10 s of it), at most `max_redirects` redirects,
+/// each within the origin ([`redirect_policy`]), planner's user agent.
+pub fn client(timeout: Duration, max_redirects: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .redirect(redirect_policy(max_redirects))
+        .user_agent(concat!("planner/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static client configuration is valid")
+}
 
 /// The redirect policy of every client that carries a credential: at most `max` redirects,
 /// each within the origin of the first URL; a redirect to another origin is not followed (the

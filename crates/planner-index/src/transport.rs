@@ -23,13 +23,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The HTTP client: `timeout` on every request, redirects only within the origin.
 pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .timeout(timeout)
-        .redirect(planner_http::redirect_policy(MAX_REDIRECTS))
-        .user_agent(concat!("planner/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("static client configuration is valid")
+    planner_http::client(timeout, MAX_REDIRECTS)
 }
 
 /// Whether `url` may be asked: HTTPS, or plain HTTP to a loopback host. `Err`: why not.

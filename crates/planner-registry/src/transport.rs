@@ -274,13 +274,7 @@ impl Registry {
 /// The HTTP client: the timeout on every request, redirects followed only within the origin
 /// ([`planner_http::redirect_policy`]).
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .timeout(timeout)
-        .redirect(planner_http::redirect_policy(MAX_REDIRECTS))
-        .user_agent(concat!("planner/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("static client configuration is valid")
+    planner_http::client(timeout, MAX_REDIRECTS)
 }
 
 /// A reference to `registry` (and `repository`) with no tag: what errors about the registry

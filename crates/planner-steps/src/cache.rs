@@ -269,20 +269,16 @@ impl SharedCache {
 
     /// Tags `id` as `image`, pushes it with the user's credentials, and drops the tag again.
     async fn push(&self, engine: &Engine, image: &ImageRef, id: &str) -> Result<String, String> {
-        let reference = image.to_string();
-        engine
-            .tag(id, &reference)
-            .await
-            .map_err(|e| e.to_string())?;
         let auth = self
             .registry
             .engine_auth(image)
             .await
             .map_err(|e| e.to_string())?;
-        let pushed = engine.push(image, auth.as_deref()).await;
         // The cache's name is not kept in the engine: the pinned tags name the image.
-        let _ = engine.remove_reference(&reference).await;
-        pushed.map_err(|e| e.to_string())
+        engine
+            .push_as(id, image, auth.as_deref())
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

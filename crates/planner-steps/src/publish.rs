@@ -227,16 +227,13 @@ async fn run(world: &RealWorld, req: &RunRequest<'_>) -> Result<Output, Error> {
     Ok(Output::new(published(id, dest, digest)))
 }
 
-/// Tags the image `id` as `image`, pushes it with the user's credentials for its registry,
-/// and drops the tag again (the local tags name the image); returns the digest stored.
+/// Pushes the image `id` as `image` with the user's credentials for its registry (the
+/// local tags name the image; the pushed name is not kept); returns the digest stored.
 async fn push(world: &RealWorld, image: &ImageRef, id: &str) -> Result<String, Error> {
-    let reference = image.to_string();
-    world.engine.tag(id, &reference).await?;
     let pushed = async {
         let auth = world.registry.engine_auth(image).await?;
-        Ok::<_, Error>(world.engine.push(image, auth.as_deref()).await?)
+        Ok::<_, Error>(world.engine.push_as(id, image, auth.as_deref()).await?)
     }
     .await;
-    let _ = world.engine.remove_reference(&reference).await;
     pushed.map_err(|e| failed("cannot publish to", image, &e.to_string()))
 }
