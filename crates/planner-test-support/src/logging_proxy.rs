@@ -3,7 +3,9 @@
 //! a backend (a [`super::git_server::GitServer`]). It accepts both origin-form targets
 //! (`GET /repo/info/refs`, used as a second git host) and absolute-form ones
 //! (`GET http://host/repo/info/refs`, used as an `http.proxy`), which it rewrites to
-//! origin-form for the backend.
+//! origin-form for the backend. Each request is forwarded with `Connection: close`, so the
+//! backend ends the connection after one answer and a client's next request comes on a new
+//! connection, logged too (a kept-alive connection would carry requests past the log).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,6 +109,12 @@ fn relay(client: TcpStream, backend: SocketAddr, log: &Mutex<Vec<LoggedRequest>>
         .unwrap_or_else(|p| p.into_inner())
         .push(request.clone());
     head[0] = format!("{} {origin_form} HTTP/1.1", request.method);
+    head.retain(|line| {
+        !line
+            .split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("connection"))
+    });
+    head.push("Connection: close".to_owned());
     relay::pipe(client, reader, &head, backend);
 }
 
